@@ -1,0 +1,49 @@
+"""cion_fast: fast C++/CUDA kernels and the CION pipeline for person re-identification.
+
+Quick look::
+
+    >>> import cion_fast
+    >>> cion_fast.build_info()["version"]  # doctest: +SKIP
+    '0.1.0'
+    >>> cion_fast.cuda_available()  # doctest: +SKIP
+    False
+
+The kernels live in :mod:`cion_fast.ops`; the compiled extension (``cion_fast._C``) is imported
+on first use, so the pure-Python layers (data, denoising reports) import without it.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "build_info", "cuda_available"]
+
+
+def build_info() -> dict:
+    """What the compiled extension contains.
+
+    Returns:
+        dict with ``version`` (str), ``openmp`` (bool), ``openmp_max_threads`` (int), ``cuda``
+        (bool: CUDA kernels compiled in), ``cuda_version`` (str or None, the nvcc version) and
+        ``cuda_architectures`` (list of str, e.g. ``["80-real", ..., "90-virtual"]``).
+
+    Example:
+        >>> info = build_info()
+        >>> sorted(info)[:3]
+        ['cuda', 'cuda_architectures', 'cuda_version']
+    """
+    from cion_fast import _C
+
+    return dict(_C.build_info())
+
+
+def cuda_available() -> bool:
+    """True when the CUDA kernels were compiled in *and* a CUDA device can be used now.
+
+    Example:
+        >>> isinstance(cuda_available(), bool)
+        True
+    """
+    from cion_fast import _C
+
+    return bool(_C.build_info()["cuda"]) and _C.cuda_device_count() > 0

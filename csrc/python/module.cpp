@@ -1,0 +1,45 @@
+// The one extension module, cion_fast._C: build information plus one bind_<op>() per op family.
+#include <pybind11/pybind11.h>
+
+#include "common/check.h"
+#include "ops/runtime.h"
+
+namespace py = pybind11;
+
+namespace cion {
+void bind_rank_metrics(py::module_& m);
+}  // namespace cion
+
+#ifndef CION_FAST_VERSION
+#define CION_FAST_VERSION "0.0.0+unknown"
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "cion_fast compiled kernels (CPU/OpenMP and optional CUDA). Use cion_fast.ops.";
+  // cion::ValueError derives from std::invalid_argument, which pybind11 already maps to ValueError.
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const cion::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
+
+  m.def("build_info", []() {
+    const cion::BuildInfo info = cion::build_info();
+    py::dict out;
+    out["version"] = CION_FAST_VERSION;
+    out["openmp"] = info.openmp;
+    out["openmp_max_threads"] = info.openmp_max_threads;
+    out["cuda"] = info.cuda;
+    out["cuda_version"] = info.cuda_version.empty() ? py::object(py::none()) : py::str(info.cuda_version);
+    py::list archs;
+    for (const auto& arch : info.cuda_architectures) archs.append(arch);
+    out["cuda_architectures"] = archs;
+    return out;
+  });
+  m.def("cuda_device_count", &cion::cuda_device_count,
+        "Number of CUDA devices usable now (0 when built without CUDA or with no driver/GPU).");
+
+  cion::bind_rank_metrics(m);
+}
