@@ -1,0 +1,326 @@
+"""rank_metrics: CMC / mAP / mINP against an independent float64 numpy oracle written from the spec."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from cion_fast.integrations import fastreid as fastreid_adapter
+from cion_fast.integrations import torchreid as torchreid_adapter
+from cion_fast.ops import evaluate_rank, evaluate_rank_from_features
+
+from conftest import cupy, requires_torch, to_framework, torch
+
+
+def oracle(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, remove_same_camera=True):
+    """Spec steps 1-7, one query at a time, float64, stable argsort (our tie rule)."""
+    distmat = np.asarray(distmat, dtype=np.float64)
+    num_query = distmat.shape[0]
+    cmc_sum = np.zeros(max_rank)
+    aps, inps, firsts = [], [], []
+    for i in range(num_query):
+        order = np.argsort(distmat[i], kind="stable")
+        same_pid = g_pids[order] == q_pids[i]
+        junk = same_pid & (g_camids[order] == q_camids[i]) if remove_same_camera else np.zeros_like(same_pid)
+        hits = same_pid[~junk]
+        if not hits.any():
+            aps.append(np.nan)
+            inps.append(np.nan)
+            firsts.append(-1)
+            continue
+        positions = np.flatnonzero(hits)
+        cmc = np.zeros(max_rank)
+        if positions[0] < max_rank:
+            cmc[positions[0]:] = 1.0
+        cmc_sum += cmc
+        aps.append(np.mean(np.arange(1, len(positions) + 1) / (positions + 1.0)))
+        inps.append(len(positions) / (positions[-1] + 1.0))
+        firsts.append(int(positions[0]))
+    aps, inps = np.array(aps), np.array(inps)
+    valid = ~np.isnan(aps)
+    return {
+        "cmc": cmc_sum / valid.sum(),
+        "mAP": aps[valid].mean(),
+        "mINP": inps[valid].mean(),
+        "num_valid": int(valid.sum()),
+        "ap": aps,
+        "inp": inps,
+        "first": np.array(firsts),
+    }
+
+
+def make_problem(num_query, num_gallery, num_pids, num_cams=3, seed=0, dtype=np.float64):
+    """Random tie-free distances; matches are pulled closer so rankings are not trivial."""
+    rng = np.random.default_rng(seed)
+    q_pids = rng.integers(0, num_pids, num_query)
+    g_pids = rng.integers(0, num_pids, num_gallery)
+    q_camids = rng.integers(0, num_cams, num_query)
+    g_camids = rng.integers(0, num_cams, num_gallery)
+    distmat = rng.random((num_query, num_gallery)) + 0.6 * (q_pids[:, None] != g_pids[None, :])
+    return distmat.astype(dtype), q_pids, g_pids, q_camids, g_camids
+
+
+def assert_matches_oracle(result, expected, tol=1e-9):
+    np.testing.assert_allclose(result.cmc, expected["cmc"], rtol=0, atol=tol)
+    assert abs(result.mAP - expected["mAP"]) <= tol
+    assert abs(result.mINP - expected["mINP"]) <= tol
+    assert result.num_valid_queries == expected["num_valid"]
+    if result.average_precision is not None:
+        np.testing.assert_allclose(result.average_precision, expected["ap"], rtol=0, atol=tol)
+        np.testing.assert_allclose(result.inverse_negative_penalty, expected["inp"], rtol=0, atol=tol)
+        np.testing.assert_array_equal(result.first_match, expected["first"])
+
+
+@pytest.mark.parametrize(
+    "num_query,num_gallery,num_pids,max_rank",
+    [(1, 7, 2, 50), (13, 5, 3, 50), (37, 211, 19, 20), (64, 1000, 40, 50), (5, 3, 1, 1)],
+)
+@pytest.mark.parametrize("remove_same_camera", [True, False])
+def test_matches_oracle_float64(poisoned_outputs, num_query, num_gallery, num_pids, max_rank, remove_same_camera):
+    problem = make_problem(num_query, num_gallery, num_pids, seed=num_query * 7 + num_gallery)
+    expected = oracle(*problem, max_rank, remove_same_camera)
+    if expected["num_valid"] == 0:
+        pytest.skip("random draw without a valid query")
+    result = evaluate_rank(*problem, max_rank=max_rank, remove_same_camera=remove_same_camera, return_per_query=True)
+    assert result.cmc.dtype == np.float64 and result.cmc.shape == (max_rank,)
+    assert_matches_oracle(result, expected)
+
+
+def test_queries_without_matches_are_skipped(poisoned_outputs):
+    distmat, q_pids, g_pids, q_camids, g_camids = make_problem(20, 50, 10, seed=3)
+    q_pids[:5] = 1000  # pids absent from the gallery
+    expected = oracle(distmat, q_pids, g_pids, q_camids, g_camids, 10)
+    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=10, return_per_query=True)
+    assert result.num_valid_queries == expected["num_valid"] <= 15
+    assert np.all(result.first_match[:5] == -1) and np.all(np.isnan(result.average_precision[:5]))
+    assert_matches_oracle(result, expected)
+
+
+def test_stable_tie_rule():
+    """Equal distances keep gallery order: a match tied with an earlier non-match ranks after it."""
+    rng = np.random.default_rng(11)
+    distmat = rng.integers(0, 4, size=(30, 40)).astype(np.float32)  # heavy ties
+    q_pids = rng.integers(0, 5, 30)
+    g_pids = rng.integers(0, 5, 40)
+    q_camids = np.zeros(30, dtype=np.int64)
+    g_camids = rng.integers(0, 3, 40)
+    expected = oracle(distmat, q_pids, g_pids, q_camids, g_camids, 15)
+    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=15, return_per_query=True)
+    assert_matches_oracle(result, expected)
+    # A hand-made case: gallery [match, non-match] at equal distance -> match first (AP 1);
+    # gallery [non-match, match] -> match second (AP 0.5).
+    one = np.array([[1.0, 1.0]])
+    assert evaluate_rank(one, [7], [7, 8], [0], [1, 1], max_rank=2).mAP == 1.0
+    assert evaluate_rank(one, [7], [8, 7], [0], [1, 1], max_rank=2).mAP == 0.5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_low_precision_inputs_rank_in_their_own_precision(dtype):
+    distmat, *ids = make_problem(17, 90, 9, seed=5)
+    low = distmat.astype(dtype)
+    expected = oracle(low.astype(np.float64), *ids, 20)
+    assert_matches_oracle(evaluate_rank(low, *ids, max_rank=20, return_per_query=True), expected)
+
+
+@requires_torch
+def test_bfloat16_torch_input():
+    distmat, *ids = make_problem(9, 40, 6, seed=8)
+    low = torch.from_numpy(distmat).to(torch.bfloat16)
+    expected = oracle(low.double().numpy(), *ids, 10)
+    assert_matches_oracle(evaluate_rank(low, *ids, max_rank=10, return_per_query=True), expected)
+
+
+@requires_torch
+def test_numpy_and_torch_inputs_agree():
+    distmat, q_pids, g_pids, q_camids, g_camids = make_problem(25, 120, 12, seed=9)
+    from_numpy = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, return_per_query=True)
+    from_torch = evaluate_rank(
+        torch.from_numpy(distmat), *(torch.from_numpy(a) for a in (q_pids, g_pids, q_camids, g_camids)),
+        return_per_query=True,
+    )
+    np.testing.assert_array_equal(from_numpy.cmc, from_torch.cmc)
+    np.testing.assert_array_equal(from_numpy.average_precision, from_torch.average_precision)
+
+
+@requires_torch
+def test_torch_tensor_requiring_grad_is_accepted():
+    distmat, *ids = make_problem(4, 30, 5, seed=10)
+    tensor = torch.from_numpy(distmat).requires_grad_(True)
+    assert evaluate_rank(tensor, *ids, max_rank=5).mAP == pytest.approx(oracle(distmat, *ids, 5)["mAP"], abs=1e-12)
+
+
+def test_non_contiguous_int32_and_readonly_inputs():
+    distmat, q_pids, g_pids, q_camids, g_camids = make_problem(30, 80, 10, seed=12)
+    expected = oracle(distmat, q_pids, g_pids, q_camids, g_camids, 10)
+    transposed = np.asfortranarray(distmat)  # column-major: rows not contiguous
+    wide = np.zeros((30, 160))
+    wide[:, ::2] = distmat  # strided columns
+    readonly = distmat.copy()
+    readonly.flags.writeable = False
+    ids32 = [a.astype(np.int32) for a in (q_pids, g_pids, q_camids, g_camids)]
+    for variant in (transposed, wide[:, ::2], readonly):
+        assert_matches_oracle(evaluate_rank(variant, *ids32, max_rank=10), expected)
+    padded = np.zeros((30, 100))
+    padded[:, :80] = distmat  # contiguous rows with padding: used in place
+    assert_matches_oracle(evaluate_rank(padded[:, :80], q_pids, g_pids, q_camids, g_camids, max_rank=10), expected)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize("tile_size", [None, 7])
+def test_from_features_matches_oracle(poisoned_outputs, metric, tile_size):
+    rng = np.random.default_rng(21)
+    num_pids, dim = 15, 24
+    centres = rng.normal(size=(num_pids, dim))
+    q_pids, g_pids = rng.integers(0, num_pids, 41), rng.integers(0, num_pids, 133)
+    query = centres[q_pids] + 0.8 * rng.normal(size=(41, dim))
+    gallery = centres[g_pids] + 0.8 * rng.normal(size=(133, dim))
+    q_camids, g_camids = rng.integers(0, 4, 41), rng.integers(0, 4, 133)
+    if metric == "cosine":
+        qn = query / np.linalg.norm(query, axis=1, keepdims=True)
+        gn = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+        distmat = 1 - qn @ gn.T
+    else:
+        distmat = ((query[:, None, :] - gallery[None, :, :]) ** 2).sum(-1)
+    expected = oracle(distmat, q_pids, g_pids, q_camids, g_camids, 30)
+    result = evaluate_rank_from_features(
+        query, gallery, q_pids, g_pids, q_camids, g_camids, metric=metric, max_rank=30,
+        return_per_query=True, tile_size=tile_size,
+    )
+    assert_matches_oracle(result, expected)
+
+
+@requires_torch
+def test_from_features_torch_float32():
+    rng = np.random.default_rng(22)
+    query, gallery = rng.normal(size=(20, 16)), rng.normal(size=(60, 16))
+    ids = (rng.integers(0, 6, 20), rng.integers(0, 6, 60), rng.integers(0, 2, 20), rng.integers(0, 2, 60))
+    distmat = ((query[:, None, :] - gallery[None, :, :]) ** 2).sum(-1)
+    expected = oracle(distmat, *ids, 10)
+    result = evaluate_rank_from_features(
+        torch.from_numpy(query).float(), torch.from_numpy(gallery).float(), *ids, max_rank=10, tile_size=6
+    )
+    assert abs(result.mAP - expected["mAP"]) < 1e-6
+
+
+def test_threads_share_the_kernel_safely():
+    problems = [make_problem(40, 500, 20, seed=s) for s in range(6)]
+    expected = [oracle(*p, 10)["mAP"] for p in problems]
+    results = [None] * len(problems)
+
+    def work(i):
+        results[i] = evaluate_rank(*problems[i], max_rank=10).mAP
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    np.testing.assert_allclose(results, expected, rtol=0, atol=1e-12)
+
+
+def test_adapters_have_the_libraries_return_shapes():
+    distmat, q_pids, g_pids, q_camids, g_camids = make_problem(12, 30, 6, seed=13)
+    expected = oracle(distmat, q_pids, g_pids, q_camids, g_camids, 30)
+    cmc, mAP = torchreid_adapter.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50)
+    assert cmc.dtype == np.float32 and cmc.shape == (30,)  # cut to the gallery size
+    assert abs(mAP - expected["mAP"]) < 1e-12
+    cmc, all_ap, all_inp = fastreid_adapter.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=10)
+    assert cmc.shape == (10,) and all_ap.shape == (expected["num_valid"],) == all_inp.shape
+    np.testing.assert_allclose(np.mean(all_ap), expected["mAP"], atol=1e-6)
+    np.testing.assert_allclose(np.mean(all_inp), expected["mINP"], atol=1e-6)
+    with pytest.raises(NotImplementedError, match="CUHK03"):
+        torchreid_adapter.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=True)
+
+
+@pytest.mark.parametrize(
+    "mutate,error,match",
+    [
+        (lambda a: dict(a, distmat=np.where(np.eye(4, 6, dtype=bool), np.nan, a["distmat"])), ValueError, "NaN"),
+        (lambda a: dict(a, q_pids=a["q_pids"][:3]), ValueError, "q_pids must have length 4"),
+        (lambda a: dict(a, g_camids=a["g_camids"][:-1]), ValueError, "g_camids must have length 6"),
+        (lambda a: dict(a, distmat=a["distmat"][0]), ValueError, "distmat must be 2-D"),
+        (lambda a: dict(a, distmat=np.zeros((0, 6))), ValueError, "at least one query"),
+        (lambda a: dict(a, distmat=np.zeros((4, 0))), ValueError, "at least one query"),
+        (lambda a: dict(a, distmat=a["distmat"].astype(np.int64)), TypeError, "distmat must have dtype"),
+        (lambda a: dict(a, q_pids=a["q_pids"].astype(np.float32)), TypeError, "q_pids must have dtype"),
+        (lambda a: dict(a, distmat="not an array"), TypeError, "distmat must be"),
+        (lambda a: dict(a, max_rank=0), ValueError, "max_rank"),
+        (lambda a: dict(a, max_rank=True), ValueError, "max_rank"),
+        (lambda a: dict(a, remove_same_camera="yes"), TypeError, "remove_same_camera"),
+        (lambda a: dict(a, q_pids=np.array([100, 101, 102, 103])), ValueError, "no query has a valid match"),
+    ],
+)
+def test_bad_input_raises_clear_errors(mutate, error, match):
+    rng = np.random.default_rng(1)
+    args = dict(
+        distmat=rng.random((4, 6)), q_pids=np.array([0, 1, 2, 3]), g_pids=np.array([0, 1, 2, 3, 0, 1]),
+        q_camids=np.zeros(4, dtype=np.int64), g_camids=np.ones(6, dtype=np.int64),
+    )
+    with pytest.raises(error, match=match):
+        evaluate_rank(**mutate(args))
+
+
+def test_from_features_bad_input():
+    rng = np.random.default_rng(2)
+    query, gallery = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    ids = ([0, 1, 2], [0, 1, 2, 0, 1], [0, 0, 0], [1, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match="same dimension"):
+        evaluate_rank_from_features(query, gallery[:, :3], *ids)
+    with pytest.raises(ValueError, match="metric"):
+        evaluate_rank_from_features(query, gallery, *ids, metric="manhattan")
+    bad = query.copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match="query_features contains NaN or inf"):
+        evaluate_rank_from_features(bad, gallery, *ids)
+    with pytest.raises(ValueError, match="tile_size"):
+        evaluate_rank_from_features(query, gallery, *ids, tile_size=0)
+
+
+def test_checks_survive_python_O():
+    code = (
+        "import numpy as np\n"
+        "from cion_fast.ops import evaluate_rank\n"
+        "try:\n"
+        "    evaluate_rank(np.zeros((2, 3)), [0, 1], [0, 1], [0, 0], [1, 1, 1])\n"
+        "except ValueError as e:\n"
+        "    print('ValueError', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
+    assert "ValueError g_pids must have length 3" in out.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("framework", ["torch_cuda", "cupy"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_cuda_matches_cpu(framework, dtype):
+    if framework == "cupy" and cupy is None:
+        pytest.skip("cupy not installed")
+    distmat, *ids = make_problem(97, 1531, 37, seed=31)
+    distmat[:5, :] = 1.0  # a few rows full of ties
+    distmat = distmat.astype(dtype)
+    cpu = evaluate_rank(distmat, *ids, max_rank=50, return_per_query=True)
+    gpu = evaluate_rank(to_framework(distmat, framework), *ids, max_rank=50, return_per_query=True)
+    np.testing.assert_array_equal(gpu.first_match, cpu.first_match)
+    np.testing.assert_allclose(gpu.average_precision, cpu.average_precision, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gpu.cmc, cpu.cmc, rtol=0, atol=1e-12)
+
+
+@pytest.mark.cuda
+def test_cuda_nan_and_from_features():
+    distmat, *ids = make_problem(10, 50, 5, seed=32)
+    bad = distmat.copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_rank(torch.from_numpy(bad).cuda(), *ids)
+    rng = np.random.default_rng(33)
+    query, gallery = rng.normal(size=(10, 8)), rng.normal(size=(50, 8))
+    cpu = evaluate_rank_from_features(query, gallery, *ids, max_rank=10, return_per_query=True)
+    gpu = evaluate_rank_from_features(
+        torch.from_numpy(query).cuda(), torch.from_numpy(gallery).cuda(), *ids, max_rank=10,
+        return_per_query=True, tile_size=3,
+    )
+    np.testing.assert_allclose(gpu.average_precision, cpu.average_precision, rtol=0, atol=1e-9)
