@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -280,7 +281,7 @@ def test_from_features_bad_input():
         evaluate_rank_from_features(query, gallery, *ids, tile_size=0)
 
 
-def test_checks_survive_python_O():
+def test_checks_survive_python_O(tmp_path):
     code = (
         "import numpy as np\n"
         "from cion_fast.ops import evaluate_rank\n"
@@ -289,7 +290,11 @@ def test_checks_survive_python_O():
         "except ValueError as e:\n"
         "    print('ValueError', e)\n"
     )
-    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
+    # Run from an empty directory so the installed package is imported, not the source tree.
+    out = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
     assert "ValueError g_pids must have length 3" in out.stdout
 
 
