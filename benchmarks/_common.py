@@ -123,9 +123,15 @@ class PeakMemory:
 
 
 def measure(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1, cuda: bool = False) -> dict[str, float]:
-    """Median wall time of ``fn`` over ``repeat`` runs after ``warmup`` runs, and the peak memory
-    of one run. On CUDA the time is taken with CUDA events around the call."""
-    for _ in range(warmup):
+    """Median wall time of ``fn`` over ``repeat`` runs, and the peak memory of its first run.
+
+    The first run (memory sampled) doubles as warm-up, so its allocations are cold ones: once the
+    allocator keeps freed pages, later runs would hide them. ``warmup`` - 1 further untimed runs
+    follow. On CUDA the time is taken with CUDA events around the call.
+    """
+    with PeakMemory(cuda=cuda) as memory:
+        fn()
+    for _ in range(warmup - 1):
         fn()
     times = []
     for _ in range(repeat):
@@ -142,8 +148,6 @@ def measure(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1, cuda: bool 
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    with PeakMemory(cuda=cuda) as memory:
-        fn()
     return {
         "seconds": statistics.median(times),
         "seconds_min": min(times),
