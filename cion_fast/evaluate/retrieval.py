@@ -86,7 +86,7 @@ def top_k_gallery(query_features: np.ndarray, gallery_features: np.ndarray, top_
 
     Example:
         >>> g = np.eye(4, dtype=np.float32)
-        >>> top_k_gallery(g[[2]], g, top_k=2)[0, 0]
+        >>> int(top_k_gallery(g[[2]], g, top_k=2)[0, 0])
         2
     """
     q = np.asarray(query_features, dtype=np.float32)
