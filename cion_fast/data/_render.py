@@ -603,7 +603,7 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
             centre = np.where(side, f32(0), tw + arm_w) + np.where(side, -sin_p * f32(0.35), f32(0)) * (yn - f32(0.16))
             paint(sl, arm_row, (np.abs(xn - centre) < arm_w) & rows)
         else:
-            paint(sl, arm_row, (np.abs(xn - tw - arm_w) < arm_w) & rows)
+            paint(sl, arm_row, (np.abs(xn - (tw + arm_w)) < arm_w) & rows)  # same arithmetic as above
         if not bool(np.all(side)):
             paint(sl, arm_row, (rows & ~side) & (np.abs(xn + tw + arm_w) < arm_w))
 
@@ -620,7 +620,7 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         sl, yn = band(0.16, 0.42)
         if sl is not None:
             strap_c = np.where(side, f32(0), bs * (-tw * f32(0.8) + (yn - f32(0.16)) * (tw * f32(6.9))))
-            paint(sl, STRAP, (np.abs(xn - strap_c) < f32(0.013)) & ((yn >= f32(0.16)) & (bag == 2)))
+            paint(sl, STRAP, (np.abs(xn - strap_c) < f32(0.013)) & ((yn >= f32(0.16)) & (yn < f32(0.42)) & (bag == 2)))
         sl, yn = band(0.40, 0.55)
         if sl is not None:
             bag_x0 = np.where(side, f32(-0.05), bs * tw)
