@@ -131,7 +131,8 @@ def _synth(args: argparse.Namespace) -> int:
         f"{k.replace('_', ' ')} {measured[k]:.3f} ({configured[k]:.3f})" for k in measured)
         + f"; purity {noise['purity']:.3f}")
     print(f"  rendering : {speed['frames_rendered']} frames in {speed['render_seconds']:.2f} s = "
-          f"{speed['frames_per_second']:.0f} frames/s (planning {speed['plan_seconds']:.2f} s, writing {write_seconds:.2f} s)")
+          f"{speed['frames_per_second']:.0f} frames/s, {speed['frames_per_cpu_second']:.0f} frames per CPU-second "
+          f"(planning {speed['plan_seconds']:.2f} s, writing {write_seconds:.2f} s)")
     print(f"  wrote     : {out / 'tracklets'}, {out / 'market'}, {out / 'summary.json'}"
           + (f", {args.samples}" if args.samples else ""))
     return 0

@@ -13,9 +13,12 @@ The pipeline per batch (one camera per call):
    top labels = pattern bit x texture cell);
 2. colours come from a per-frame palette ``float32 [B, L, 3]`` (identity palette x camera colour x
    frame light) by one gather, with a cylindrical body shading;
-3. background pixels come from the camera's scene texture at the frame's offset;
-4. camera effects: low resolution (block mean then nearest upsample), [1, 2, 1] blur passes,
-   additive noise from a fixed noise bank, rounding to uint8.
+3. background pixels come from the camera's scene texture at the frame's offset, in the same gather
+   (colours are packed RGBA uint32, one 4-byte gather per pixel);
+4. camera effects: optics blur (2 x 2 box passes on packed pixels, four channels per operation),
+   sensor noise from a fixed noise bank, rounding to uint8, and for low-resolution cameras a
+   nearest-neighbour upsampling smoothed by box passes (a frame of such a camera is rendered at
+   1/2 or 1/4 of the crop size).
 """
 
 from __future__ import annotations
@@ -182,7 +185,7 @@ class CameraTable:
 
     color: np.ndarray  # float32 [C, 3]: illumination gain x colour cast
     scenes: list  # C x uint32 [Hs, Ws] packed RGBA scene at the camera's resolution
-    blur: np.ndarray  # int64 [C]: number of [1,2,1] passes (at the camera's resolution)
+    blur: np.ndarray  # int64 [C]: number of 2 x 2 box-blur passes (at the camera's resolution)
     lowres: np.ndarray  # int64 [C]: 1, 2 or 4 (block size at 128 x 64)
     noise: np.ndarray  # float32 [C]: noise std (0..255 scale)
     view_probs: np.ndarray  # float64 [C, 3]: front, back, side
@@ -220,7 +223,7 @@ def make_cameras(seed: int, stream: int, count: int, size: tuple[int, int]) -> C
         color = (gain * cast).astype(np.float32)
         kind = c % 4  # 0 clean, 1 low-res, 2 blurry, 3 noisy
         lowres = (4 if rng.random() < 0.3 else 2) if kind == 1 else 1
-        blur = [0, 0, 1, 0][kind] + int(rng.random() < 0.25)
+        blur = [0, 0, 2, 0][kind] + int(rng.random() < 0.3)  # 2 x 2 box passes
         noise = [2.5, 3.0, 3.0, 8.0][kind] * rng.uniform(0.7, 1.3)
         view_probs = rng.dirichlet([1.0, 1.0, 1.0]) * 0.8 + 0.2 / 3
         occlusion = rng.uniform(0.08, 0.3)
@@ -386,8 +389,8 @@ class _CameraRenderer:
     def __call__(self, s: FrameSpec) -> np.ndarray:
         label, xn, tw = _paint_labels(s, self.ids, self.h, self.w, self.ys, self.xs)
         packed = self._colour(s, label, xn, tw)  # uint32 [B, h, w]: RGBA bytes, alpha 0
-        for _ in range(self.blur):  # optics ...
-            packed = _blur121_packed(packed)
+        for k in range(self.blur):  # optics ...
+            packed = _box_packed(packed, ceil=k % 2 == 0)
         img = packed.view(np.uint8).reshape(packed.shape + (4,)).astype(np.float32)
         img += np.take(self.noise, s.noise_k, axis=0)  # ... then sensor noise (+0.5: rounding)
         np.clip(img, 0, 255, out=img)
@@ -397,8 +400,8 @@ class _CameraRenderer:
             up = np.empty((b, h, self.f, w, self.f), np.uint32)
             up[...] = packed[:, :, None, :, None]
             packed = up.reshape(b, h * self.f, w * self.f)
-            for _ in range(max(1, self.f // 2)):
-                packed = _blur121_packed(packed)
+            for k in range(self.f - 1):  # box passes: x2 -> linear interpolation
+                packed = _box_packed(packed, ceil=k % 2 == 0)
         return _rgba_to_rgb(packed)
 
     def _colour(self, s: FrameSpec, label: np.ndarray, xn: np.ndarray, tw: np.ndarray) -> np.ndarray:
@@ -438,33 +441,41 @@ def _rgba_to_rgb(packed: np.ndarray) -> np.ndarray:
     return out
 
 
+_TROUSER_END = np.array([2.0, 0.69, 0.0], np.float32)  # trousers, shorts, skirt (legs bare)
+_HAIR_END = np.array([0.0, 0.16, 0.25], np.float32)  # short, medium, long
 _LOW7 = np.uint32(0x7F7F7F7F)
 _ONE = np.uint32(1)
 
 
-def _avg_floor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-byte floor((a + b) / 2) of packed uint32 RGBA (SWAR: four channels per operation)."""
-    return (a & b) + (((a ^ b) >> _ONE) & _LOW7)
+def _avg_into(out: np.ndarray, a: np.ndarray, b: np.ndarray, ceil: bool, tmp: np.ndarray) -> None:
+    """out = per-byte average of packed uint32 RGBA ``a`` and ``b`` (SWAR: four channels per
+    operation), rounded up (``ceil``) or down; ``tmp`` is scratch of the same shape."""
+    np.bitwise_xor(a, b, out=tmp)
+    tmp >>= _ONE
+    tmp &= _LOW7
+    if ceil:
+        np.bitwise_or(a, b, out=out)
+        out -= tmp
+    else:
+        np.bitwise_and(a, b, out=out)
+        out += tmp
 
 
-def _avg_ceil(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-byte ceil((a + b) / 2) of packed uint32 RGBA."""
-    return (a | b) - (((a ^ b) >> _ONE) & _LOW7)
-
-
-def _blur121_packed(p: np.ndarray) -> np.ndarray:
-    """[1, 2, 1] x [1, 2, 1] / 16 blur of packed uint32 RGBA [B, H, W] (edges replicated), as
-    nested per-byte averages (ceil then floor, so the rounding bias cancels on average).
-    One pass after a nearest-neighbour x2 upsampling is bilinear interpolation."""
-    out = np.empty_like(p)
-    out[:, 1:-1] = _avg_floor(_avg_ceil(p[:, :-2], p[:, 2:]), p[:, 1:-1])
-    out[:, 0] = _avg_floor(_avg_ceil(p[:, 0], p[:, 1]), p[:, 0])
-    out[:, -1] = _avg_floor(_avg_ceil(p[:, -1], p[:, -2]), p[:, -1])
-    res = np.empty_like(p)
-    res[:, :, 1:-1] = _avg_floor(_avg_ceil(out[:, :, :-2], out[:, :, 2:]), out[:, :, 1:-1])
-    res[:, :, 0] = _avg_floor(_avg_ceil(out[:, :, 0], out[:, :, 1]), out[:, :, 0])
-    res[:, :, -1] = _avg_floor(_avg_ceil(out[:, :, -1], out[:, :, -2]), out[:, :, -1])
-    return res
+def _box_packed(p: np.ndarray, ceil: bool) -> np.ndarray:
+    """2 x 2 box blur of packed uint32 RGBA [B, H, W] (the last row/column is kept). Rows and
+    columns are shifts of the flat per-frame array, so every operation is one long contiguous loop.
+    Two passes make a [1, 2, 1] x [1, 2, 1] blur; alternating ``ceil`` cancels the rounding bias."""
+    b, h, w = p.shape
+    x = p.reshape(b, h * w)
+    tmp = np.empty_like(x)
+    y = np.empty_like(x)
+    _avg_into(y[:, :-w], x[:, :-w], x[:, w:], ceil, tmp[:, :-w])
+    y[:, -w:] = x[:, -w:]
+    z = np.empty_like(x)
+    _avg_into(z[:, :-1], y[:, :-1], y[:, 1:], not ceil, tmp[:, :-1])
+    z = z.reshape(b, h, w)
+    z[:, :, -1] = y.reshape(b, h, w)[:, :, -1]
+    return z
 
 
 def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarray, xs: np.ndarray):
@@ -503,15 +514,18 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
     bag_side = col(ids.bag_side[ident])
 
     label = np.zeros((b, h, w), np.uint8)
-    top_p, bh_p = top[person], body_h[person]
     any_person = bool(person.any())
+    if any_person:
+        t_lo, t_hi = float(top[person].min()), float(top[person].max())
+        h_lo, h_hi = float(body_h[person].min()), float(body_h[person].max())
 
     def band(y0: float, y1: float):
-        """Row slice holding every pixel with yn in [y0, y1) over the batch, and yn there."""
+        """A row slice holding every pixel with yn in [y0, y1) of every frame of the batch (a
+        conservative bound: each mask below also bounds its own rows), and yn there."""
         if not any_person:
             return None, None
-        lo = int(np.floor(np.min(top_p + f32(y0) * bh_p)))
-        hi = int(np.ceil(np.max(top_p + f32(y1) * bh_p))) + 1
+        lo = int(np.floor(t_lo + y0 * h_lo)) - 1
+        hi = int(np.ceil(t_hi + y1 * h_hi)) + 1
         lo, hi = max(lo, 0), min(hi, h)
         if lo >= hi:
             return None, None
@@ -536,7 +550,7 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
 
     # legs: front/back views hang straight (the swinging foot lifts), side views swing
     leg_w = f32(0.043) * wscale
-    cut = np.select([bottom_type == 0, bottom_type == 1], [f32(2.0), f32(0.69)], f32(0.0))
+    cut = _TROUSER_END[bottom_type]  # where the legs stop being covered
     sl, yn = band(0.48, 1.0)
     if sl is not None:
         for sign in (1.0, -1.0):
@@ -639,7 +653,7 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         hair_cap = ((yn < hy - f32(0.25) * ry) | back) | (side & (xn < hx - f32(0.2) * rx))
         paint(sl, np.where(hair_cap, np.uint8(HAIR), np.uint8(SKIN)).astype(np.uint8), inside)
         hair_len = col(ids.hair_length[ident])
-        hair_end = np.select([hair_len == 1, hair_len == 2], [f32(0.16), f32(0.25)], f32(0))
+        hair_end = _HAIR_END[hair_len]
         hair_cols = ((back & (axn < rx * f32(1.05)))
                      | (front & (axn > rx * f32(0.62)) & (axn < rx * f32(1.12)))
                      | (side & (xn > hx - rx * f32(1.1)) & (xn < hx - rx * f32(0.1))))

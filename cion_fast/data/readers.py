@@ -119,7 +119,15 @@ class ImageSet:
         return np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
 
     def subset(self, index) -> "ImageSet":
-        """The images at ``index`` (int indices or a bool mask [n]), in that order."""
+        """The images at ``index`` (int indices or a bool mask [n]), in that order.
+
+        Example:
+            >>> import numpy as np
+            >>> from cion_fast.data import ImageSet
+            >>> s = ImageSet(images=np.zeros((3, 4, 2, 3), np.uint8), pids=[1, 2, 1], camids=[0, 1, 2])
+            >>> s.subset(s.pids == 1).camids.tolist()
+            [0, 2]
+        """
         idx = np.asarray(index)
         if idx.dtype == np.bool_:
             if idx.shape != (len(self),):
@@ -209,7 +217,17 @@ def _format_ext(image_format: str) -> str:
 
 @dataclass
 class Market1501:
-    """The three Market-1501 splits as :class:`ImageSet` s (``train``, ``query``, ``gallery``)."""
+    """The three Market-1501 splits as :class:`ImageSet` s (``train``, ``query``, ``gallery``),
+    returned by :func:`read_market1501`; ``root`` is the folder they were read from.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import ImageSet, Market1501
+        >>> s = ImageSet(images=np.zeros((1, 8, 4, 3), np.uint8), pids=[3], camids=[1])
+        >>> root = Market1501(s, s, s).write(os.path.join(tempfile.mkdtemp(), "market"))
+        >>> sorted(os.listdir(root))
+        ['bounding_box_test', 'bounding_box_train', 'query']
+    """
 
     train: ImageSet
     query: ImageSet
@@ -217,7 +235,8 @@ class Market1501:
     root: Path | None = None
 
     def write(self, root: str | os.PathLike, image_format: str = "png", overwrite: bool = False) -> Path:
-        """Writes the three folders under ``root``; same as :func:`write_market1501`."""
+        """Writes the three folders under ``root``; same as :func:`write_market1501` (see the
+        class example)."""
         return write_market1501(root, self.train, self.query, self.gallery, image_format, overwrite)
 
 

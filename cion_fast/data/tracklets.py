@@ -177,7 +177,15 @@ class Tracklets:
         return isinstance(self.frames, np.ndarray)
 
     def frames_of(self, t: int) -> slice:
-        """The frame range of tracklet ``t`` (a slice into every per-frame array)."""
+        """The frame range of tracklet ``t`` (a slice into every per-frame array).
+
+        Example:
+            >>> import numpy as np
+            >>> from cion_fast.data import Tracklets
+            >>> t = Tracklets(np.zeros((3, 2, 2, 3), np.uint8), [0, 1, 3], [0, 0], [0, 0], [5, 6, 7])
+            >>> t.frame_index[t.frames_of(1)].tolist()
+            [6, 7]
+        """
         if not -self.num_tracklets <= t < self.num_tracklets:
             raise IndexError(f"tracklet {t} out of range for {self.num_tracklets} tracklets")
         t %= self.num_tracklets
@@ -243,7 +251,15 @@ class Tracklets:
         )
 
     def with_features(self, features) -> "Tracklets":
-        """A copy sharing frames and index arrays, with ``features`` float [M, D] attached."""
+        """A copy sharing frames and index arrays, with ``features`` float [M, D] attached.
+
+        Example:
+            >>> import numpy as np
+            >>> from cion_fast.data import Tracklets
+            >>> t = Tracklets(np.zeros((2, 2, 2, 3), np.uint8), [0, 2], [0], [0], [0, 1])
+            >>> t.with_features(np.ones((2, 4), np.float32)).features.shape
+            (2, 4)
+        """
         return Tracklets(self.frames, self.offsets, self.video, self.camera, self.frame_index, self.identity, features)
 
     # -- disk format ----------------------------------------------------------------------------
