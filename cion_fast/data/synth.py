@@ -782,8 +782,9 @@ def _concat_identities(a: R.IdentityTable, b: R.IdentityTable) -> R.IdentityTabl
 
 
 def sample_sheet(config: WorldConfig | None = None, identities: int = 8, path: str | os.PathLike | None = None) -> np.ndarray:
-    """A contact sheet of rendered samples: one row per identity, one column per camera and
-    viewpoint (front, back, side), so the differences across cameras and views are visible.
+    """A contact sheet of rendered samples: one row per identity (chosen to show different
+    clothing patterns and bags), one column per camera and viewpoint (front, back, side), so the
+    differences across cameras and views are visible.
 
     Args:
         config: the world whose identities and cameras are drawn (default ``WorldConfig()``).
@@ -805,7 +806,17 @@ def sample_sheet(config: WorldConfig | None = None, identities: int = 8, path: s
     cams = R.make_cameras(cfg.seed, _S_CAMERA, cfg.cameras, size)
     bank = R.make_noise_bank(cfg.seed, _S_NOISE, size)
     rng = R.child_rng(cfg.seed, _S_SHEET)
-    who = rng.choice(n_ids, size=min(identities, n_ids), replace=False)
+    who, seen = [], set()
+    candidates = rng.permutation(n_ids).tolist()
+    for i in candidates:  # prefer identities that show new (pattern, bag) combinations
+        key = (int(ids.pattern[i]), int(ids.bag[i]))
+        if key not in seen:
+            seen.add(key)
+            who.append(i)
+        if len(who) == min(identities, n_ids):
+            break
+    who += [i for i in candidates if i not in who][: min(identities, n_ids) - len(who)]
+    who = np.array(who)
     n_cam = min(cfg.cameras, 4)
     specs = []
     for i in who.tolist():
