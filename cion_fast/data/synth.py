@@ -34,8 +34,10 @@ What :func:`generate` builds (see ``shared/specs/synthetic_world.md``):
   convention: ``pid = global identity + 1``, camids 0-based.
 
 Randomness: ``numpy.random.Generator(PCG64)`` streams keyed by ``(seed, stream, item)`` (identity,
-camera, video, ...), so a world is bit-identical for a seed and does not depend on iteration order.
-Rendering is vectorised numpy (see ``cion_fast.data._render``).
+camera, video, ...), so a world is bit-identical for a seed (with the same numpy version: numpy does
+not promise identical distribution streams across releases) and does not depend on iteration
+order. Rendering is vectorised numpy (see ``cion_fast.data._render``): a frame renders to the same
+bytes whatever batch it is in; about 5,000-8,000 frames per second per core at 128 x 64.
 """
 
 from __future__ import annotations
@@ -121,6 +123,13 @@ class WorldConfig:
         object.__setattr__(self, "track_length", tuple(int(v) for v in self.track_length))
         object.__setattr__(self, "train_images", tuple(int(v) for v in self.train_images))
         object.__setattr__(self, "gallery_images", tuple(int(v) for v in self.gallery_images))
+        for name in ("identities", "train_identities", "eval_identities", "cameras", "videos", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"WorldConfig.{name} must be an int, got {type(value).__name__}")
+            object.__setattr__(self, name, int(value))
+        if self.seed < 0:
+            raise ValueError(f"WorldConfig.seed must be >= 0, got {self.seed}")
         for name in ("identities", "train_identities", "eval_identities", "videos"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"WorldConfig.{name} must be >= 1, got {getattr(self, name)}")
