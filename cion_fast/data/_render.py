@@ -564,7 +564,9 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         np.minimum(end, wmax, out=end)
         np.maximum(end, first, out=end)
         idx = np.where(ok, first * w1 + end, zero)
-        return np.take(table, np.broadcast_to(idx, (b, rows, 1))[..., 0], axis=0)
+        if idx.shape != (b, rows, 1):
+            idx = np.broadcast_to(idx, (b, rows, 1))
+        return table.take(idx[..., 0], axis=0)
 
     def span(a, c, ok, rows: int):
         """bool [B, rows, W]: pixels with body coordinate a < xn < c on the rows where ``ok``."""

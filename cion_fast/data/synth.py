@@ -536,7 +536,7 @@ def _switch(cfg: WorldConfig, tt: _TrackTable) -> set:
     n = len(tt.tracks)
     want = int(round(cfg.identity_switch * n / 2))
     pairs = []
-    for v, ts in sorted(_by_video(tt, range(n)).items()):
+    for _, ts in sorted(_by_video(tt, range(n)).items()):
         for a_i, a in enumerate(ts):
             fa = tt.frames(a)
             ia = int(tt.ident[tt.tracks[a][0]])
