@@ -40,12 +40,13 @@ void select_rows(const KReciprocalSelectParams& p, std::atomic<bool>& non_finite
     double row_max = -std::numeric_limits<double>::infinity();
     bool finite = true;
     for (int64_t c = 0; c < p.cols; ++c) {
+      const int64_t j = columns ? columns[c] : p.col_begin + c;
+      if (j < 0) continue;  // graph padding: its distance is not read at all
       const double v = static_cast<double>(row[c]);
       finite &= std::isfinite(v);
       if (v > row_max) row_max = v;
-      if (v <= worst_value) {  // NaN fails here too
-        const int64_t j = columns ? columns[c] : p.col_begin + c;
-        if (j < 0 || j == item || !krr::ranks_before(v, j, worst_value, worst_index)) continue;
+      // The cheap test first (NaN fails it too); the full (value, index) order only near the top.
+      if (v <= worst_value && j != item && krr::ranks_before(v, j, worst_value, worst_index)) {
         krr::offer(values, indices, W, v, j);
         worst_value = values[W - 1];
         worst_index = indices[W - 1];
