@@ -274,6 +274,20 @@ def test_graph_lists_without_self_shuffled_padded_int32():
     check_graph_result(messy, expected, num_query, index)
 
 
+@requires_torch
+def test_graph_torch_input_returns_torch():
+    num_query, n = 10, 60
+    full = squared_distances(clustered(n, 5, seed=26))
+    expected, _ = oracle(full, num_query, 8, 3, 0.3)
+    index, distance = knn_graph(full, n)
+    result = k_reciprocal_rerank_from_graph(torch.from_numpy(index), torch.from_numpy(distance).float(),
+                                            torch.from_numpy(full.max(axis=1)), num_query, 8, 3, 0.3)
+    assert isinstance(result.index, torch.Tensor) and result.index.dtype == torch.int64
+    assert result.distance.dtype == torch.float32 and result.num_estimated == 0
+    check_graph_result(result._replace(index=result.index.numpy(), distance=result.distance.numpy()), expected,
+                       num_query, index)
+
+
 def test_graph_estimates_are_counted_and_close():
     num_query, n = 15, 120
     full = squared_distances(clustered(n, 6, seed=13))

@@ -14,14 +14,6 @@
 namespace cion {
 namespace {
 
-// The source arrays of this op are float32 or float64 (the Python layer casts 16-bit input).
-template <class F>
-void dispatch_float_or_double(DType dtype, const char* name, F&& f) {
-  if (dtype == DType::kFloat32) return f(float{});
-  if (dtype == DType::kFloat64) return f(double{});
-  throw TypeError(str_cat(name, " must be float32 or float64, got ", dtype_name(dtype)));
-}
-
 // ---- stage 1: select -------------------------------------------------------------------------
 
 // Row direction: each row item scans its block row once. Most values fail the threshold test
@@ -138,28 +130,10 @@ double source_distance(const KReciprocalWeightsParams& p, int64_t i, int64_t j, 
       const T* x = static_cast<const T*>(p.features);
       return i == j ? 0.0 : squared_distance(x + i * p.feature_row_stride, x + j * p.feature_row_stride, p.dim);
     }
-    case KReciprocalSource::kBlocks: {
-      const int64_t Q = p.num_query;
-      if (j < Q)
-        return i < Q ? static_cast<const T*>(p.q_q)[j * p.q_q_stride + i]
-                     : static_cast<const T*>(p.q_g)[j * p.q_g_stride + (i - Q)];
-      return i < Q ? static_cast<const T*>(p.q_g)[i * p.q_g_stride + (j - Q)]
-                   : static_cast<const T*>(p.g_g)[(j - Q) * p.g_g_stride + (i - Q)];
-    }
-    case KReciprocalSource::kGraph: {
-      if (i == j) return 0.0;
-      const T* dist = static_cast<const T*>(p.graph_distance);
-      const int64_t K = p.graph_k;
-      int64_t at = krr::find_sorted(p.graph_index + i * K, 0, K, j);
-      if (at >= 0) return dist[i * K + at];
-      at = krr::find_sorted(p.graph_index + j * K, 0, K, i);
-      if (at >= 0) return dist[j * K + at];
-      estimated = true;
-      double largest = 0.0;
-      for (int64_t t = 0; t < K; ++t)
-        if (p.graph_index[i * K + t] >= 0) largest = std::max(largest, static_cast<double>(dist[i * K + t]));
-      return largest;
-    }
+    case KReciprocalSource::kBlocks:
+      return krr::block_distance<T>(p, i, j);
+    case KReciprocalSource::kGraph:
+      return krr::graph_distance<T>(p, i, j, &estimated);
   }
   return 0.0;
 }
@@ -168,7 +142,7 @@ double source_distance(const KReciprocalWeightsParams& p, int64_t i, int64_t j, 
 
 void k_reciprocal_select_cpu(const KReciprocalSelectParams& p) {
   std::atomic<bool> non_finite{false};
-  dispatch_float_or_double(p.block_dtype, "block", [&](auto tag) {
+  krr::dispatch_float_or_double(p.block_dtype, "block", [&](auto tag) {
     using T = decltype(tag);
     select_rows<T>(p, non_finite);
     if (p.symmetric) select_columns<T>(p);
@@ -198,7 +172,7 @@ void k_reciprocal_expand_cpu(const KReciprocalExpandParams& p) {
 
 void k_reciprocal_weights_cpu(const KReciprocalWeightsParams& p) {
   std::atomic<int64_t> estimated{0};
-  dispatch_float_or_double(p.dtype, "distance source", [&](auto tag) {
+  krr::dispatch_float_or_double(p.dtype, "distance source", [&](auto tag) {
     using T = decltype(tag);
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp parallel
@@ -337,7 +311,7 @@ void k_reciprocal_jaccard_cpu(const KReciprocalJaccardParams& p) {
 void k_reciprocal_pairs_cpu(const KReciprocalPairParams& p) {
   const float keep = static_cast<float>(1.0 - p.lambda_value);
   const float mix = static_cast<float>(p.lambda_value);
-  dispatch_float_or_double(p.dtype, "neighbor_distance", [&](auto tag) {
+  krr::dispatch_float_or_double(p.dtype, "neighbor_distance", [&](auto tag) {
     using T = decltype(tag);
     const T* distance = static_cast<const T*>(p.distance);
     parallel_for(p.num_query, 16, [&](int64_t q) {

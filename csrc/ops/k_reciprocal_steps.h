@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "common/dispatch.h"  // CION_HOST_DEVICE
+#include "ops/k_reciprocal.h"
 
 #if !defined(__CUDA_ARCH__)
 #include <algorithm>
@@ -12,6 +13,15 @@
 
 namespace cion {
 namespace krr {
+
+// Host side: calls f(T{}) with T = float or double. This op's distance sources are float32 or
+// float64 only (the Python layer widens 16-bit input), which halves the instantiations.
+template <class F>
+void dispatch_float_or_double(DType dtype, const char* name, F&& f) {
+  if (dtype == DType::kFloat32) return f(float{});
+  if (dtype == DType::kFloat64) return f(double{});
+  throw TypeError(str_cat(name, " must be float32 or float64, got ", dtype_name(dtype)));
+}
 
 // (value, index) order: the order of a stable argsort, so ties are broken by the smaller index.
 CION_HOST_DEVICE bool ranks_before(double value, int64_t index, double other_value, int64_t other_index) {
@@ -189,6 +199,38 @@ CION_HOST_DEVICE double row_divisor(const double* row_max, int64_t i) {
 CION_HOST_DEVICE int64_t find_sorted(const int64_t* indices, int64_t begin, int64_t end, int64_t key) {
   const int64_t p = upper_bound(indices, begin, end, key) - 1;
   return (p >= begin && indices[p] == key) ? p : -1;
+}
+
+// What item i sees item j at, read from the three distance blocks: M[j, i] of
+// M = [[q_q, q_g], [q_g^T, g_g]].
+template <class T>
+CION_HOST_DEVICE double block_distance(const KReciprocalWeightsParams& p, int64_t i, int64_t j) {
+  const int64_t Q = p.num_query;
+  if (j < Q)
+    return i < Q ? static_cast<const T*>(p.q_q)[j * p.q_q_stride + i]
+                 : static_cast<const T*>(p.q_g)[j * p.q_g_stride + (i - Q)];
+  return i < Q ? static_cast<const T*>(p.q_g)[i * p.q_g_stride + (j - Q)]
+               : static_cast<const T*>(p.g_g)[(j - Q) * p.g_g_stride + (i - Q)];
+}
+
+// D[i, j] from a kNN graph: i's list, else j's (symmetric distances), else -- it is in neither --
+// the largest distance i lists, a lower bound, with *estimated set.
+template <class T>
+CION_HOST_DEVICE double graph_distance(const KReciprocalWeightsParams& p, int64_t i, int64_t j, bool* estimated) {
+  if (i == j) return 0.0;
+  const T* dist = static_cast<const T*>(p.graph_distance);
+  const int64_t K = p.graph_k;
+  int64_t at = find_sorted(p.graph_index + i * K, 0, K, j);
+  if (at >= 0) return static_cast<double>(dist[i * K + at]);
+  at = find_sorted(p.graph_index + j * K, 0, K, i);
+  if (at >= 0) return static_cast<double>(dist[j * K + at]);
+  *estimated = true;
+  double largest = 0.0;
+  for (int64_t t = 0; t < K; ++t) {
+    const double d = static_cast<double>(dist[i * K + t]);
+    if (p.graph_index[i * K + t] >= 0 && d > largest) largest = d;
+  }
+  return largest;
 }
 
 }  // namespace krr
