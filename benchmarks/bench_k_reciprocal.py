@@ -113,7 +113,8 @@ def run_floor(name: str, q: int, g: int, d: int, device: str, repeat: int, big: 
     full = None if name == "msmt" else timer(lambda: bare_gemm(x, symmetric_half=False))
     flops = 2.0 * n * n * d
     output_mb = q * g * 4 / 2**20
-    print(f"-- {name}: N = {n} (Q = {q}, G = {g}, D = {d}); output {output_mb:.0f} MB; full GEMM {flops / 1e12:.2f} TFLOP")
+    print(f"-- {name}: N = {n} (Q = {q}, G = {g}, D = {d}); output {output_mb:.0f} MB; "
+          f"full GEMM {flops / 1e12:.2f} TFLOP")
     if full is not None:
         print_row("bare distance GEMM, full N x N (floor)", full, extra=f"{flops / full['seconds'] / 1e9:.0f} GFLOP/s")
     print_row("bare distance GEMM, symmetric half", half, full, f"{flops / 2 / half['seconds'] / 1e9:.0f} GFLOP/s")

@@ -95,7 +95,9 @@ def clustered(n, dim, seed, clusters=None, spread=0.6):
         (6, 20, 4, 25, 6, 0.3, 5),  # k1 = N - 1: every item in every list
     ],
 )
-def test_rerank_from_features_matches_oracle(poisoned_outputs, num_query, num_gallery, dim, k1, k2, lambda_value, tile_size):
+def test_rerank_from_features_matches_oracle(
+    poisoned_outputs, num_query, num_gallery, dim, k1, k2, lambda_value, tile_size
+):
     x = clustered(num_query + num_gallery, dim, seed=num_gallery + k1)
     expected, _ = oracle(squared_distances(x), num_query, k1, k2, lambda_value)
     for dtype in (np.float64, np.float32):
@@ -176,11 +178,13 @@ def test_plain_pytorch_reference_matches_oracle():
     x = clustered(70, 5, seed=10)
     full = squared_distances(x) + 0.2 * rng.random((70, 70)) * (1 - np.eye(70))
     blocks = [torch.from_numpy(b) for b in (full[:12, 12:], full[:12, :12], full[12:, 12:])]
-    expected, _ = oracle(np.block([[full[:12, :12], full[:12, 12:]], [full[:12, 12:].T, full[12:, 12:]]]), 12, 9, 4, 0.3)
+    blocks_as_given = np.block([[full[:12, :12], full[:12, 12:]], [full[:12, 12:].T, full[12:, 12:]]])
+    expected, _ = oracle(blocks_as_given, 12, 9, 4, 0.3)
     np.testing.assert_allclose(reference.re_ranking(*blocks, 9, 4, 0.3).numpy(), expected, rtol=0, atol=1e-12)
     expected, jaccard = oracle(squared_distances(x), 12, 9, 4, 0.3)
     features = torch.from_numpy(x)
-    np.testing.assert_allclose(reference.k_reciprocal_rerank(features[:12], features[12:], 9, 4).numpy(), expected, atol=1e-12)
+    got = reference.k_reciprocal_rerank(features[:12], features[12:], 9, 4)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-12)
     np.testing.assert_allclose(reference.jaccard_distance(features, 9, 4).numpy(), jaccard, atol=1e-12)
 
 
@@ -356,10 +360,14 @@ def _with_nan(x, value=np.nan):
         (lambda a: dict(a, lambda_value=float("nan")), ValueError, "lambda_value must be in"),
         (lambda a: dict(a, lambda_value="0.3"), TypeError, "lambda_value must be a real"),
         (lambda a: dict(a, query_features=_with_nan(a["query_features"])), ValueError, "query_features contains NaN"),
-        (lambda a: dict(a, gallery_features=_with_nan(a["gallery_features"], np.inf)), ValueError, "gallery_features contains NaN or inf"),
+        (
+            lambda a: dict(a, gallery_features=_with_nan(a["gallery_features"], np.inf)),
+            ValueError,
+            "gallery_features contains NaN or inf",
+        ),
         (lambda a: dict(a, query_features=a["query_features"][:0]), ValueError, "at least one query"),
         (lambda a: dict(a, gallery_features=a["gallery_features"][:0]), ValueError, "at least one query"),
-        (lambda a: dict(a, query_features=a["query_features"].astype(np.int64)), TypeError, "query_features must have dtype"),
+        (lambda a: dict(a, query_features=a["query_features"].astype(np.int64)), TypeError, "query_features must have"),
         (lambda a: dict(a, query_features=a["query_features"][0]), ValueError, "query_features must be 2-D"),
         (lambda a: dict(a, query_features="features"), TypeError, "query_features must be"),
         (lambda a: dict(a, normalize="yes"), TypeError, "normalize must be a bool"),
@@ -488,7 +496,9 @@ def test_cuda_rerank_matches_cpu(framework, tile_size):
 
     np.testing.assert_allclose(_arrays.to_numpy(gpu), cpu, rtol=0, atol=TOL)
     expected, _ = oracle(squared_distances(x[:200].astype(np.float64)), 40, 20, 6, 0.3)
-    small = k_reciprocal_rerank(to_framework(x[:40], framework), to_framework(x[40:200], framework), tile_size=tile_size)
+    small = k_reciprocal_rerank(
+        to_framework(x[:40], framework), to_framework(x[40:200], framework), tile_size=tile_size
+    )
     np.testing.assert_allclose(_arrays.to_numpy(small), expected, rtol=0, atol=TOL)
 
 

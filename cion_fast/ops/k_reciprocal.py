@@ -183,20 +183,26 @@ def _new_rank_state(run: _Run, num_items: int, settings: _Settings) -> tuple[Any
     return run.full((num_items, width), "float64", math.inf), run.full((num_items, width), "int64", -1)
 
 
-def _select(run: _Run, block: Any, state: tuple[Any, Any], row_begin: int, col_begin: int, **kwargs: Any) -> None:
+def _select(
+    run: _Run,
+    block: Any,
+    state: tuple[Any, Any],
+    row_begin: int,
+    col_begin: int,
+    *,
+    symmetric: bool = False,
+    block_columns: Any = None,
+    row_max: Any = None,
+    raw_out: Any = None,
+    num_query: int = 0,
+    status: Any = None,
+) -> None:
+    """Folds one distance block into the rank-list state (see KReciprocalSelectParams)."""
     values, indices = state
     run.C.k_reciprocal_select(
-        block=run.dl(block),
-        block_columns=run.dl(kwargs.get("block_columns")),
-        row_begin=row_begin,
-        col_begin=col_begin,
-        symmetric=kwargs.get("symmetric", False),
-        row_max=run.dl(kwargs.get("row_max")),
-        neighbour_value=run.dl(values),
-        neighbour_index=run.dl(indices),
-        raw_out=run.dl(kwargs.get("raw_out")),
-        num_query=kwargs.get("num_query", 0),
-        status=run.dl(kwargs.get("status")),
+        block=run.dl(block), block_columns=run.dl(block_columns), row_begin=row_begin, col_begin=col_begin,
+        symmetric=symmetric, row_max=run.dl(row_max), neighbour_value=run.dl(values),
+        neighbour_index=run.dl(indices), raw_out=run.dl(raw_out), num_query=num_query, status=run.dl(status),
         stream=run.stream,
     )
 
@@ -237,7 +243,9 @@ def _encode(run: _Run, ranks: _RankLists, settings: _Settings, row_max: Any, **s
     if placement.is_cuda:
         scratch = placement.empty((num_items, settings.m1 + settings.m1 * settings.mh), "int64")
     counts = placement.empty((num_items,), "int64")
-    common = dict(neighbours=run.dl(neighbours), m1=settings.m1, mh=settings.mh, scratch=run.dl(scratch), stream=run.stream)
+    common = dict(
+        neighbours=run.dl(neighbours), m1=settings.m1, mh=settings.mh, scratch=run.dl(scratch), stream=run.stream
+    )
     run.C.k_reciprocal_expand(counts=run.dl(counts), indptr=None, indices=None, **common)
     indptr, nnz = run.indptr(counts)
     indices = placement.empty((nnz,), "int64")
@@ -246,7 +254,8 @@ def _encode(run: _Run, ranks: _RankLists, settings: _Settings, row_max: Any, **s
 
     values = placement.empty((nnz,), "float32")
     estimated = placement.zeros((1,), "int64") if "graph_index" in source else None
-    sources = {name: run.dl(source.get(name)) for name in ("features", "q_q", "q_g", "g_g", "graph_index", "graph_distance")}
+    names = ("features", "q_q", "q_g", "g_g", "graph_index", "graph_distance")
+    sources = {name: run.dl(source.get(name)) for name in names}
     run.C.k_reciprocal_weights(
         indptr=run.dl(indptr), indices=run.dl(indices), row_max=run.dl(row_max), values=run.dl(values),
         estimated=run.dl(estimated), stream=run.stream, **sources,
@@ -258,12 +267,15 @@ def _encode(run: _Run, ranks: _RankLists, settings: _Settings, row_max: Any, **s
 
     common = dict(neighbours=run.dl(neighbours), k2=settings.k2, indptr=run.dl(v.indptr), indices=run.dl(v.indices),
                   values=run.dl(v.values), stream=run.stream)
-    run.C.k_reciprocal_query_expansion(counts=run.dl(counts), out_indptr=None, out_indices=None, out_values=None, **common)
+    run.C.k_reciprocal_query_expansion(
+        counts=run.dl(counts), out_indptr=None, out_indices=None, out_values=None, **common
+    )
     qe_indptr, qe_nnz = run.indptr(counts)
     qe_indices = placement.empty((qe_nnz,), "int64")
     qe_values = placement.empty((qe_nnz,), "float32")
     run.C.k_reciprocal_query_expansion(
-        counts=None, out_indptr=run.dl(qe_indptr), out_indices=run.dl(qe_indices), out_values=run.dl(qe_values), **common
+        counts=None, out_indptr=run.dl(qe_indptr), out_indices=run.dl(qe_indices), out_values=run.dl(qe_values),
+        **common,
     )
     return _Csr(qe_indptr, qe_indices, qe_values), num_estimated
 
@@ -285,20 +297,35 @@ def _inverted_index(run: _Run, v: _Csr, row_begin: int) -> _Csr:
     return _Csr(colptr, rows, values)
 
 
-def _jaccard(run: _Run, mode: str, v: _Csr, inverted: _Csr, rows: tuple[int, int], col_begin: int, **kwargs: Any) -> None:
+def _jaccard(
+    run: _Run,
+    mode: str,
+    v: _Csr,
+    inverted: _Csr,
+    rows: tuple[int, int],
+    col_begin: int,
+    *,
+    clamp_negative: bool = False,
+    lambda_value: float = 0.0,
+    row_max: Any = None,
+    out: Any = None,
+    counts: Any = None,
+    out_csr: tuple[Any, Any, Any] = (None, None, None),
+) -> None:
+    """Jaccard of rows [rows[0], rows[1]) against items >= col_begin (see KReciprocalJaccardParams)."""
     num_items = int(v.indptr.shape[0]) - 1
     scratch = None
     if run.placement.is_cuda:
         blocks = max(1, min(rows[1] - rows[0], _CUDA_JACCARD_BLOCKS))
         scratch = run.placement.zeros((blocks, num_items - col_begin), "float32")
+    out_indptr, out_indices, out_values = out_csr
     run.C.k_reciprocal_jaccard(
         mode=mode, indptr=run.dl(v.indptr), indices=run.dl(v.indices), values=run.dl(v.values),
         colptr=run.dl(inverted.indptr), inv_rows=run.dl(inverted.indices), inv_values=run.dl(inverted.values),
-        row_begin=rows[0], row_end=rows[1], col_begin=col_begin,
-        clamp_negative=kwargs.get("clamp_negative", False), lambda_value=kwargs.get("lambda_value", 0.0),
-        row_max=run.dl(kwargs.get("row_max")), out=run.dl(kwargs.get("out")), counts=run.dl(kwargs.get("counts")),
-        out_indptr=run.dl(kwargs.get("out_indptr")), out_indices=run.dl(kwargs.get("out_indices")),
-        out_values=run.dl(kwargs.get("out_values")), scratch=run.dl(scratch), stream=run.stream,
+        row_begin=rows[0], row_end=rows[1], col_begin=col_begin, clamp_negative=clamp_negative,
+        lambda_value=lambda_value, row_max=run.dl(row_max), out=run.dl(out), counts=run.dl(counts),
+        out_indptr=run.dl(out_indptr), out_indices=run.dl(out_indices), out_values=run.dl(out_values),
+        scratch=run.dl(scratch), stream=run.stream,
     )
 
 
@@ -474,7 +501,10 @@ def k_reciprocal_rerank_from_distances(
         raise ValueError(f"q_g must have at least one query and one gallery item, got shape {(num_query, num_gallery)}")
     for name, expected in (("q_q", (num_query, num_query)), ("g_g", (num_gallery, num_gallery))):
         if tuple(blocks[name].shape) != expected:
-            raise ValueError(f"{name} must have shape {expected} to match q_g {(num_query, num_gallery)}, got {tuple(blocks[name].shape)}")
+            raise ValueError(
+                f"{name} must have shape {expected} to match q_g {(num_query, num_gallery)}, "
+                f"got {tuple(blocks[name].shape)}"
+            )
     num_items = num_query + num_gallery
     settings = _settings(k1, k2, lambda_value, num_items)
     tile_size = _check_tile(tile_size) or max(1, _BLOCK_TILE_ELEMENTS // num_items)
@@ -585,11 +615,16 @@ def k_reciprocal_rerank_from_graph(
     arrays = {"neighbor_index": index, "neighbor_distance": distance, "row_max": maxima}
     frameworks = {name: _arrays.framework_of(x) for name, x in arrays.items()}
     if len(set(frameworks.values())) != 1:
-        raise TypeError(f"neighbor_index, neighbor_distance and row_max must come from the same library, got {frameworks}")
+        raise TypeError(
+            f"neighbor_index, neighbor_distance and row_max must come from the same library, got {frameworks}"
+        )
     placement = _arrays.check_same_device({name: _arrays.placement_of(x, name) for name, x in arrays.items()})
     num_items, num_candidates = (int(s) for s in index.shape)
     if tuple(distance.shape) != (num_items, num_candidates):
-        raise ValueError(f"neighbor_distance must have shape {(num_items, num_candidates)} like neighbor_index, got {tuple(distance.shape)}")
+        raise ValueError(
+            f"neighbor_distance must have shape {(num_items, num_candidates)} like neighbor_index, "
+            f"got {tuple(distance.shape)}"
+        )
     if tuple(maxima.shape) != (num_items,):
         raise ValueError(f"row_max must have shape {(num_items,)}, got {tuple(maxima.shape)}")
     num_query = _check_int(num_query, "num_query")
@@ -626,7 +661,8 @@ def k_reciprocal_rerank_from_graph(
     order = run.sort_rows(index)  # each list sorted by item index, for exact look-ups
     ranks = _RankLists(state[1], maxima)
     v, num_estimated = _encode(
-        run, ranks, settings, maxima, graph_index=run.take_rows(index, order), graph_distance=run.take_rows(distance, order)
+        run, ranks, settings, maxima,
+        graph_index=run.take_rows(index, order), graph_distance=run.take_rows(distance, order),
     )
 
     candidates, candidate_distance = index[:num_query], distance[:num_query]
@@ -717,8 +753,7 @@ def jaccard_distance(
     indptr, nnz = run.indptr(counts)
     indices = placement.empty((nnz,), "int64")
     values = placement.empty((nnz,), "float32")
-    _jaccard(run, "sparse_fill", v, inverted, rows, 0, clamp_negative=clamp, out_indptr=indptr, out_indices=indices,
-             out_values=values)
+    _jaccard(run, "sparse_fill", v, inverted, rows, 0, clamp_negative=clamp, out_csr=(indptr, indices, values))
     return _sparse_matrix(run.framework, indptr, indices, values, num_items)
 
 
