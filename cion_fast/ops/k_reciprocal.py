@@ -766,6 +766,8 @@ def _sparse_matrix(framework: str, indptr: Any, indices: Any, values: Any, n: in
     if framework == "cupy":
         import cupyx.scipy.sparse
 
+        if max(n, int(indices.shape[0])) < 2**31:  # older CuPy releases take int32 indices only
+            indices, indptr = indices.astype("int32"), indptr.astype("int32")
         return cupyx.scipy.sparse.csr_matrix((values, indices, indptr), shape=(n, n))
     try:
         import scipy.sparse
