@@ -70,6 +70,8 @@ class ImageSet:
             n = len(images)
             self.images, self.paths = images, None
         else:
+            if isinstance(paths, np.ndarray) and paths.dtype.kind in "US" and paths.ndim == 1:
+                paths = paths.tolist()
             if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
                 raise TypeError(f"paths must be a sequence of image paths, got {type(paths).__name__}")
             for i, p in enumerate(paths):

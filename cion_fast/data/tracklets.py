@@ -98,6 +98,8 @@ class Tracklets:
     # -- validation -----------------------------------------------------------------------------
     @staticmethod
     def _check_frames(frames):
+        if isinstance(frames, np.ndarray) and frames.dtype.kind in "US" and frames.ndim == 1:
+            frames = frames.tolist()  # an array of paths
         if isinstance(frames, np.ndarray):
             if frames.dtype != np.uint8:
                 raise TypeError(f"frames must be uint8 [M, H, W, 3], got dtype {frames.dtype}")
