@@ -8,11 +8,12 @@ bytes whatever batch it is in.
 
 The pipeline per batch (one camera per call):
 
-1. a *part label map* ``uint8 [B, H, W]`` is painted back to front with separable row/column masks
-   (background 0, skin, hair, shoes, trousers, bag, straps, logo, belt, occluder, sleeves, and 24
-   top labels = pattern bit x texture cell);
-2. colours come from a per-frame palette ``float32 [B, L, 3]`` (identity palette x camera colour x
-   frame light) by one gather, with a cylindrical body shading;
+1. a *part label map* ``uint8 [B, H, W]`` is painted back to front (background 0, skin, hair,
+   shoes, trousers, bag, straps, logo, belt, occluder, sleeves, and 24 top labels = stripe bit x
+   texture cell). On every image row a part covers one interval of columns, so its mask is one
+   gather from a table of column spans, computed only on the band of rows the part can reach;
+2. colours come from a per-frame palette (identity palette x camera colour x frame light, at
+   three cylindrical shading levels) by one gather per pixel;
 3. background pixels come from the camera's scene texture at the frame's offset, in the same gather
    (colours are packed RGBA uint32, one 4-byte gather per pixel);
 4. camera effects: optics blur (2 x 2 box passes on packed pixels, four channels per operation),
