@@ -203,11 +203,11 @@ class CameraTable:
         """Readable parameters of camera ``c``."""
         return {
             "gain": round(float(self.color[c].mean()), 3),
-            "cast": (self.color[c] / self.color[c].mean()).round(3).tolist(),
+            "cast": [round(float(v), 3) for v in self.color[c] / self.color[c].mean()],
             "blur_passes": int(self.blur[c]),
             "lowres_factor": int(self.lowres[c]),
             "noise_std": round(float(self.noise[c]), 2),
-            "view_probs": self.view_probs[c].round(3).tolist(),
+            "view_probs": [round(float(v), 3) for v in self.view_probs[c]],
             "occlusion": round(float(self.occlusion[c]), 3),
         }
 
