@@ -315,3 +315,15 @@ def test_index_is_a_zip_with_named_fields(saved):
         names = set(z.namelist())
     for field in ("tracklet", "video", "camera", "frame", "slot", "identity", "offsets"):
         assert f"{field}.npy" in names
+
+
+def test_damaged_features(tmp_path):
+    t = random_tracklets(np.random.default_rng(11), features=True)
+    d = t.save(tmp_path / "t")
+    np.save(d / "features.npy", np.asarray(t.features)[:-1])
+    with pytest.raises(ValueError, match="features"):
+        Tracklets.load(d)
+    data = (d / "features.npy").read_bytes()
+    (d / "features.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="features.npy"):
+        Tracklets.load(d)
