@@ -119,10 +119,11 @@ class WorldConfig:
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
-        object.__setattr__(self, "track_length", tuple(int(v) for v in self.track_length))
-        object.__setattr__(self, "train_images", tuple(int(v) for v in self.train_images))
-        object.__setattr__(self, "gallery_images", tuple(int(v) for v in self.gallery_images))
+        for name in ("image_size", "track_length", "train_images", "gallery_images"):
+            pair = tuple(int(v) for v in getattr(self, name))
+            if len(pair) != 2:
+                raise ValueError(f"WorldConfig.{name} must be a pair, got {getattr(self, name)}")
+            object.__setattr__(self, name, pair)
         for name in ("identities", "train_identities", "eval_identities", "cameras", "videos", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -140,7 +141,7 @@ class WorldConfig:
                              "(Market-1501 names hold 4-digit pids)")
         h, w = self.image_size
         fmax = 4 * _size_scale(h)
-        if len(self.image_size) != 2 or h < 32 or w < 16 or h % fmax or w % fmax:
+        if h < 32 or w < 16 or h % fmax or w % fmax:
             raise ValueError(f"WorldConfig.image_size must be (H, W) with H >= 32, W >= 16 and both multiples of "
                              f"{fmax}, e.g. (128, 64) or (256, 128); got {self.image_size}")
         lo, hi = self.track_length
