@@ -322,15 +322,6 @@ class FrameSpec:
         return FrameSpec(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @staticmethod
-    def empty() -> "FrameSpec":
-        f32 = np.float32
-        z = np.zeros(0)
-        return FrameSpec(ident=z.astype(np.int64), cam=z.astype(np.int64), view=z.astype(np.int8), flip=z.astype(f32),
-                         phase=z.astype(f32), dx=z.astype(f32), dy=z.astype(f32), scale=z.astype(f32),
-                         light=z.astype(f32), occ=np.zeros((0, 4), f32), occ_color=np.zeros((0, 3), f32),
-                         bg_y=z.astype(f32), bg_x=z.astype(f32), noise_k=z.astype(np.int64))
-
-    @staticmethod
     def concat(specs: list) -> "FrameSpec":
         return FrameSpec(**{f.name: np.concatenate([getattr(s, f.name) for s in specs]) for f in fields(FrameSpec)})
 
@@ -365,7 +356,7 @@ def render(spec: FrameSpec, ids: IdentityTable, cams: CameraTable, noise_bank: n
 
 class _CameraRenderer:
     """Renders batches of frames of one camera: labels and colours at the camera's resolution,
-    effects, bilinear upsampling to the crop size for low-resolution cameras."""
+    effects, and for low-resolution cameras the upsampling to the crop size."""
 
     def __init__(self, ids: IdentityTable, cams: CameraTable, cam: int, noise_bank: np.ndarray,
                  size: tuple[int, int], batch: int):
