@@ -8,11 +8,12 @@ bytes whatever batch it is in.
 
 The pipeline per batch (one camera per call):
 
-1. a *part label map* ``uint8 [B, H, W]`` is painted back to front with separable row/column masks
-   (background 0, skin, hair, shoes, trousers, bag, straps, logo, belt, occluder, sleeves, and 24
-   top labels = pattern bit x texture cell);
-2. colours come from a per-frame palette ``float32 [B, L, 3]`` (identity palette x camera colour x
-   frame light) by one gather, with a cylindrical body shading;
+1. a *part label map* ``uint8 [B, H, W]`` is painted back to front (background 0, skin, hair,
+   shoes, trousers, bag, straps, logo, belt, occluder, sleeves, and 24 top labels = stripe bit x
+   texture cell). On every image row a part covers one interval of columns, so its mask is one
+   gather from a table of column spans, computed only on the band of rows the part can reach;
+2. colours come from a per-frame palette (identity palette x camera colour x frame light, at
+   three cylindrical shading levels) by one gather per pixel;
 3. background pixels come from the camera's scene texture at the frame's offset, in the same gather
    (colours are packed RGBA uint32, one 4-byte gather per pixel);
 4. camera effects: optics blur (2 x 2 box passes on packed pixels, four channels per operation),
@@ -202,11 +203,11 @@ class CameraTable:
         """Readable parameters of camera ``c``."""
         return {
             "gain": round(float(self.color[c].mean()), 3),
-            "cast": (self.color[c] / self.color[c].mean()).round(3).tolist(),
+            "cast": [round(float(v), 3) for v in self.color[c] / self.color[c].mean()],
             "blur_passes": int(self.blur[c]),
             "lowres_factor": int(self.lowres[c]),
             "noise_std": round(float(self.noise[c]), 2),
-            "view_probs": self.view_probs[c].round(3).tolist(),
+            "view_probs": [round(float(v), 3) for v in self.view_probs[c]],
             "occlusion": round(float(self.occlusion[c]), 3),
         }
 
@@ -321,15 +322,6 @@ class FrameSpec:
         return FrameSpec(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @staticmethod
-    def empty() -> "FrameSpec":
-        f32 = np.float32
-        z = np.zeros(0)
-        return FrameSpec(ident=z.astype(np.int64), cam=z.astype(np.int64), view=z.astype(np.int8), flip=z.astype(f32),
-                         phase=z.astype(f32), dx=z.astype(f32), dy=z.astype(f32), scale=z.astype(f32),
-                         light=z.astype(f32), occ=np.zeros((0, 4), f32), occ_color=np.zeros((0, 3), f32),
-                         bg_y=z.astype(f32), bg_x=z.astype(f32), noise_k=z.astype(np.int64))
-
-    @staticmethod
     def concat(specs: list) -> "FrameSpec":
         return FrameSpec(**{f.name: np.concatenate([getattr(s, f.name) for s in specs]) for f in fields(FrameSpec)})
 
@@ -364,7 +356,7 @@ def render(spec: FrameSpec, ids: IdentityTable, cams: CameraTable, noise_bank: n
 
 class _CameraRenderer:
     """Renders batches of frames of one camera: labels and colours at the camera's resolution,
-    effects, bilinear upsampling to the crop size for low-resolution cameras."""
+    effects, and for low-resolution cameras the upsampling to the crop size."""
 
     def __init__(self, ids: IdentityTable, cams: CameraTable, cam: int, noise_bank: np.ndarray,
                  size: tuple[int, int], batch: int):
