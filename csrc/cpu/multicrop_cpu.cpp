@@ -225,6 +225,7 @@ struct Scratch {
   std::vector<float> row;      // [W] one blurred row before conversion
   std::vector<float> kernel;   // [2 r + 1] Gaussian weights
   std::vector<const float*> window;  // [2 r + 1] reflected rows of the vertical blur
+  std::vector<int64_t> reflect_x, reflect_y;  // [W + 2 r], [H + 2 r] reflect-padding indices
 };
 
 // A colour step applied to blocks of pixels: 0..3 = torchvision's jitter ids (brightness,
@@ -396,6 +397,11 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
   s.padded.resize(static_cast<size_t>(W + 2 * radius));
   s.row.resize(static_cast<size_t>(W));
   s.window.resize(static_cast<size_t>(taps));
+  // Reflected source index of every padded position (an integer modulo each: computed once).
+  s.reflect_x.resize(static_cast<size_t>(W + 2 * radius));
+  s.reflect_y.resize(static_cast<size_t>(H + 2 * radius));
+  for (int64_t i = 0; i < W + 2 * radius; ++i) s.reflect_x[i] = reflect_index(i - radius, W);
+  for (int64_t i = 0; i < H + 2 * radius; ++i) s.reflect_y[i] = reflect_index(i - radius, H);
   float* padded = s.padded.data();
   float* blurred = s.blurred.data();
   for (int c = 0; c < 3; ++c) {
@@ -403,14 +409,14 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
     for (int64_t y = 0; y < H; ++y) {
       const float* src_row = plane + y * W;
       std::copy(src_row, src_row + W, padded + radius);
-      for (int d = 1; d <= radius; ++d) {
-        padded[radius - d] = src_row[reflect_index(-d, W)];
-        padded[radius + W - 1 + d] = src_row[reflect_index(W - 1 + d, W)];
+      for (int d = 0; d < radius; ++d) {
+        padded[d] = src_row[s.reflect_x[d]];
+        padded[W + radius + d] = src_row[s.reflect_x[W + radius + d]];
       }
       blur_along(padded, s.kernel.data(), radius, W, blurred + y * W);
     }
     for (int64_t y = 0; y < H; ++y) {
-      for (int k = 0; k < taps; ++k) s.window[k] = blurred + reflect_index(y - radius + k, H) * W;
+      for (int k = 0; k < taps; ++k) s.window[k] = blurred + s.reflect_y[y + k] * W;
       blur_across(s.window.data(), s.kernel.data(), radius, W, s.row.data());
       finish(s.row.data(), W, solarize_view, st.mean[c], inv_std[c], out + c * n + y * W);
     }

@@ -182,8 +182,9 @@ CION_HOST_DEVICE float hsv_channel(float n, float h6, float v, float vs) {
 // in [-0.5, 0.5]; outputs stay in [min, max] of the input channels. Written as selects between
 // values that are all computed, so that the CPU loop vectorises and the GPU does not diverge.
 CION_HOST_DEVICE void shift_hue(float& r, float& g, float& b, float shift) {
-  const float maxc = r > g ? (r > b ? r : b) : (g > b ? g : b);
-  const float minc = r < g ? (r < b ? r : b) : (g < b ? g : b);
+  const float max_rg = r > g ? r : g, min_rg = r < g ? r : g;  // each one max/min instruction
+  const float maxc = max_rg > b ? max_rg : b;
+  const float minc = min_rg < b ? min_rg : b;
   const bool flat = maxc == minc;
   const float chroma = maxc - minc;
   const float s = chroma / (flat ? 1.0f : maxc);
