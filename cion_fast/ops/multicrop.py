@@ -472,6 +472,8 @@ def multicrop(
     source = _ragged_source(images) if isinstance(images, RaggedImages) else _dense_source(images)
     placement = source.placement
     check_device_supported(placement, "images")
+    if config.out_dtype == "bfloat16" and placement.framework != "torch":
+        raise TypeError(f"out_dtype='bfloat16' needs torch tensors as images ({placement.framework} has no bfloat16)")
     B, V = source.batch, config.num_views
 
     settings = config._settings
