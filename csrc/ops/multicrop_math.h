@@ -237,6 +237,7 @@ CION_HOST_DEVICE void blur_weights(float sigma, int radius, float* weights) {
 // torch.nn.functional.pad(mode="reflect") index for i in (-inf, inf), n >= 2: mirror about the
 // first and last samples without repeating them, folded again when the padding exceeds n - 1.
 CION_HOST_DEVICE int64_t reflect_index(int64_t i, int64_t n) {
+  if (i >= 0 && i < n) return i;  // the common case, without a 64-bit modulo
   const int64_t period = 2 * (n - 1);
   i %= period;
   i = i < 0 ? i + period : i;
