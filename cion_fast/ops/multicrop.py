@@ -191,6 +191,9 @@ class MultiCropConfig:
             "saturation": _jitter(self.saturation, "saturation", 1.0, math.inf),
             "hue": _jitter(self.hue, "hue", 0.0, 0.5),
         }
+        for name in ranges:  # a (lo, hi) list becomes a tuple: the config stays hashable
+            value = getattr(self, name)
+            set_(name, float(value) if _is_number(value) else tuple(float(v) for v in value))
         # What the kernels read, built once per config (the trainer calls every step).
         settings = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         settings.update(ranges)
