@@ -1,7 +1,6 @@
 """Public kernels. Every function accepts numpy arrays, torch tensors (CPU/CUDA) and cupy arrays,
 and returns results in the caller's framework on the caller's device (see DESIGN.md)."""
 
-<<<<<<< HEAD
 from cion_fast.ops.k_reciprocal import (
     GraphRerank,
     jaccard_distance,
@@ -9,16 +8,6 @@ from cion_fast.ops.k_reciprocal import (
     k_reciprocal_rerank_from_distances,
     k_reciprocal_rerank_from_graph,
 )
-from cion_fast.ops.rank_metrics import RankResult, evaluate_rank, evaluate_rank_from_features
-
-__all__ = ["RankResult", "evaluate_rank", "evaluate_rank_from_features"]
-__all__ += [
-    "GraphRerank",
-    "jaccard_distance",
-    "k_reciprocal_rerank",
-    "k_reciprocal_rerank_from_distances",
-    "k_reciprocal_rerank_from_graph",
-=======
 from cion_fast.ops.multicrop import MultiCropConfig, MultiCropResult, RaggedImages, multicrop
 from cion_fast.ops.rank_metrics import RankResult, evaluate_rank, evaluate_rank_from_features
 
@@ -26,9 +15,13 @@ __all__ = [
     "RankResult",
     "evaluate_rank",
     "evaluate_rank_from_features",
+    "GraphRerank",
+    "jaccard_distance",
+    "k_reciprocal_rerank",
+    "k_reciprocal_rerank_from_distances",
+    "k_reciprocal_rerank_from_graph",
     "MultiCropConfig",
     "MultiCropResult",
     "RaggedImages",
     "multicrop",
->>>>>>> op5
 ]

@@ -8,11 +8,8 @@ namespace py = pybind11;
 
 namespace cion {
 void bind_rank_metrics(py::module_& m);
-<<<<<<< HEAD
 void bind_k_reciprocal(py::module_& m);
-=======
 void bind_multicrop(py::module_& m);
->>>>>>> op5
 }  // namespace cion
 
 #ifndef CION_FAST_VERSION
@@ -47,9 +44,6 @@ PYBIND11_MODULE(_C, m) {
         "Number of CUDA devices usable now (0 when built without CUDA or with no driver/GPU).");
 
   cion::bind_rank_metrics(m);
-<<<<<<< HEAD
   cion::bind_k_reciprocal(m);
-=======
   cion::bind_multicrop(m);
->>>>>>> op5
 }
