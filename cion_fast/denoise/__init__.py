@@ -39,7 +39,7 @@ DEFAULTS_CHOSEN
 """
 
 from cion_fast.denoise.config import DenoiseConfig
-from cion_fast.denoise.levels import level1, level2, level3
+from cion_fast.denoise.levels import center_videos, level1, level2, level3
 from cion_fast.denoise.pipeline import DenoiseResult, denoise, denoise_tracklets
 from cion_fast.denoise.quality import Quality, format_quality_table, quality
 
@@ -47,6 +47,7 @@ __all__ = [
     "DenoiseConfig",
     "DenoiseResult",
     "Quality",
+    "center_videos",
     "denoise",
     "denoise_tracklets",
     "format_quality_table",

@@ -17,6 +17,9 @@ class DenoiseConfig:
     docstring (:mod:`cion_fast.denoise`) for the numbers that chose them.
 
     Attributes:
+        center_videos: before anything else, subtract from every (normalised) frame feature its
+            video's mean feature (:func:`~cion_fast.denoise.center_videos`): removes the scene /
+            camera component that two people of one video share.
         prune_threshold: level 1 (tau1). A frame whose cosine to the mean of the *other* frames
             of its tracklet is below this is removed (the worst first, then recomputed).
         min_frames: level 1 (and level 2's re-check): groups left with fewer frames are dropped.
@@ -50,6 +53,7 @@ class DenoiseConfig:
         ValueError: stride must be in [1, window=8], got 9
     """
 
+    center_videos: bool = True
     prune_threshold: float = 0.6
     min_frames: int = 2
     reallocation_threshold: float = 0.65
@@ -78,8 +82,9 @@ class DenoiseConfig:
             _check_int("frame_window", self.frame_window, 0)
         if self.mutual_k is not None:
             _check_int("mutual_k", self.mutual_k, 1)
-        if not isinstance(self.cannot_link, bool):
-            raise TypeError(f"cannot_link must be a bool, got {self.cannot_link!r}")
+        for name in ("center_videos", "cannot_link"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """The configuration as a plain dict (JSON-ready)."""

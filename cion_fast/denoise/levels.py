@@ -282,6 +282,58 @@ def constrained_merges(num_nodes: int, edges: np.ndarray, cannot: np.ndarray) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# input normalisation
+
+
+def center_videos(features: Any, offsets: Any, video_ids: Any) -> np.ndarray:
+    """Removes each video's common component (scene, camera, lighting) from its frame features.
+
+    Every frame feature is L2-normalised, then ``w_v`` times the mean normalised feature of its
+    video ``v`` is subtracted, with ``w_v = 1 - 1 / (tracklets of v)``: a video of one tracklet
+    is left as it is (its mean *is* its person), a video of many tracklets loses almost all of
+    its mean. What two people of one scene share is the scene; what one person shares across
+    scenes is the person, so this separates identity from video (training-free descriptors need
+    it most: their cosine between people of one camera is higher than between one person's views
+    in two cameras).
+
+    Args:
+        features: float [M, D] (float16 stays float16, anything else becomes float32).
+        offsets: int64 [N+1] tracklet offsets.
+        video_ids: int64 [N] video of each tracklet.
+
+    Returns:
+        the centred features [M, D] (not re-normalised; cosine similarity is used downstream).
+
+    Example:
+        >>> scene = np.array([0, 0, 2.0])                   # what every frame of the video shares
+        >>> people = np.repeat(np.eye(3)[:2], 2, axis=0)       # two tracklets, two people
+        >>> f = people + scene
+        >>> c = center_videos(f, np.array([0, 2, 4]), np.array([7, 7]))
+        >>> cosine = lambda a, b: round(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), 2)
+        >>> cosine(f[0], f[2]), cosine(c[0], c[2])             # the two people, before and after
+        (0.8, 0.38)
+    """
+    features = check_features(features)
+    offsets = check_offsets(offsets, features.shape[0])
+    video_ids = _arrays.as_index_array(video_ids, "video_ids", offsets.shape[0] - 1)
+    _, video_rank = np.unique(video_ids, return_inverse=True)
+    num_videos = int(video_rank.max()) + 1 if video_rank.size else 0
+    frame_video = np.repeat(video_rank, np.diff(offsets))
+    sums = np.zeros((num_videos, features.shape[1]), dtype=np.float32)
+    for start in range(0, features.shape[0], _CHUNK_ROWS):
+        stop = start + _CHUNK_ROWS
+        _segment_sums(_normalised(features[start:stop]), frame_video[start:stop], num_videos, sums)
+    frames = np.bincount(frame_video, minlength=num_videos)
+    weight = 1.0 - 1.0 / np.bincount(video_rank, minlength=num_videos)
+    shift = sums * (weight / np.maximum(frames, 1))[:, None].astype(np.float32)
+    out = np.empty(features.shape, dtype=np.float16 if features.dtype == np.float16 else np.float32)
+    for start in range(0, features.shape[0], _CHUNK_ROWS):
+        stop = start + _CHUNK_ROWS
+        out[start:stop] = _normalised(features[start:stop]) - shift[frame_video[start:stop]]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # level 1
 
 

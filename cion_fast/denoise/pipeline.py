@@ -11,7 +11,7 @@ import numpy as np
 
 from cion_fast import _arrays
 from cion_fast.denoise.config import DenoiseConfig
-from cion_fast.denoise.levels import check_features, check_frame_index, check_offsets, level1, level2, level3
+from cion_fast.denoise.levels import center_videos, check_features, check_frame_index, check_offsets, level1, level2, level3
 from cion_fast.denoise.quality import Quality, quality
 
 LEVEL_NAMES = ("level 1", "level 2", "level 3")
@@ -67,8 +67,10 @@ def denoise(
 ) -> DenoiseResult:
     """CION's progressive denoising: tracklets -> identities consistent across videos.
 
-    Runs :func:`~cion_fast.denoise.level1` (single tracklet), :func:`~cion_fast.denoise.level2`
-    (short range, one video) and :func:`~cion_fast.denoise.level3` (long range, across videos).
+    With ``config.center_videos``, :func:`~cion_fast.denoise.center_videos` first removes each
+    video's common component; then :func:`~cion_fast.denoise.level1` (single tracklet),
+    :func:`~cion_fast.denoise.level2` (short range, one video) and
+    :func:`~cion_fast.denoise.level3` (long range, across videos) run in turn.
 
     Args:
         features: float16/32/64 [M, D] frame features (numpy, torch or cupy; used on the host).
@@ -100,6 +102,8 @@ def denoise(
     frame_index = check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
+    if config.center_videos:
+        features = center_videos(features, offsets, video_ids)
     frame_video = np.repeat(video_ids, np.diff(offsets))
     tracklet_labels = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
 
