@@ -45,8 +45,8 @@ class DenoiseConfig:
 
     Example:
         >>> config = DenoiseConfig(link_threshold=0.8)
-        >>> config.window, config.link_threshold
-        (8, 0.8)
+        >>> config.window, config.link_threshold, config.prune_threshold
+        (8, 0.8, 0.4)
         >>> DenoiseConfig(stride=9)
         Traceback (most recent call last):
         ...
@@ -54,7 +54,7 @@ class DenoiseConfig:
     """
 
     center_videos: bool = True
-    prune_threshold: float = 0.6
+    prune_threshold: float = 0.4
     min_frames: int = 2
     reallocation_threshold: float = 0.65
     merge_threshold: float = 0.62
@@ -62,7 +62,7 @@ class DenoiseConfig:
     cannot_link: bool = True
     window: int = 8
     stride: int = 4
-    link_threshold: float = 0.7
+    link_threshold: float = 0.45
     mutual_k: int | None = None
     min_images: int = 4
 
