@@ -84,11 +84,13 @@ def _as_pairs(pairs: Any, num_a: int, num_b: int, placement: _arrays.Placement, 
 
 
 def _centroids(s: _Set, placement: _arrays.Placement, normalize: bool, status: Any) -> Any:
-    out = placement.empty((s.num, int(s.features.shape[1])), _arrays.dtype_name(s.features))
-    dl = lambda x: _arrays.to_dlpack(x, placement)  # noqa: E731 - local shorthand
+    dtype = _arrays.dtype_name(s.features)
+    out = placement.empty((s.num, int(s.features.shape[1])), dtype)
+    inv_norm = placement.empty((s.frames,), dtype) if placement.is_cuda else None
+    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
     kernels().tracklet_centroids(
         features=dl(s.features), offsets=dl(s.offsets), name=s.name, normalize_result=normalize, out=dl(out),
-        status=dl(status) if status is not None else None, stream=placement.stream(),
+        inv_norm=dl(inv_norm), status=dl(status), stream=placement.stream(),
     )
     return out
 

@@ -18,7 +18,7 @@ void tracklet_centroids(const TrackletCentroidsParams& params, Device device, in
     return;
   }
 #if defined(CION_FAST_WITH_CUDA)
-  CION_CHECK(params.status, "tracklet_centroids on CUDA needs its status buffer");
+  CION_CHECK(params.inv_norm && params.status, "tracklet_centroids on CUDA needs its scratch buffers");
   tracklet_centroids_cuda(params, device_index, stream);
 #else
   no_cuda();

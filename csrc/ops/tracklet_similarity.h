@@ -41,7 +41,10 @@ struct TrackletCentroidsParams {
   // normalised frames ('mean' mode). A zero mean stays zero.
   bool normalize_result = true;
   void* out = nullptr;  // [num, dim], C-contiguous
-  int32_t* status = nullptr;  // CUDA only, [1]: bit 0 set when a feature is NaN or inf
+  // CUDA only: inv_norm [frames] scratch (dtype of the features) and status [1] (bit 0 set when a
+  // feature is NaN or inf).
+  void* inv_norm = nullptr;
+  int32_t* status = nullptr;
 };
 
 enum class PairReduce : int32_t { kMax = 0, kMin = 1, kTopkMean = 2 };

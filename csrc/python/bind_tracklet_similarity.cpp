@@ -46,8 +46,8 @@ void* scratch_pointer(const py::object& scratch, const char* name, const TensorV
 }
 
 void centroids_binding(const py::object& features, const py::object& offsets, const std::string& name,
-                       bool normalize_result, const py::object& out, const py::object& status,
-                       uintptr_t stream) {
+                       bool normalize_result, const py::object& out, const py::object& inv_norm,
+                       const py::object& status, uintptr_t stream) {
   TensorView x;
   TrackletCentroidsParams p;
   p.set = ragged_from_dlpack(features, offsets, name.c_str(), "offsets", &x);
@@ -58,6 +58,7 @@ void centroids_binding(const py::object& features, const py::object& offsets, co
   const int64_t shape[2] = {p.set.num, p.dim};
   check_output(result, x, 2, shape);
   p.out = result.data;
+  p.inv_norm = scratch_pointer(inv_norm, "inv_norm", x, p.set.frames);
   p.status = status_pointer(status, x);
   py::gil_scoped_release release;
   tracklet_centroids(p, x.device, x.device_index, reinterpret_cast<void*>(stream));
@@ -116,7 +117,8 @@ void pair_similarity_binding(const py::object& features, const py::object& offse
 
 void bind_tracklet_similarity(py::module_& m) {
   m.def("tracklet_centroids", &centroids_binding, py::arg("features"), py::arg("offsets"),
-        py::arg("name"), py::arg("normalize_result"), py::arg("out"), py::arg("status"), py::arg("stream"),
+        py::arg("name"), py::arg("normalize_result"), py::arg("out"), py::arg("inv_norm"),
+        py::arg("status"), py::arg("stream"),
         "Per-tracklet mean of L2-normalised frames. Use cion_fast.ops.tracklet_similarity.");
   m.def("tracklet_pair_similarity", &pair_similarity_binding, py::arg("features"), py::arg("offsets"),
         py::arg("other_features"), py::arg("other_offsets"), py::arg("reduce"), py::arg("k"),
