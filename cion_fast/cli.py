@@ -263,7 +263,11 @@ def _denoise(args: argparse.Namespace) -> int:
         "frames": int(tracklets.num_frames),
         "tracklets": int(tracklets.num_tracklets),
     }
-    out = write_denoise_output(args.out, result, rows, {"inputs": inputs, "seconds": seconds}, overwrite=args.overwrite)
+    try:
+        out = write_denoise_output(args.out, result, rows, {"inputs": inputs, "seconds": seconds}, overwrite=args.overwrite)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     final = result.summary[-1]
     print(f"{final['images']} frames in {final['identities']} identities; wrote {out}")
     return 0

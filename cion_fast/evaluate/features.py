@@ -107,7 +107,8 @@ def extract_features(
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             for batch in batches:
-                x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+                batch = np.ascontiguousarray(batch) if batch.flags.writeable else np.array(batch)  # e.g. memory-mapped
+                x = torch.from_numpy(batch).to(device, non_blocking=True)
                 x = (x.permute(0, 3, 1, 2).float() - mean) / std
                 features = model(x).float()
                 if flip:
