@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cion_fast.denoise import DenoiseConfig, denoise, denoise_tracklets, level1, level2, level3, quality
-from cion_fast.denoise.levels import cannot_link_pairs, constrained_merges
+from cion_fast.denoise.levels import cannot_link_pairs, constrained_forest
 from cion_fast.features import oracle_features
 
 DIM = 16
@@ -166,13 +166,19 @@ def test_level2_rejects_groups_spanning_videos():
         level2(frames_of(people(2)), np.array([0, 1]), np.array([0, 0]), np.array([0, 0]))
 
 
-def test_cannot_link_pairs_and_constrained_merges():
+def test_cannot_link_pairs_and_constrained_forest():
     pairs = cannot_link_pairs(np.array([0, 1, 2, 0, 3]), np.array([0, 0, 0, 1, 1]), np.array([5, 5, 5, 5, 6]))
     np.testing.assert_array_equal(pairs, [[0, 1], [0, 2], [1, 2]])
-    edges = np.array([[0, 3], [1, 3], [3, 4], [2, 4]])
-    accepted, refused = constrained_merges(5, edges, np.array([[0, 1], [1, 2]]))
-    np.testing.assert_array_equal(accepted, [[0, 3], [3, 4], [2, 4]])
-    assert refused == 1
+    # 0-3 joins; 1-3 would join 1 and 0 (cannot-link): refused; 3-4 and 2-4 join; 0-4 is inside
+    # one component already (skipped); 1-2 would again join 1 and 0: refused.
+    edges = np.array([[0, 3], [1, 3], [3, 4], [2, 4], [0, 4], [1, 2]])
+    accepted, refused = constrained_forest(5, edges, np.array([[0, 1]]))
+    np.testing.assert_array_equal(accepted, [0, 2, 3])
+    assert refused == 2
+    # Without constraints: Kruskal's maximum spanning forest.
+    accepted, refused = constrained_forest(5, edges, np.empty((0, 2), np.int64))
+    np.testing.assert_array_equal(accepted, [0, 1, 2, 3])
+    assert refused == 0
 
 
 # ---------------------------------------------------------------------------------------------- level 3
@@ -227,8 +233,8 @@ def test_level3_guard_keeps_a_consistent_chain():
 
 
 def test_level3_never_joins_a_cannot_link_pair_through_another_video():
-    # P and Q (video 0, both at frame 2) both resemble X (video 1): the links P-X and Q-X would
-    # put P and Q in one identity; the guard cuts the weaker link.
+    # P and Q (video 0, both at frame 2) both resemble X (video 1): the links P-X (cos 0.98) and
+    # Q-X (0.95) would put P and Q in one identity; the weaker link is refused.
     features = frames_of(np.repeat(at_angles([0, 30, 12]), 3, axis=0), noise=0.0)
     video = np.repeat([0, 0, 1], 3)
     index = np.r_[0:3, 2:5, 0:3]
@@ -236,7 +242,7 @@ def test_level3_never_joins_a_cannot_link_pair_through_another_video():
     config = DenoiseConfig(link_threshold=0.8, min_images=1)
     result, summary = level3(features, video, index, labels, config)
     np.testing.assert_array_equal(result, np.repeat([0, 1, 0], 3))
-    assert summary["links_cut_by_guard"] == 1
+    assert summary["links"] == 2 and summary["links_refused_cannot_link"] == 1 and summary["links_cut_by_guard"] == 0
     joined, _ = level3(features, video, index, labels, DenoiseConfig(link_threshold=0.8, min_images=1, cannot_link=False))
     np.testing.assert_array_equal(joined, np.zeros(9))
 

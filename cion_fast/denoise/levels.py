@@ -228,25 +228,28 @@ def cannot_link_pairs(labels: np.ndarray, frame_video: np.ndarray, frame_index: 
     return np.unique(pairs, axis=0) if pairs.shape[0] else pairs
 
 
-def constrained_merges(num_nodes: int, edges: np.ndarray, cannot: np.ndarray) -> tuple[np.ndarray, int]:
-    """The edges that can be merged without ever joining a cannot-link pair, greedily in the
-    given order (pass them sorted by decreasing similarity).
+def constrained_forest(num_nodes: int, edges: np.ndarray, cannot: np.ndarray) -> tuple[np.ndarray, int]:
+    """Greedy union-find over ``edges`` in the given order that never joins a cannot-link pair.
 
-    A union-find keeps, for every component, the nodes it must never join; an edge whose union
-    would put a cannot-link pair in one component (directly or through any chain) is refused.
+    Pass the edges sorted by decreasing similarity: an edge is accepted when it joins two
+    different components and the union would not put a cannot-link pair into one component
+    (directly or through any chain); it is refused when it would; it is skipped (neither) when
+    its ends are already joined. Each component keeps the set of nodes it must never join. The
+    accepted edges form a spanning forest of the resulting components (with no cannot-link pairs:
+    the maximum spanning forest).
 
     Args:
         num_nodes: nodes are 0..num_nodes-1.
-        edges: int64 [E, 2] candidate merges, strongest first.
+        edges: int64 [E, 2] candidate edges, strongest first.
         cannot: int64 [C, 2] pairs that must end in different components.
 
     Returns:
-        (accepted edges int64 [A, 2], number refused).
+        (indices into ``edges`` of the accepted edges int64 [A], number of refused edges).
 
     Example:
-        >>> edges = np.array([[0, 1], [1, 2]])
-        >>> constrained_merges(3, edges, np.array([[0, 2]]))
-        (array([[0, 1]]), 1)
+        >>> edges = np.array([[0, 1], [1, 2], [0, 2], [2, 3]])
+        >>> constrained_forest(4, edges, np.array([[0, 3]]))
+        (array([0, 1]), 1)
     """
     parent = list(range(num_nodes))
     forbidden: dict[int, set[int]] = {}
@@ -265,7 +268,6 @@ def constrained_merges(num_nodes: int, edges: np.ndarray, cannot: np.ndarray) ->
     for index, (a, b) in enumerate(edges.tolist()):
         root_a, root_b = find(a), find(b)
         if root_a == root_b:
-            accepted.append(index)
             continue
         set_a, set_b = forbidden.get(root_a, ()), forbidden.get(root_b, ())
         small, other_root = (set_a, root_b) if len(set_a) <= len(set_b) else (set_b, root_a)
@@ -278,7 +280,7 @@ def constrained_merges(num_nodes: int, edges: np.ndarray, cannot: np.ndarray) ->
         if root_b in forbidden:
             forbidden.setdefault(root_a, set()).update(forbidden.pop(root_b))
         accepted.append(index)
-    return edges[np.asarray(accepted, dtype=np.int64)].reshape(-1, 2), refused
+    return np.asarray(accepted, dtype=np.int64), refused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +482,7 @@ def level2(
     2. Groups of one video whose centroids have cosine >= ``merge_threshold`` are merged: the
        candidate merges are taken strongest first, and with ``cannot_link`` a merge that would put
        two groups sharing a frame index into one identity (directly or through a chain) is refused
-       (:func:`constrained_merges`); the identities are ``ops.connected_components`` of the
+       (:func:`constrained_forest`); the identities are ``ops.connected_components`` of the
        accepted merges.
     3. ``ops.tracklet_prune`` (level 1's check) runs again on every identity that changed.
 
@@ -519,7 +521,8 @@ def level2(
     candidates = pairs[strong[np.argsort(-cosine[strong], kind="stable")]]
     refused = 0
     if config.cannot_link:
-        candidates, refused = constrained_merges(num_groups, candidates, cannot_link_pairs(labels, frame_video, frame_index))
+        accepted, refused = constrained_forest(num_groups, candidates, cannot_link_pairs(labels, frame_video, frame_index))
+        candidates = candidates[accepted]
     identity = _arrays.to_numpy(ops.connected_components(num_groups, candidates)).astype(np.int64)
     identity, num_identities = dense_labels(identity)
 
@@ -545,49 +548,39 @@ def level2(
 
 
 def _guard(
-    centroids: np.ndarray,
-    sums: np.ndarray,
-    links: np.ndarray,
-    component: np.ndarray,
-    threshold: float,
-    cannot: np.ndarray,
+    centroids: np.ndarray, sums: np.ndarray, forest: np.ndarray, forest_cosine: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, int]:
     """Splits linked identities that fail the intra-identity check, along their weakest links.
 
-    A component (identities joined by links) fails when one of its parts (a level-2 identity)
-    has a cosine < ``threshold`` to the component's centroid (the mean of all its frames), or
-    when it contains a cannot-link pair. Each round removes, in every failing component, the
-    link with the lowest cosine, recomputes the components and checks the pieces again; it ends
-    when every component passes (a single part always passes). Returns (component [K], links cut).
+    ``forest`` holds the accepted links as a maximum spanning forest (strongest first, see
+    :func:`constrained_forest`). A component fails when one of its parts (a level-2 identity) has
+    a cosine < ``threshold`` to the component's centroid (the mean of all its frames). Each round
+    cuts, in every failing component, its forest edge of lowest cosine, which splits it in two;
+    the pieces are checked again, until every component passes (a single part always passes).
+    Cutting the weakest forest edge is the same as deleting the component's weakest links one by
+    one until it falls apart, in one step. Returns (component of each node [K], edges cut).
     """
     num_nodes = centroids.shape[0]
-    if links.shape[0] == 0:
-        return component, 0
-    link_cosine = _pair_cosines(centroids, None, links)
-    active = np.ones(links.shape[0], dtype=bool)
-    size = np.bincount(component, minlength=num_nodes)
-    dirty = np.flatnonzero(size[component] > 1)
+    component = _arrays.to_numpy(ops.connected_components(num_nodes, forest)).astype(np.int64)
+    active = np.ones(forest.shape[0], dtype=bool)
+    dirty = np.flatnonzero(np.bincount(component, minlength=num_nodes)[component] > 1)
     cut = 0
     while dirty.shape[0]:
         comps, local = np.unique(component[dirty], return_inverse=True)
         centre = _normalised(_segment_sums(sums[dirty], local, comps.shape[0]))
         part_cosine = np.einsum("ij,ij->i", centroids[dirty], centre[local])
         failing = np.unique(comps[local[part_cosine < threshold]])
-        if cannot.shape[0]:
-            inside = component[cannot[:, 0]] == component[cannot[:, 1]]
-            failing = np.union1d(failing, component[cannot[inside, 0]])
         if failing.shape[0] == 0:
             break
-        link_component = component[links[:, 0]]
-        candidate = np.flatnonzero(active & np.isin(link_component, failing))
-        order = candidate[np.lexsort((link_cosine[candidate], link_component[candidate]))]
-        weakest = order[_first_of_runs(link_component[order])]
+        edge_component = component[forest[:, 0]]
+        candidate = np.flatnonzero(active & np.isin(edge_component, failing))
+        order = candidate[np.lexsort((forest_cosine[candidate], edge_component[candidate]))]
+        weakest = order[_first_of_runs(edge_component[order])]
         active[weakest] = False
         cut += int(weakest.shape[0])
-        split_nodes = np.isin(component, failing)
-        component = _arrays.to_numpy(ops.connected_components(num_nodes, links[active])).astype(np.int64)
-        size = np.bincount(component, minlength=num_nodes)
-        dirty = np.flatnonzero(split_nodes & (size[component] > 1))
+        split = np.isin(component, failing)
+        component = _arrays.to_numpy(ops.connected_components(num_nodes, forest[active])).astype(np.int64)
+        dirty = np.flatnonzero(split & (np.bincount(component, minlength=num_nodes)[component] > 1))
     return component, cut
 
 
@@ -603,10 +596,13 @@ def level3(
     Identities (level-2 labels, each within one video) are ordered by (video, first frame);
     ``ops.sliding_range_link`` compares the centroids of identities of different videos inside
     every range of ``window`` consecutive videos (ranges ``stride`` apart) and links those with
-    cosine >= ``link_threshold`` (and mutual top-``mutual_k`` when set); connected components of
-    all links are the new identities. The guard (:func:`_guard`) then splits any component whose
-    parts are not all within ``link_threshold`` of its centroid, or that joins a cannot-link pair,
-    by cutting its weakest links. Identities with fewer than ``min_images`` frames are dropped.
+    cosine >= ``link_threshold`` (and mutual top-``mutual_k`` when set). The links are accepted
+    strongest first (:func:`constrained_forest`); with ``cannot_link``, a link that would put two
+    identities of one video seen at the same frame into one identity, directly or through a
+    chain, is refused. The accepted links (a maximum spanning forest) join identities across
+    videos; chains cross range borders. The guard (:func:`_guard`) then splits every linked
+    identity whose parts are not all within ``link_threshold`` of its centroid, along its weakest
+    links. Identities with fewer than ``min_images`` frames are dropped.
 
     Video ids are taken to be in time order (their sort order is the long sequence).
 
@@ -638,10 +634,9 @@ def level3(
 
     _, video_rank = np.unique(groups.video, return_inverse=True)
     order = np.lexsort((groups.first, video_rank))
-    component = np.empty(num_groups, dtype=np.int64)
     links = np.empty((0, 2), dtype=np.int64)
     if num_groups:
-        linked, sorted_links = ops.sliding_range_link(
+        _, sorted_links = ops.sliding_range_link(
             centroids[order],
             video_rank[order].astype(np.int64),
             window=config.window,
@@ -649,10 +644,13 @@ def level3(
             threshold=config.link_threshold,
             mutual_k=config.mutual_k,
         )
-        component[order] = _arrays.to_numpy(linked)
         links = order[_arrays.to_numpy(sorted_links).astype(np.int64).reshape(-1, 2)]
+    link_cosine = _pair_cosines(centroids, None, links) if links.shape[0] else np.empty(0, np.float32)
+    strongest_first = np.argsort(-link_cosine, kind="stable")
     cannot = cannot_link_pairs(labels, frame_video, frame_index) if config.cannot_link else np.empty((0, 2), np.int64)
-    component, cut = _guard(centroids, sums, links, component, config.link_threshold, cannot)
+    accepted, refused = constrained_forest(num_groups, links[strongest_first], cannot)
+    forest = links[strongest_first[accepted]]
+    component, cut = _guard(centroids, sums, forest, link_cosine[strongest_first[accepted]], config.link_threshold)
     component, num_components = dense_labels(component)
 
     frames = np.bincount(component, weights=groups.counts, minlength=num_components)
@@ -664,6 +662,7 @@ def level3(
         "images": int((result >= 0).sum()),
         "identities": count,
         "links": int(links.shape[0]),
+        "links_refused_cannot_link": int(refused),
         "links_cut_by_guard": cut,
         "identities_linked": int(num_groups - num_components),
         "identities_dropped_min_images": int((~large).sum()),
