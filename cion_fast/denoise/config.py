@@ -14,7 +14,8 @@ class DenoiseConfig:
     The paper gives no values; the defaults were chosen on the default synthetic world
     (``cion_fast.data.synth.WorldConfig()``), with ground truth, for the training-free stripe
     descriptor and for oracle features at once: see ``DEFAULTS_CHOSEN`` in this module's package
-    docstring (:mod:`cion_fast.denoise`) for the numbers that chose them.
+    docstring (:mod:`cion_fast.denoise`) for the numbers that chose them. Thresholds depend on
+    the features: re-tune them (``benchmarks/denoise_quality.py --sweep``) for a trained model.
 
     Attributes:
         center_videos: before anything else, subtract from every (normalised) frame feature its
