@@ -2,8 +2,9 @@
 and returns results in the caller's framework on the caller's device (see DESIGN.md)."""
 
 from cion_fast.ops.rank_metrics import RankResult, evaluate_rank, evaluate_rank_from_features
+from cion_fast.ops.sliding_range_link import connected_components, sliding_range_link
 from cion_fast.ops.tracklet_prune import tracklet_prune
 from cion_fast.ops.tracklet_similarity import tracklet_similarity
 
 __all__ = ["RankResult", "evaluate_rank", "evaluate_rank_from_features"]
-__all__ += ["tracklet_prune", "tracklet_similarity"]
+__all__ += ["connected_components", "sliding_range_link", "tracklet_prune", "tracklet_similarity"]

@@ -1,5 +1,6 @@
-"""Plain-PyTorch level-1 pruning: tracklets padded to [N, L, D], every tracklet advanced one
-removal per step, the scores recomputed from the kept frames at each step."""
+"""Plain-PyTorch level-1 pruning: tracklets padded to [N, L, D]; every step recomputes the scores
+of the tracklets that dropped a frame in the previous step from their kept frames, and drops one
+more frame from each of those that still have a frame below the threshold."""
 
 from __future__ import annotations
 
@@ -29,21 +30,20 @@ def tracklet_prune(
         part = offsets[start : start + chunk + 1]
         frames, active = pad_tracklets(unit, part)
         nonzero = (frames.abs().sum(-1) > 0).double()
-        while True:
-            total = (frames * active[..., None]).sum(1)
-            dots = (frames * total[:, None, :]).sum(-1)
-            others2 = (total * total).sum(1, keepdim=True) - 2 * dots + nonzero
-            scores = torch.where(others2 > 1e-12, (dots - nonzero) / others2.clamp(min=1e-12).sqrt(), torch.zeros_like(dots))
-            scores = scores.masked_fill(~active, float("inf"))
+        live = torch.arange(frames.shape[0], device=features.device)  # tracklets that may still drop
+        while live.numel():
+            x, on, nz = frames[live], active[live], nonzero[live]
+            total = (x * on[..., None]).sum(1)
+            dots = (x * total[:, None, :]).sum(-1)
+            others2 = (total * total).sum(1, keepdim=True) - 2 * dots + nz
+            scores = torch.where(others2 > 1e-12, (dots - nz) / others2.clamp(min=1e-12).sqrt(), torch.zeros_like(dots))
+            scores = scores.masked_fill(~on, float("inf"))
             worst_score, worst = scores.min(1)
             # Two frames left: equal scores up to rounding; the earlier frame goes.
-            first_active = active.double().argmax(1)
-            worst = torch.where(active.sum(1) == 2, first_active, worst)
-            drop = (active.sum(1) >= 2) & (worst_score < threshold)
-            if not bool(drop.any()):
-                break
-            rows = torch.nonzero(drop).flatten()
-            active[rows, worst[rows]] = False
+            worst = torch.where(on.sum(1) == 2, on.double().argmax(1), worst)
+            drop = (on.sum(1) >= 2) & (worst_score < threshold)
+            active[live[drop], worst[drop]] = False
+            live = live[drop]
         active &= active.sum(1, keepdim=True) >= min_frames
         slots = torch.arange(active.shape[1], device=features.device)
         rows = part[:-1, None] + slots[None, :]

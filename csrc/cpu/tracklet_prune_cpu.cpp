@@ -1,50 +1,49 @@
 // CPU level-1 pruning: OpenMP over tracklets (dynamic: lengths vary); each tracklet's frames are
-// read from memory once and then stay in cache for the incremental updates.
+// read from memory once, into a float64 normalised copy that stays in cache for the incremental
+// updates.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <vector>
 
+#include "cpu/dot_block.h"
 #include "ops/tracklet_prune.h"
 
 namespace cion {
 namespace {
 
-template <class T>
-double dot(const T* x, const T* y, int64_t dim) {
-  double sum = 0.0;
-  for (int64_t d = 0; d < dim; ++d) sum += static_cast<double>(x[d]) * static_cast<double>(y[d]);
-  return sum;
-}
-
 struct Scratch {
-  std::vector<double> inv, dots, sum;
+  std::vector<double> unit;  // [L, dim] the tracklet's normalised frames, float64
+  std::vector<double> inv, dots, sum, column;
 };
 
-// Prunes tracklet rows [f0, f1); returns false when a feature is NaN or inf.
+// Prunes tracklet rows [f0, f1); returns false when a feature is NaN or inf. The dot products go
+// through dot_block (float64, vectorised) on a float64 copy of the normalised frames.
 template <class T>
 bool prune_one(const TrackletPruneParams& p, int64_t f0, int64_t f1, Scratch& s) {
-  const T* x = static_cast<const T*>(p.set.features);
+  const T* x = static_cast<const T*>(p.set.features) + f0 * p.dim;
   const int64_t L = f1 - f0, dim = p.dim;
   uint8_t* keep = p.keep + f0;
-  s.inv.assign(L, 0.0);
-  s.dots.assign(L, 0.0);
+  s.unit.resize(L * dim);
+  s.inv.resize(L);
+  s.dots.resize(L);
+  s.column.resize(L);
   s.sum.assign(dim, 0.0);
+  for (int64_t k = 0; k < L * dim; ++k) s.unit[k] = static_cast<double>(x[k]);
   bool finite = true;
   for (int64_t j = 0; j < L; ++j) {
-    const T* row = x + (f0 + j) * dim;
-    const double sq = dot(row, row, dim);
+    double* row = s.unit.data() + j * dim;
+    double sq;
+    dot_block(row, dim, 1, row, dim, 1, dim, &sq, 1);
     finite &= std::isfinite(sq);
     s.inv[j] = sq > 0.0 ? 1.0 / std::sqrt(sq) : 0.0;
-    for (int64_t d = 0; d < dim; ++d) s.sum[d] += static_cast<double>(row[d]) * s.inv[j];
+    for (int64_t d = 0; d < dim; ++d) row[d] *= s.inv[j];
+    for (int64_t d = 0; d < dim; ++d) s.sum[d] += row[d];
   }
   if (!finite) return false;
+  dot_block(s.unit.data(), dim, L, s.sum.data(), dim, 1, dim, s.dots.data(), 1);  // d_j = f_j . S
   double norm2 = 0.0;  // |S|^2 = sum_j f_j . S
   for (int64_t j = 0; j < L; ++j) {
-    const T* row = x + (f0 + j) * dim;
-    double d_j = 0.0;
-    for (int64_t d = 0; d < dim; ++d) d_j += static_cast<double>(row[d]) * s.sum[d];
-    s.dots[j] = d_j * s.inv[j];
     norm2 += s.dots[j];
     keep[j] = 1;
   }
@@ -69,10 +68,9 @@ bool prune_one(const TrackletPruneParams& p, int64_t f0, int64_t f1, Scratch& s)
     keep[worst] = 0;
     --kept;
     norm2 -= 2.0 * s.dots[worst] - (s.inv[worst] > 0.0 ? 1.0 : 0.0);
-    const T* dropped = x + (f0 + worst) * dim;
-    for (int64_t j = 0; j < L; ++j) {
-      if (keep[j]) s.dots[j] -= dot(x + (f0 + j) * dim, dropped, dim) * (s.inv[j] * s.inv[worst]);
-    }
+    // d_j -= f_j . f_worst for every frame (dropped ones are never read again).
+    dot_block(s.unit.data(), dim, L, s.unit.data() + worst * dim, dim, 1, dim, s.column.data(), 1);
+    for (int64_t j = 0; j < L; ++j) s.dots[j] -= s.column[j];
   }
   if (kept < p.min_frames) std::fill(keep, keep + L, uint8_t{0});
   return true;

@@ -11,12 +11,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <vector>
 
 #include "common/parallel.h"
 #include "cpu/dot_block.h"
+#include "cpu/top_k.h"
 #include "ops/tracklet_similarity.h"
 
 namespace cion {
@@ -26,39 +26,6 @@ constexpr int64_t kRowChunk = 64;           // a-rows per sub-block
 constexpr int64_t kColChunk = 256;          // b-rows per sub-block: buffer of 64 x 256 values
 constexpr int64_t kPairBlockBytes = 4 << 20;  // b-features per visiting block (a share of L3)
 constexpr int64_t kPairsPerTask = 16;
-
-// Mean of the k largest values seen, holding at most max(2k, 4096) of them: when the buffer is
-// full, nth_element keeps the k largest and drops the rest (amortised O(1) per value).
-template <class T>
-class TopK {
- public:
-  void reset(int64_t k) {
-    k_ = k;
-    capacity_ = std::max<int64_t>(2 * k, 4096);
-    values_.clear();
-  }
-  void push(T v) {
-    if (static_cast<int64_t>(values_.size()) == capacity_) shrink();
-    values_.push_back(v);
-  }
-  // Mean of the min(k, count) largest values, summed in float64 in descending order.
-  double mean() {
-    if (static_cast<int64_t>(values_.size()) > k_) shrink();
-    std::sort(values_.begin(), values_.end(), std::greater<T>());
-    double sum = 0.0;
-    for (const T v : values_) sum += static_cast<double>(v);
-    return sum / static_cast<double>(values_.size());
-  }
-
- private:
-  void shrink() {
-    std::nth_element(values_.begin(), values_.begin() + (k_ - 1), values_.end(), std::greater<T>());
-    values_.resize(k_);
-  }
-  int64_t k_ = 1;
-  int64_t capacity_ = 4096;
-  std::vector<T> values_;
-};
 
 template <class T>
 struct PairScratch {

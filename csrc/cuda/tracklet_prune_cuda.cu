@@ -7,6 +7,7 @@
 
 #include "common/cuda_reduce.cuh"
 #include "common/cuda_utils.cuh"
+#include "cuda/tracklet_common.cuh"
 #include "ops/tracklet_prune.h"
 
 namespace cion {
@@ -150,12 +151,12 @@ __global__ void __launch_bounds__(kThreads) prune_kernel(TrackletPruneParams p) 
 
 void tracklet_prune_cuda(const TrackletPruneParams& p, int device_index, void* stream) {
   DeviceGuard guard(device_index);
-  const int64_t blocks = p.set.num < (int64_t{1} << 20) ? p.set.num : (int64_t{1} << 20);
-  if (blocks == 0) return;
+  if (p.set.num == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
   if (p.dtype == DType::kFloat64)
-    prune_kernel<double><<<static_cast<int>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+    prune_kernel<double><<<grid_for(p.set.num), kThreads, 0, s>>>(p);
   else
-    prune_kernel<float><<<static_cast<int>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+    prune_kernel<float><<<grid_for(p.set.num), kThreads, 0, s>>>(p);
   CION_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,6 @@
 // CUDA tracklet similarity.
 //
-// inverse_norms_kernel: one warp per frame row (float64 sum of squares; NaN/inf -> status bit).
+// inverse_norms_kernel (cuda/tracklet_common.cuh): one warp per frame row (NaN/inf -> a status bit).
 // centroids_kernel: one block per tracklet, threads along the feature dimension.
 // pair_kernel: one block per tracklet pair (grid-stride). The pair's La x Lb cosine block is
 // produced in 32 x 32 output tiles, 2 x 2 outputs per thread, from feature chunks staged in shared
@@ -12,6 +12,7 @@
 
 #include "common/cuda_reduce.cuh"
 #include "common/cuda_utils.cuh"
+#include "cuda/tracklet_common.cuh"
 #include "ops/tracklet_similarity.h"
 
 namespace cion {
@@ -26,27 +27,6 @@ template <class T>
 struct Chunk {
   static constexpr int kSize = sizeof(T) == 8 ? 16 : 32;
 };
-
-int grid_for(int64_t items) {
-  return static_cast<int>(items < (int64_t{1} << 20) ? items : (int64_t{1} << 20));
-}
-
-template <class T>
-__global__ void __launch_bounds__(kThreads) inverse_norms_kernel(const T* x, int64_t rows, int64_t dim, T* inv,
-                                                                 int32_t* status, int32_t bit) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
-    const T* row = x + r * dim;
-    double sum = 0.0;
-    for (int64_t d = lane; d < dim; d += 32) sum += static_cast<double>(row[d]) * static_cast<double>(row[d]);
-    sum = warp_reduce(sum, SumOp{});
-    if (lane == 0) {
-      if (!isfinite(sum)) atomicOr(status, bit);
-      inv[r] = sum > 0.0 ? static_cast<T>(1.0 / sqrt(sum)) : T(0);
-    }
-  }
-}
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) centroids_kernel(TrackletCentroidsParams p, const T* inv) {
@@ -212,16 +192,6 @@ __global__ void pair_kernel(TrackletPairSimilarityParams p) {
   }
 }
 
-template <class T>
-void launch_inverse_norms(const RaggedSet& set, int64_t dim, void* inv, int32_t* status, int32_t bit,
-                          cudaStream_t stream) {
-  if (set.frames == 0) return;
-  const int64_t blocks = ceil_div(set.frames, kThreads / 32);
-  inverse_norms_kernel<T><<<grid_for(blocks), kThreads, 0, stream>>>(
-      static_cast<const T*>(set.features), set.frames, dim, static_cast<T*>(inv), status, bit);
-  CION_CUDA_CHECK_LAUNCH();
-}
-
 }  // namespace
 
 void tracklet_centroids_cuda(const TrackletCentroidsParams& p, int device_index, void* stream) {
@@ -229,7 +199,8 @@ void tracklet_centroids_cuda(const TrackletCentroidsParams& p, int device_index,
   const auto s = static_cast<cudaStream_t>(stream);
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    launch_inverse_norms<T>(p.set, p.dim, p.inv_norm, p.status, 1, s);
+    launch_inverse_norms(static_cast<const T*>(p.set.features), p.set.frames, p.dim, static_cast<T*>(p.inv_norm),
+                         p.status, 1, s);
     centroids_kernel<T><<<grid_for(p.set.num), kThreads, 0, s>>>(p, static_cast<const T*>(p.inv_norm));
     CION_CUDA_CHECK_LAUNCH();
   };
@@ -245,8 +216,11 @@ void tracklet_pair_similarity_cuda(const TrackletPairSimilarityParams& p, int de
   auto run = [&](auto tag) {
     using T = decltype(tag);
     if (p.normalize) {
-      launch_inverse_norms<T>(p.a, p.dim, p.inv_norm_a, p.status, 1, s);
-      if (!p.same_set) launch_inverse_norms<T>(p.b, p.dim, p.inv_norm_b, p.status, 2, s);
+      launch_inverse_norms(static_cast<const T*>(p.a.features), p.a.frames, p.dim, static_cast<T*>(p.inv_norm_a),
+                           p.status, 1, s);
+      if (!p.same_set)
+        launch_inverse_norms(static_cast<const T*>(p.b.features), p.b.frames, p.dim,
+                             static_cast<T*>(p.inv_norm_b), p.status, 2, s);
     }
     const int64_t items = p.pairs ? p.num_pairs : p.a.num * p.b.num;
     pair_kernel<T><<<grid_for(items), kThreads, 0, s>>>(p);

@@ -10,6 +10,7 @@ namespace cion {
 void bind_rank_metrics(py::module_& m);
 void bind_tracklet_similarity(py::module_& m);
 void bind_tracklet_prune(py::module_& m);
+void bind_sliding_range_link(py::module_& m);
 }  // namespace cion
 
 #ifndef CION_FAST_VERSION
@@ -46,4 +47,5 @@ PYBIND11_MODULE(_C, m) {
   cion::bind_rank_metrics(m);
   cion::bind_tracklet_similarity(m);
   cion::bind_tracklet_prune(m);
+  cion::bind_sliding_range_link(m);
 }
