@@ -1,6 +1,6 @@
 """The three CION denoising levels, each a pure function from (features, labels) to new labels.
 
-Labels are int64 per frame, -1 = not in any identity. Groups are handled as ragged sets (frames
+Labels are int64 per frame, -1 = not in any identity. _Groups are handled as ragged sets (frames
 sorted by label) and every similarity goes through :mod:`cion_fast.ops`; the Python loops are per
 chunk of frames, per guard round or per accepted merge, never per frame.
 """
@@ -16,16 +16,18 @@ from cion_fast import _arrays, ops
 from cion_fast.denoise.config import DenoiseConfig
 
 # Frames gathered and normalised at a time (bounds temporary memory at ~CHUNK x D x 4 bytes).
-_CHUNK_ROWS = 1 << 18
+_CHUNK_ROWS = 1 << 17
 # Candidate (frame, tracklet) or (tracklet, tracklet) pairs scored per kernel call.
 _CHUNK_PAIRS = 1 << 22
+# Longest run summed row by row in _sorted_segment_sums (longer runs are summed in blocks first).
+_SEGMENT_BLOCK = 64
 
 
 # ---------------------------------------------------------------------------------------------
 # validation
 
 
-def check_features(features: Any) -> np.ndarray:
+def _check_features(features: Any) -> np.ndarray:
     """Host numpy view of a 2-D float feature matrix [M, D], checked finite (chunked).
 
     Raises TypeError for a non-float array and ValueError for a wrong rank or NaN/inf.
@@ -38,7 +40,7 @@ def check_features(features: Any) -> np.ndarray:
     return host
 
 
-def check_labels(labels: Any, num_frames: int, name: str = "labels") -> np.ndarray:
+def _check_labels(labels: Any, num_frames: int, name: str = "labels") -> np.ndarray:
     """int64 host labels [M], each >= -1."""
     labels = _arrays.as_index_array(labels, name, num_frames)
     if labels.size and labels.min() < -1:
@@ -46,7 +48,7 @@ def check_labels(labels: Any, num_frames: int, name: str = "labels") -> np.ndarr
     return labels
 
 
-def check_frame_index(frame_index: Any, num_frames: int) -> np.ndarray:
+def _check_frame_index(frame_index: Any, num_frames: int) -> np.ndarray:
     """int64 host frame indices [M], each >= 0."""
     frame_index = _arrays.as_index_array(frame_index, "frame_index", num_frames)
     if frame_index.size and frame_index.min() < 0:
@@ -54,7 +56,7 @@ def check_frame_index(frame_index: Any, num_frames: int) -> np.ndarray:
     return frame_index
 
 
-def check_offsets(offsets: Any, num_frames: int) -> np.ndarray:
+def _check_offsets(offsets: Any, num_frames: int) -> np.ndarray:
     """int64 host offsets [N+1]: 0, non-decreasing, ending at M."""
     offsets = _arrays.as_index_array(offsets, "offsets")
     if offsets.shape[0] < 1 or offsets[0] != 0 or offsets[-1] != num_frames:
@@ -104,6 +106,33 @@ def _normalised(rows: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _sorted_segment_sums(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """[S, D] sums of consecutive row runs ``rows[starts[s]:starts[s + 1]]`` (``starts[0] == 0``,
+    strictly increasing; the last run ends at the last row).
+
+    A loop over the position inside the runs (at most ``_SEGMENT_BLOCK`` steps), each adding one
+    row to every run still that long: contiguous row adds, several times faster than
+    ``np.add.reduceat`` along axis 0. Longer runs are first summed in blocks of that length.
+    """
+    lengths = np.diff(np.r_[starts, rows.shape[0]])
+    longest = int(lengths.max())
+    if longest > _SEGMENT_BLOCK:
+        blocks = (lengths + _SEGMENT_BLOCK - 1) // _SEGMENT_BLOCK
+        owner, step = _expand(blocks)
+        block_sums = _sorted_segment_sums(rows, starts[owner] + step * _SEGMENT_BLOCK)
+        return _sorted_segment_sums(block_sums, np.cumsum(blocks) - blocks)
+    by_length = np.argsort(-lengths, kind="stable")
+    negative_length = -lengths[by_length]
+    first = starts[by_length]
+    acc = rows[first].astype(np.float32)
+    for position in range(1, longest):
+        alive = int(np.searchsorted(negative_length, -position, side="left"))
+        acc[:alive] += rows[first[:alive] + position]
+    out = np.empty_like(acc)
+    out[by_length] = acc
+    return out
+
+
 def _segment_sums(rows: np.ndarray, segment: np.ndarray, num_segments: int, out: np.ndarray | None = None) -> np.ndarray:
     """out[s] += sum of rows with segment s (rows [n, D] float32, segment [n] in 0..S-1)."""
     if out is None:
@@ -112,13 +141,13 @@ def _segment_sums(rows: np.ndarray, segment: np.ndarray, num_segments: int, out:
         return out
     order = np.argsort(segment, kind="stable")
     sorted_segment = segment[order]
-    starts = np.flatnonzero(np.r_[True, sorted_segment[1:] != sorted_segment[:-1]])
-    out[sorted_segment[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+    starts = _first_of_runs(sorted_segment)
+    out[sorted_segment[starts]] += _sorted_segment_sums(rows[order], starts)
     return out
 
 
 @dataclass
-class Groups:
+class _Groups:
     """The frames of K groups (labels 0..K-1) as a ragged set, with per-group facts.
 
     Attributes:
@@ -139,8 +168,8 @@ class Groups:
         return np.diff(self.offsets)
 
 
-def groups_of(labels: np.ndarray, num_groups: int, frame_video: np.ndarray, frame_index: np.ndarray) -> Groups:
-    """:class:`Groups` of dense labels; ValueError when a group spans two videos."""
+def _groups_of(labels: np.ndarray, num_groups: int, frame_video: np.ndarray, frame_index: np.ndarray) -> _Groups:
+    """:class:`_Groups` of dense labels; ValueError when a group spans two videos."""
     members = np.flatnonzero(labels >= 0)
     order = members[np.argsort(labels[members], kind="stable")]
     counts = np.bincount(labels[members], minlength=num_groups)
@@ -149,13 +178,13 @@ def groups_of(labels: np.ndarray, num_groups: int, frame_video: np.ndarray, fram
     starts = offsets[:-1]
     if num_groups == 0:
         empty = np.empty(0, dtype=np.int64)
-        return Groups(order, offsets, empty, empty, empty)
+        return _Groups(order, offsets, empty, empty, empty)
     videos = frame_video[order]
     indices = frame_index[order]
     low_video = np.minimum.reduceat(videos, starts)
     if np.any(np.maximum.reduceat(videos, starts) != low_video):
         raise ValueError("labels: an identity spans several videos; levels 2 and 3 take single-video groups")
-    return Groups(
+    return _Groups(
         order=order,
         offsets=offsets,
         video=low_video,
@@ -164,16 +193,49 @@ def groups_of(labels: np.ndarray, num_groups: int, frame_video: np.ndarray, fram
     )
 
 
-def group_sums(features: np.ndarray, groups: Groups) -> np.ndarray:
-    """float32 [K, D]: the sum of each group's L2-normalised frame features (its unnormalised
-    centroid; cosine to it equals cosine to the centroid). Reads the features in chunks."""
-    num_groups = groups.offsets.shape[0] - 1
-    sums = np.zeros((num_groups, features.shape[1]), dtype=np.float32)
-    group_of_row = np.repeat(np.arange(num_groups, dtype=np.int64), groups.counts)
-    for start in range(0, groups.order.shape[0], _CHUNK_ROWS):
-        stop = start + _CHUNK_ROWS
-        _segment_sums(_normalised(features[groups.order[start:stop]]), group_of_row[start:stop], num_groups, sums)
+def _set_sums(features: np.ndarray, offsets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """float32 [N, D]: the sum of the L2-normalised rows of each ragged set
+    ``features[rows[offsets[t]:offsets[t + 1]]]`` (``rows`` None: the features' own rows; an
+    empty set sums to 0), a chunk of sets at a time."""
+    sums = np.zeros((offsets.shape[0] - 1, features.shape[1]), dtype=np.float32)
+    for first, last in _ragged_chunks(offsets):
+        lo, hi = int(offsets[first]), int(offsets[last])
+        if hi == lo:
+            continue
+        chunk = _normalised(features[lo:hi] if rows is None else features[rows[lo:hi]])
+        starts = offsets[first:last] - lo
+        filled = np.flatnonzero(np.diff(offsets[first : last + 1]) > 0)
+        sums[first + filled] = _sorted_segment_sums(chunk, starts[filled])
     return sums
+
+
+def _group_sums(features: np.ndarray, groups: _Groups) -> np.ndarray:
+    """float32 [K, D]: the sum of each group's L2-normalised frame features (its unnormalised
+    centroid; cosine to it equals cosine to the centroid)."""
+    return _set_sums(features, groups.offsets, groups.order)
+
+
+def _ragged_chunks(offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive ranges ``[first, last)`` of ragged sets holding about ``_CHUNK_ROWS`` rows each
+    (a larger set forms a range of its own)."""
+    num_sets = offsets.shape[0] - 1
+    marks = np.arange(_CHUNK_ROWS, int(offsets[-1]), _CHUNK_ROWS)
+    bounds = np.unique(np.r_[0, np.searchsorted(offsets, marks, side="left").clip(max=num_sets), num_sets])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _prune(features: np.ndarray, offsets: np.ndarray, rows: np.ndarray | None, config: DenoiseConfig) -> np.ndarray:
+    """bool [n] keep-mask of ``ops.tracklet_prune`` over ragged sets, run a chunk of sets at a time
+    (the op widens its input to float32: chunks bound that copy). The sets are
+    ``features[rows[offsets[t]:offsets[t + 1]]]`` (``rows`` None: the features' own rows)."""
+    keep = np.empty(int(offsets[-1]), dtype=bool)
+    for first, last in _ragged_chunks(offsets):
+        lo, hi = int(offsets[first]), int(offsets[last])
+        chunk = features[lo:hi] if rows is None else features[rows[lo:hi]]
+        keep[lo:hi] = _arrays.to_numpy(
+            ops.tracklet_prune(chunk, offsets[first : last + 1] - lo, threshold=config.prune_threshold, min_frames=config.min_frames)
+        ).astype(bool)
+    return keep
 
 
 def _single_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -315,16 +377,13 @@ def center_videos(features: Any, offsets: Any, video_ids: Any) -> np.ndarray:
         >>> cosine(f[0], f[2]), cosine(c[0], c[2])             # the two people, before and after
         (0.8, 0.38)
     """
-    features = check_features(features)
-    offsets = check_offsets(offsets, features.shape[0])
+    features = _check_features(features)
+    offsets = _check_offsets(offsets, features.shape[0])
     video_ids = _arrays.as_index_array(video_ids, "video_ids", offsets.shape[0] - 1)
     _, video_rank = np.unique(video_ids, return_inverse=True)
     num_videos = int(video_rank.max()) + 1 if video_rank.size else 0
     frame_video = np.repeat(video_rank, np.diff(offsets))
-    sums = np.zeros((num_videos, features.shape[1]), dtype=np.float32)
-    for start in range(0, features.shape[0], _CHUNK_ROWS):
-        stop = start + _CHUNK_ROWS
-        _segment_sums(_normalised(features[start:stop]), frame_video[start:stop], num_videos, sums)
+    sums = _segment_sums(_set_sums(features, offsets), video_rank, num_videos)
     frames = np.bincount(frame_video, minlength=num_videos)
     weight = 1.0 - 1.0 / np.bincount(video_rank, minlength=num_videos)
     shift = sums * (weight / np.maximum(frames, 1))[:, None].astype(np.float32)
@@ -356,11 +415,9 @@ def level1(features: Any, offsets: Any, config: DenoiseConfig = DenoiseConfig())
         >>> level1(f, np.array([0, 4]))[0]
         array([ 0,  0, -1,  0])
     """
-    features = check_features(features)
-    offsets = check_offsets(offsets, features.shape[0])
-    keep = _arrays.to_numpy(
-        ops.tracklet_prune(features, offsets, threshold=config.prune_threshold, min_frames=config.min_frames)
-    ).astype(bool)
+    features = _check_features(features)
+    offsets = _check_offsets(offsets, features.shape[0])
+    keep = _prune(features, offsets, None, config)
     tracklet = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
     labels, num_groups = dense_labels(np.where(keep, tracklet, -1))
     summary = {
@@ -379,7 +436,7 @@ def level1(features: Any, offsets: Any, config: DenoiseConfig = DenoiseConfig())
 def _reallocate(
     features: np.ndarray,
     labels: np.ndarray,
-    groups: Groups,
+    groups: _Groups,
     sums: np.ndarray,
     frame_video: np.ndarray,
     frame_index: np.ndarray,
@@ -439,7 +496,7 @@ def _reallocate(
     return frames, targets, int(pool.shape[0])
 
 
-def _video_pairs(groups: Groups) -> np.ndarray:
+def _video_pairs(groups: _Groups) -> np.ndarray:
     """int64 [P, 2] every pair of groups of one video (a listed before b in video order)."""
     by_video = np.argsort(groups.video, kind="stable")
     sorted_video = groups.video[by_video]
@@ -458,9 +515,7 @@ def _recheck(features: np.ndarray, labels: np.ndarray, changed: np.ndarray, conf
     members = members[np.argsort(labels[members], kind="stable")]
     _, counts = np.unique(labels[members], return_counts=True)
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
-    keep = _arrays.to_numpy(
-        ops.tracklet_prune(features[members], offsets, threshold=config.prune_threshold, min_frames=config.min_frames)
-    ).astype(bool)
+    keep = _prune(features, offsets, members, config)
     labels = labels.copy()
     labels[members[~keep]] = -1
     return labels
@@ -479,7 +534,7 @@ def level2(
        similar, when the cosine is >= ``reallocation_threshold`` (and, with ``frame_window``, the
        group's kept frames are within that many frames; with ``cannot_link``, the group has no
        frame at the same index); otherwise it stays -1.
-    2. Groups of one video whose centroids have cosine >= ``merge_threshold`` are merged: the
+    2. _Groups of one video whose centroids have cosine >= ``merge_threshold`` are merged: the
        candidate merges are taken strongest first, and with ``cannot_link`` a merge that would put
        two groups sharing a frame index into one identity (directly or through a chain) is refused
        (:func:`constrained_forest`); the identities are ``ops.connected_components`` of the
@@ -502,13 +557,13 @@ def level2(
         >>> level2(f, np.zeros(5, dtype=np.int64), np.array([0, 1, 5, 6, 2]), np.array([0, 0, 1, 1, -1]))[0]
         array([ 0,  0,  0,  0, -1])
     """
-    features = check_features(features)
+    features = _check_features(features)
     num_frames = features.shape[0]
     frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
-    frame_index = check_frame_index(frame_index, num_frames)
-    labels, num_groups = dense_labels(check_labels(labels, num_frames))
-    groups = groups_of(labels, num_groups, frame_video, frame_index)
-    sums = group_sums(features, groups)
+    frame_index = _check_frame_index(frame_index, num_frames)
+    labels, num_groups = dense_labels(_check_labels(labels, num_frames))
+    groups = _groups_of(labels, num_groups, frame_video, frame_index)
+    sums = _group_sums(features, groups)
 
     frames, targets, pooled = _reallocate(features, labels, groups, sums, frame_video, frame_index, config)
     labels = labels.copy()
@@ -623,13 +678,13 @@ def level3(
         >>> level3(f, video, np.array([0, 1, 0, 1, 0]), np.array([0, 0, 1, 1, 2]), DenoiseConfig(min_images=1))[0]
         array([0, 0, 0, 0, 1])
     """
-    features = check_features(features)
+    features = _check_features(features)
     num_frames = features.shape[0]
     frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
-    frame_index = check_frame_index(frame_index, num_frames)
-    labels, num_groups = dense_labels(check_labels(labels, num_frames))
-    groups = groups_of(labels, num_groups, frame_video, frame_index)
-    sums = group_sums(features, groups)
+    frame_index = _check_frame_index(frame_index, num_frames)
+    labels, num_groups = dense_labels(_check_labels(labels, num_frames))
+    groups = _groups_of(labels, num_groups, frame_video, frame_index)
+    sums = _group_sums(features, groups)
     centroids = _normalised(sums)
 
     _, video_rank = np.unique(groups.video, return_inverse=True)

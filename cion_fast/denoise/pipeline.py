@@ -11,7 +11,7 @@ import numpy as np
 
 from cion_fast import _arrays
 from cion_fast.denoise.config import DenoiseConfig
-from cion_fast.denoise.levels import center_videos, check_features, check_frame_index, check_offsets, level1, level2, level3
+from cion_fast.denoise.levels import _check_features, _check_frame_index, _check_offsets, center_videos, level1, level2, level3
 from cion_fast.denoise.quality import Quality, quality
 
 LEVEL_NAMES = ("level 1", "level 2", "level 3")
@@ -95,11 +95,11 @@ def denoise(
         >>> bool((result.labels[identity == 1] == result.labels[8]).all())
         True
     """
-    features = check_features(features)
+    features = _check_features(features)
     num_frames = features.shape[0]
-    offsets = check_offsets(offsets, num_frames)
+    offsets = _check_offsets(offsets, num_frames)
     video_ids = _arrays.as_index_array(video_ids, "video_ids", offsets.shape[0] - 1)
-    frame_index = check_frame_index(frame_index, num_frames)
+    frame_index = _check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
     if config.center_videos:
