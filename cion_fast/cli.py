@@ -11,15 +11,16 @@ import sys
 from typing import Callable
 
 # Each entry: name -> (help, function adding the subcommand's arguments, function running it).
-_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {}
 
 
 def command(name: str, help: str):
-    """Registers ``run(args) -> exit code`` as subcommand ``name``; the decorated function's
-    ``add_arguments`` attribute, if any, adds its arguments."""
+    """Registers ``run(args) -> exit code`` as subcommand ``name``. The function's
+    ``add_arguments(parser)`` attribute, if any, adds its arguments; it is read when the parser is
+    built, so it may be set before or after decorating."""
 
     def register(run: Callable[[argparse.Namespace], int]):
-        _COMMANDS[name] = (help, getattr(run, "add_arguments", lambda parser: None), run)
+        _COMMANDS[name] = (help, run)
         return run
 
     return register
@@ -131,7 +132,8 @@ def _synth(args: argparse.Namespace) -> int:
         f"{k.replace('_', ' ')} {measured[k]:.3f} ({configured[k]:.3f})" for k in measured)
         + f"; purity {noise['purity']:.3f}")
     print(f"  rendering : {speed['frames_rendered']} frames in {speed['render_seconds']:.2f} s = "
-          f"{speed['frames_per_second']:.0f} frames/s (planning {speed['plan_seconds']:.2f} s, writing {write_seconds:.2f} s)")
+          f"{speed['frames_per_second']:.0f} frames/s, {speed['frames_per_cpu_second']:.0f} frames per CPU-second "
+          f"(planning {speed['plan_seconds']:.2f} s, writing {write_seconds:.2f} s)")
     print(f"  wrote     : {out / 'tracklets'}, {out / 'market'}, {out / 'summary.json'}"
           + (f", {args.samples}" if args.samples else ""))
     return 0
@@ -283,9 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fast ReID pre-training and retrieval: CION denoising, self-distillation, evaluation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, add_arguments, run) in _COMMANDS.items():
+    for name, (help_text, run) in _COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(sub_parser)
+        getattr(run, "add_arguments", lambda parser: None)(sub_parser)
         sub_parser.set_defaults(run=run)
     return parser
 

@@ -11,6 +11,7 @@ void bind_rank_metrics(py::module_& m);
 void bind_tracklet_similarity(py::module_& m);
 void bind_tracklet_prune(py::module_& m);
 void bind_sliding_range_link(py::module_& m);
+void bind_k_reciprocal(py::module_& m);
 }  // namespace cion
 
 #ifndef CION_FAST_VERSION
@@ -48,4 +49,5 @@ PYBIND11_MODULE(_C, m) {
   cion::bind_tracklet_similarity(m);
   cion::bind_tracklet_prune(m);
   cion::bind_sliding_range_link(m);
+  cion::bind_k_reciprocal(m);
 }
