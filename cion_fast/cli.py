@@ -149,8 +149,8 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         help="stripe (training-free colour/texture descriptor), timm:NAME (a timm backbone, random "
-        "weights: nothing is downloaded), checkpoint:PATH (our export or a CION/DINO checkpoint), "
-        "or oracle (ground truth + camera shift + noise: only to measure denoising on synthetic data)",
+        "weights: nothing is downloaded) or oracle (ground truth + camera shift + noise: only to "
+        "measure denoising on synthetic data)",
     )
     parser.add_argument("--out", required=True, help="output .npz (features, offsets and the index)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -183,20 +183,15 @@ def _extract(args: argparse.Namespace) -> int:
             print("error: --model oracle needs ground-truth identities (a synthetic world)", file=sys.stderr)
             return 2
         features = oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))
-    elif kind in ("timm", "checkpoint") and spec:
+    elif kind == "timm" and spec:
+        import timm
+
         from cion_fast.evaluate import extract_features
 
-        if kind == "timm":
-            import timm
-
-            model = timm.create_model(spec, pretrained=False, num_classes=0)
-        else:
-            from cion_fast.models import load_pretrained
-
-            model = load_pretrained(spec)
+        model = timm.create_model(spec, pretrained=False, num_classes=0)
         features = extract_features(model, tracklets, args.batch_size, args.device, flip=args.flip, progress=True)
     else:
-        print(f"error: --model must be stripe, oracle, timm:NAME or checkpoint:PATH, got {args.model!r}", file=sys.stderr)
+        print(f"error: --model must be stripe, oracle or timm:NAME, got {args.model!r}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     if args.float16:
@@ -208,7 +203,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 _extract.add_arguments = _extract_arguments
-command("extract", "frame features of a tracklet directory (stripe descriptor, a timm backbone or a checkpoint)")(_extract)
+command("extract", "frame features of a tracklet directory (stripe descriptor or a timm backbone)")(_extract)
 
 
 def _denoise_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cion_fast.denoise import DenoiseConfig, denoise, denoise_tracklets, level1, level2, level3, quality
+from cion_fast.denoise import DenoiseConfig, center_videos, denoise, denoise_tracklets, level1, level2, level3
 from cion_fast.denoise.levels import cannot_link_pairs, constrained_forest
 from cion_fast.features import oracle_features
 
@@ -384,3 +384,28 @@ def test_quick_synthetic_world_stripe_features(quick_world):
     table = denoise_tracklets(t, stripe_histogram(t.frames)).quality(t.identity, np.repeat(t.video, t.lengths))
     assert table["level 2"].bcubed_f > table["tracklets"].bcubed_f
     assert table["level 3"].bcubed_f > table["level 2"].bcubed_f + 0.03, table
+
+
+def test_center_videos_weights_by_tracklets_per_video():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(9, DIM)).astype(np.float32)
+    offsets = np.array([0, 3, 5, 9])  # video 4: tracklets 0 and 1; video 2: tracklet 2 alone
+    centred = center_videos(features, offsets, np.array([4, 4, 2]))
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(centred[5:], unit[5:], rtol=1e-6)  # one tracklet: unchanged
+    np.testing.assert_allclose(centred[:5], unit[:5] - 0.5 * unit[:5].mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert center_videos(features.astype(np.float16), offsets, np.array([4, 4, 2])).dtype == np.float16
+
+
+def test_chunk_boundaries_do_not_change_the_result(monkeypatch):
+    from cion_fast.denoise import levels
+
+    features, offsets, video_ids, index, _, _ = toy_world(seed=3, identities=30, videos=10)
+    expected = denoise(features, offsets, video_ids, index)
+    monkeypatch.setattr(levels, "_CHUNK_ROWS", 37)
+    monkeypatch.setattr(levels, "_CHUNK_PAIRS", 101)
+    monkeypatch.setattr(levels, "_SEGMENT_BLOCK", 3)
+    chunked = denoise(features, offsets, video_ids, index)
+    for a, b in zip(expected.levels, chunked.levels):
+        np.testing.assert_array_equal(a, b)
+    assert expected.summary[1]["frames_reallocated"] == chunked.summary[1]["frames_reallocated"] > 0

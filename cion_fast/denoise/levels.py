@@ -1,6 +1,6 @@
 """The three CION denoising levels, each a pure function from (features, labels) to new labels.
 
-Labels are int64 per frame, -1 = not in any identity. _Groups are handled as ragged sets (frames
+Labels are int64 per frame, -1 = not in any identity. Groups are handled as ragged sets (frames
 sorted by label) and every similarity goes through :mod:`cion_fast.ops`; the Python loops are per
 chunk of frames, per guard round or per accepted merge, never per frame.
 """
@@ -534,7 +534,7 @@ def level2(
        similar, when the cosine is >= ``reallocation_threshold`` (and, with ``frame_window``, the
        group's kept frames are within that many frames; with ``cannot_link``, the group has no
        frame at the same index); otherwise it stays -1.
-    2. _Groups of one video whose centroids have cosine >= ``merge_threshold`` are merged: the
+    2. Groups of one video whose centroids have cosine >= ``merge_threshold`` are merged: the
        candidate merges are taken strongest first, and with ``cannot_link`` a merge that would put
        two groups sharing a frame index into one identity (directly or through a chain) is refused
        (:func:`constrained_forest`); the identities are ``ops.connected_components`` of the

@@ -29,6 +29,12 @@ class DenoiseResult:
             the guard, ...).
         tracklet_labels: int64 [M] the input: tracklet index of every frame (level "0").
         config: the :class:`DenoiseConfig` used.
+
+    Example:
+        >>> features = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)   # 3 tracklets, 3 people
+        >>> result = denoise(features, np.arange(0, 13, 4), np.arange(3), np.tile(np.arange(4), 3))
+        >>> result.labels.tolist(), [s["identities"] for s in result.summary]
+        ([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2], [3, 3, 3])
     """
 
     levels: list[np.ndarray]
@@ -50,6 +56,12 @@ class DenoiseResult:
 
         Returns:
             ``{"tracklets": Quality, "level 1": ..., "level 2": ..., "level 3": ...}``.
+
+        Example:
+            >>> features = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)
+            >>> result = denoise(features, np.arange(0, 13, 4), np.arange(3), np.tile(np.arange(4), 3))
+            >>> result.quality(np.repeat([5, 6, 7], 4))["level 3"].bcubed_f
+            1.0
         """
         rows = {"tracklets": quality(self.tracklet_labels, true_identity, video)}
         for name, labels in zip(LEVEL_NAMES, self.levels):

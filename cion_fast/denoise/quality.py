@@ -50,6 +50,11 @@ class Quality:
             identities that have at least one kept frame (1.0 is ideal).
         cross_video_linked: fraction of same-person pairs from *different* videos that share a
             cluster; None when no per-frame video ids were given.
+
+    Example:
+        >>> q = quality(np.array([0, 0, 1]), np.array([3, 3, 3]), video=np.array([0, 1, 1]))
+        >>> q.identities, q.fragmentation, round(q.cross_video_linked, 3), sorted(q.as_dict())[:2]
+        (2, 2.0, 0.5, ['bcubed_f', 'bcubed_precision'])
     """
 
     images: int

@@ -27,6 +27,12 @@ class FeatureFile:
         video, camera: int64 [N] per tracklet.
         frame_index, identity: int64 [M] per frame (identity -1 = unknown).
         model: what produced the features (``"stripe"``, ``"timm:resnet50"``, ...).
+
+    Example:
+        >>> f = FeatureFile(np.zeros((2, 4), np.float32), np.array([0, 2]), np.array([0]), np.array([0]),
+        ...                 np.array([0, 1]), np.array([-1, -1]), "zeros")
+        >>> f.features.shape, f.model
+        ((2, 4), 'zeros')
     """
 
     features: np.ndarray
@@ -79,9 +85,22 @@ def save_features(path: str | os.PathLike, features: Any, tracklets: Any, model:
 def load_features(path: str | os.PathLike) -> FeatureFile:
     """Reads a file written by :func:`save_features`, checking its fields.
 
+    Returns:
+        :class:`FeatureFile` (features keep their stored dtype, float16 or float32).
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a features file, a missing field, or inconsistent lengths (named).
+
+    Example:
+        >>> import tempfile, os
+        >>> from types import SimpleNamespace
+        >>> t = SimpleNamespace(offsets=np.array([0, 1]), video=np.array([3]), camera=np.array([0]),
+        ...                     frame_index=np.array([7]), identity=np.array([-1]))
+        >>> path = save_features(os.path.join(tempfile.mkdtemp(), "f.npz"), np.ones((1, 2), np.float16), t, "ones")
+        >>> stored = load_features(path)
+        >>> stored.features.dtype, stored.video.tolist(), stored.frame_index.tolist()
+        (dtype('float16'), [3], [7])
     """
     path = Path(path)
     if not path.is_file():
