@@ -39,25 +39,25 @@ DEFAULTS_CHOSEN
     frames in 1,684 tracklets, BCubed F 0.591), by ``benchmarks/denoise_quality.py --sweep``
     (one setting at a time; "a | b" = final BCubed F with the stripe descriptor | oracle features):
 
-    * ``center_videos=True``: 0.687 | 0.926; off: 0.028 | 0.914. Without it the descriptor's
+    * ``center_videos=True``: 0.689 | 0.926; off: 0.030 | 0.914. Without it the descriptor's
       cosine between two people of one camera (0.86) beats one person's across cameras (0.69).
     * ``prune_threshold=0.4``: PLIP's 0.6 makes level 1 *lower* the descriptor's F (0.591 ->
-      0.585, good frames pruned); 0.3 / 0.4 / 0.5 give level-1 F 0.595 / 0.595 / 0.592 and final
-      0.683 / 0.687 / 0.687 | 0.921 / 0.926 / 0.931. Oracle features like higher values (0.937
+      0.584, good frames pruned); 0.3 / 0.4 / 0.5 give level-1 F 0.595 / 0.595 / 0.592 and final
+      0.686 / 0.689 / 0.689 | 0.921 / 0.926 / 0.931. Oracle features like higher values (0.937
       at 0.6); 0.4 keeps level 1 a clear gain for the descriptor.
     * ``reallocation_threshold=0.65``, ``merge_threshold=0.62`` (PLIP's): anything in
-      0.5-0.7 is within 0.007 of them.
+      0.5-0.7 is within 0.006 of them.
     * ``frame_window=None``: 30 frames changes nothing here.
-    * ``cannot_link=True``: 0.687 | 0.926 against 0.688 | 0.931 off. Kept on: it never merges
+    * ``cannot_link=True``: 0.689 | 0.926 against 0.687 | 0.931 off. Kept on: it never merges
       two people seen at the same moment, whatever the features.
-    * ``link_threshold=0.45``: 0.40 / 0.45 / 0.50 / 0.60 / 0.70 give 0.658 / 0.687 / 0.688 /
-      0.659 / 0.640 | 0.926 (flat to 0.924 at 0.7); on the quick world 0.45 beats 0.50 (0.694
-      against 0.656).
-    * ``mutual_k=None``: 1 / 2 give 0.690 / 0.690 | 0.865 / 0.921 (someone seen in several
+    * ``link_threshold=0.45``: 0.40 / 0.45 / 0.50 / 0.60 / 0.70 give 0.669 / 0.689 / 0.692 /
+      0.659 / 0.640 | 0.926 (0.924 at 0.7); on the quick world 0.45 beats 0.50 (0.692 against
+      0.679), so 0.45.
+    * ``mutual_k=None``: 1 / 2 give 0.691 / 0.692 | 0.865 / 0.921 (someone seen in several
       videos of a range has several true matches, k-reciprocity drops them).
-    * ``window=8, stride=4`` (the spec's): 16/8 and 48/24 give 0.634 / 0.584 (level 3 then
-      *lowers* F) | 0.946 / 0.977: wide ranges help perfect features and hurt weak ones.
-    * ``min_images=4``: 1 to 8 are equal; 16 gives 0.669 | 0.916.
+    * ``window=8, stride=4`` (the spec's): 16/8 and 48/24 give 0.640 / 0.580 (level 3 then
+      *lowers* F at 48) | 0.946 / 0.977: wide ranges help perfect features and hurt weak ones.
+    * ``min_images=4``: 1 to 8 are equal; 16 gives 0.671 | 0.916.
 """
 
 from cion_fast.denoise.config import DenoiseConfig
