@@ -10,11 +10,18 @@ from cion_fast.ops.k_reciprocal import (
 )
 from cion_fast.ops.multicrop import MultiCropConfig, MultiCropResult, RaggedImages, multicrop
 from cion_fast.ops.rank_metrics import RankResult, evaluate_rank, evaluate_rank_from_features
+from cion_fast.ops.sliding_range_link import connected_components, sliding_range_link
+from cion_fast.ops.tracklet_prune import tracklet_prune
+from cion_fast.ops.tracklet_similarity import tracklet_similarity
 
 __all__ = [
     "RankResult",
     "evaluate_rank",
     "evaluate_rank_from_features",
+    "connected_components",
+    "sliding_range_link",
+    "tracklet_prune",
+    "tracklet_similarity",
     "GraphRerank",
     "jaccard_distance",
     "k_reciprocal_rerank",
