@@ -38,10 +38,8 @@ def _components(num_nodes: int, edges: Any, placement: _arrays.Placement) -> Any
     """Labels of checked int64 [E, 2] ``edges`` on ``placement``."""
     labels = placement.empty((num_nodes,), "int64")
     parent = placement.empty((num_nodes,), "int64") if placement.is_cuda else None
-    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
-    kernels().connected_components(
-        num_nodes=num_nodes, edges=dl(edges), labels=dl(labels), parent=dl(parent), stream=placement.stream()
-    )
+    arrays = _ragged.capsules(placement, edges=edges, labels=labels, parent=parent)
+    kernels().connected_components(**arrays, num_nodes=num_nodes, stream=placement.stream())
     return labels
 
 
@@ -162,7 +160,6 @@ def sliding_range_link(
     ranges = _Ranges(video_ids, window, stride, int(kernels().SLIDING_RANGE_ROWS_PER_ITEM))
     entries = int(ranges.entry_offsets[-1])
     status = _ragged.new_status(placement)
-    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
     common = dict(
         window=window, stride=stride, threshold=threshold, mutual_k=mutual_k,
         num_items=int(ranges.item_offsets[-1]), stream=placement.stream(),
@@ -177,7 +174,7 @@ def sliding_range_link(
         kth=placement.empty((entries,), dtype) if mutual_k else None,
         counts=placement.empty((entries,), "int64"),
     )
-    kernels().sliding_range_link_count(**{k: dl(v) for k, v in arrays.items()}, status=dl(status), **common)
+    kernels().sliding_range_link_count(**_ragged.capsules(placement, **arrays, status=status), **common)
     _ragged.check_status(status, ("features",))
 
     # Exclusive scan of the per-(range, row) counts with the caller's library: where each row's
@@ -188,6 +185,6 @@ def sliding_range_link(
     links = placement.empty((num_links, 2), "int64")
     if num_links:
         kernels().sliding_range_link_fill(
-            **{k: dl(v) for k, v in arrays.items()}, link_offsets=dl(inclusive - counts), links=dl(links), **common
+            **_ragged.capsules(placement, **arrays, link_offsets=inclusive - counts, links=links), **common
         )
     return _components(num, links, placement), links
