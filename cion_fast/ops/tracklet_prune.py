@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from cion_fast import _arrays
 from cion_fast.ops import _ragged
 from cion_fast.ops._extension import kernels
 
