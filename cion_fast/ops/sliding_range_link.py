@@ -127,7 +127,8 @@ def sliding_range_link(
             mutual_k < 1, non-finite threshold, NaN/inf features.
         TypeError: unsupported array types or dtypes, CUDA arrays without a CUDA build.
 
-    On CUDA the call waits once, to read the number of links before allocating them.
+    On CUDA the call waits once, to read the number of links before allocating them (with the
+    caller's library, like every output).
 
     Example:
         >>> import numpy as np
@@ -159,12 +160,9 @@ def sliding_range_link(
     features = _ragged.prepare_features(features, dtype)
     ranges = _Ranges(video_ids, window, stride, int(kernels().SLIDING_RANGE_ROWS_PER_ITEM))
     entries = int(ranges.entry_offsets[-1])
-    status = _ragged.new_status(placement)
-    common = dict(
-        window=window, stride=stride, threshold=threshold, mutual_k=mutual_k,
-        num_items=int(ranges.item_offsets[-1]), stream=placement.stream(),
-    )
-    arrays = dict(
+    cuda = placement.is_cuda
+    arrays = _ragged.capsules(
+        placement,
         features=features,
         video_rank=placement.from_numpy(ranges.video_rank),
         video_start=placement.from_numpy(ranges.video_start),
@@ -172,19 +170,20 @@ def sliding_range_link(
         item_offsets=placement.from_numpy(ranges.item_offsets),
         inv_norm=placement.empty((num,), dtype),
         kth=placement.empty((entries,), dtype) if mutual_k else None,
-        counts=placement.empty((entries,), "int64"),
+        # CUDA only: per-(range, row) link counts, their scan, the NaN flag.
+        counts=placement.empty((entries,), "int64") if cuda else None,
+        link_offsets=placement.empty((entries + 1,), "int64") if cuda else None,
+        status=_ragged.new_status(placement),
     )
-    kernels().sliding_range_link_count(**_ragged.capsules(placement, **arrays, status=status), **common)
-    _ragged.check_status(status, ("features",))
+    found = []  # the links, allocated by the kernel's call once it knows how many there are
 
-    # Exclusive scan of the per-(range, row) counts with the caller's library: where each row's
-    # links go. Reading the total is the one wait on CUDA.
-    counts = arrays["counts"]
-    inclusive = counts.cumsum(0)
-    num_links = int(inclusive[-1])
-    links = placement.empty((num_links, 2), "int64")
-    if num_links:
-        kernels().sliding_range_link_fill(
-            **_ragged.capsules(placement, **arrays, link_offsets=inclusive - counts, links=links), **common
-        )
+    def allocate(num_links: int) -> Any:
+        found.append(placement.empty((num_links, 2), "int64"))
+        return _arrays.to_dlpack(found[-1], placement)
+
+    kernels().sliding_range_link(
+        **arrays, window=window, stride=stride, threshold=threshold, mutual_k=mutual_k,
+        num_items=int(ranges.item_offsets[-1]), num_entries=entries, allocate=allocate, stream=placement.stream(),
+    )
+    links = found[-1]
     return _components(num, links, placement), links
