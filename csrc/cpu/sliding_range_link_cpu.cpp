@@ -145,9 +145,11 @@ void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
     for (int64_t item = 0; item < p.num_items; ++item) linker.links(item, block, rows, found[item]);
   }
   std::vector<int64_t> start(p.num_items + 1, 0);
-  for (int64_t item = 0; item < p.num_items; ++item) start[item + 1] = start[item] + static_cast<int64_t>(found[item].size());
+  for (int64_t item = 0; item < p.num_items; ++item)
+    start[item + 1] = start[item] + static_cast<int64_t>(found[item].size());
   int64_t* out = sink.allocate(sink.context, start[p.num_items] / 2);
-  parallel_for(p.num_items, 64, [&](int64_t item) { std::copy(found[item].begin(), found[item].end(), out + start[item]); });
+  parallel_for(p.num_items, 64,
+               [&](int64_t item) { std::copy(found[item].begin(), found[item].end(), out + start[item]); });
 }
 
 int64_t find_root(std::vector<int64_t>& parent, int64_t v) {

@@ -232,8 +232,8 @@ __global__ void links_kernel(SlidingRangeLinkParams params) {
 
 // out[i] = in[0] + ... + in[i - 1] for i < n, and *total (when given) = the sum of all. One block
 // walks the array in tiles of blockDim values, carrying the running sum; in == out is fine (each
-// thread reads its own entry before writing it). Counts of links and of component roots are small next to the
-// passes that produce them.
+// thread reads its own entry before writing it). One block is enough here: the arrays scanned
+// (counts per range row, root flags) are small next to the passes that produce them.
 __global__ void exclusive_scan_kernel(const int64_t* in, int64_t n, int64_t* out, int64_t* total) {
   __shared__ long long warp_totals[32];
   __shared__ long long carry;

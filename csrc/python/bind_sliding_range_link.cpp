@@ -40,7 +40,8 @@ int64_t* allocate_links(void* context, int64_t num_links) {
   check_ndim(out, 2);
   check_dtype(out, DType::kInt64);
   check_same_device(*sink.like, out);
-  CION_CHECK(out.shape[0] == num_links && out.shape[1] == 2, "allocate must return an int64 [", num_links, ", 2] array");
+  CION_CHECK(out.shape[0] == num_links && out.shape[1] == 2, "allocate must return an int64 [", num_links,
+             ", 2] array");
   if (num_links > 0) check_contiguous(out);
   return out.ptr<int64_t>();  // the Python caller keeps the array alive
 }
@@ -74,7 +75,8 @@ void link_binding(const py::object& features, const py::object& video_rank, cons
   const TensorView entries = view_from_dlpack(entry_offsets, "entry_offsets");
   CION_CHECK(entries.ndim == 1 && entries.shape[0] >= 1, "entry_offsets must be 1-D and non-empty");
   p.num_ranges = entries.shape[0] - 1;
-  p.entry_offsets = vector_view(entry_offsets, "entry_offsets", DType::kInt64, p.num_ranges + 1, x, false).ptr<int64_t>();
+  p.entry_offsets =
+      vector_view(entry_offsets, "entry_offsets", DType::kInt64, p.num_ranges + 1, x, false).ptr<int64_t>();
   p.item_offsets = vector_view(item_offsets, "item_offsets", DType::kInt64, p.num_ranges + 1, x, false).ptr<int64_t>();
   p.num_items = num_items;
   CION_CHECK(num_entries >= 0, "num_entries must be >= 0");
@@ -83,7 +85,8 @@ void link_binding(const py::object& features, const py::object& video_rank, cons
   if (mutual_k > 0) p.kth = vector_view(kth, "kth", x.dtype, p.num_entries, x, true).data;
   if (x.device == Device::kCUDA) {
     p.counts = vector_view(counts, "counts", DType::kInt64, p.num_entries, x, true).ptr<int64_t>();
-    p.link_offsets = vector_view(link_offsets, "link_offsets", DType::kInt64, p.num_entries + 1, x, true).ptr<int64_t>();
+    p.link_offsets =
+        vector_view(link_offsets, "link_offsets", DType::kInt64, p.num_entries + 1, x, true).ptr<int64_t>();
     p.status = vector_view(status, "status", DType::kInt32, 1, x, true).ptr<int32_t>();
   }
   PythonSink context{&allocate, &x};
@@ -128,7 +131,8 @@ void bind_sliding_range_link(py::module_& m) {
   m.attr("SLIDING_RANGE_ROWS_PER_ITEM") = kRowsPerItem;
   m.def("sliding_range_link", &link_binding, py::arg("features"), py::arg("video_rank"), py::arg("video_start"),
         py::arg("window"), py::arg("stride"), py::arg("threshold"), py::arg("mutual_k"), py::arg("entry_offsets"),
-        py::arg("item_offsets"), py::arg("num_items"), py::arg("num_entries"), py::arg("inv_norm"), py::arg("kth"), py::arg("counts"),
+        py::arg("item_offsets"), py::arg("num_items"), py::arg("num_entries"), py::arg("inv_norm"), py::arg("kth"),
+        py::arg("counts"),
         py::arg("link_offsets"), py::arg("status"), py::arg("allocate"), py::arg("stream"),
         "Cross-video links in sliding ranges; allocate(n) returns the [n, 2] output's DLPack capsule. "
         "Use cion_fast.ops.sliding_range_link.");
