@@ -123,7 +123,7 @@ def sliding_range_link(
         features' framework and device.
 
     Raises:
-        ValueError: unsorted or mislengthed video_ids, window < 1, stride outside [1, window],
+        ValueError: video_ids unsorted or of the wrong length, window < 1, stride outside [1, window],
             mutual_k < 1, non-finite threshold, NaN/inf features.
         TypeError: unsupported array types or dtypes, CUDA arrays without a CUDA build.
 
