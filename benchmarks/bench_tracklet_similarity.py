@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from _common import measure, parser, print_header, print_row, write_json  # noqa: E402  (sets sys.path)
-from _floor import floor_seconds, gemm_gflops, stream_gbps
+from _tools import floor_seconds, gemm_gflops, stream_gbps
 
 import torch  # noqa: E402
 

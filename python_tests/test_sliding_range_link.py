@@ -116,10 +116,9 @@ def test_cases_link_across_ranges():
         assert bool(far) == chains
 
 
-def test_float32_and_half_inputs():
+def test_float32_half_and_strided_inputs():
     features, video_ids = make_identities(30, 5, 24, seed=3, dtype=np.float32, noise=0.3)
-    for dtype in (np.float32, np.float16):
-        low = features.astype(dtype)
+    for low in (features, features.astype(np.float16), np.asfortranarray(features)):
         links, labels = oracle_link(low, video_ids, 8, 4, 0.5, 3)
         got_labels, got_links = sliding_range_link(low, video_ids.astype(np.int32), 8, 4, 0.5, 3)
         np.testing.assert_array_equal(got_links, links)

@@ -67,6 +67,11 @@ def on_placement(x: Any, name: str, placement: _arrays.Placement) -> Any:
     return placement.from_numpy(np.ascontiguousarray(_arrays.to_numpy(x)))
 
 
+def capsules(placement: _arrays.Placement, **arrays: Any) -> dict[str, Any]:
+    """DLPack capsules of the named arrays for a kernel call on ``placement`` (None stays None)."""
+    return {name: None if x is None else _arrays.to_dlpack(x, placement) for name, x in arrays.items()}
+
+
 def new_status(placement: _arrays.Placement) -> Any:
     """A zeroed int32 [1] error flag for the CUDA kernels (None on the CPU, which raises directly)."""
     return placement.zeros((1,), "int32") if placement.is_cuda else None

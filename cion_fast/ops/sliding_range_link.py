@@ -38,10 +38,8 @@ def _components(num_nodes: int, edges: Any, placement: _arrays.Placement) -> Any
     """Labels of checked int64 [E, 2] ``edges`` on ``placement``."""
     labels = placement.empty((num_nodes,), "int64")
     parent = placement.empty((num_nodes,), "int64") if placement.is_cuda else None
-    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
-    kernels().connected_components(
-        num_nodes=num_nodes, edges=dl(edges), labels=dl(labels), parent=dl(parent), stream=placement.stream()
-    )
+    arrays = _ragged.capsules(placement, edges=edges, labels=labels, parent=parent)
+    kernels().connected_components(**arrays, num_nodes=num_nodes, stream=placement.stream())
     return labels
 
 
@@ -125,11 +123,12 @@ def sliding_range_link(
         features' framework and device.
 
     Raises:
-        ValueError: unsorted or mislengthed video_ids, window < 1, stride outside [1, window],
+        ValueError: video_ids unsorted or of the wrong length, window < 1, stride outside [1, window],
             mutual_k < 1, non-finite threshold, NaN/inf features.
         TypeError: unsupported array types or dtypes, CUDA arrays without a CUDA build.
 
-    On CUDA the call waits once, to read the number of links before allocating them.
+    On CUDA the call waits once, to read the number of links before allocating them (with the
+    caller's library, like every output).
 
     Example:
         >>> import numpy as np
@@ -161,13 +160,9 @@ def sliding_range_link(
     features = _ragged.prepare_features(features, dtype)
     ranges = _Ranges(video_ids, window, stride, int(kernels().SLIDING_RANGE_ROWS_PER_ITEM))
     entries = int(ranges.entry_offsets[-1])
-    status = _ragged.new_status(placement)
-    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
-    common = dict(
-        window=window, stride=stride, threshold=threshold, mutual_k=mutual_k,
-        num_items=int(ranges.item_offsets[-1]), stream=placement.stream(),
-    )
-    arrays = dict(
+    cuda = placement.is_cuda
+    arrays = _ragged.capsules(
+        placement,
         features=features,
         video_rank=placement.from_numpy(ranges.video_rank),
         video_start=placement.from_numpy(ranges.video_start),
@@ -175,19 +170,20 @@ def sliding_range_link(
         item_offsets=placement.from_numpy(ranges.item_offsets),
         inv_norm=placement.empty((num,), dtype),
         kth=placement.empty((entries,), dtype) if mutual_k else None,
-        counts=placement.empty((entries,), "int64"),
+        # CUDA only: per-(range, row) link counts, their scan, the NaN flag.
+        counts=placement.empty((entries,), "int64") if cuda else None,
+        link_offsets=placement.empty((entries + 1,), "int64") if cuda else None,
+        status=_ragged.new_status(placement),
     )
-    kernels().sliding_range_link_count(**{k: dl(v) for k, v in arrays.items()}, status=dl(status), **common)
-    _ragged.check_status(status, ("features",))
+    found = []  # the links, allocated by the kernel's call once it knows how many there are
 
-    # Exclusive scan of the per-(range, row) counts with the caller's library: where each row's
-    # links go. Reading the total is the one wait on CUDA.
-    counts = arrays["counts"]
-    inclusive = counts.cumsum(0)
-    num_links = int(inclusive[-1])
-    links = placement.empty((num_links, 2), "int64")
-    if num_links:
-        kernels().sliding_range_link_fill(
-            **{k: dl(v) for k, v in arrays.items()}, link_offsets=dl(inclusive - counts), links=dl(links), **common
-        )
+    def allocate(num_links: int) -> Any:
+        found.append(placement.empty((num_links, 2), "int64"))
+        return _arrays.to_dlpack(found[-1], placement)
+
+    kernels().sliding_range_link(
+        **arrays, window=window, stride=stride, threshold=threshold, mutual_k=mutual_k,
+        num_items=int(ranges.item_offsets[-1]), num_entries=entries, allocate=allocate, stream=placement.stream(),
+    )
+    links = found[-1]
     return _components(num, links, placement), links

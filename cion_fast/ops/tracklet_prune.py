@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from cion_fast import _arrays
 from cion_fast.ops import _ragged
 from cion_fast.ops._extension import kernels
 
@@ -62,11 +61,10 @@ def tracklet_prune(features: Any, offsets: Any, threshold: float = 0.6, min_fram
     inv_norm = dots = None  # float64 scratch of the CUDA kernel
     if placement.is_cuda:
         inv_norm, dots = placement.empty((num_frames,), "float64"), placement.empty((num_frames,), "float64")
-    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
-    kernels().tracklet_prune(
-        features=dl(features), offsets=dl(placement.from_numpy(host_offsets)), threshold=threshold,
-        min_frames=min_frames, keep=dl(keep), inv_norm=dl(inv_norm), dots=dl(dots), status=dl(status),
-        stream=placement.stream(),
+    arrays = _ragged.capsules(
+        placement, features=features, offsets=placement.from_numpy(host_offsets), keep=keep, inv_norm=inv_norm,
+        dots=dots, status=status,
     )
+    kernels().tracklet_prune(**arrays, threshold=threshold, min_frames=min_frames, stream=placement.stream())
     _ragged.check_status(status, ("features",))
     return keep

@@ -87,11 +87,8 @@ def _centroids(s: _Set, placement: _arrays.Placement, normalize: bool, status: A
     dtype = _arrays.dtype_name(s.features)
     out = placement.empty((s.num, int(s.features.shape[1])), dtype)
     inv_norm = placement.empty((s.frames,), dtype) if placement.is_cuda else None
-    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
-    kernels().tracklet_centroids(
-        features=dl(s.features), offsets=dl(s.offsets), name=s.name, normalize_result=normalize, out=dl(out),
-        inv_norm=dl(inv_norm), status=dl(status), stream=placement.stream(),
-    )
+    arrays = _ragged.capsules(placement, features=s.features, offsets=s.offsets, out=out, inv_norm=inv_norm, status=status)
+    kernels().tracklet_centroids(**arrays, name=s.name, normalize_result=normalize, stream=placement.stream())
     return out
 
 
@@ -102,15 +99,13 @@ def _pair_kernel(
     dtype = _arrays.dtype_name(a.features)
     shape = (a.num, (b or a).num) if pairs is None else (int(pairs.shape[0]),)
     out = placement.empty(shape, dtype)
-    dl = lambda x: None if x is None else _arrays.to_dlpack(x, placement)  # noqa: E731
     inv_a = placement.empty((a.frames,), dtype) if placement.is_cuda else None
     inv_b = placement.empty((b.frames,), dtype) if placement.is_cuda and b is not None else None
-    kernels().tracklet_pair_similarity(
-        features=dl(a.features), offsets=dl(a.offsets),
-        other_features=dl(b.features) if b is not None else None, other_offsets=dl(b.offsets) if b is not None else None,
-        reduce=reduce, k=k, normalize=normalize, pairs=dl(pairs), out=dl(out),
-        inv_norm_a=dl(inv_a), inv_norm_b=dl(inv_b), status=dl(status), stream=placement.stream(),
+    arrays = _ragged.capsules(
+        placement, features=a.features, offsets=a.offsets, other_features=None if b is None else b.features,
+        other_offsets=None if b is None else b.offsets, pairs=pairs, out=out, inv_norm_a=inv_a, inv_norm_b=inv_b, status=status,
     )
+    kernels().tracklet_pair_similarity(**arrays, reduce=reduce, k=k, normalize=normalize, stream=placement.stream())
     return out
 
 

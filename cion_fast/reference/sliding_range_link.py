@@ -48,23 +48,25 @@ def sliding_range_link(
     unit = F.normalize(features, dim=1)
     rank = torch.unique_consecutive(video_ids, return_inverse=True)[1]
     num_videos = int(rank[-1]) + 1 if rank.numel() else 0
+    video_start = torch.searchsorted(rank, torch.arange(num_videos + 1))
     num_ranges = 1 if num_videos <= window else -(-(num_videos - window) // stride) + 1
     found = [torch.zeros((0, 2), dtype=torch.long)]
     for r in range(num_ranges):
-        rows = torch.nonzero((rank >= r * stride) & (rank < r * stride + window)).flatten()
-        sims = unit[rows] @ unit[rows].T
-        # Exactly symmetric (a GEMM need not be): "j among i's top k" must see the value i's does.
-        sims = torch.triu(sims) + torch.triu(sims, diagonal=1).T
-        cross = rank[rows][:, None] != rank[rows][None, :]
-        link = cross & (sims >= threshold)
+        first, last = int(video_start[r * stride]), int(video_start[min(r * stride + window, num_videos)])
+        block = unit[first:last]
+        sims = block @ block.T
+        cross = rank[first:last, None] != rank[None, first:last]
+        upper = torch.arange(last - first)[:, None] < torch.arange(last - first)[None, :]
+        link = cross & upper & (sims >= threshold)
         if mutual_k:
-            if mutual_k <= rows.numel():
-                candidates = sims.masked_fill(~cross, float("-inf"))
-                kth = candidates.topk(mutual_k, dim=1).values[:, -1]
+            # Exactly symmetric (a GEMM need not be): "j among i's top k" must see the value i's does.
+            sims = (sims + sims.T) / 2
+            link = cross & upper & (sims >= threshold)
+            if mutual_k <= last - first:
+                kth = sims.masked_fill(~cross, float("-inf")).topk(mutual_k, dim=1).values[:, -1]
             else:
-                kth = torch.full((rows.numel(),), float("-inf"), dtype=sims.dtype)
+                kth = torch.full((last - first,), float("-inf"), dtype=sims.dtype)
             link &= (sims >= kth[:, None]) & (sims >= kth[None, :])
-        pairs = torch.nonzero(torch.triu(link, diagonal=1))
-        found.append(rows[pairs])
+        found.append(torch.nonzero(link) + first)
     links = torch.unique(torch.cat(found), dim=0)
     return connected_components(features.shape[0], links), links

@@ -2,8 +2,9 @@
 //
 // Linking: OpenMP over work items (kRowsPerItem rows of one range, dynamic schedule: ranges differ
 // in size). An item computes its rows' similarity strip against the range in blocks of kColChunk
-// columns with dot_block, so the memory is O(threads * kRowsPerItem * kColChunk) beyond the inputs
-// and outputs, whatever the number of identities.
+// columns with dot_block, so the working memory is O(threads * kRowsPerItem * kColChunk) plus the
+// links found, whatever the number of identities. Each item keeps its links in its own buffer; one
+// pass finds them, and a copy in item order lays them out once the output is allocated.
 //
 // Components: sequential union-find (path halving, union by rank) over the link list: O(L alpha),
 // a small cost next to the similarity passes that produce the links in parallel.
@@ -91,8 +92,9 @@ struct Linker {
     }
   }
 
-  // Counts (links == nullptr) or writes the links the item's rows emit, in (i, j) order.
-  void links(int64_t item, std::vector<T>& block, int64_t* links_out) const {
+  // Appends the links the item's rows emit to `out`, in (i, j) order (`rows` is per-row scratch).
+  void links(int64_t item, std::vector<T>& block, std::vector<int64_t> (&rows)[kRowsPerItem],
+             std::vector<int64_t>& out) const {
     int64_t r, i0;
     locate(item, &r, &i0);
     const int64_t e = range_end(r);
@@ -100,65 +102,54 @@ struct Linker {
     // Without mutual_k only pairs with j beyond the previous range are new to this one.
     const int64_t lowest = (p.mutual_k == 0 && r > 0) ? range_end(r - 1) : range_begin(r);
     auto first_candidate = [&](int64_t i) { return std::max(lowest, p.video_start[p.video_rank[i] + 1]); };
-    int64_t found[kRowsPerItem] = {};
+    for (int64_t i = i0; i < i1; ++i) rows[i - i0].clear();
     for (int64_t j0 = first_candidate(i0); j0 < e; j0 += kColChunk) {
       const int64_t j1 = std::min(j0 + kColChunk, e);
       similarities(i0, i1, j0, j1, block.data());
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t from = std::max(j0, first_candidate(i));
-        for (int64_t j = from; j < j1; ++j) {
-          if (!emits(r, i, j, block[(i - i0) * (j1 - j0) + (j - j0)])) continue;
-          if (links_out) {
-            const int64_t at = p.link_offsets[entry(r, i)] + found[i - i0];
-            links_out[2 * at] = i;
-            links_out[2 * at + 1] = j;
+        for (int64_t j = std::max(j0, first_candidate(i)); j < j1; ++j) {
+          if (emits(r, i, j, block[(i - i0) * (j1 - j0) + (j - j0)])) {
+            rows[i - i0].push_back(i);
+            rows[i - i0].push_back(j);
           }
-          ++found[i - i0];
         }
       }
     }
-    if (!links_out)
-      for (int64_t i = i0; i < i1; ++i) p.counts[entry(r, i)] = found[i - i0];
+    out.clear();
+    for (int64_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i - i0].begin(), rows[i - i0].end());
   }
 };
 
 template <class T>
-void run_count(const SlidingRangeLinkParams& p) {
+void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
   CION_CHECK(row_inverse_norms(static_cast<const T*>(p.features), p.num_identities, p.dim, static_cast<T*>(p.inv_norm)),
              "features contains NaN or inf values");
   const Linker<T> linker(p);
+  std::vector<std::vector<int64_t>> found(p.num_items);  // each item's links, (i, j) interleaved
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp parallel
 #endif
   {
     std::vector<T> block(kRowsPerItem * kColChunk);
-    std::vector<TopK<T>> top(kRowsPerItem);
     if (p.mutual_k > 0) {
+      std::vector<TopK<T>> top(kRowsPerItem);
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
       for (int64_t item = 0; item < p.num_items; ++item) linker.thresholds(item, block, top);
-    }  // the implicit barrier of the loop: every threshold is written before any is read below
+    }  // the loop's implicit barrier: every threshold is written before any is read below
+    std::vector<int64_t> rows[kRowsPerItem];
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t item = 0; item < p.num_items; ++item) linker.links(item, block, nullptr);
+    for (int64_t item = 0; item < p.num_items; ++item) linker.links(item, block, rows, found[item]);
   }
-}
-
-template <class T>
-void run_fill(const SlidingRangeLinkParams& p) {
-  const Linker<T> linker(p);
-#if defined(CION_FAST_WITH_OPENMP)
-#pragma omp parallel
-#endif
-  {
-    std::vector<T> block(kRowsPerItem * kColChunk);
-#if defined(CION_FAST_WITH_OPENMP)
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (int64_t item = 0; item < p.num_items; ++item) linker.links(item, block, p.links);
-  }
+  std::vector<int64_t> start(p.num_items + 1, 0);
+  for (int64_t item = 0; item < p.num_items; ++item)
+    start[item + 1] = start[item] + static_cast<int64_t>(found[item].size());
+  int64_t* out = sink.allocate(sink.context, start[p.num_items] / 2);
+  parallel_for(p.num_items, 64,
+               [&](int64_t item) { std::copy(found[item].begin(), found[item].end(), out + start[item]); });
 }
 
 int64_t find_root(std::vector<int64_t>& parent, int64_t v) {
@@ -171,18 +162,11 @@ int64_t find_root(std::vector<int64_t>& parent, int64_t v) {
 
 }  // namespace
 
-void sliding_range_link_count_cpu(const SlidingRangeLinkParams& p) {
+void sliding_range_link_cpu(const SlidingRangeLinkParams& p, const LinkSink& sink) {
   if (p.dtype == DType::kFloat64)
-    run_count<double>(p);
+    run<double>(p, sink);
   else
-    run_count<float>(p);
-}
-
-void sliding_range_link_fill_cpu(const SlidingRangeLinkParams& p) {
-  if (p.dtype == DType::kFloat64)
-    run_fill<double>(p);
-  else
-    run_fill<float>(p);
+    run<float>(p, sink);
 }
 
 void connected_components_cpu(const ConnectedComponentsParams& p) {

@@ -7,11 +7,12 @@
 //   similarity (8 bits per pass, one 256-bin shared histogram per row, the tiles recomputed on
 //   every pass);
 // * count / fill: a warp ballot over the tile's columns gives each emitted link its place in (i, j)
-//   order, so the fill pass writes exactly where the count pass counted, in the CPU's order.
+//   order, so the fill pass writes exactly where the count pass counted, in the CPU's order; between
+//   them a single-block scan of the counts and the one read of the total.
 //
 // Components: lock-free union-find (hook the larger root under the smaller with atomicCAS, path
-// halving while hooking), then pointer chasing to the roots, then a single-block scan numbering
-// the roots (the components' smallest nodes) in index order.
+// halving while hooking), then pointer chasing to the roots, then the same scan numbering the
+// roots (the components' smallest nodes) in index order.
 #include <cuda_runtime.h>
 
 #include "common/cuda_reduce.cuh"
@@ -229,22 +230,59 @@ __global__ void links_kernel(SlidingRangeLinkParams params) {
   }
 }
 
+// out[i] = in[0] + ... + in[i - 1] for i < n, and *total (when given) = the sum of all. One block
+// walks the array in tiles of blockDim values, carrying the running sum; in == out is fine (each
+// thread reads its own entry before writing it). One block is enough here: the arrays scanned
+// (counts per range row, root flags) are small next to the passes that produce them.
+__global__ void exclusive_scan_kernel(const int64_t* in, int64_t n, int64_t* out, int64_t* total) {
+  __shared__ long long warp_totals[32];
+  __shared__ long long carry;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  for (int64_t base = 0; base < n; base += blockDim.x) {
+    const int64_t i = base + threadIdx.x;
+    const long long value = i < n ? in[i] : 0;
+    long long inclusive = value;
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const long long up = __shfl_up_sync(0xffffffffu, inclusive, offset);
+      if (lane >= offset) inclusive += up;
+    }
+    if (lane == 31) warp_totals[warp] = inclusive;
+    __syncthreads();
+    long long before = carry;
+    for (int w = 0; w < warp; ++w) before += warp_totals[w];
+    if (i < n) out[i] = before + inclusive - value;
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int w = 0; w < warps; ++w) carry += warp_totals[w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0 && total != nullptr) *total = carry;
+}
+
 template <class T>
-void launch_count(const SlidingRangeLinkParams& p, cudaStream_t s) {
+void link(SlidingRangeLinkParams p, const LinkSink& sink, cudaStream_t s) {
   launch_inverse_norms(static_cast<const T*>(p.features), p.num_identities, p.dim, static_cast<T*>(p.inv_norm),
                        p.status, 1, s);
-  if (p.num_items == 0) return;
   if (p.mutual_k > 0) {
     thresholds_kernel<T><<<grid_for(p.num_items), kThreads, 0, s>>>(p);
     CION_CUDA_CHECK_LAUNCH();
   }
   links_kernel<T, false><<<grid_for(p.num_items), kThreads, 0, s>>>(p);
   CION_CUDA_CHECK_LAUNCH();
-}
-
-template <class T>
-void launch_fill(const SlidingRangeLinkParams& p, cudaStream_t s) {
-  if (p.num_items == 0) return;
+  exclusive_scan_kernel<<<1, 1024, 0, s>>>(p.counts, p.num_entries, p.link_offsets, p.link_offsets + p.num_entries);
+  CION_CUDA_CHECK_LAUNCH();
+  // The one wait: the number of links (and the NaN flag) decide the output's size.
+  int64_t num_links = 0;
+  int32_t status = 0;
+  CION_CUDA_CHECK(cudaMemcpyAsync(&num_links, p.link_offsets + p.num_entries, sizeof num_links,
+                                  cudaMemcpyDeviceToHost, s));
+  CION_CUDA_CHECK(cudaMemcpyAsync(&status, p.status, sizeof status, cudaMemcpyDeviceToHost, s));
+  CION_CUDA_CHECK(cudaStreamSynchronize(s));
+  CION_CHECK(status == 0, "features contains NaN or inf values");
+  p.links = sink.allocate(sink.context, num_links);
+  if (num_links == 0) return;
   links_kernel<T, true><<<grid_for(p.num_items), kThreads, 0, s>>>(p);
   CION_CUDA_CHECK_LAUNCH();
 }
@@ -302,27 +340,10 @@ __global__ void flatten_kernel(int64_t* parent, int64_t n) {
   }
 }
 
-// One block: labels[root] = number of roots before it (roots = entries with parent[v] == v).
-__global__ void number_roots_kernel(const int64_t* parent, int64_t* labels, int64_t n) {
-  __shared__ long long warp_counts[32];
-  __shared__ long long carry;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  if (threadIdx.x == 0) carry = 0;
-  __syncthreads();
-  for (int64_t base = 0; base < n; base += blockDim.x) {
-    const int64_t v = base + threadIdx.x;
-    const bool root = v < n && parent[v] == v;
-    const unsigned ballot = __ballot_sync(0xffffffffu, root);
-    if (lane == 0) warp_counts[warp] = __popc(ballot);
-    __syncthreads();
-    long long before = carry;
-    for (int w = 0; w < warp; ++w) before += warp_counts[w];
-    if (root) labels[v] = before + __popc(ballot & ((1u << lane) - 1u));
-    __syncthreads();
-    if (threadIdx.x == 0)
-      for (int w = 0; w < warps; ++w) carry += warp_counts[w];
-    __syncthreads();
-  }
+__global__ void root_flags_kernel(const int64_t* parent, int64_t* flags, int64_t n) {
+  for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < n;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    flags[v] = parent[v] == v;
 }
 
 __global__ void label_from_root_kernel(const int64_t* parent, int64_t* labels, int64_t n) {
@@ -333,22 +354,13 @@ __global__ void label_from_root_kernel(const int64_t* parent, int64_t* labels, i
 
 }  // namespace
 
-void sliding_range_link_count_cuda(const SlidingRangeLinkParams& p, int device_index, void* stream) {
+void sliding_range_link_cuda(const SlidingRangeLinkParams& p, const LinkSink& sink, int device_index, void* stream) {
   DeviceGuard guard(device_index);
   const auto s = static_cast<cudaStream_t>(stream);
   if (p.dtype == DType::kFloat64)
-    launch_count<double>(p, s);
+    link<double>(p, sink, s);
   else
-    launch_count<float>(p, s);
-}
-
-void sliding_range_link_fill_cuda(const SlidingRangeLinkParams& p, int device_index, void* stream) {
-  DeviceGuard guard(device_index);
-  const auto s = static_cast<cudaStream_t>(stream);
-  if (p.dtype == DType::kFloat64)
-    launch_fill<double>(p, s);
-  else
-    launch_fill<float>(p, s);
+    link<float>(p, sink, s);
 }
 
 void connected_components_cuda(const ConnectedComponentsParams& p, int device_index, void* stream) {
@@ -363,7 +375,10 @@ void connected_components_cuda(const ConnectedComponentsParams& p, int device_in
   }
   flatten_kernel<<<blocks, kThreads, 0, s>>>(p.parent, p.num_nodes);
   CION_CUDA_CHECK_LAUNCH();
-  number_roots_kernel<<<1, 1024, 0, s>>>(p.parent, p.labels, p.num_nodes);
+  // labels[root] = number of roots before it: the components numbered by their smallest node.
+  root_flags_kernel<<<blocks, kThreads, 0, s>>>(p.parent, p.labels, p.num_nodes);
+  CION_CUDA_CHECK_LAUNCH();
+  exclusive_scan_kernel<<<1, 1024, 0, s>>>(p.labels, p.num_nodes, p.labels, nullptr);
   CION_CUDA_CHECK_LAUNCH();
   label_from_root_kernel<<<blocks, kThreads, 0, s>>>(p.parent, p.labels, p.num_nodes);
   CION_CUDA_CHECK_LAUNCH();

@@ -66,8 +66,8 @@ struct PairShared {
 
 // Calls visit(value) for every cosine of frames [a0, a1) x [b0, b1), each from exactly one thread.
 template <class T, class Visit>
-__device__ __forceinline__ void for_each_cosine(const TrackletPairSimilarityParams& p, int64_t a0, int64_t a1, int64_t b0,
-                                int64_t b1, PairShared<T>& s, Visit visit) {
+__device__ __forceinline__ void for_each_cosine(const TrackletPairSimilarityParams& p, int64_t a0, int64_t a1,
+                                                int64_t b0, int64_t b1, PairShared<T>& s, Visit visit) {
   constexpr int KC = Chunk<T>::kSize;
   const T* xa = static_cast<const T*>(p.a.features);
   const T* xb = static_cast<const T*>(p.b.features);
@@ -112,8 +112,8 @@ __device__ __forceinline__ void for_each_cosine(const TrackletPairSimilarityPara
 // Mean of the k largest cosines of the block (k < count): radix-select the k-th largest key, then
 // sum everything above it and add the tied copies of it that belong to the top k.
 template <class T>
-__device__ __forceinline__ T topk_mean(const TrackletPairSimilarityParams& p, int64_t a0, int64_t a1, int64_t b0, int64_t b1,
-                       int64_t k, PairShared<T>& s) {
+__device__ __forceinline__ T topk_mean(const TrackletPairSimilarityParams& p, int64_t a0, int64_t a1, int64_t b0,
+                                       int64_t b1, int64_t k, PairShared<T>& s) {
   using Key = FloatKey<T>;
   using K = typename Key::type;
   if (threadIdx.x == 0) {

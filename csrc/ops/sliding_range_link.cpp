@@ -11,30 +11,23 @@ namespace {
 }  // namespace
 #endif
 
-void sliding_range_link_count(const SlidingRangeLinkParams& params, Device device, int device_index, void* stream) {
-  if (params.num_identities == 0) return;
+void sliding_range_link(const SlidingRangeLinkParams& params, const LinkSink& sink, Device device,
+                        int device_index, void* stream) {
   CION_CHECK(params.window >= 1 && params.stride >= 1 && params.stride <= params.window,
              "need 1 <= stride <= window, got window=", params.window, ", stride=", params.stride);
+  CION_CHECK(sink.allocate, "sliding_range_link needs a sink for its links");
+  if (params.num_identities == 0) {
+    sink.allocate(sink.context, 0);
+    return;
+  }
   if (device == Device::kCPU) {
-    sliding_range_link_count_cpu(params);
+    sliding_range_link_cpu(params, sink);
     return;
   }
 #if defined(CION_FAST_WITH_CUDA)
-  CION_CHECK(params.status, "sliding_range_link on CUDA needs its status buffer");
-  sliding_range_link_count_cuda(params, device_index, stream);
-#else
-  no_cuda("features");
-#endif
-}
-
-void sliding_range_link_fill(const SlidingRangeLinkParams& params, Device device, int device_index, void* stream) {
-  if (params.num_identities == 0) return;
-  if (device == Device::kCPU) {
-    sliding_range_link_fill_cpu(params);
-    return;
-  }
-#if defined(CION_FAST_WITH_CUDA)
-  sliding_range_link_fill_cuda(params, device_index, stream);
+  CION_CHECK(params.counts && params.link_offsets && params.status,
+             "sliding_range_link on CUDA needs its scratch buffers");
+  sliding_range_link_cuda(params, sink, device_index, stream);
 #else
   no_cuda("features");
 #endif

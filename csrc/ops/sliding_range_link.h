@@ -16,19 +16,24 @@
 // the earlier ranges' thresholds are checked. Links are (i, j) with i < j, ordered by range, then
 // i, then j: the same list on every device.
 //
-// Work is split into items of kRowsPerItem consecutive rows of one range; per (range, row) entry
-// e(r, i) = entry_offsets[r] + i - range_first_row(r) live the kth threshold and the link count.
+// Work is split into items of kRowsPerItem consecutive rows of one range; the per-(range, row)
+// entry e(r, i) = entry_offsets[r] + i - range_first_row(r) holds row i's kth threshold in range r
+// (and, on CUDA, its link count).
 //
-// Three passes, so that the link list is allocated with the caller's library once its size is known:
-//   1. inverse norms (and NaN check), then with mutual_k the kth thresholds;
-//   2. counts[e] = links emitted by row i in range r;
-//   3. (after an exclusive scan of counts into link_offsets) write the links.
-// Similarities are recomputed in each pass by the same code, so every pass takes the same decisions
-// (the CPU and CUDA dot products are also exactly symmetric: dot(x, y) == dot(y, x)).
+// The number of links is known only at the end; the output is then requested from `sink`, which
+// allocates it with the caller's library:
+// * CPU: inverse norms (and NaN check), mutual-k thresholds, then every work item collects its links
+//   in its own buffer (in (i, j) order); the buffers are copied into the output in item order.
+// * CUDA: inverse norms, thresholds, counts[e] (links emitted by row i in range r), a scan into
+//   link_offsets, one read of the total (and of the NaN flag) on the caller's stream, then a fill
+//   pass that recomputes the similarities and writes each link where its row's count put it.
+// Similarities are always recomputed by the same code, so every pass takes the same decisions (the
+// CPU and CUDA dot products are also exactly symmetric: dot(x, y) == dot(y, x)).
 //
 // Device/stream contract: every pointer lives on the device passed to the dispatcher; CUDA work is
-// enqueued on `stream` and nothing synchronises. NaN/inf features raise ValueError on the CPU and
-// set `status` bit 0 on CUDA.
+// enqueued on `stream` (the caller's current stream). The only wait is the one read of the number of
+// links before the output is allocated; nothing synchronises the device. NaN/inf features raise
+// ValueError.
 #pragma once
 #include <cstdint>
 
@@ -56,25 +61,33 @@ struct SlidingRangeLinkParams {
   const int64_t* entry_offsets = nullptr;  // [num_ranges + 1]: prefix sums of the range sizes
   const int64_t* item_offsets = nullptr;   // [num_ranges + 1]: prefix sums of ceil(size / kRowsPerItem)
   int64_t num_items = 0;                   // item_offsets[num_ranges]
+  int64_t num_entries = 0;                 // entry_offsets[num_ranges]
 
-  void* inv_norm = nullptr;  // [num_identities] scratch (dtype of the features), written by pass 1
-  void* kth = nullptr;       // [entries] scratch (dtype of the features), written by pass 1 with mutual_k
-  int64_t* counts = nullptr;              // [entries], written by pass 2
-  const int64_t* link_offsets = nullptr;  // [entries], exclusive scan of counts, read by pass 3
-  int64_t* links = nullptr;               // [num_links, 2], written by pass 3
-  int32_t* status = nullptr;              // CUDA only, [1]
+  void* inv_norm = nullptr;  // [num_identities] scratch (dtype of the features)
+  void* kth = nullptr;       // [entries] scratch (dtype of the features), with mutual_k only
+  // CUDA only: scratch counts [entries], link_offsets [entries + 1] (exclusive scan, total last),
+  // status [1].
+  int64_t* counts = nullptr;
+  int64_t* link_offsets = nullptr;
+  int32_t* status = nullptr;
+  int64_t* links = nullptr;  // [num_links, 2]: set by the implementation from the sink
 };
 
-// Passes 1 and 2.
-void sliding_range_link_count(const SlidingRangeLinkParams& params, Device device, int device_index, void* stream);
-// Pass 3 (inv_norm and kth as left by sliding_range_link_count).
-void sliding_range_link_fill(const SlidingRangeLinkParams& params, Device device, int device_index, void* stream);
+// Where the links go once their number is known: allocate(context, n) returns an int64 [n, 2]
+// C-contiguous buffer on the features' device (the binding allocates it with the caller's library).
+// It is called once, from the calling thread.
+struct LinkSink {
+  int64_t* (*allocate)(void* context, int64_t num_links) = nullptr;
+  void* context = nullptr;
+};
 
-void sliding_range_link_count_cpu(const SlidingRangeLinkParams& params);
-void sliding_range_link_fill_cpu(const SlidingRangeLinkParams& params);
+void sliding_range_link(const SlidingRangeLinkParams& params, const LinkSink& sink, Device device,
+                        int device_index, void* stream);
+
+void sliding_range_link_cpu(const SlidingRangeLinkParams& params, const LinkSink& sink);
 #if defined(CION_FAST_WITH_CUDA)
-void sliding_range_link_count_cuda(const SlidingRangeLinkParams& params, int device_index, void* stream);
-void sliding_range_link_fill_cuda(const SlidingRangeLinkParams& params, int device_index, void* stream);
+void sliding_range_link_cuda(const SlidingRangeLinkParams& params, const LinkSink& sink, int device_index,
+                             void* stream);
 #endif
 
 // Connected components of an undirected graph. labels[v] = the component's number, components

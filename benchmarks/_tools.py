@@ -1,4 +1,4 @@
-"""Physical floors for the benchmarks: what this machine can do at best, measured on the spot.
+"""Helpers of the tracklet benchmarks: physical floors measured on the spot, one-shot timing.
 
 ``gemm_gflops`` times a large float32 matrix product with torch (MKL/oneDNN or cuBLAS, near the
 hardware's peak) and ``stream_gbps`` a large memory copy: a kernel's floor is then
@@ -9,8 +9,11 @@ timings they are compared with.
 from __future__ import annotations
 
 import time
+from typing import Any, Callable
 
 import numpy as np
+
+from _common import PeakMemory
 
 
 def gemm_gflops(device: str = "cpu", n: int = 2048, repeat: int = 3) -> float:
@@ -57,3 +60,20 @@ def stream_gbps(device: str = "cpu", megabytes: int = 512, repeat: int = 3) -> f
 
 def floor_seconds(flops: float, bytes_moved: float, gflops: float, gbps: float) -> float:
     return max(flops / (gflops * 1e9), bytes_moved / (gbps * 1e9))
+
+
+def timed_once(fn: Callable[[], Any], cuda: bool = False) -> tuple[Any, dict[str, float]]:
+    """Runs ``fn`` once (for baselines too slow to repeat) and returns its result with the same
+    statistics as :func:`_common.measure`."""
+    with PeakMemory(cuda=cuda) as memory:
+        if cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return result, {"seconds": seconds, "seconds_min": seconds, "peak_mb": memory.peak_bytes / 2**20,
+                    "cuda_peak_mb": memory.cuda_peak_bytes / 2**20}
