@@ -1,0 +1,36 @@
+"""The data layer: tracklets, labelled image sets, readers for real layouts and the synthetic world.
+
+Pure numpy (+ Pillow for image files); never imports the compiled kernels.
+
+* :class:`Tracklets`: ragged runs of person crops (frames or image paths, CSR ``offsets``, video,
+  camera, frame index, ground-truth identity, optional features) with ``select``, ``save`` and
+  ``load`` (the tracklet-directory format).
+* :class:`ImageSet`, :func:`read_market1501`, :func:`write_market1501`: labelled person images and
+  the Market-1501 layout.
+* :func:`read_tracklet_folders`: tracker output as ``<video>/<track>/<frame>.jpg|png``.
+* :mod:`cion_fast.data.synth`: the synthetic pedestrian world (:class:`~cion_fast.data.synth.WorldConfig`,
+  :func:`~cion_fast.data.synth.generate`, :func:`~cion_fast.data.synth.measure_tracker_noise`).
+
+Example:
+    >>> from cion_fast.data import synth
+    >>> world = synth.generate(synth.WorldConfig.quick(identities=10, train_identities=3, eval_identities=3, videos=3))
+    >>> world.tracklets.frames.shape[1:], world.query.camids.dtype
+    ((128, 64, 3), dtype('int64'))
+"""
+
+from __future__ import annotations
+
+from cion_fast.data._io import read_image, write_image
+from cion_fast.data.readers import ImageSet, Market1501, read_market1501, read_tracklet_folders, write_market1501
+from cion_fast.data.tracklets import Tracklets
+
+__all__ = [
+    "Tracklets",
+    "ImageSet",
+    "Market1501",
+    "read_market1501",
+    "write_market1501",
+    "read_tracklet_folders",
+    "read_image",
+    "write_image",
+]

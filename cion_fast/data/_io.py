@@ -1,0 +1,98 @@
+"""Private helpers: atomic directory writes and lazy image IO through Pillow."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a fresh temporary directory next to ``target``; on success it is renamed to
+    ``target`` (an existing ``target`` is replaced only with ``overwrite=True``), on error it is
+    removed. Readers therefore never see a half-written directory."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            if not overwrite:
+                raise FileExistsError(f"{target} appeared while writing (pass overwrite=True to replace it)")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "d")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def pil():
+    """The Pillow ``Image`` module, imported on first use with a clear error when missing."""
+    try:
+        from PIL import Image
+    except ImportError as err:  # pragma: no cover - Pillow is a declared dependency
+        raise ImportError("reading and writing image files needs Pillow: pip install pillow") from err
+    return Image
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file as uint8 [H, W, 3] RGB.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable image (naming the file).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import read_image, write_image
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> img = np.random.default_rng(0).integers(0, 256, (8, 4, 3), dtype=np.uint8)
+        >>> write_image(path, img)
+        >>> bool((read_image(path) == img).all())
+        True
+    """
+    image_mod = pil()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    try:
+        with image_mod.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Writes uint8 [H, W, 3] as PNG (lossless, when the name ends in .png) or JPEG (quality 95).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import write_image
+        >>> write_image(os.path.join(tempfile.mkdtemp(), "a.png"), np.zeros((4, 2, 3), np.uint8))
+    """
+    image_mod = pil()
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise TypeError(f"image must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext == ".png":
+        image_mod.fromarray(image).save(path, format="PNG", compress_level=1)
+    elif ext in (".jpg", ".jpeg"):
+        image_mod.fromarray(image).save(path, format="JPEG", quality=95)
+    else:
+        raise ValueError(f"image file name must end in .png, .jpg or .jpeg, got {path.name}")

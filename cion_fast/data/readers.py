@@ -1,0 +1,436 @@
+"""Labelled image sets and readers for real on-disk layouts.
+
+* :class:`ImageSet`: person images (in memory or as paths) with person ids and camera ids, the unit of
+  ReID evaluation (query / gallery) and supervised training.
+* :func:`read_market1501` / :func:`write_market1501`: the Market-1501 layout
+  (``bounding_box_train``, ``query``, ``bounding_box_test``; names like ``0002_c1s1_000451_03.jpg``).
+  Reading follows torchreid's ``Market1501`` dataset: the person id is the number before ``_c``,
+  the camera id is the number after ``c`` made 0-based, junk images (pid -1) are dropped and
+  distractors (pid 0) are kept. Unlike torchreid, pids are *not* relabelled (call
+  :meth:`ImageSet.relabeled` for contiguous training labels) and files are sorted by
+  (pid, camid, sequence, frame, name) so the order is reproducible.
+* :func:`read_tracklet_folders`: tracker output laid out as ``<video>/<track>/<frame>.jpg|png``.
+
+Extensions: readers accept ``.jpg``, ``.jpeg`` and ``.png`` (any case); other files in the image
+folders are ignored (real Market-1501 ships a ``Thumbs.db``). :func:`write_market1501` writes PNG by
+default (lossless, so a written set reads back bit-identical); ``image_format="jpg"`` writes JPEG
+(quality 95) under ``.jpg`` names, for tools that only glob ``*.jpg`` (torchreid does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from cion_fast.data._io import IMAGE_EXTENSIONS, atomic_directory, read_image, write_image
+from cion_fast.data.tracklets import Tracklets
+
+__all__ = ["ImageSet", "Market1501", "read_market1501", "write_market1501", "read_tracklet_folders"]
+
+MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s(\d+))?(?:_(\d+))?")
+
+
+class ImageSet:
+    """Person images with person ids (``pids``) and 0-based camera ids (``camids``).
+
+    Args:
+        images: uint8 [n, H, W, 3] RGB (exactly one of ``images`` / ``paths``).
+        paths: n image paths (read lazily).
+        pids: int64 [n]; 0 marks a distractor, -1 junk (as in Market-1501).
+        camids: int64 [n], 0-based.
+        frame_index: optional int64 [n] frame numbers (written into / parsed from Market names;
+            -1 where unknown). Default: -1.
+
+    Example:
+        >>> import numpy as np
+        >>> from cion_fast.data import ImageSet
+        >>> rng = np.random.default_rng(0)
+        >>> s = ImageSet(images=rng.integers(0, 256, (3, 16, 8, 3), dtype=np.uint8),
+        ...              pids=[5, 5, 9], camids=[0, 2, 1])
+        >>> len(s), s.relabeled().pids.tolist()
+        (3, [0, 0, 1])
+    """
+
+    def __init__(self, images=None, paths=None, pids=None, camids=None, frame_index=None):
+        if (images is None) == (paths is None):
+            raise TypeError("ImageSet needs exactly one of images (uint8 [n, H, W, 3]) or paths")
+        if images is not None:
+            if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+                raise TypeError(f"images must be a uint8 numpy array [n, H, W, 3], got "
+                                f"{getattr(images, 'dtype', type(images).__name__)}")
+            if images.ndim != 4 or images.shape[3] != 3:
+                raise ValueError(f"images must be uint8 [n, H, W, 3], got shape {list(images.shape)}")
+            n = len(images)
+            self.images, self.paths = images, None
+        else:
+            if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
+                raise TypeError(f"paths must be a sequence of image paths, got {type(paths).__name__}")
+            for i, p in enumerate(paths):
+                if not isinstance(p, (str, os.PathLike)):
+                    raise TypeError(f"paths[{i}] must be str or os.PathLike, got {type(p).__name__}")
+            self.images, self.paths = None, [os.fspath(p) for p in paths]
+            n = len(self.paths)
+        if pids is None or camids is None:
+            raise TypeError("ImageSet needs pids and camids (int64 [n])")
+        self.pids = _ints(pids, "pids", n)
+        self.camids = _ints(camids, "camids", n)
+        self.frame_index = np.full(n, -1, np.int64) if frame_index is None else _ints(frame_index, "frame_index", n)
+        if n and self.camids.min() < 0:
+            raise ValueError(f"camids must be >= 0 (0-based), got {int(self.camids.min())}")
+        if n and self.pids.min() < -1:
+            raise ValueError(f"pids must be >= -1, got {int(self.pids.min())}")
+
+    def __len__(self) -> int:
+        return len(self.pids)
+
+    def __repr__(self) -> str:
+        kind = f"images {list(self.images.shape[1:])}" if self.images is not None else "paths"
+        return (f"ImageSet(n={len(self)}, {kind}, identities={len(np.unique(self.pids[self.pids > 0]))}, "
+                f"cameras={len(np.unique(self.camids))}, distractors={int((self.pids == 0).sum())})")
+
+    @property
+    def num_identities(self) -> int:
+        """Distinct person ids, distractors (0) and junk (-1) excluded."""
+        return len(np.unique(self.pids[self.pids > 0]))
+
+    def load_images(self, index=None) -> np.ndarray:
+        """The pixels of images ``index`` (all by default) as uint8 [k, H, W, 3]; path sets read the
+        files, which must then all have the same size.
+
+        Example:
+            >>> import numpy as np
+            >>> from cion_fast.data import ImageSet
+            >>> ImageSet(images=np.zeros((2, 8, 4, 3), np.uint8), pids=[1, 2], camids=[0, 0]).load_images([1]).shape
+            (1, 8, 4, 3)
+        """
+        idx = np.arange(len(self)) if index is None else np.atleast_1d(np.asarray(index))
+        if self.images is not None:
+            return self.images[idx]
+        imgs = [read_image(self.paths[int(i)]) for i in idx]
+        if len({im.shape for im in imgs}) > 1:
+            raise ValueError(f"images have different sizes {sorted({im.shape for im in imgs})}; resize them first")
+        return np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
+
+    def subset(self, index) -> "ImageSet":
+        """The images at ``index`` (int indices or a bool mask [n]), in that order.
+
+        Example:
+            >>> import numpy as np
+            >>> from cion_fast.data import ImageSet
+            >>> s = ImageSet(images=np.zeros((3, 4, 2, 3), np.uint8), pids=[1, 2, 1], camids=[0, 1, 2])
+            >>> s.subset(s.pids == 1).camids.tolist()
+            [0, 2]
+        """
+        idx = np.asarray(index)
+        if idx.dtype == np.bool_:
+            if idx.shape != (len(self),):
+                raise ValueError(f"a bool index must have shape [{len(self)}], got {list(idx.shape)}")
+            idx = np.flatnonzero(idx)
+        kw = {"images": self.images[idx]} if self.images is not None else {"paths": [self.paths[int(i)] for i in idx]}
+        return ImageSet(**kw, pids=self.pids[idx], camids=self.camids[idx], frame_index=self.frame_index[idx])
+
+    def relabeled(self) -> "ImageSet":
+        """A copy whose pids are 0..K-1 in order of sorted original pid (torchreid's
+        ``relabel=True`` for training splits). Distractors/junk (pid <= 0) are not allowed here.
+
+        Example:
+            >>> import numpy as np
+            >>> from cion_fast.data import ImageSet
+            >>> ImageSet(images=np.zeros((3, 2, 2, 3), np.uint8), pids=[40, 7, 40], camids=[0, 1, 0]).relabeled().pids.tolist()
+            [1, 0, 1]
+        """
+        if len(self) and self.pids.min() <= 0:
+            raise ValueError("relabeled() needs identities only (pid >= 1); drop distractors/junk first")
+        _, labels = np.unique(self.pids, return_inverse=True)
+        kw = {"images": self.images} if self.images is not None else {"paths": self.paths}
+        return ImageSet(**kw, pids=labels.astype(np.int64), camids=self.camids, frame_index=self.frame_index)
+
+    def write_market1501(self, directory: str | os.PathLike, image_format: str = "png",
+                         overwrite: bool = False) -> list[Path]:
+        """Writes this set as one Market-1501 image folder (e.g. ``ROOT/query``), atomically.
+
+        Names are ``{pid:04d}_c{camid + 1}s1_{frame:06d}_{k:02d}.{ext}`` (pid -1 is written as
+        ``-1``; ``k`` numbers images sharing pid, camera and frame), so a set sorted by
+        (pid, camid, frame) reads back in the same order. Path-based sets are read and re-encoded.
+
+        Args:
+            directory: the folder to create.
+            image_format: "png" (lossless, default) or "jpg".
+            overwrite: replace an existing folder.
+
+        Returns:
+            The written file paths, in the set's order.
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> from cion_fast.data import ImageSet
+            >>> s = ImageSet(images=np.zeros((1, 8, 4, 3), np.uint8), pids=[2], camids=[0], frame_index=[451])
+            >>> [p.name for p in s.write_market1501(os.path.join(tempfile.mkdtemp(), "query"))]
+            ['0002_c1s1_000451_00.png']
+        """
+        ext = _format_ext(image_format)
+        if len(self) and self.pids.max() > 9999:
+            raise ValueError(f"Market-1501 names hold pids up to 9999, got {int(self.pids.max())}")
+        frames = np.where(self.frame_index < 0, 0, self.frame_index)
+        if len(self) and frames.max() > 999999:
+            raise ValueError(f"Market-1501 names hold frame numbers up to 999999, got {int(frames.max())}")
+        counter: Counter = Counter()
+        names = []
+        for pid, cam, frame in zip(self.pids.tolist(), self.camids.tolist(), frames.tolist()):
+            key = (pid, cam, frame)
+            pid_text = "-1" if pid == -1 else f"{pid:04d}"
+            names.append(f"{pid_text}_c{cam + 1}s1_{frame:06d}_{counter[key]:02d}{ext}")
+            counter[key] += 1
+        with atomic_directory(directory, overwrite=overwrite) as tmp:
+            for i, name in enumerate(names):
+                image = self.images[i] if self.images is not None else read_image(self.paths[i])
+                write_image(tmp / name, image)
+        return [Path(directory) / n for n in names]
+
+
+def _ints(value, name: str, n: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.size == 0 and arr.dtype == np.float64:
+        arr = arr.astype(np.int64)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array (int64), got dtype {arr.dtype}")
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape [{n}] (one per image), got {list(arr.shape)}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _format_ext(image_format: str) -> str:
+    fmt = image_format.lower().lstrip(".")
+    if fmt == "png":
+        return ".png"
+    if fmt in ("jpg", "jpeg"):
+        return ".jpg"
+    raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
+
+
+@dataclass
+class Market1501:
+    """The three Market-1501 splits as :class:`ImageSet` s (``train``, ``query``, ``gallery``),
+    returned by :func:`read_market1501`; ``root`` is the folder they were read from.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import ImageSet, Market1501
+        >>> s = ImageSet(images=np.zeros((1, 8, 4, 3), np.uint8), pids=[3], camids=[1])
+        >>> root = Market1501(s, s, s).write(os.path.join(tempfile.mkdtemp(), "market"))
+        >>> sorted(os.listdir(root))
+        ['bounding_box_test', 'bounding_box_train', 'query']
+    """
+
+    train: ImageSet
+    query: ImageSet
+    gallery: ImageSet
+    root: Path | None = None
+
+    def write(self, root: str | os.PathLike, image_format: str = "png", overwrite: bool = False) -> Path:
+        """Writes the three folders under ``root``; same as :func:`write_market1501` (see the
+        class example)."""
+        return write_market1501(root, self.train, self.query, self.gallery, image_format, overwrite)
+
+
+def write_market1501(root: str | os.PathLike, train: ImageSet, query: ImageSet, gallery: ImageSet,
+                     image_format: str = "png", overwrite: bool = False) -> Path:
+    """Writes ``root/bounding_box_train``, ``root/query`` and ``root/bounding_box_test`` (the whole
+    ``root`` atomically). PNG by default, so :func:`read_market1501` returns identical pixels.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import ImageSet, read_market1501, write_market1501
+        >>> rng = np.random.default_rng(0)
+        >>> def make(pids, cams):
+        ...     return ImageSet(images=rng.integers(0, 256, (len(pids), 16, 8, 3), dtype=np.uint8),
+        ...                     pids=pids, camids=cams, frame_index=list(range(len(pids))))
+        >>> root = write_market1501(os.path.join(tempfile.mkdtemp(), "m"), make([1, 1], [0, 1]),
+        ...                         make([3], [0]), make([0, 3], [2, 1]))
+        >>> m = read_market1501(root, load_images=True)
+        >>> m.gallery.pids.tolist(), m.gallery.camids.tolist()
+        ([0, 3], [2, 1])
+    """
+    for name, s in (("train", train), ("query", query), ("gallery", gallery)):
+        if not isinstance(s, ImageSet):
+            raise TypeError(f"{name} must be an ImageSet, got {type(s).__name__}")
+    with atomic_directory(root, overwrite=overwrite) as tmp:
+        for split, s in (("train", train), ("query", query), ("gallery", gallery)):
+            s.write_market1501(tmp / MARKET_SPLITS[split], image_format=image_format)
+    return Path(root)
+
+
+def _market_root(root: Path) -> Path:
+    if all((root / d).is_dir() for d in MARKET_SPLITS.values()):
+        return root
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    for d in subdirs:  # e.g. ROOT/Market-1501-v15.09.15
+        if all((d / s).is_dir() for s in MARKET_SPLITS.values()):
+            return d
+    missing = [s for s in MARKET_SPLITS.values() if not (root / s).is_dir()]
+    raise FileNotFoundError(f"{root} is not a Market-1501 root: missing folder(s) {missing} "
+                            f"(expected bounding_box_train, query, bounding_box_test)")
+
+
+def _read_market_folder(folder: Path, load_images: bool) -> ImageSet:
+    rows = []
+    for path in folder.iterdir():
+        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        m = _MARKET_NAME.match(path.name)
+        if m is None:
+            raise ValueError(f"{path}: not a Market-1501 image name (expected e.g. 0002_c1s1_000451_03.jpg)")
+        pid, cam = int(m.group(1)), int(m.group(2))
+        seq = int(m.group(3)) if m.group(3) else 0
+        frame = int(m.group(4)) if m.group(4) else -1
+        if pid == -1:  # junk, dropped as torchreid does
+            continue
+        if pid < 0 or cam < 1:
+            raise ValueError(f"{path}: pid must be >= -1 and camera >= 1, got pid {pid}, camera {cam}")
+        rows.append((pid, cam - 1, seq, frame, path.name, path))
+    rows.sort(key=lambda r: r[:5])
+    paths = [str(r[5]) for r in rows]
+    pids = np.array([r[0] for r in rows], np.int64)
+    camids = np.array([r[1] for r in rows], np.int64)
+    frames = np.array([r[3] for r in rows], np.int64)
+    if load_images:
+        imgs = [read_image(p) for p in paths]
+        shapes = {im.shape for im in imgs}
+        if len(shapes) > 1:
+            raise ValueError(f"{folder}: images have different sizes {sorted(shapes)[:4]}; use load_images=False")
+        images = np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
+        return ImageSet(images=images, pids=pids, camids=camids, frame_index=frames)
+    return ImageSet(paths=paths, pids=pids, camids=camids, frame_index=frames)
+
+
+def read_market1501(root: str | os.PathLike, load_images: bool = False) -> Market1501:
+    """Reads a Market-1501 layout: ``root`` (or its single dataset subfolder, e.g.
+    ``Market-1501-v15.09.15``) holding ``bounding_box_train``, ``query`` and ``bounding_box_test``.
+
+    Args:
+        root: the dataset root.
+        load_images: read the pixels into uint8 arrays (all images must have one size) instead of
+            keeping paths.
+
+    Returns:
+        :class:`Market1501` with ``train``, ``query`` and ``gallery`` ImageSets: raw pids (junk -1
+        dropped, distractors 0 kept), 0-based camids, frame numbers from the names.
+
+    Raises:
+        FileNotFoundError: a split folder is missing.
+        ValueError: an image file name does not follow the Market-1501 pattern.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import ImageSet, read_market1501
+        >>> s = ImageSet(images=np.zeros((2, 8, 4, 3), np.uint8), pids=[1, -1], camids=[0, 5])
+        >>> root = tempfile.mkdtemp()
+        >>> for split in ("bounding_box_train", "query", "bounding_box_test"):
+        ...     _ = s.write_market1501(os.path.join(root, split))
+        >>> m = read_market1501(root)
+        >>> m.query.pids.tolist(), m.query.camids.tolist()
+        ([1], [0])
+    """
+    base = _market_root(Path(root))
+    sets = {split: _read_market_folder(base / folder, load_images) for split, folder in MARKET_SPLITS.items()}
+    return Market1501(**sets, root=base)
+
+
+def _sorted_names(names: list[str]) -> list[str]:
+    """Numeric names in numeric order, then the others in string order."""
+    return sorted(names, key=lambda n: (0, int(n), n) if n.isdigit() else (1, 0, n))
+
+
+def read_tracklet_folders(root: str | os.PathLike,
+                          cameras: Mapping[str, int] | Callable[[str], int] | None = None) -> Tracklets:
+    """Reads tracker output laid out as ``root/<video>/<track>/<frame>.jpg|png``.
+
+    Videos are numbered 0.. in sorted folder-name order (numeric names numerically), tracks in
+    sorted order inside each video, frames by the integer in their file stem. The result holds
+    image paths (read lazily) and identity -1 (unknown).
+
+    Args:
+        root: the folder of video folders.
+        cameras: the camera of each video, as a mapping or a function of the video folder name;
+            by default each video is its own camera (camera = video id).
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        ValueError: an empty or odd layout (no videos, files where folders are expected, an empty
+            track, a frame name whose stem is not an integer, two frames with one number, a
+            non-image file), naming the offending path.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import read_tracklet_folders, write_image
+        >>> root = tempfile.mkdtemp()
+        >>> for video, track, frame in [("cam1", "0", 3), ("cam1", "0", 4), ("cam1", "7", 4)]:
+        ...     os.makedirs(os.path.join(root, video, track), exist_ok=True)
+        ...     write_image(os.path.join(root, video, track, f"{frame:06d}.png"), np.zeros((8, 4, 3), np.uint8))
+        >>> t = read_tracklet_folders(root)
+        >>> t.offsets.tolist(), t.frame_index.tolist()
+        ([0, 2, 3], [3, 4, 4])
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"tracklet root {root} does not exist or is not a folder")
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    stray = [p.name for p in entries if not p.is_dir()]
+    if stray:
+        raise ValueError(f"{root}: expected only video folders (<video>/<track>/<frame>.jpg), found files {stray[:5]}")
+    video_names = _sorted_names([p.name for p in entries])
+    if not video_names:
+        raise ValueError(f"{root} holds no video folders (expected <video>/<track>/<frame>.jpg)")
+    paths: list[str] = []
+    frame_index: list[int] = []
+    offsets = [0]
+    video_ids: list[int] = []
+    camera_ids: list[int] = []
+    for v, vname in enumerate(video_names):
+        vdir = root / vname
+        if cameras is None:
+            cam = v
+        elif callable(cameras):
+            cam = int(cameras(vname))
+        else:
+            if vname not in cameras:
+                raise ValueError(f"cameras has no entry for video folder {vname!r}")
+            cam = int(cameras[vname])
+        tracks = [p for p in vdir.iterdir() if not p.name.startswith(".")]
+        stray = [p.name for p in tracks if not p.is_dir()]
+        if stray:
+            raise ValueError(f"{vdir}: expected only track folders (<track>/<frame>.jpg), found files {stray[:5]}")
+        if not tracks:
+            raise ValueError(f"video folder {vdir} holds no track folders")
+        for tname in _sorted_names([p.name for p in tracks]):
+            tdir = vdir / tname
+            frames = []
+            for f in tdir.iterdir():
+                if f.name.startswith("."):
+                    continue
+                if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    raise ValueError(f"{f}: expected only image files <frame>.jpg|.png in track folders")
+                if not f.stem.isdigit():
+                    raise ValueError(f"{f}: the file stem must be the integer frame number (e.g. 000123.jpg)")
+                frames.append((int(f.stem), f))
+            if not frames:
+                raise ValueError(f"track folder {tdir} holds no frames")
+            frames.sort()
+            nums = [n for n, _ in frames]
+            if len(set(nums)) != len(nums):
+                dup = [n for n, c in Counter(nums).items() if c > 1][0]
+                raise ValueError(f"track folder {tdir} has two files for frame {dup}")
+            paths.extend(str(p) for _, p in frames)
+            frame_index.extend(nums)
+            offsets.append(len(paths))
+            video_ids.append(v)
+            camera_ids.append(cam)
+    return Tracklets(paths, np.array(offsets, np.int64), np.array(video_ids, np.int64),
+                     np.array(camera_ids, np.int64), np.array(frame_index, np.int64))

@@ -1,0 +1,242 @@
+"""ImageSet, the Market-1501 layout (write/read round trip, real-style names) and tracklet folders."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from cion_fast.data import ImageSet, Tracklets, read_market1501, read_tracklet_folders, write_image, write_market1501
+
+
+def random_set(rng, n, pids=None, cams=None, h=16, w=8):
+    pids = rng.integers(1, 50, n) if pids is None else np.asarray(pids)
+    cams = rng.integers(0, 6, n) if cams is None else np.asarray(cams)
+    frames = rng.integers(0, 999999, n)
+    order = np.lexsort((frames, cams, pids))
+    return ImageSet(images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)[order], pids=pids[order],
+                    camids=cams[order], frame_index=frames[order])
+
+
+def assert_same_set(a: ImageSet, b: ImageSet):
+    assert np.array_equal(a.pids, b.pids) and a.pids.dtype == np.int64
+    assert np.array_equal(a.camids, b.camids) and a.camids.dtype == np.int64
+    assert np.array_equal(a.frame_index, b.frame_index)
+    assert np.array_equal(a.load_images(), b.load_images())
+
+
+# ---- ImageSet ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        (dict(), TypeError, "exactly one"),
+        (dict(images=np.zeros((2, 4, 2, 3), np.uint8), paths=["a", "b"]), TypeError, "exactly one"),
+        (dict(images=np.zeros((2, 4, 2, 3), np.float32)), TypeError, "images"),
+        (dict(images=np.zeros((2, 4, 2), np.uint8)), ValueError, "images"),
+        (dict(paths="a.png"), TypeError, "paths"),
+        (dict(paths=["a.png", 5]), TypeError, r"paths\[1\]"),
+        (dict(images=np.zeros((2, 4, 2, 3), np.uint8), pids=[1, 2, 3]), ValueError, "pids"),
+        (dict(images=np.zeros((2, 4, 2, 3), np.uint8), pids=[1.0, 2.0]), TypeError, "pids"),
+        (dict(images=np.zeros((2, 4, 2, 3), np.uint8), camids=[0, -1]), ValueError, "camids"),
+        (dict(images=np.zeros((2, 4, 2, 3), np.uint8), pids=[1, -3]), ValueError, "pids"),
+        (dict(images=np.zeros((2, 4, 2, 3), np.uint8), frame_index=[1]), ValueError, "frame_index"),
+    ],
+)
+def test_imageset_validation(kwargs, error, pattern):
+    args = dict(pids=[1, 2], camids=[0, 1])
+    args.update(kwargs)
+    with pytest.raises(error, match=pattern):
+        ImageSet(**args)
+
+
+def test_imageset_subset_and_relabel():
+    rng = np.random.default_rng(0)
+    s = random_set(rng, 10, pids=rng.choice([3, 40, 7], 10))
+    sub = s.subset(s.pids == 40)
+    assert (sub.pids == 40).all() and np.array_equal(sub.images, s.images[s.pids == 40])
+    r = s.relabeled()
+    assert set(r.pids.tolist()) <= {0, 1, 2}
+    assert np.array_equal(np.argsort(r.pids, kind="stable"), np.argsort(s.pids, kind="stable"))
+    with pytest.raises(ValueError, match="distractors"):
+        random_set(rng, 3, pids=[0, 1, 2]).relabeled()
+    assert s.num_identities == len(set(s.pids.tolist()))
+
+
+# ---- Market-1501 ---------------------------------------------------------------------------------
+def test_market_round_trip_png(tmp_path):
+    rng = np.random.default_rng(1)
+    train = random_set(rng, 25)
+    query = random_set(rng, 6)
+    gallery = random_set(rng, 20, pids=np.concatenate([[0, 0, 0], rng.integers(1, 50, 17)]))
+    root = write_market1501(tmp_path / "m", train, query, gallery)
+    assert sorted(os.listdir(root)) == ["bounding_box_test", "bounding_box_train", "query"]
+    assert all(n.endswith(".png") for n in os.listdir(root / "query"))
+    m = read_market1501(root, load_images=True)
+    assert_same_set(m.train, train)
+    assert_same_set(m.query, query)
+    assert_same_set(m.gallery, gallery)
+    assert (m.gallery.pids == 0).sum() == 3  # distractors kept
+    lazy = read_market1501(root)
+    assert lazy.train.images is None and len(lazy.train.paths) == 25
+    assert_same_set(lazy.gallery, gallery)
+
+
+def test_market_round_trip_keeps_duplicate_keys_in_order(tmp_path):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (4, 8, 4, 3), dtype=np.uint8)
+    s = ImageSet(images=images, pids=[5, 5, 5, 5], camids=[1, 1, 1, 1], frame_index=[7, 7, 7, 7])
+    names = [p.name for p in s.write_market1501(tmp_path / "query")]
+    assert names == [f"0005_c2s1_000007_{k:02d}.png" for k in range(4)]
+    s.write_market1501(tmp_path / "bounding_box_train")
+    s.write_market1501(tmp_path / "bounding_box_test")
+    m = read_market1501(tmp_path, load_images=True)
+    assert np.array_equal(m.query.images, images)
+
+
+def test_market_jpg(tmp_path):
+    rng = np.random.default_rng(3)
+    smooth = np.repeat(np.repeat(rng.integers(40, 200, (3, 4, 2, 3)), 8, axis=1), 8, axis=2).astype(np.uint8)
+    s = ImageSet(images=smooth, pids=[1, 2, 3], camids=[0, 1, 2], frame_index=[1, 2, 3])
+    root = write_market1501(tmp_path / "m", s, s, s, image_format="jpg")
+    assert all(n.endswith(".jpg") for n in os.listdir(root / "query"))
+    m = read_market1501(root, load_images=True)
+    assert np.array_equal(m.query.pids, s.pids) and np.array_equal(m.query.camids, s.camids)
+    assert np.abs(m.query.images.astype(int) - smooth).mean() < 10  # lossy but close (random would be ~70)
+    with pytest.raises(ValueError, match="image_format"):
+        write_market1501(tmp_path / "x", s, s, s, image_format="bmp")
+
+
+def test_market_real_names(tmp_path):
+    """Names as in the real dataset: junk -1 dropped, distractor 0000 kept, camid 0-based, a
+    dataset subfolder found, Thumbs.db ignored."""
+    base = tmp_path / "Market-1501-v15.09.15"
+    img = np.random.default_rng(4).integers(0, 256, (16, 8, 3), dtype=np.uint8)
+    layout = {
+        "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "1500_c6s3_086567_01.jpg"],
+        "query": ["0001_c1s1_001051_00.jpg", "0003_c3s3_075694_00.jpg"],
+        "bounding_box_test": ["-1_c1s1_000401_03.jpg", "0000_c6s1_000076_02.jpg", "0001_c2s1_000301_01.jpg",
+                              "0003_c1s1_065794_03.JPG"],
+    }
+    for folder, names in layout.items():
+        os.makedirs(base / folder)
+        for name in names:
+            write_image(base / folder / name.replace(".JPG", ".jpg"), img)
+            if name.endswith(".JPG"):
+                os.rename(base / folder / name.replace(".JPG", ".jpg"), base / folder / name)
+        (base / folder / "Thumbs.db").write_bytes(b"\x00\x01")
+    m = read_market1501(tmp_path)
+    assert m.root == base
+    assert m.train.pids.tolist() == [2, 2, 1500] and m.train.camids.tolist() == [0, 1, 5]
+    assert m.train.frame_index.tolist() == [451, 301, 86567]
+    assert m.query.pids.tolist() == [1, 3] and m.query.camids.tolist() == [0, 2]
+    assert m.gallery.pids.tolist() == [0, 1, 3] and m.gallery.camids.tolist() == [5, 1, 0]
+    assert m.gallery.load_images().shape == (3, 16, 8, 3)
+
+
+def test_market_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="bounding_box_train"):
+        read_market1501(tmp_path)
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        os.makedirs(tmp_path / folder)
+    write_image(tmp_path / "query" / "person_one.jpg", np.zeros((4, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match="person_one.jpg"):
+        read_market1501(tmp_path)
+    s = ImageSet(images=np.zeros((1, 4, 2, 3), np.uint8), pids=[10000], camids=[0])
+    with pytest.raises(ValueError, match="9999"):
+        s.write_market1501(tmp_path / "x")
+
+
+def test_market_different_sizes_need_lazy_reading(tmp_path):
+    rng = np.random.default_rng(5)
+    a = random_set(rng, 2, h=16, w=8)
+    b = random_set(rng, 2, h=20, w=8)
+    root = tmp_path / "m"
+    write_market1501(root, a, a, a)
+    b.write_market1501(root / "bounding_box_test", overwrite=True)
+    write_image(root / "bounding_box_test" / "0001_c1s1_000001_09.png", rng.integers(0, 256, (12, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="different sizes"):
+        read_market1501(root, load_images=True)
+    assert len(read_market1501(root).gallery) == 3
+
+
+# ---- tracklet folders ----------------------------------------------------------------------------
+def make_folders(root, spec, rng, ext=".png"):
+    """spec: {video: {track: [frame numbers]}} -> {(video, track, frame): image}."""
+    images = {}
+    for video, tracks in spec.items():
+        for track, frames in tracks.items():
+            os.makedirs(root / video / track, exist_ok=True)
+            for f in frames:
+                img = rng.integers(0, 256, (12, 6, 3), dtype=np.uint8)
+                write_image(root / video / track / f"{f:06d}{ext}", img)
+                images[(video, track, f)] = img
+    return images
+
+
+def test_tracklet_folders(tmp_path):
+    rng = np.random.default_rng(6)
+    spec = {"10": {"3": [5, 6, 7], "12": [1]}, "2": {"a": [100, 98, 99]}, "cam_b": {"0": [0]}}
+    images = make_folders(tmp_path, spec, rng)
+    t = read_tracklet_folders(tmp_path)
+    # videos: numeric names numerically (2, 10), then the others; tracks likewise (3, 12)
+    assert t.video.tolist() == [0, 1, 1, 2] and t.camera.tolist() == [0, 1, 1, 2]
+    assert t.offsets.tolist() == [0, 3, 6, 7, 8]
+    assert t.frame_index.tolist() == [98, 99, 100, 5, 6, 7, 1, 0]
+    assert (t.identity == -1).all() and not t.has_pixels
+    want = [images[k] for k in [("2", "a", 98), ("2", "a", 99), ("2", "a", 100), ("10", "3", 5), ("10", "3", 6),
+                                ("10", "3", 7), ("10", "12", 1), ("cam_b", "0", 0)]]
+    assert np.array_equal(t.images(), np.stack(want))
+    u = Tracklets.load(t.save(tmp_path.parent / "saved"))
+    assert np.array_equal(u.images(), t.images()) and np.array_equal(u.offsets, t.offsets)
+
+
+def test_tracklet_folders_cameras(tmp_path):
+    make_folders(tmp_path, {"c1_v0": {"0": [1]}, "c2_v1": {"0": [1]}, "c1_v2": {"0": [1]}}, np.random.default_rng(7))
+    t = read_tracklet_folders(tmp_path, cameras=lambda name: int(name[1]) - 1)
+    assert t.camera.tolist() == [0, 0, 1]  # videos sorted by name: c1_v0, c1_v2, c2_v1
+    t = read_tracklet_folders(tmp_path, cameras={"c1_v0": 4, "c2_v1": 5, "c1_v2": 6})
+    assert t.camera.tolist() == [4, 6, 5]
+    with pytest.raises(ValueError, match="c2_v1"):
+        read_tracklet_folders(tmp_path, cameras={"c1_v0": 4, "c1_v2": 6})
+
+
+@pytest.mark.parametrize(
+    "breakage, pattern",
+    [
+        ("empty", "no video folders"),
+        ("file_in_root", "only video folders"),
+        ("empty_video", "no track folders"),
+        ("empty_track", "no frames"),
+        ("bad_stem", "integer frame number"),
+        ("duplicate", "two files for frame 5"),
+        ("not_image", "only image files"),
+        ("file_in_video", "only track folders"),
+    ],
+)
+def test_tracklet_folders_odd_layouts(tmp_path, breakage, pattern):
+    rng = np.random.default_rng(8)
+    if breakage != "empty":
+        make_folders(tmp_path, {"v0": {"t0": [5, 6]}}, rng)
+    img = np.zeros((4, 2, 3), np.uint8)
+    if breakage == "file_in_root":
+        write_image(tmp_path / "000001.png", img)
+    elif breakage == "empty_video":
+        os.makedirs(tmp_path / "v1")
+    elif breakage == "empty_track":
+        os.makedirs(tmp_path / "v0" / "t1")
+    elif breakage == "bad_stem":
+        write_image(tmp_path / "v0" / "t0" / "frame_7.png", img)
+    elif breakage == "duplicate":
+        write_image(tmp_path / "v0" / "t0" / "5.jpg", img)
+    elif breakage == "not_image":
+        (tmp_path / "v0" / "t0" / "notes.txt").write_text("x")
+    elif breakage == "file_in_video":
+        write_image(tmp_path / "v0" / "000009.png", img)
+    with pytest.raises(ValueError, match=pattern):
+        read_tracklet_folders(tmp_path)
+
+
+def test_tracklet_folders_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_tracklet_folders(tmp_path / "nope")
