@@ -31,7 +31,7 @@ import torch
 from cion_fast._io import atomic_write_dir
 from cion_fast.models.pretrained import METADATA_KEY
 
-__all__ = ["latest_checkpoint", "list_checkpoints", "read_checkpoint", "write_checkpoint"]
+__all__ = ["export_backbone", "latest_checkpoint", "list_checkpoints", "read_checkpoint", "write_checkpoint"]
 
 _NAME = re.compile(r"^step-(\d{8,})$")
 WEIGHTS = "weights.safetensors"
@@ -122,3 +122,35 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise ValueError(f"checkpoint {found} cannot be read: {error}") from error
     state["path"] = str(found)
     return tensors, state
+
+
+def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Writes the exported backbone of a checkpoint (the teacher for cion/dino, the query encoder
+    for upreid) as ``out`` (safetensors) + ``out.with_suffix('.json')`` (its config).
+
+    Args:
+        checkpoint: a checkpoint directory, or a run directory (its newest checkpoint).
+        out: destination ending in ``.safetensors``.
+
+    Returns:
+        the written path; load it with :func:`cion_fast.models.load_pretrained`.
+
+    Raises:
+        FileNotFoundError: no checkpoint there. ValueError: unreadable or incomplete checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> from cion_fast.models import build_backbone, load_pretrained
+        >>> net, run = build_backbone("resnet18"), Path(tempfile.mkdtemp())
+        >>> tensors = {"teacher.backbone." + k: v for k, v in net.state_dict().items()}
+        >>> _ = write_checkpoint(run, 1, tensors, {"step": 1}, net.backbone_config, "teacher.backbone.")
+        >>> path = export_backbone(run, run / "backbone.safetensors")
+        >>> torch.equal(load_pretrained(path).conv1.weight, net.conv1.weight)
+        True
+    """
+    from cion_fast.models import load_pretrained, save_backbone
+
+    found = latest_checkpoint(checkpoint)
+    if found is None:
+        raise FileNotFoundError(f"checkpoint: no checkpoint in {checkpoint}")
+    return save_backbone(load_pretrained(found), out)
