@@ -8,6 +8,7 @@ namespace py = pybind11;
 
 namespace cion {
 void bind_rank_metrics(py::module_& m);
+void bind_multicrop(py::module_& m);
 }  // namespace cion
 
 #ifndef CION_FAST_VERSION
@@ -42,4 +43,5 @@ PYBIND11_MODULE(_C, m) {
         "Number of CUDA devices usable now (0 when built without CUDA or with no driver/GPU).");
 
   cion::bind_rank_metrics(m);
+  cion::bind_multicrop(m);
 }

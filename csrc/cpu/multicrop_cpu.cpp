@@ -1,0 +1,443 @@
+// CPU multicrop: OpenMP over (image, view) pairs. One thread renders a whole view in planar float
+// buffers of its own ([3, H, W]: 384 KB for a 256x128 view, so they stay in the core's L2), a block
+// of rows at a time so that consecutive steps find the block in L1:
+//
+//   resample   per output row, rows first (a weighted sum of a few whole source rows, uint8 ->
+//              float with the 1/255 folded into the weights, into an interleaved line), then
+//              columns into the planes, mirroring x when flipped;
+//   colour     the jitter ops in the sampled order and grayscale, each a vectorised loop over the
+//              block. Contrast needs the mean gray of the *current* image, so when it is drawn the
+//              ops before it run with the resample (summing the gray as they go) and the rest in a
+//              second sweep;
+//   blur       horizontal pass of each reflect-padded row, then the vertical pass row by row;
+//   finish     solarise, normalise and convert straight into the output.
+//
+// Without contrast and blur a view is one sweep: resample, colour and finish per block of rows.
+// The per-pixel maths is the shared code of ops/multicrop_math.h.
+
+// The colour ops are selects between computed values (clamps, hue sectors, solarise). Under GCC's
+// default -ftrapping-math the vectoriser refuses to if-convert a loop with floating-point
+// comparisons, since a compare could raise an FP exception the scalar code would not have. Nothing
+// here observes FP exceptions, so turn that assumption off for this file. It changes no result:
+// no contraction, no reassociation (sampling, compiled here too, stays bit-exact).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/dispatch.h"
+#include "common/parallel.h"
+#include "ops/multicrop.h"
+#include "ops/multicrop_math.h"
+
+// The hot loops are compiled twice, for baseline x86-64 (SSE2: what the portable wheel targets)
+// and for AVX2 (8 float lanes, blend instructions), and the loader picks one per CPU (GCC
+// target_clones, an ifunc: glibc x86-64 only). AVX2 without FMA on purpose: the results are
+// bit-identical to the baseline clone, and no multiply-add gets contracted.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+#define CION_CPU_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define CION_CPU_HOT
+#endif
+
+namespace cion {
+namespace {
+
+using namespace multicrop_math;
+
+constexpr int64_t kBlockPixels = 2048;  // rows per block: about 24 KB of the three planes
+
+// ---- leaf loops (one ISA clone each) ------------------------------------------------------------
+
+// line[j] = sum_k w[k] * src[k * row_stride + j] for j < n: the row pass over HWC source rows.
+CION_CPU_HOT void rows_interleaved(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
+                                   int64_t n, float* line) {
+  for (int64_t j = 0; j < n; ++j) line[j] = w[0] * static_cast<float>(src[j]);
+  for (int64_t k = 1; k < taps; ++k) {
+    const uint8_t* q = src + k * row_stride;
+    const float wk = w[k];
+    for (int64_t j = 0; j < n; ++j) line[j] += wk * static_cast<float>(q[j]);
+  }
+}
+
+// Same over one CHW source plane, written into channel c of the interleaved line.
+CION_CPU_HOT void rows_planar(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
+                              int64_t n, float* line) {
+  for (int64_t j = 0; j < n; ++j) line[3 * j] = w[0] * static_cast<float>(src[j]);
+  for (int64_t k = 1; k < taps; ++k) {
+    const uint8_t* q = src + k * row_stride;
+    const float wk = w[k];
+    for (int64_t j = 0; j < n; ++j) line[3 * j] += wk * static_cast<float>(q[j]);
+  }
+}
+
+#if defined(__GNUC__)
+// Four float lanes (GCC/Clang vector extension: SSE on x86-64, NEON on ARM). One lane group holds
+// an interleaved RGB pixel plus the next pixel's red, which is computed and dropped.
+typedef float Lanes4 __attribute__((vector_size(16)));
+inline Lanes4 load4(const float* p) {
+  Lanes4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+#endif
+
+// Column pass of one output row: out_{r,g,b}[x] = sum_k w[x][k] * line[first[x] + k], the line
+// interleaved RGB (3 floats a pixel, plus one float of slack at the end), x mirrored when flipped.
+CION_CPU_HOT void columns(const float* line, const float* weights, const int64_t* first, const int* count,
+                          int stride, bool flip, int64_t W, float* out_r, float* out_g, float* out_b) {
+  for (int64_t x = 0; x < W; ++x) {
+    const int64_t xs = flip ? W - 1 - x : x;
+    const float* wx = weights + xs * stride;
+    const int taps = count[xs];
+    const float* p = line + 3 * first[xs];
+#if defined(__GNUC__)
+    Lanes4 acc = wx[0] * load4(p);
+    for (int k = 1; k < taps; ++k) acc += wx[k] * load4(p + 3 * k);
+    out_r[x] = acc[0];
+    out_g[x] = acc[1];
+    out_b[x] = acc[2];
+#else
+    float r = 0.0f, g = 0.0f, b = 0.0f;
+    for (int k = 0; k < taps; ++k) {
+      r += wx[k] * p[3 * k];
+      g += wx[k] * p[3 * k + 1];
+      b += wx[k] * p[3 * k + 2];
+    }
+    out_r[x] = r;
+    out_g[x] = g;
+    out_b[x] = b;
+#endif
+  }
+}
+
+CION_CPU_HOT void clamp_all(float* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) p[i] = clamp01(p[i]);
+}
+
+// brightness (blend with black) and contrast (blend with a constant) on all three planes.
+CION_CPU_HOT void blend_constant(float* p, int64_t n, float factor, float value) {
+  const float offset = (1.0f - factor) * value;
+  for (int64_t i = 0; i < n; ++i) p[i] = clamp01(factor * p[i] + offset);
+}
+
+CION_CPU_HOT void saturate(float* r, float* g, float* b, int64_t n, float factor) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float y = gray_of(r[i], g[i], b[i]);
+    r[i] = blend(factor, r[i], y);
+    g[i] = blend(factor, g[i], y);
+    b[i] = blend(factor, b[i], y);
+  }
+}
+
+CION_CPU_HOT void rotate_hue(float* r, float* g, float* b, int64_t n, float shift) {
+  for (int64_t i = 0; i < n; ++i) shift_hue(r[i], g[i], b[i], shift);
+}
+
+CION_CPU_HOT void to_gray(float* r, float* g, float* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float y = gray_of(r[i], g[i], b[i]);
+    r[i] = y;
+    g[i] = y;
+    b[i] = y;
+  }
+}
+
+// Sum of the gray of n pixels, in eight float lanes (a fixed order, vectorisable without
+// reassociation flags), returned in double.
+CION_CPU_HOT double gray_sum(const float* r, const float* g, const float* b, int64_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += gray_of(r[i + l], g[i + l], b[i + l]);
+  double total = 0.0;
+  for (; i < n; ++i) total += gray_of(r[i], g[i], b[i]);
+  for (int l = 0; l < 8; ++l) total += lanes[l];
+  return total;
+}
+
+// dst[x] = sum_d k[d] * padded[x + d] for a symmetric kernel of 2 r + 1 taps: the mirrored taps
+// share a multiply.
+CION_CPU_HOT void blur_along(const float* padded, const float* kernel, int radius, int64_t W, float* dst) {
+  const float* centre = padded + radius;
+  const float kc = kernel[radius];
+  for (int64_t x = 0; x < W; ++x) dst[x] = kc * centre[x];
+  for (int d = 1; d <= radius; ++d) {
+    const float kd = kernel[radius + d];
+    const float* lo = centre - d;
+    const float* hi = centre + d;
+    for (int64_t x = 0; x < W; ++x) dst[x] += kd * (lo[x] + hi[x]);
+  }
+}
+
+// dst[x] = sum_d k[d] * rows[d][x] over the 2 r + 1 reflected rows around an output row, same
+// pairing of mirrored taps.
+CION_CPU_HOT void blur_across(const float* const* rows, const float* kernel, int radius, int64_t W, float* dst) {
+  const float kc = kernel[radius];
+  const float* centre = rows[radius];
+  for (int64_t x = 0; x < W; ++x) dst[x] = kc * centre[x];
+  for (int d = 1; d <= radius; ++d) {
+    const float kd = kernel[radius + d];
+    const float* lo = rows[radius - d];
+    const float* hi = rows[radius + d];
+    for (int64_t x = 0; x < W; ++x) dst[x] += kd * (lo[x] + hi[x]);
+  }
+}
+
+template <class T>
+CION_CPU_HOT void finish(const float* in, int64_t n, bool solarize_values, float mean, float inv_std, T* out) {
+  if (solarize_values) {
+    for (int64_t i = 0; i < n; ++i) out[i] = from_float<T>((solarize(in[i]) - mean) * inv_std);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = from_float<T>((in[i] - mean) * inv_std);
+  }
+}
+
+// ---- one view ------------------------------------------------------------------------------------
+
+// Resampling taps of every output sample along one axis, padded to a fixed stride.
+struct AxisTaps {
+  std::vector<float> weights;  // [out_size, stride]
+  std::vector<int64_t> first;  // [out_size] first source sample
+  std::vector<int> count;      // [out_size]
+  int stride = 0;
+
+  void compute(int64_t in_size, int64_t out_size, Interpolation mode, float gain) {
+    stride = max_resample_taps(in_size, out_size, mode);
+    weights.resize(static_cast<size_t>(out_size * stride));
+    first.resize(static_cast<size_t>(out_size));
+    count.resize(static_cast<size_t>(out_size));
+    for (int64_t i = 0; i < out_size; ++i)
+      count[i] = resample_taps(in_size, out_size, i, mode, gain, &weights[i * stride], &first[i]);
+  }
+};
+
+// Per-thread buffers, reused across views and calls.
+struct Scratch {
+  AxisTaps rows, cols;
+  std::vector<float> line;     // one row-resampled source line, interleaved RGB (+1 slack float)
+  std::vector<float> planes;   // [3, H, W] the view being built
+  std::vector<float> blurred;  // [H, W] one plane after the horizontal blur
+  std::vector<float> padded;   // [W + 2 r] one reflect-padded row
+  std::vector<float> row;      // [W] one blurred row before conversion
+  std::vector<float> kernel;   // [2 r + 1] Gaussian weights
+  std::vector<const float*> window;  // [2 r + 1] reflected rows of the vertical blur
+  std::vector<int64_t> reflect_x, reflect_y;  // [W + 2 r], [H + 2 r] reflect-padding indices
+};
+
+// A colour step applied to blocks of pixels: 0..3 = torchvision's jitter ids (brightness,
+// contrast, saturation, hue), 4 = grayscale.
+struct ColourStep {
+  int op;
+  float factor;
+};
+constexpr int kGrayscale = 4;
+
+struct ColourPlan {
+  ColourStep before[5];  // steps up to contrast (all steps when there is no contrast)
+  int n_before = 0;
+  ColourStep after[5];   // steps after contrast
+  int n_after = 0;
+  bool contrast = false;
+  float contrast_factor = 1.0f;
+};
+
+// Splits the view's colour ops at contrast, dropping exact identities (factor 1, hue 0): on [0, 1]
+// data they change nothing, clamp included.
+ColourPlan plan_colour(const MultiCropViewParams& vp, int64_t index) {
+  ColourPlan plan;
+  auto push = [&plan](int op, float factor) {
+    if (plan.contrast)
+      plan.after[plan.n_after++] = ColourStep{op, factor};
+    else
+      plan.before[plan.n_before++] = ColourStep{op, factor};
+  };
+  if (vp.jitter_applied[index]) {
+    const float factors[4] = {vp.brightness[index], vp.contrast[index], vp.saturation[index], vp.hue[index]};
+    for (int o = 0; o < 4; ++o) {
+      const int op = static_cast<int>(vp.jitter_order[4 * index + o]);
+      const float identity = op == 3 ? 0.0f : 1.0f;
+      if (factors[op] == identity) continue;
+      if (op == 1) {
+        plan.contrast = true;
+        plan.contrast_factor = factors[op];
+      } else {
+        push(op, factors[op]);
+      }
+    }
+  }
+  if (vp.grayscale[index]) push(kGrayscale, 0.0f);
+  return plan;
+}
+
+void apply_steps(const ColourStep* steps, int count, float* r, float* g, float* b, int64_t n) {
+  for (int i = 0; i < count; ++i) {
+    const ColourStep& step = steps[i];
+    switch (step.op) {
+      case 0:  // brightness: blend with black
+        blend_constant(r, n, step.factor, 0.0f);
+        blend_constant(g, n, step.factor, 0.0f);
+        blend_constant(b, n, step.factor, 0.0f);
+        break;
+      case 2: saturate(r, g, b, n, step.factor); break;
+      case 3: rotate_hue(r, g, b, n, step.factor); break;
+      default: to_gray(r, g, b, n); break;
+    }
+  }
+}
+
+struct Source {
+  const uint8_t* data;
+  int64_t height, width;
+  bool channels_last;
+};
+
+template <class T>
+void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
+  const MultiCropSettings& st = p.settings;
+  const int64_t V = st.num_views();
+  const int64_t index = b * V + v;
+  const bool is_global = v < st.n_global;
+  const int64_t H = is_global ? st.global_height : st.local_height;
+  const int64_t W = is_global ? st.global_width : st.local_width;
+  const int64_t slot = is_global ? v : v - st.n_global;
+  const int64_t n = H * W;
+  T* out = static_cast<T*>(is_global ? p.global_views : p.local_views) + (slot * p.batch + b) * 3 * n;
+
+  Source src;
+  src.data = p.images + (p.image_offsets ? p.image_offsets[b] : b * p.image_stride);
+  src.height = p.image_sizes ? p.image_sizes[2 * b] : p.height;
+  src.width = p.image_sizes ? p.image_sizes[2 * b + 1] : p.width;
+  src.channels_last = p.channels_last;
+  if (p.sample) sample_view(st, p.seed, p.step, b, v, src.height, src.width, p.views);
+
+  const MultiCropViewParams& vp = p.views;
+  const int64_t* box = vp.box + 4 * index;
+  const bool flip = vp.flip[index] != 0;
+  const ColourPlan plan = plan_colour(vp, index);
+  const float sigma = vp.blur_sigma[index];
+  const int radius = blur_radius(sigma);
+  const bool solarize_view = vp.solarize[index] != 0;
+  float inv_std[3];
+  for (int c = 0; c < 3; ++c) inv_std[c] = 1.0f / st.std[c];
+
+  s.rows.compute(box[2], H, st.interpolation, 1.0f / 255.0f);
+  s.cols.compute(box[3], W, st.interpolation, 1.0f);
+  const int64_t line_n = 3 * box[3];
+  s.line.resize(static_cast<size_t>(line_n + 1));
+  float* line = s.line.data();
+  line[line_n] = 0.0f;  // the slack lane read by the last pixel's 4-lane load
+  s.planes.resize(static_cast<size_t>(3 * n));
+  float* planes = s.planes.data();
+
+  const int64_t block_rows = std::max<int64_t>(1, kBlockPixels / W);
+  const bool one_sweep = !plan.contrast && radius == 0;
+  double gray_total = 0.0;
+  // Sweep 1: resample, the colour steps before contrast (all of them without contrast), and
+  // either the finish (one sweep) or the gray sum for contrast.
+  for (int64_t y0 = 0; y0 < H; y0 += block_rows) {
+    const int64_t rows = std::min(block_rows, H - y0);
+    for (int64_t y = y0; y < y0 + rows; ++y) {
+      const float* wy = &s.rows.weights[y * s.rows.stride];
+      const int64_t taps = s.rows.count[y];
+      const int64_t row0 = box[0] + s.rows.first[y];
+      if (src.channels_last) {
+        rows_interleaved(src.data + (row0 * src.width + box[1]) * 3, 3 * src.width, wy, taps, line_n, line);
+      } else {
+        for (int c = 0; c < 3; ++c)
+          rows_planar(src.data + (c * src.height + row0) * src.width + box[1], src.width, wy, taps, box[3],
+                      line + c);
+      }
+      float* out_r = planes + y * W;
+      columns(line, s.cols.weights.data(), s.cols.first.data(), s.cols.count.data(), s.cols.stride, flip, W,
+              out_r, out_r + n, out_r + 2 * n);
+    }
+    const int64_t offset = y0 * W, count = rows * W;
+    float* r = planes + offset;
+    float* g = r + n;
+    float* bl = g + n;
+    if (st.interpolation == Interpolation::kBicubic) {  // Keys' cubic overshoots: clamp like PIL
+      clamp_all(r, count);
+      clamp_all(g, count);
+      clamp_all(bl, count);
+    }
+    apply_steps(plan.before, plan.n_before, r, g, bl, count);
+    if (plan.contrast) gray_total += gray_sum(r, g, bl, count);
+    if (one_sweep)
+      for (int c = 0; c < 3; ++c)
+        finish(planes + c * n + offset, count, solarize_view, st.mean[c], inv_std[c], out + c * n + offset);
+  }
+  if (one_sweep) return;
+
+  // Sweep 2: contrast with the mean gray of the image so far, the remaining steps, and the finish
+  // unless a blur follows.
+  if (plan.contrast) {
+    const float mean_gray = static_cast<float>(gray_total / static_cast<double>(n));
+    for (int64_t y0 = 0; y0 < H; y0 += block_rows) {
+      const int64_t offset = y0 * W, count = std::min(block_rows, H - y0) * W;
+      float* r = planes + offset;
+      for (int c = 0; c < 3; ++c) blend_constant(r + c * n, count, plan.contrast_factor, mean_gray);
+      apply_steps(plan.after, plan.n_after, r, r + n, r + 2 * n, count);
+      if (radius == 0)
+        for (int c = 0; c < 3; ++c)
+          finish(r + c * n, count, solarize_view, st.mean[c], inv_std[c], out + c * n + offset);
+    }
+    if (radius == 0) return;
+  }
+
+  // Blur: horizontal pass of each reflect-padded row into `blurred`, then the vertical pass over
+  // the 2 r + 1 reflected rows, finished straight into the output.
+  const int taps = 2 * radius + 1;
+  s.kernel.resize(static_cast<size_t>(taps));
+  blur_weights(sigma, radius, s.kernel.data());
+  s.blurred.resize(static_cast<size_t>(n));
+  s.padded.resize(static_cast<size_t>(W + 2 * radius));
+  s.row.resize(static_cast<size_t>(W));
+  s.window.resize(static_cast<size_t>(taps));
+  // Reflected source index of every padded position (an integer modulo each: computed once).
+  s.reflect_x.resize(static_cast<size_t>(W + 2 * radius));
+  s.reflect_y.resize(static_cast<size_t>(H + 2 * radius));
+  for (int64_t i = 0; i < W + 2 * radius; ++i) s.reflect_x[i] = reflect_index(i - radius, W);
+  for (int64_t i = 0; i < H + 2 * radius; ++i) s.reflect_y[i] = reflect_index(i - radius, H);
+  float* padded = s.padded.data();
+  float* blurred = s.blurred.data();
+  for (int c = 0; c < 3; ++c) {
+    const float* plane = planes + c * n;
+    for (int64_t y = 0; y < H; ++y) {
+      const float* src_row = plane + y * W;
+      std::copy(src_row, src_row + W, padded + radius);
+      for (int d = 0; d < radius; ++d) {
+        padded[d] = src_row[s.reflect_x[d]];
+        padded[W + radius + d] = src_row[s.reflect_x[W + radius + d]];
+      }
+      blur_along(padded, s.kernel.data(), radius, W, blurred + y * W);
+    }
+    for (int64_t y = 0; y < H; ++y) {
+      for (int k = 0; k < taps; ++k) s.window[k] = blurred + s.reflect_y[y + k] * W;
+      blur_across(s.window.data(), s.kernel.data(), radius, W, s.row.data());
+      finish(s.row.data(), W, solarize_view, st.mean[c], inv_std[c], out + c * n + y * W);
+    }
+  }
+}
+
+}  // namespace
+
+void multicrop_cpu(const MultiCropParams& p) {
+  const int64_t V = p.settings.num_views();
+  TensorView dtype_holder;
+  dtype_holder.dtype = p.out_dtype;
+  dtype_holder.name = "out_dtype";
+  dispatch_floating(dtype_holder, [&](auto tag) {
+    using T = decltype(tag);
+    // Views of one image are adjacent, so concurrent threads share its source rows in cache.
+    parallel_for(p.batch * V, 1, [&](int64_t item) {
+      static thread_local Scratch scratch;
+      render_view<T>(p, item / V, item % V, scratch);
+    });
+  });
+}
+
+}  // namespace cion
