@@ -6,6 +6,15 @@ import argparse
 
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 import torch.nn.functional as F
 
 from cion_fast.models import (IBN, BNNeckHead, DINOHead, ProjectionMLP, WeightNormLinear, build_backbone, load_pretrained,

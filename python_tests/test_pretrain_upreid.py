@@ -5,6 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 from cion_fast.models import build_backbone
 from cion_fast.pretrain import UPReIDMethod, ViewBatch, random_erasing, stripe_rois
 
