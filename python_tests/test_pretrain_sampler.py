@@ -142,3 +142,20 @@ def test_clip_is_per_tensor_and_ema_moves_towards_the_student():
     expected = 0.9 * teacher.weight.detach() + 0.1 * student.weight.detach()
     ema_update(teacher, student, 0.9)
     torch.testing.assert_close(teacher.weight.detach(), expected)
+
+
+def test_optimizer_step_unscales_before_clipping_and_drops_frozen_gradients():
+    from cion_fast.pretrain import optimizer_step
+
+    torch.manual_seed(0)
+    big, small, frozen = (torch.nn.Parameter(torch.randn(4)) for _ in range(3))
+    start = [p.detach().clone() for p in (big, small, frozen)]
+    sgd = torch.optim.SGD([big, small, frozen], lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    loss = 50 * big.sum() + 0.01 * (small ** 2).sum() + frozen.sum()
+    optimizer_step(loss, sgd, scaler, [big, small, frozen], clip_grad=3.0, frozen=[frozen])
+    # true gradient of big: 50 per entry (norm 100) -> clipped to norm 3; small: tiny, untouched
+    torch.testing.assert_close(start[0] - big.detach(), torch.full((4,), 1.5))
+    torch.testing.assert_close(start[1] - small.detach(), 0.02 * start[1])
+    assert torch.equal(frozen.detach(), start[2])
+    assert scaler.get_scale() == 2.0**12

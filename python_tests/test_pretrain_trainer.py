@@ -190,3 +190,21 @@ def test_torchrun_two_processes_gloo_ranks_agree(world, tmp_path):
     assert not set(first0.tolist()) & set(first1.tolist())  # each rank its own identities
     assert (tmp_path / "run" / "checkpoints" / "step-00000003").is_dir()
     assert log_lines(tmp_path / "run")[-1]["step"] == 3
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["cion", "upreid"])
+def test_gpu_run_with_amp_views_on_the_gpu(world, tmp_path, method):
+    cfg = tiny(method=method, steps=3, device="cuda", queue_size=64)
+    trainer = Trainer(cfg, world["frames"], world["labels"] if method == "cion" else None, tmp_path)
+    assert trainer.amp and trainer.multicrop_config.out_dtype == "float16"
+    views = trainer._views(0)
+    assert views.global_views.is_cuda and views.global_views.dtype == torch.float16
+    summary = trainer.fit()
+    assert summary["finished"] and np.isfinite(summary["loss"]) and 0 < summary["view_share"] < 1
+    _, state = read_checkpoint(tmp_path)
+    assert state["scaler"]["scale"] > 1  # the GradScaler ran and its state is saved
+    # Gradients were unscaled before clipping: they are true gradients (norm <= 3), not scaled ones
+    # clipped to 3 and then divided by the scale (which would leave them ~1e-4 of that).
+    norms = [p.grad.norm().item() for p in trainer.method.student.parameters() if p.grad is not None]
+    assert max(norms) <= 3.0 + 1e-3 and max(norms) > 1e-2

@@ -25,7 +25,7 @@ from cion_fast.pretrain.checkpoint import export_backbone, latest_checkpoint, re
 from cion_fast.pretrain.config import METHODS, PretrainConfig
 from cion_fast.pretrain.distill import DistillationMethod, MultiCropWrapper
 from cion_fast.pretrain.loss import IdentityDINOLoss
-from cion_fast.pretrain.optim import clip_gradients, cosine_schedule, ema_update, param_groups
+from cion_fast.pretrain.optim import clip_gradients, cosine_schedule, ema_update, optimizer_step, param_groups
 from cion_fast.pretrain.sampler import IdentityBatchSampler, KSchedule, TrainingPlan
 from cion_fast.pretrain.trainer import Trainer, pretrain
 from cion_fast.pretrain.upreid import UPReIDEncoder, UPReIDMethod, random_erasing, stripe_rois
@@ -49,6 +49,7 @@ __all__ = [
     "ema_update",
     "export_backbone",
     "latest_checkpoint",
+    "optimizer_step",
     "param_groups",
     "pretrain",
     "random_erasing",

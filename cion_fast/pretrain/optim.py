@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["clip_gradients", "cosine_schedule", "ema_update", "param_groups"]
+__all__ = ["clip_gradients", "cosine_schedule", "ema_update", "optimizer_step", "param_groups"]
 
 
 def cosine_schedule(step: int, total_steps: int, base: float, final: float, warmup_steps: int = 0, warmup_start: float = 0.0) -> float:
@@ -94,3 +94,39 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         raise ValueError("teacher and student must have the same parameters")
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, parameters: list[torch.Tensor],
+                   clip_grad: float, frozen: Iterable[torch.Tensor] = ()) -> None:
+    """One update: zero grads, scaled backward, **unscale**, per-tensor clip, drop the gradients of
+    ``frozen`` parameters, step (skipped by the scaler on inf/NaN), update the scale.
+
+    The unscale comes before the clipping, so the limit applies to the true gradients (CION's code
+    clipped the scaled ones). With a disabled scaler (CPU, float32) the scaler calls are no-ops.
+
+    Args:
+        loss: scalar with a graph.
+        optimizer: the optimiser over ``parameters``.
+        scaler: a ``torch.amp.GradScaler`` (enabled or not).
+        parameters: parameters to clip (the trainable ones).
+        clip_grad: per-tensor L2 limit; 0 disables clipping.
+        frozen: parameters whose gradient is dropped this step (the DINO head's last layer in epoch 0).
+
+    Example:
+        >>> layer = nn.Linear(3, 1, bias=False)
+        >>> sgd = torch.optim.SGD(layer.parameters(), lr=1.0)
+        >>> scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        >>> before = layer.weight.detach().clone()
+        >>> optimizer_step(100 * layer(torch.ones(1, 3)).sum(), sgd, scaler, list(layer.parameters()), 3.0)
+        >>> round(float((before - layer.weight.detach()).norm()), 4)  # the unscaled gradient (norm 173.2) clipped to 3
+        3.0
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    if clip_grad > 0:
+        clip_gradients(parameters, clip_grad)
+    for param in frozen:
+        param.grad = None
+    scaler.step(optimizer)
+    scaler.update()
