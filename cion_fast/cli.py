@@ -266,7 +266,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         if args.resume:
             from cion_fast.pretrain import read_checkpoint
 
-            _, state = read_checkpoint(args.out)
+            _, state = read_checkpoint(args.out, with_tensors=False)
             saved = PretrainConfig.from_dict(state["config"])
             config = PretrainConfig.from_dict({**saved.to_dict(), **overrides})
         else:

@@ -97,12 +97,15 @@ def test_sigterm_writes_a_checkpoint_and_returns(world, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(Trainer, "train_step", step_then_signal)
-    summary = pretrain(tiny(steps=6), world["frames"], world["labels"], tmp_path)
+    cfg = tiny(steps=6, checkpoint_every=3, keep_checkpoints=2)
+    summary = pretrain(cfg, world["frames"], world["labels"], tmp_path)
     assert summary["interrupted"] == signal.SIGTERM and summary["step"] == 2 and not summary["finished"]
     assert Path(summary["checkpoint"]).name == "step-00000002"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     monkeypatch.setattr(Trainer, "train_step", original)
     assert pretrain(None, world["frames"], world["labels"], tmp_path, resume=True)["finished"]
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert kept == ["step-00000003", "step-00000006"]  # every 3 steps + the end, the newest 2 kept
 
 
 @pytest.mark.parametrize("method, extra", [("dino", {}), ("upreid", {"queue_size": 64})])
@@ -120,6 +123,25 @@ def test_dino_and_upreid_train_and_export(world, tmp_path, method, extra):
     for name, value in backbone.state_dict().items():
         assert torch.equal(value, tensors[prefix + name]), name
     assert backbone(torch.randn(2, 3, 64, 32)).shape == (2, backbone.feature_dim)
+
+
+def test_schedules_and_the_frozen_last_layer(world, tmp_path):
+    cfg = tiny(steps=10, batch_size=8, base_lr=0.01, warmup=0.2, teacher_temp=0.04, teacher_temp_final=0.07,
+               teacher_temp_warmup=0.5, k_values=(2,), k_boundaries=())
+    trainer = Trainer(cfg, world["frames"], world["labels"], tmp_path)
+    peak = 0.01 * 8 / 256
+    s0, s1, s2, s5, s9 = (trainer.schedules(s) for s in (0, 1, 2, 5, 9))
+    assert s0["lr"] == 0.0 and s1["lr"] == pytest.approx(peak / 2) and s2["lr"] == pytest.approx(peak)
+    assert s9["lr"] < s5["lr"] < peak
+    assert s0["weight_decay"] == pytest.approx(0.04) and s5["weight_decay"] == pytest.approx(0.22)
+    assert s0["momentum"] == pytest.approx(0.996) and s5["momentum"] == pytest.approx(0.998)
+    assert s0["teacher_temp"] == pytest.approx(0.04) and s5["teacher_temp"] == pytest.approx(0.07) and s1["teacher_temp"] == pytest.approx(0.046)
+    last = trainer.method.student.head.last_layer.weight_v.detach().clone()
+    first_mlp = trainer.method.student.head.mlp[0].weight.detach().clone()
+    trainer.fit(until_step=3)  # epoch 0: the last layer is frozen, the rest trains
+    assert trainer.plan.epoch_at_step(2) == 0
+    assert torch.equal(trainer.method.student.head.last_layer.weight_v, last)
+    assert not torch.equal(trainer.method.student.head.mlp[0].weight, first_mlp)
 
 
 def _cli_pretrain(world, out, *extra):
@@ -156,6 +178,16 @@ def test_cli_run_then_bad_inputs_fail_clearly_and_keep_what_is_written(world, tm
     assert _cli_pretrain(world, fresh, "--method", "cion", "--labels", str(tmp_path / "nothing.npy")) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not fresh.exists()  # nothing created for a run that could not start
+
+
+def test_cli_tracklet_level_labels(world, tmp_path):
+    from cion_fast.data import Tracklets
+
+    assert _cli_pretrain(world, tmp_path / "run", "--labels", "tracklet", "--steps", "1") == 0
+    _, state = read_checkpoint(tmp_path / "run")
+    tracklet_ids = Tracklets.load(world["root"] / "tracklets").tracklet_of_frame.astype(np.int64)
+    assert state["data"]["labels_sha1"] == hashlib.sha1(tracklet_ids.tobytes()).hexdigest()
+    assert state["data"]["labels_sha1"] != hashlib.sha1(world["labels"].tobytes()).hexdigest()
 
 
 def test_resume_from_a_checkpoint_missing_keys_is_a_clear_error(world, tmp_path, capsys):

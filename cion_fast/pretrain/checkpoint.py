@@ -103,8 +103,14 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, t
     return target
 
 
-def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    with_tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, state) of a checkpoint directory (or the newest one of a run directory).
+
+    Args:
+        path: checkpoint or run directory.
+        device: where the tensors are loaded.
+        with_tensors: False reads only ``state.json`` (tensors come back as ``{}``).
 
     Raises:
         FileNotFoundError: no checkpoint there.
@@ -117,7 +123,7 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise FileNotFoundError(f"no checkpoint in {path} (expected {STATE} and {WEIGHTS}, or checkpoints/step-*/)")
     try:
         state = json.loads((found / STATE).read_text())
-        tensors = load_file(str(found / WEIGHTS), device=str(device))
+        tensors = load_file(str(found / WEIGHTS), device=str(device)) if with_tensors else {}
     except Exception as error:  # safetensors raises its own SafetensorError
         raise ValueError(f"checkpoint {found} cannot be read: {error}") from error
     state["path"] = str(found)

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cion_fast import ops
+from cion_fast._io import atomic_write_json
 from cion_fast.models import build_backbone
 from cion_fast.pretrain.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint, write_checkpoint
 from cion_fast.pretrain.config import PretrainConfig
@@ -489,10 +490,8 @@ class Trainer:
         stop_at = total if until_step is None else int(until_step)
         if not self.step <= stop_at <= total:
             raise ValueError(f"until_step must be in [{self.step}, {total}], got {until_step}")
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            if not (self.out_dir / "config.json").exists():
-                (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
+        if self.dist.is_main and self._resume_state is None:
+            atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
         self.timer = _StepTimer(self.dist.device)
         whole = _StepTimer(self.dist.device)
         progress = None
