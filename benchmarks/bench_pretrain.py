@@ -25,6 +25,7 @@ from cion_fast.pretrain import IdentityDINOLoss, PretrainConfig, Trainer
 
 CPU_CASES = [
     # (name, arch, options, per-process batch, multicrop)
+    ("resnet18 demo views 2x128x64 + 2x64x32", "resnet18", {}, 24, {"global_size": (128, 64), "local_size": (64, 32), "n_local": 2}),
     ("resnet18 CION views 2x256x128 + 8x128x64", "resnet18", {}, 24, {}),
     ("vit_tiny_patch16 CION views 2x256x128 + 8x128x64", "vit_tiny_patch16_224", {}, 24, {}),
 ]

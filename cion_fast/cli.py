@@ -257,8 +257,6 @@ def _load_training_data(args: argparse.Namespace):
 
 def _pretrain(args: argparse.Namespace) -> int:
     """Runs ``cion_fast.pretrain.pretrain`` from command-line options."""
-    import signal
-
     from cion_fast.pretrain import PretrainConfig, pretrain
 
     overrides = _pretrain_config_overrides(args)
@@ -280,7 +278,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"cion-fast pretrain: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
+    if summary["rank"] == 0:
+        print(json.dumps(summary, indent=2))
     if summary["interrupted"]:
         print(f"interrupted at step {summary['step']}; checkpoint {summary['checkpoint']}; continue with --resume", file=sys.stderr)
         return 128 + int(summary["interrupted"])

@@ -481,7 +481,7 @@ class Trainer:
 
         Returns:
             dict with ``step``, ``total_steps``, ``finished``, ``interrupted`` (signal number or
-            None), ``checkpoint`` (path of the last checkpoint), ``loss`` (mean over the last log
+            None), ``rank``, ``world_size``, ``checkpoint`` (path of the last checkpoint), ``loss`` (mean over the last log
             interval), ``k``, ``images_per_s`` (global images per second of step time, checkpoint
             writes excluded), ``view_share`` (share of step time spent producing views) and
             ``seconds`` (wall time of the call).
@@ -555,6 +555,7 @@ class Trainer:
         done = self.step - start_step
         return {
             "step": self.step, "total_steps": total, "finished": self.step >= total, "interrupted": self.stop_signal,
+            "rank": self.dist.rank, "world_size": self.dist.world_size,
             "checkpoint": str(checkpoint) if checkpoint else None, "loss": last["loss"], "k": last.get("k"),
             "images_per_s": done * global_batch / whole.step_s if whole.step_s > 0 else float("nan"),
             "view_share": whole.view_share, "seconds": seconds,
