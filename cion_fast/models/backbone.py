@@ -175,7 +175,13 @@ def build_backbone(
             kwargs.setdefault("dynamic_img_size", True)
         elif "img_size" in inspect.signature(type(probe).__init__).parameters:
             kwargs.setdefault("img_size", img_size)
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except (OSError, RuntimeError) as error:
+        if not pretrained:
+            raise
+        raise RuntimeError(f"pretrained=True: timm could not load ImageNet weights for {name!r} (offline, or none published): "
+                           f"{error}. Pre-training from scratch needs none (pretrained=False).") from error
     if last_stride == 1:
         _set_last_stride_one(model)
     if ibn:

@@ -176,6 +176,11 @@ class BNNeckOutput(NamedTuple):
         features: float [B, in_dim] before the BN (for the triplet loss).
         bn_features: float [B, in_dim] after the BN (for retrieval at test time).
         logits: float [B, num_classes] (for the ID loss), or None when ``num_classes == 0``.
+
+    Example:
+        >>> out = BNNeckOutput(torch.zeros(2, 4), torch.ones(2, 4), None)
+        >>> out.bn_features.shape, out.logits is None
+        (torch.Size([2, 4]), True)
     """
 
     features: torch.Tensor

@@ -83,6 +83,17 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, t
 
     Returns:
         the checkpoint directory.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for step in (1, 2, 3):
+        ...     _ = write_checkpoint(run, step, {"w": torch.full((2,), float(step))}, {"step": step}, {"arch": "x"}, "", keep=2)
+        >>> [p.name for p in list_checkpoints(run)]
+        ['step-00000002', 'step-00000003']
+        >>> tensors, state = read_checkpoint(run)
+        >>> tensors["w"].tolist(), state["step"]
+        ([3.0, 3.0], 3)
     """
     from safetensors.torch import save_file
 
