@@ -149,8 +149,9 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         help="stripe (training-free colour/texture descriptor), timm:NAME (a timm backbone, random "
-        "weights: nothing is downloaded) or oracle (ground truth + camera shift + noise: only to "
-        "measure denoising on synthetic data)",
+        "weights: nothing is downloaded), checkpoint:PATH (an exported backbone .safetensors or a "
+        "pre-training checkpoint, see cion-fast export) or oracle (ground truth + camera shift + "
+        "noise: only to measure denoising on synthetic data)",
     )
     parser.add_argument("--out", required=True, help="output .npz (features, offsets and the index)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -183,15 +184,14 @@ def _extract(args: argparse.Namespace) -> int:
             print("error: --model oracle needs ground-truth identities (a synthetic world)", file=sys.stderr)
             return 2
         features = oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))
-    elif kind == "timm" and spec:
-        import timm
-
+    elif kind in ("timm", "checkpoint") and spec:
         from cion_fast.evaluate import extract_features
+        from cion_fast.models import build_backbone, load_pretrained
 
-        model = timm.create_model(spec, pretrained=False, num_classes=0)
+        model = build_backbone(spec) if kind == "timm" else load_pretrained(spec)
         features = extract_features(model, tracklets, args.batch_size, args.device, flip=args.flip, progress=True)
     else:
-        print(f"error: --model must be stripe, oracle or timm:NAME, got {args.model!r}", file=sys.stderr)
+        print(f"error: --model must be stripe, oracle, timm:NAME or checkpoint:PATH, got {args.model!r}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     if args.float16:
@@ -272,6 +272,176 @@ def _denoise(args: argparse.Namespace) -> int:
 
 _denoise.add_arguments = _denoise_arguments
 command("denoise", "CION's three denoising levels: tracklets + features -> pseudo-identity labels")(_denoise)
+
+
+def _csv(kind):
+    """argparse type: comma-separated values of ``kind`` ("2,4,6,8" -> (2, 4, 6, 8))."""
+
+    def parse(text: str):
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    return parse
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+# pretrain option -> PretrainConfig field (options left at None keep the config's default, or, on
+# --resume, the checkpoint's value).
+_PRETRAIN_FIELDS = {
+    "method": "method", "arch": "arch", "last_stride": "last_stride", "ibn": "ibn", "steps": "steps", "epochs": "epochs",
+    "batch_size": "batch_size", "seed": "seed", "k_values": "k_values", "k_boundaries": "k_boundaries", "lr": "base_lr",
+    "min_lr": "min_lr", "warmup": "warmup", "clip_grad": "clip_grad", "freeze_last_layer_epochs": "freeze_last_layer_epochs",
+    "out_dim": "out_dim", "teacher_temp": "teacher_temp", "teacher_temp_final": "teacher_temp_final",
+    "upreid_terms": "upreid_terms", "queue_size": "queue_size", "amp": "amp", "deterministic": "deterministic",
+    "device": "device", "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
+    "log_every": "log_every", "progress": "progress",
+}
+
+
+def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=("cion", "dino", "upreid"),
+                        help="cion: identity-guided distillation; dino: instance level; upreid: MoCo v2 + GC + ICC")
+    parser.add_argument("--data", required=True, metavar="DIR", help="tracklet directory (cion_fast.data.Tracklets.load)")
+    parser.add_argument("--labels", metavar="LABELS",
+                        help="int64 .npy, one identity per frame (-1 = dropped), e.g. the denoised labels; 'tracklet' uses "
+                             "the raw tracklet index (the tracklet-level baseline); omit for dino/upreid")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory: config.json, log.jsonl, checkpoints/")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    parser.add_argument("--arch", metavar="NAME", help="any timm architecture (default resnet50)")
+    parser.add_argument("--last-stride", type=int, choices=(1, 2), help="ResNets: stride of the last stage")
+    parser.add_argument("--ibn", action="store_true", default=None, help="ResNets: IBN-a (resnet50 + --ibn = ResNet50-IBN-a)")
+    parser.add_argument("--timm-kwarg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                        help="extra timm.create_model argument, repeatable (e.g. drop_path_rate=0.1)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="training length in optimisation steps")
+    length.add_argument("--epochs", type=int, help="training length in epochs")
+    parser.add_argument("--batch-size", type=int, help="images per process (per GPU), default 48; divisible by every K")
+    parser.add_argument("--seed", type=int, help="base seed (default 0)")
+    parser.add_argument("--k-values", type=_csv(int), metavar="2,4,6,8", help="cion: K of each phase")
+    parser.add_argument("--k-boundaries", type=_csv(float), metavar="0.4,0.6,0.8", help="cion: where each next phase starts")
+    parser.add_argument("--lr", type=float, help="base learning rate per 256 images (default 5e-4)")
+    parser.add_argument("--min-lr", type=float, help="final learning rate (default 1e-6)")
+    parser.add_argument("--warmup", type=float, help="warm-up share of the steps (default 0.1)")
+    parser.add_argument("--clip-grad", type=float, help="per-tensor gradient norm limit, 0 = off (default 3.0)")
+    parser.add_argument("--freeze-last-layer-epochs", type=int, help="epochs with the head's last layer frozen (default 1)")
+    parser.add_argument("--out-dim", type=int, help="DINO head prototypes (default 65536)")
+    parser.add_argument("--teacher-temp", type=float, help="teacher temperature (default 0.04)")
+    parser.add_argument("--teacher-temp-final", type=float, help="warm the teacher temperature up to this value")
+    parser.add_argument("--upreid-terms", type=_csv(str), metavar="nce,gc,icc", help="upreid: loss terms to use (ablation)")
+    parser.add_argument("--queue-size", type=int, help="upreid: MoCo queue length (default 65536)")
+    parser.add_argument("--global-size", type=_parse_size, metavar="HxW", help="global view size (default 256x128)")
+    parser.add_argument("--local-size", type=_parse_size, metavar="HxW", help="local view size (default 128x64)")
+    parser.add_argument("--n-local", type=int, help="local views per image (default 8; upreid 0)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="float16 mixed precision (default: on for CUDA)")
+    parser.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms (exact resume)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available; torchrun: cuda:LOCAL_RANK)")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints (default 500)")
+    parser.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default 2)")
+    parser.add_argument("--log-every", type=int, metavar="N", help="steps between log lines (default 10)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+
+
+def _pretrain_config_overrides(args: argparse.Namespace) -> dict:
+    overrides = {field: getattr(args, option) for option, field in _PRETRAIN_FIELDS.items() if getattr(args, option) is not None}
+    if args.timm_kwarg:
+        overrides["timm_kwargs"] = dict(args.timm_kwarg)
+    multicrop = {name: getattr(args, name) for name in ("global_size", "local_size", "n_local") if getattr(args, name) is not None}
+    if multicrop:
+        overrides["multicrop"] = multicrop
+    return overrides
+
+
+def _load_training_data(args: argparse.Namespace):
+    """(frames uint8 [M, H, W, 3], labels int64 [M] or None) from --data and --labels."""
+    import numpy as np
+
+    from cion_fast.data import Tracklets
+
+    tracklets = Tracklets.load(args.data)
+    if not tracklets.has_pixels:
+        raise ValueError(f"--data {args.data}: the tracklets store image paths; pre-training reads one uint8 pixel array "
+                         "(save them with array storage first)")
+    if args.labels is None:
+        return tracklets.frames, None
+    if args.labels == "tracklet":
+        return tracklets.frames, tracklets.tracklet_of_frame.astype(np.int64)
+    try:
+        labels = np.load(args.labels, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--labels {args.labels}: cannot read an int64 .npy array ({error})") from error
+    if labels.ndim != 1 or labels.shape[0] != tracklets.num_frames:
+        raise ValueError(f"--labels {args.labels} has shape {list(labels.shape)} but --data {args.data} has "
+                         f"{tracklets.num_frames} frames: one label per frame is needed")
+    return tracklets.frames, labels
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    """Runs ``cion_fast.pretrain.pretrain`` from command-line options."""
+    from cion_fast.pretrain import PretrainConfig, pretrain
+
+    overrides = _pretrain_config_overrides(args)
+    try:
+        if args.resume:
+            from cion_fast.pretrain import read_checkpoint
+
+            _, state = read_checkpoint(args.out, with_tensors=False)
+            saved = PretrainConfig.from_dict(state["config"])
+            config = PretrainConfig.from_dict({**saved.to_dict(), **overrides})
+        else:
+            if args.method is None:
+                raise ValueError("--method is required for a new run")
+            if overrides.get("steps") is None and overrides.get("epochs") is None:
+                raise ValueError("give --steps or --epochs")
+            config = PretrainConfig(**overrides)
+        frames, labels = _load_training_data(args)
+        summary = pretrain(config, frames, labels, args.out, resume=args.resume)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"cion-fast pretrain: {error}", file=sys.stderr)
+        return 2
+    if summary["rank"] == 0:
+        print(json.dumps(summary, indent=2))
+    if summary["interrupted"]:
+        print(f"interrupted at step {summary['step']}; checkpoint {summary['checkpoint']}; continue with --resume", file=sys.stderr)
+        return 128 + int(summary["interrupted"])
+    return 0
+
+
+_pretrain.add_arguments = _pretrain_arguments
+command("pretrain", "pre-train a backbone: CION (identity-guided distillation), DINO or UP-ReID; torchrun for many GPUs")(_pretrain)
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="C", help="a checkpoint directory or a run directory (newest)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="backbone .safetensors (a .json config is written beside)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Writes a checkpoint's backbone for ``cion_fast.models.load_pretrained``."""
+    from cion_fast.pretrain import export_backbone
+
+    try:
+        path = export_backbone(args.checkpoint, args.out)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"cion-fast export: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+_export.add_arguments = _export_arguments
+command("export", "export a pre-training checkpoint's backbone as safetensors + JSON config (load_pretrained)")(_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

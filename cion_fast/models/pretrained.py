@@ -1,0 +1,180 @@
+"""Saving and loading pre-trained backbones.
+
+Our format: one ``.safetensors`` file holding the backbone's tensors, whose metadata entry
+``"cion_fast"`` is a JSON object ``{"format": ..., "backbone_config": {...}, "prefix": "..."}``
+(the architecture and options :func:`~cion_fast.models.build_backbone` rebuilds it from, and the
+key prefix of the backbone's tensors inside the file). :func:`save_backbone` writes it with the
+prefix ``""`` plus a human-readable sidecar ``<name>.json`` with the same config; the pre-training
+checkpoints' ``weights.safetensors`` carry the same metadata with prefix ``"teacher.backbone."``,
+so a checkpoint loads directly too.
+
+Official CION / DINO checkpoints (``torch.load(path)["teacher"]``, keys ``module.backbone.*``)
+and plain state dicts load as well, given the architecture ``name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from cion_fast._io import atomic_write, atomic_write_json
+from cion_fast.models.backbone import backbone_from_config, build_backbone
+from cion_fast.models.heads import _load_strict
+
+__all__ = ["METADATA_KEY", "load_pretrained", "read_safetensors_config", "save_backbone"]
+
+METADATA_KEY = "cion_fast"
+
+
+def save_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Exports a backbone: ``path`` (safetensors, config in its metadata) + ``path.with_suffix('.json')``.
+
+    Both files are written atomically. Tensors are saved as float32 on the CPU, contiguous.
+
+    Args:
+        model: a backbone from :func:`~cion_fast.models.build_backbone` (has ``backbone_config``).
+        path: destination ending in ``.safetensors``.
+
+    Returns:
+        the safetensors path.
+
+    Example:
+        >>> import tempfile
+        >>> from cion_fast.models import build_backbone, load_pretrained
+        >>> net = build_backbone("resnet18")
+        >>> p = save_backbone(net, Path(tempfile.mkdtemp()) / "backbone.safetensors")
+        >>> load_pretrained(p).backbone_config == net.backbone_config
+        True
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"path must end in .safetensors, got {path}")
+    config = getattr(model, "backbone_config", None)
+    if not isinstance(config, dict):
+        raise TypeError("model must be a backbone from cion_fast.models.build_backbone (no backbone_config attribute)")
+    tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "cion_fast.backbone", "backbone_config": config, "prefix": ""}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)}))
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def read_safetensors_config(path: str | os.PathLike) -> dict | None:
+    """The ``cion_fast`` metadata of a safetensors file (dict), or None when it has none.
+
+    Example:
+        >>> import tempfile
+        >>> from cion_fast.models import build_backbone
+        >>> p = save_backbone(build_backbone("resnet18"), Path(tempfile.mkdtemp()) / "b.safetensors")
+        >>> read_safetensors_config(p)["backbone_config"]["arch"]
+        'resnet18'
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+
+
+def _torch_load(path: Path) -> Any:
+    """torch.load restricted to tensors and plain containers (plus argparse.Namespace, which
+    official DINO/CION checkpoints store as ``args``)."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _backbone_state(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Backbone tensors of a checkpoint dict: takes ``["teacher"]`` (or ``["state_dict"]``,
+    ``["model"]``) when present, strips ``module.`` and then keeps ``backbone.*`` keys if any."""
+    for key in ("teacher", "state_dict", "model"):
+        if key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError("path_or_state holds no tensors (expected a state dict or a checkpoint with a 'teacher' entry)")
+    tensors = {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors.items()}
+    if any(k.startswith("backbone.") for k in tensors):
+        tensors = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+    return tensors
+
+
+def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: str | None = None, **backbone_kwargs: Any) -> nn.Module:
+    """A backbone with pre-trained weights, ready for fine-tuning or feature extraction.
+
+    Args:
+        path_or_state: one of
+            - our export (``.safetensors`` from ``cion-fast export`` / :func:`save_backbone`) or a
+              pre-training checkpoint directory (its ``weights.safetensors``: the teacher backbone);
+              the architecture comes from the file, ``name`` may be omitted;
+            - an official CION/DINO checkpoint (``.pth``: ``["teacher"]`` with ``module.backbone.``
+              keys; the head is dropped) or any file ``torch.load`` reads into a state dict;
+            - a state dict (mapping of tensors, same layouts as the files).
+        name: timm architecture; required unless the file carries its config. When both are
+            given they must agree.
+        **backbone_kwargs: options for :func:`~cion_fast.models.build_backbone` (``ibn=True``,
+            ``last_stride=1``, ``img_size=...``); they override the stored config.
+
+    Returns:
+        the backbone (``nn.Module`` on the CPU, float32, training mode) with all weights loaded.
+
+    Raises:
+        ValueError: missing/unexpected keys or shape mismatches (named), no architecture known,
+            ``name`` disagreeing with the file.
+        FileNotFoundError: ``path_or_state`` does not exist.
+
+    Example:
+        >>> from cion_fast.models import build_backbone
+        >>> net = build_backbone("resnet18", ibn=True)
+        >>> official = {"teacher": {"module.backbone." + k: v for k, v in net.state_dict().items()}}
+        >>> same = load_pretrained(official, "resnet18", ibn=True)
+        >>> torch.equal(same.conv1.weight, net.conv1.weight)
+        True
+    """
+    config: dict | None = None
+    if isinstance(path_or_state, Mapping):
+        state = _backbone_state(path_or_state)
+        source = "path_or_state"
+    else:
+        path = Path(path_or_state)
+        if path.is_dir():
+            path = path / "weights.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"path_or_state: {path} does not exist")
+        source = str(path)
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            meta = read_safetensors_config(path)
+            prefix = meta.get("prefix", "") if meta else ""
+            config = meta.get("backbone_config") if meta else None
+            with safe_open(str(path), framework="pt") as f:
+                state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+            if meta is None:
+                state = _backbone_state(state)
+        else:
+            state = _backbone_state(_torch_load(path))
+    if config is not None:
+        if name is not None and name != config["arch"]:
+            raise ValueError(f"name {name!r} disagrees with the architecture stored in {source}: {config['arch']!r}")
+        merged = dict(config)
+        merged["timm_kwargs"] = dict(config.get("timm_kwargs") or {})
+        for key in ("last_stride", "ibn"):
+            if key in backbone_kwargs:
+                merged[key] = backbone_kwargs.pop(key)
+        merged["timm_kwargs"].update(backbone_kwargs)
+        model = backbone_from_config(merged)
+    else:
+        if name is None:
+            raise ValueError(f"{source} does not say its architecture: pass name (a timm model name)")
+        model = build_backbone(name, **backbone_kwargs)
+    _load_strict(model, state, source)
+    return model

@@ -1,0 +1,173 @@
+"""Training checkpoints: one directory per checkpoint, written atomically.
+
+Layout of a run directory::
+
+    RUN/config.json                 the run's PretrainConfig (written when the run starts)
+    RUN/log.jsonl                   one JSON object per logged step
+    RUN/checkpoints/step-00000500/  weights.safetensors + state.json
+
+``weights.safetensors`` holds every tensor: the method's state dict (``student.*``, ``teacher.*``,
+``loss.center`` or ``queue``/``queue_ptr``) and the optimiser's per-parameter state
+(``optimizer.<index>.<name>``); its ``cion_fast`` metadata names the backbone config and the
+prefix of the exported backbone, so :func:`cion_fast.models.load_pretrained` reads a checkpoint
+directory directly. ``state.json`` holds everything else: config, step, epoch, sampler position,
+optimiser hyper-parameters, GradScaler state, data fingerprint.
+
+A checkpoint directory is first written under a temporary name and renamed when complete, so a
+crash or Ctrl-C never leaves a half checkpoint that ``--resume`` would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cion_fast._io import atomic_write_dir
+from cion_fast.models.pretrained import METADATA_KEY
+
+__all__ = ["export_backbone", "latest_checkpoint", "list_checkpoints", "read_checkpoint", "write_checkpoint"]
+
+_NAME = re.compile(r"^step-(\d{8,})$")
+WEIGHTS = "weights.safetensors"
+STATE = "state.json"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint directories of a run, oldest first.
+
+    Example:
+        >>> import tempfile
+        >>> list_checkpoints(tempfile.mkdtemp())
+        []
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / STATE).exists() and (p / WEIGHTS).exists()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The newest checkpoint directory of a run directory, or ``path`` itself when it is one.
+
+    Example:
+        >>> import tempfile
+        >>> latest_checkpoint(tempfile.mkdtemp()) is None
+        True
+    """
+    path = Path(path)
+    if (path / STATE).exists() and (path / WEIGHTS).exists():
+        return path
+    found = list_checkpoints(path)
+    return found[-1] if found else None
+
+
+def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any],
+                     backbone_config: dict, export_prefix: str, keep: int = 2) -> Path:
+    """Writes ``RUN/checkpoints/step-<step>/`` atomically, then keeps only the newest ``keep``.
+
+    Args:
+        run_dir: the run directory.
+        step: completed optimisation steps.
+        tensors: every tensor to store (moved to the CPU, made contiguous).
+        state: JSON-able dict (state.json).
+        backbone_config: the backbone's config (for load_pretrained).
+        export_prefix: key prefix of the backbone to export inside ``tensors``.
+        keep: number of checkpoints to keep (older ones are deleted after the new one exists).
+
+    Returns:
+        the checkpoint directory.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for step in (1, 2, 3):
+        ...     _ = write_checkpoint(run, step, {"w": torch.full((2,), float(step))}, {"step": step}, {"arch": "x"}, "", keep=2)
+        >>> [p.name for p in list_checkpoints(run)]
+        ['step-00000002', 'step-00000003']
+        >>> tensors, state = read_checkpoint(run)
+        >>> tensors["w"].tolist(), state["step"]
+        ([3.0, 3.0], 3)
+    """
+    from safetensors.torch import save_file
+
+    root = Path(run_dir) / "checkpoints"
+    target = root / f"step-{step:08d}"
+    if target.exists():
+        return target  # this step is already saved (a resumed run stopped before its first step)
+    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {"format": "cion_fast.checkpoint", "backbone_config": backbone_config, "prefix": export_prefix}
+
+    def write(tmp: Path) -> None:
+        save_file(cpu, str(tmp / WEIGHTS), metadata={METADATA_KEY: json.dumps(meta)})
+        (tmp / STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
+
+    atomic_write_dir(target, write)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    with_tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, state) of a checkpoint directory (or the newest one of a run directory).
+
+    Args:
+        path: checkpoint or run directory.
+        device: where the tensors are loaded.
+        with_tensors: False reads only ``state.json`` (tensors come back as ``{}``).
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        ValueError: a file that cannot be parsed.
+    """
+    from safetensors.torch import load_file
+
+    found = latest_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint in {path} (expected {STATE} and {WEIGHTS}, or checkpoints/step-*/)")
+    try:
+        state = json.loads((found / STATE).read_text())
+        tensors = load_file(str(found / WEIGHTS), device=str(device)) if with_tensors else {}
+    except Exception as error:  # safetensors raises its own SafetensorError
+        raise ValueError(f"checkpoint {found} cannot be read: {error}") from error
+    state["path"] = str(found)
+    return tensors, state
+
+
+def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Writes the exported backbone of a checkpoint (the teacher for cion/dino, the query encoder
+    for upreid) as ``out`` (safetensors) + ``out.with_suffix('.json')`` (its config).
+
+    Args:
+        checkpoint: a checkpoint directory, or a run directory (its newest checkpoint).
+        out: destination ending in ``.safetensors``.
+
+    Returns:
+        the written path; load it with :func:`cion_fast.models.load_pretrained`.
+
+    Raises:
+        FileNotFoundError: no checkpoint there. ValueError: unreadable or incomplete checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> from cion_fast.models import build_backbone, load_pretrained
+        >>> net, run = build_backbone("resnet18"), Path(tempfile.mkdtemp())
+        >>> tensors = {"teacher.backbone." + k: v for k, v in net.state_dict().items()}
+        >>> _ = write_checkpoint(run, 1, tensors, {"step": 1}, net.backbone_config, "teacher.backbone.")
+        >>> path = export_backbone(run, run / "backbone.safetensors")
+        >>> torch.equal(load_pretrained(path).conv1.weight, net.conv1.weight)
+        True
+    """
+    from cion_fast.models import load_pretrained, save_backbone
+
+    found = latest_checkpoint(checkpoint)
+    if found is None:
+        raise FileNotFoundError(f"checkpoint: no checkpoint in {checkpoint}")
+    return save_backbone(load_pretrained(found), out)

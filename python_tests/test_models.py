@@ -1,0 +1,172 @@
+"""cion_fast.models: timm backbones (last stride, IBN-a, ViT input sizes), heads, export/load."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+import torch.nn.functional as F
+
+from cion_fast.models import (IBN, BNNeckHead, DINOHead, ProjectionMLP, WeightNormLinear, build_backbone, load_pretrained,
+                              pooled_features, read_safetensors_config, save_backbone)
+
+
+def test_resnet_last_stride_one_doubles_the_final_resolution():
+    x = torch.randn(2, 3, 64, 32)
+    plain = build_backbone("resnet18")
+    strided = build_backbone("resnet18", last_stride=1)
+    _, fmap_plain = pooled_features(plain.eval(), x)
+    pooled, fmap = pooled_features(strided.eval(), x)
+    assert fmap_plain.shape[-2:] == (2, 1)
+    assert fmap.shape[-2:] == (4, 2)
+    assert pooled.shape == (2, 512) and strided.feature_dim == 512
+    assert strided.backbone_config == {"arch": "resnet18", "last_stride": 1, "ibn": False, "timm_kwargs": {}}
+
+
+def test_ibn_a_replaces_bn1_in_the_first_three_stages_only():
+    net = build_backbone("resnet50", ibn=True)
+    for stage in ("layer1", "layer2", "layer3"):
+        for block in getattr(net, stage):
+            assert isinstance(block.bn1, IBN)
+            assert isinstance(block.bn2, torch.nn.BatchNorm2d)
+    assert all(isinstance(block.bn1, torch.nn.BatchNorm2d) for block in net.layer4)
+    keys = net.state_dict().keys()
+    assert "layer1.0.bn1.IN.weight" in keys and "layer3.5.bn1.BN.running_mean" in keys  # IBN-Net's names
+
+
+def test_ibn_splits_channels_between_instance_and_batch_norm():
+    torch.manual_seed(0)
+    layer = IBN(6)
+    with torch.no_grad():
+        layer.IN.weight.uniform_(0.5, 2)
+        layer.IN.bias.normal_()
+    x = torch.randn(4, 6, 5, 3) * 3 + 1
+    out = layer(x)
+    first = x[:, :3]
+    expected_in = (first - first.mean((2, 3), keepdim=True)) / torch.sqrt(first.var((2, 3), unbiased=False, keepdim=True) + 1e-5)
+    expected_in = expected_in * layer.IN.weight.view(1, 3, 1, 1) + layer.IN.bias.view(1, 3, 1, 1)
+    second = x[:, 3:]
+    expected_bn = (second - second.mean((0, 2, 3), keepdim=True)) / torch.sqrt(second.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5)
+    torch.testing.assert_close(out[:, :3], expected_in, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 3:], expected_bn, atol=1e-5, rtol=1e-5)
+
+
+def test_vit_takes_its_global_size_and_smaller_local_crops():
+    vit = build_backbone("test_vit", img_size=(64, 32))
+    assert vit(torch.randn(2, 3, 64, 32)).shape == (2, vit.feature_dim)
+    assert vit(torch.randn(2, 3, 32, 16)).shape == (2, vit.feature_dim)
+    _, fmap = pooled_features(vit, torch.randn(2, 3, 64, 32))
+    patch = vit.patch_embed.patch_size
+    assert fmap.shape == (2, vit.feature_dim, 64 // patch[0], 32 // patch[1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "resnet_does_not_exist"}, "not a timm model"),
+    ({"name": "test_vit", "last_stride": 1}, "ResNets only"),
+    ({"name": "test_vit", "ibn": True}, "ResNets only"),
+    ({"name": "resnet18", "last_stride": 3}, "last_stride"),
+    ({"name": "resnet18", "num_classes": 10}, "num_classes"),
+])
+def test_build_backbone_rejects_bad_requests(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_backbone(**kwargs)
+
+
+def test_dino_head_layout_and_unit_norm_last_layer():
+    torch.manual_seed(0)
+    head = DINOHead(48, out_dim=300, hidden_dim=40, bottleneck_dim=12)
+    linears = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(48, 40), (40, 40), (40, 12)]
+    assert [type(m).__name__ for m in head.mlp] == ["Linear", "GELU", "Linear", "GELU", "Linear"]
+    assert "last_layer.weight_g" in head.state_dict() and "last_layer.weight_v" in head.state_dict()
+    assert not any(p is head.last_layer.weight_g for p in head.parameters())  # the norm is frozen
+    x = torch.randn(5, 48)
+    out = head(x)
+    # L2-normalised bottleneck x unit-norm prototypes: every logit is a cosine.
+    z = F.normalize(head.mlp(x), dim=-1)
+    expected = z @ F.normalize(head.last_layer.weight_v, dim=1).t()
+    torch.testing.assert_close(out, expected)
+    assert out.abs().max() <= 1 + 1e-5
+
+
+def test_weight_norm_linear_matches_torch_weight_norm_with_unit_gain():
+    torch.manual_seed(1)
+    ours = WeightNormLinear(7, 5)
+    reference = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(7, 5, bias=False))
+    with torch.no_grad():
+        reference.parametrizations.weight.original0.fill_(1.0)
+        reference.parametrizations.weight.original1.copy_(ours.weight_v)
+    x = torch.randn(3, 7)
+    torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_dino_head_from_official_state_dict_with_65336_prototypes():
+    head = DINOHead(16, out_dim=65336, hidden_dim=8, bottleneck_dim=4)
+    official = {"module.head." + k: v for k, v in head.state_dict().items()}
+    loaded = DINOHead.from_state_dict(official, prefix="module.head.")
+    assert loaded.out_dim == 65336
+    x = torch.randn(2, 16)
+    torch.testing.assert_close(loaded(x), head(x))
+    del official["module.head.mlp.2.bias"]
+    with pytest.raises(ValueError, match="mlp.2.bias"):
+        DINOHead.from_state_dict(official, prefix="module.head.")
+
+
+def test_projection_mlp_and_bnneck_head():
+    assert ProjectionMLP(32, out_dim=16)(torch.randn(4, 32)).shape == (4, 16)
+    head = BNNeckHead(32, num_classes=7)
+    out = head(torch.randn(6, 32))
+    assert out.features.shape == out.bn_features.shape == (6, 32) and out.logits.shape == (6, 7)
+    assert not head.bottleneck.bias.requires_grad
+    assert BNNeckHead(32)(torch.randn(6, 32)).logits is None
+
+
+def test_export_round_trip_keeps_weights_and_config(tmp_path):
+    torch.manual_seed(2)
+    net = build_backbone("resnet18", last_stride=1, ibn=True)
+    path = save_backbone(net, tmp_path / "backbone.safetensors")
+    assert read_safetensors_config(path)["backbone_config"] == net.backbone_config
+    assert (tmp_path / "backbone.json").exists()
+    loaded = load_pretrained(path)
+    assert loaded.backbone_config == net.backbone_config
+    for (k, a), (k2, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    with pytest.raises(ValueError, match="disagrees"):
+        load_pretrained(path, "resnet50")
+
+
+def test_official_cion_checkpoint_layout_loads(tmp_path):
+    torch.manual_seed(3)
+    net = build_backbone("resnet18", ibn=True)
+    head = DINOHead(net.feature_dim, out_dim=64, hidden_dim=16, bottleneck_dim=8)
+    teacher = {"module.backbone." + k: v for k, v in net.state_dict().items()}
+    teacher.update({"module.head." + k: v for k, v in head.state_dict().items()})
+    ckpt = {"teacher": teacher, "student": teacher, "epoch": 100, "args": argparse.Namespace(arch="resnet50_ibn")}
+    torch.save(ckpt, tmp_path / "checkpoint.pth")
+    loaded = load_pretrained(tmp_path / "checkpoint.pth", "resnet18", ibn=True)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="pass name"):
+        load_pretrained(tmp_path / "checkpoint.pth")
+
+
+def test_load_pretrained_names_missing_and_mismatched_keys(tmp_path):
+    net = build_backbone("resnet18")
+    state = {"module.backbone." + k: v for k, v in net.state_dict().items()}
+    del state["module.backbone.layer2.0.conv1.weight"]
+    with pytest.raises(ValueError, match=r"missing keys \['layer2.0.conv1.weight'\]"):
+        load_pretrained({"teacher": state}, "resnet18")
+    with pytest.raises(ValueError, match="shape mismatches|unexpected keys"):
+        load_pretrained(net.state_dict(), "resnet18", ibn=True)
+    with pytest.raises(FileNotFoundError):
+        load_pretrained(tmp_path / "nothing.safetensors")
