@@ -4,11 +4,12 @@ Spec: ``shared/specs/k_reciprocal.md``. Same result as the reference code (torch
 ``re_ranking``, bit-identical to the authors' original) on tie-free data, without any dense N x N
 array:
 
-1. Distances come in tiles (a GEMM in the caller's library for features, slices of the given
-   blocks otherwise). A kernel folds each tile into every item's running top-(L-1) neighbours and
-   row maximum (a partial selection, no sort) and keeps the raw query x gallery block, which is
-   the only dense array: the output. Feature distances are symmetric, so each pair of tiles is
-   computed once and folded in both directions: half the GEMM of the full distance matrix.
+1. Distances come in tiles: a bare GEMM (dot products) in the caller's library for features,
+   whose norms the kernel folds in as it reads the tile, or slices of the given blocks. A kernel
+   folds each tile into every item's running top-(L-1) neighbours and row maximum (a partial
+   selection, no sort) and keeps the raw query x gallery block, which is the only dense array:
+   the output. Feature distances are symmetric, so each pair of tiles is computed once and folded
+   in both directions: half the GEMM of the full distance matrix.
 2. The expanded k-reciprocal sets R*, the encodings V and the query-expanded V are CSR rows of a
    few dozen entries; their distances are recomputed exactly (from the features or the blocks).
 3. The Jaccard sums run through an inverted index (column -> rows), in parallel.
@@ -21,8 +22,9 @@ Departures from the reference code, on purpose:
   by index (a stable order): the reference's argsort leaves tie order unspecified, and with
   duplicate features it can push an item out of its own list (then its row of V is 0/0 = NaN).
 * A row whose maximum distance is 0 (all items identical) is not divided by it (no NaN).
-* The torchreid adapter (:func:`cion_fast.integrations.torchreid.re_ranking`) takes the same
-  three blocks and squares them first, exactly as torchreid does.
+
+The torchreid adapter (:func:`cion_fast.integrations.torchreid.re_ranking`) takes the same three
+blocks as :func:`k_reciprocal_rerank_from_distances` and squares them first, as torchreid does.
 """
 
 from __future__ import annotations
