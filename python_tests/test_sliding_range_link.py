@@ -48,11 +48,12 @@ def oracle_link(features, video_ids, window, stride, threshold, mutual_k=None):
                 values = np.sort(sims[a][cross[a]])[::-1]
                 if len(values) >= mutual_k:
                     kth[a] = values[mutual_k - 1]
-        for a in range(len(members)):
-            for b in range(a + 1, len(members)):
-                s = sims[a, b]
-                if cross[a, b] and s >= threshold and (not mutual_k or (s >= kth[a] and s >= kth[b])):
-                    first_range.setdefault((members[a], members[b]), r)
+        upper = np.triu(np.ones_like(cross), k=1)
+        linked = cross & upper & (sims >= threshold)
+        if mutual_k:
+            linked &= (sims >= kth[:, None]) & (sims >= kth[None, :])
+        for a, b in zip(*np.nonzero(linked)):
+            first_range.setdefault((members[a], members[b]), r)
         if start + window >= num_videos:
             break
         start += stride
@@ -89,6 +90,7 @@ CASES = [
     (6, 4, 9, 40, 7, 0.5, 100),  # mutual_k above every candidate count
     (20, 2, 5, 1, 1, 0.0, None),  # window 1: no two videos share a range
     (40, 70, 12, 4, 2, 0.6, 5),  # 200+ rows per range: several work items and column blocks
+    (3, 1500, 3, 3, 1, 0.9, 3),  # a range of 2000+ rows: thresholds per work item, not per range
 ]
 
 

@@ -46,6 +46,16 @@ def tile_distances(framework: str, query: Any, gallery: Any, gallery_sq: Any, me
     return xp.sqrt(sq, out=sq) if metric == "euclidean" else sq
 
 
+def gram(framework: str, a: Any, b: Any) -> Any:
+    """[len(a), len(b)] dot products ``a @ b.T`` with the caller's library: the bare GEMM, for
+    kernels that fold the norms into their own pass over the tile (no elementwise pass here)."""
+    if framework == "torch":
+        import torch
+
+        return torch.mm(a, b.T)
+    return a @ b.T
+
+
 def normalise_rows(framework: str, x: Any) -> Any:
     """Rows scaled to unit L2 norm (rows of zeros stay zero)."""
     if framework == "torch":

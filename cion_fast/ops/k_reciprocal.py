@@ -4,11 +4,12 @@ Spec: ``shared/specs/k_reciprocal.md``. Same result as the reference code (torch
 ``re_ranking``, bit-identical to the authors' original) on tie-free data, without any dense N x N
 array:
 
-1. Distances come in tiles (a GEMM in the caller's library for features, slices of the given
-   blocks otherwise). A kernel folds each tile into every item's running top-(L-1) neighbours and
-   row maximum (a partial selection, no sort) and keeps the raw query x gallery block, which is
-   the only dense array: the output. Feature distances are symmetric, so each pair of tiles is
-   computed once and folded in both directions: half the GEMM of the full distance matrix.
+1. Distances come in tiles: a bare GEMM (dot products) in the caller's library for features,
+   whose norms the kernel folds in as it reads the tile, or slices of the given blocks. A kernel
+   folds each tile into every item's running top-(L-1) neighbours and row maximum (a partial
+   selection, no sort) and keeps the raw query x gallery block, which is the only dense array:
+   the output. Feature distances are symmetric, so each pair of tiles is computed once and folded
+   in both directions: half the GEMM of the full distance matrix.
 2. The expanded k-reciprocal sets R*, the encodings V and the query-expanded V are CSR rows of a
    few dozen entries; their distances are recomputed exactly (from the features or the blocks).
 3. The Jaccard sums run through an inverted index (column -> rows), in parallel.
@@ -21,8 +22,9 @@ Departures from the reference code, on purpose:
   by index (a stable order): the reference's argsort leaves tie order unspecified, and with
   duplicate features it can push an item out of its own list (then its row of V is 0/0 = NaN).
 * A row whose maximum distance is 0 (all items identical) is not divided by it (no NaN).
-* The torchreid adapter (:func:`cion_fast.integrations.torchreid.re_ranking`) takes the same
-  three blocks and squares them first, exactly as torchreid does.
+
+The torchreid adapter (:func:`cion_fast.integrations.torchreid.re_ranking`) takes the same three
+blocks as :func:`k_reciprocal_rerank_from_distances` and squares them first, as torchreid does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cion_fast import _arrays
-from cion_fast.ops._distance import check_finite, normalise_rows, tile_distances
+from cion_fast.ops._distance import check_finite, gram, normalise_rows
 from cion_fast.ops._extension import check_device_supported, kernels
 
 __all__ = [
@@ -192,6 +194,7 @@ def _select(
     *,
     symmetric: bool = False,
     block_columns: Any = None,
+    norms: tuple[Any, Any] = (None, None),
     row_max: Any = None,
     raw_out: Any = None,
     num_query: int = 0,
@@ -200,7 +203,8 @@ def _select(
     """Folds one distance block into the rank-list state (see KReciprocalSelectParams)."""
     values, indices = state
     run.C.k_reciprocal_select(
-        block=run.dl(block), block_columns=run.dl(block_columns), row_begin=row_begin, col_begin=col_begin,
+        block=run.dl(block), block_columns=run.dl(block_columns), row_norms=run.dl(norms[0]),
+        col_norms=run.dl(norms[1]), row_begin=row_begin, col_begin=col_begin,
         symmetric=symmetric, row_max=run.dl(row_max), neighbour_value=run.dl(values),
         neighbour_index=run.dl(indices), raw_out=run.dl(raw_out), num_query=num_query, status=run.dl(status),
         stream=run.stream,
@@ -213,22 +217,24 @@ def _rank_from_features(
     """Rank lists and row maxima of squared Euclidean distances between the rows of x [N, D].
 
     Tiles (a, b) with a <= b only: a symmetric tile is folded into both its row and its column
-    items. Fills raw_out [Q, G] with the raw query x gallery distances when given.
+    items. Each tile is a bare GEMM (dot products) in the caller's library; the kernel turns it
+    into max(|a|^2 + |b|^2 - 2 a.b, 0) as it reads it. Fills raw_out [Q, G] with the raw query x
+    gallery distances when given.
     """
     num_items = int(x.shape[0])
     tile = tile_size or _FEATURE_TILE[run.placement.device]
     state = _new_rank_state(run, num_items, settings)
     row_max = run.full((num_items,), "float64", -math.inf)
     status = run.placement.zeros((1,), "int32") if run.placement.is_cuda else None
-    squared_norms = (x * x).sum(1)
+    squared_norms = _arrays.contiguous((x * x).sum(1))
     for a in range(0, num_items, tile):
         rows = slice(a, min(a + tile, num_items))
         for b in range(a, num_items, tile):
             cols = slice(b, min(b + tile, num_items))
-            block = tile_distances(run.framework, x[rows], x[cols], squared_norms[cols], "sqeuclidean")
+            block = gram(run.framework, x[rows], x[cols])
             _select(
-                run, block, state, a, b, symmetric=b != a, row_max=row_max, raw_out=raw_out,
-                num_query=num_query, status=status,
+                run, block, state, a, b, symmetric=b != a, norms=(squared_norms[rows], squared_norms[cols]),
+                row_max=row_max, raw_out=raw_out, num_query=num_query, status=status,
             )
     run.check_status(status, "non-finite distance (NaN or inf) in the distance block")
     return _RankLists(state[1], row_max)

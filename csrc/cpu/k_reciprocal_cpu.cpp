@@ -15,85 +15,165 @@ namespace cion {
 namespace {
 
 // ---- stage 1: select -------------------------------------------------------------------------
+//
+// Nearly every value fails the "closer than the row's current L-1-th neighbour" test once the
+// lists have filled up, so both passes first summarise a chunk of values with vectorisable
+// min/max loops (16 independent lanes: no -ffast-math needed) and look at single values only
+// when the chunk's minimum beats a threshold.
 
-// Row direction: each row item scans its block row once. Most values fail the threshold test
-// against the row's current worst kept neighbour, so the loop is one compare per value.
-template <class T>
+constexpr int64_t kChunk = 64;
+constexpr int kLanes = 16;
+
+// The distance at one position: the block value itself, or, for a Gram block,
+// max(|a|^2 + |b|^2 - 2 a.b, 0). Written so that a NaN stays NaN (it is reported, not hidden).
+template <class T, bool kGram>
+inline T block_value(T value, T row_norm, T col_norm) {
+  if constexpr (!kGram) {
+    return value;
+  } else {
+    const T d = row_norm + col_norm - T(2) * value;
+    return d < T(0) ? T(0) : d;
+  }
+}
+
+// Row direction for dense blocks: each row item scans its block row once.
+template <class T, bool kGram>
 void select_rows(const KReciprocalSelectParams& p, std::atomic<bool>& non_finite) {
   const int64_t W = p.num_neighbours;
+  const T* row_norms = static_cast<const T*>(p.row_norms);
+  const T* col_norms = static_cast<const T*>(p.col_norms);
+  constexpr T kInf = std::numeric_limits<T>::infinity();
   parallel_for(p.rows, 16, [&](int64_t r) {
     const int64_t item = p.row_begin + r;
     const T* row = static_cast<const T*>(p.block) + r * p.block_row_stride;
-    const int64_t* columns = p.block_columns ? p.block_columns + r * p.block_row_stride : nullptr;
+    const T row_norm = kGram ? row_norms[r] : T(0);
     double* values = p.neighbour_value + item * W;
     int64_t* indices = p.neighbour_index + item * W;
     double worst_value = values[W - 1];
     int64_t worst_index = indices[W - 1];
-    double row_max = -std::numeric_limits<double>::infinity();
+    float* raw = p.raw_out && item < p.num_query ? p.raw_out + item * p.raw_out_row_stride : nullptr;
+    T row_max = -kInf;
     bool finite = true;
-    for (int64_t c = 0; c < p.cols; ++c) {
-      const int64_t j = columns ? columns[c] : p.col_begin + c;
-      if (j < 0) continue;  // graph padding: its distance is not read at all
-      const double v = static_cast<double>(row[c]);
-      finite &= std::isfinite(v);
-      if (v > row_max) row_max = v;
-      // The cheap test first (NaN fails it too); the full (value, index) order only near the top.
-      if (v <= worst_value && j != item && krr::ranks_before(v, j, worst_value, worst_index)) {
-        krr::offer(values, indices, W, v, j);
-        worst_value = values[W - 1];
-        worst_index = indices[W - 1];
+    T chunk[kChunk];
+    for (int64_t c0 = 0; c0 < p.cols; c0 += kChunk) {
+      const int64_t n = std::min(kChunk, p.cols - c0);
+      T lo[kLanes], hi[kLanes], probe[kLanes];  // probe: x * 0 turns inf and NaN into NaN
+      for (int l = 0; l < kLanes; ++l) lo[l] = kInf, hi[l] = -kInf, probe[l] = T(0);
+      int64_t c = 0;
+      for (; c + kLanes <= n; c += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const T x = block_value<T, kGram>(row[c0 + c + l], row_norm, kGram ? col_norms[c0 + c + l] : T(0));
+          chunk[c + l] = x;
+          lo[l] = x < lo[l] ? x : lo[l];
+          hi[l] = x > hi[l] ? x : hi[l];
+          probe[l] += x * T(0);
+        }
+      for (; c < n; ++c) {
+        const T x = block_value<T, kGram>(row[c0 + c], row_norm, kGram ? col_norms[c0 + c] : T(0));
+        chunk[c] = x;
+        lo[0] = x < lo[0] ? x : lo[0];
+        hi[0] = x > hi[0] ? x : hi[0];
+        probe[0] += x * T(0);
+      }
+      for (int l = 1; l < kLanes; ++l) {
+        lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
+        hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
+        probe[0] += probe[l];
+      }
+      finite &= probe[0] == T(0);
+      row_max = hi[0] > row_max ? hi[0] : row_max;
+      if (raw) {  // the (query, gallery) part of the chunk, kept raw for the final step
+        const int64_t first = std::max<int64_t>(p.num_query - (p.col_begin + c0), 0);
+        for (int64_t k = first; k < n; ++k) raw[p.col_begin + c0 + k - p.num_query] = static_cast<float>(chunk[k]);
+      }
+      if (static_cast<double>(lo[0]) > worst_value) continue;
+      for (int64_t k = 0; k < n; ++k) {
+        const double v = static_cast<double>(chunk[k]);
+        const int64_t j = p.col_begin + c0 + k;
+        if (v <= worst_value && j != item && krr::ranks_before(v, j, worst_value, worst_index)) {
+          krr::offer(values, indices, W, v, j);
+          worst_value = values[W - 1];
+          worst_index = indices[W - 1];
+        }
       }
     }
     if (!finite) non_finite = true;
-    if (p.row_max && row_max > p.row_max[item]) p.row_max[item] = row_max;
-    if (p.raw_out && item < p.num_query && !columns) {
-      // Columns >= num_query of this row are (query, gallery) distances: keep them raw.
-      const int64_t first = std::max<int64_t>(p.num_query - p.col_begin, 0);
-      float* out = p.raw_out + item * p.raw_out_row_stride + (p.col_begin + first - p.num_query);
-      for (int64_t c = first; c < p.cols; ++c) out[c - first] = static_cast<float>(row[c]);
-    }
+    if (p.row_max && row_max > p.row_max[item]) p.row_max[item] = static_cast<double>(row_max);
   });
 }
 
-// Column direction (symmetric blocks): each thread owns a chunk of columns and walks down the
-// block row by row, so reads stay contiguous; per-column thresholds live in small local arrays.
+// Row direction for a kNN graph: K listed neighbours per row (few), padding skipped unread.
 template <class T>
-void select_columns(const KReciprocalSelectParams& p) {
-  constexpr int64_t kChunk = 16;
+void select_rows_graph(const KReciprocalSelectParams& p, std::atomic<bool>& non_finite) {
   const int64_t W = p.num_neighbours;
+  parallel_for(p.rows, 64, [&](int64_t r) {
+    const int64_t item = p.row_begin + r;
+    const T* row = static_cast<const T*>(p.block) + r * p.block_row_stride;
+    const int64_t* columns = p.block_columns + r * p.block_row_stride;
+    double* values = p.neighbour_value + item * W;
+    int64_t* indices = p.neighbour_index + item * W;
+    bool finite = true;
+    for (int64_t c = 0; c < p.cols; ++c) {
+      const int64_t j = columns[c];
+      if (j < 0) continue;
+      const double v = static_cast<double>(row[c]);
+      finite &= std::isfinite(v);
+      if (v <= values[W - 1] && j != item && krr::ranks_before(v, j, values[W - 1], indices[W - 1]))
+        krr::offer(values, indices, W, v, j);
+    }
+    if (!finite) non_finite = true;
+  });
+}
+
+// Column direction (symmetric blocks): each thread owns kChunk columns and walks down the block
+// row by row (contiguous reads); the per-column thresholds sit in local arrays. Thresholds are
+// compared in T: every kept value came from a block of this dtype, so T(worst) is exact.
+// Non-finite values were already reported by the row pass over the same block.
+template <class T, bool kGram>
+void select_columns(const KReciprocalSelectParams& p) {
+  const int64_t W = p.num_neighbours;
+  const T* row_norms = static_cast<const T*>(p.row_norms);
+  const T* col_norms = static_cast<const T*>(p.col_norms);
+  constexpr T kInf = std::numeric_limits<T>::infinity();
   const int64_t chunks = (p.cols + kChunk - 1) / kChunk;
   parallel_for(chunks, 1, [&](int64_t chunk) {
     const int64_t c0 = chunk * kChunk;
     const int64_t width = std::min(kChunk, p.cols - c0);
-    double worst_value[kChunk], col_max[kChunk];
-    int64_t worst_index[kChunk];
+    T threshold[kChunk], column_max[kChunk], column_norm[kChunk], x[kChunk];
     for (int64_t l = 0; l < width; ++l) {
       const int64_t item = p.col_begin + c0 + l;
-      worst_value[l] = p.neighbour_value[item * W + W - 1];
-      worst_index[l] = p.neighbour_index[item * W + W - 1];
-      col_max[l] = -std::numeric_limits<double>::infinity();
+      threshold[l] = static_cast<T>(p.neighbour_value[item * W + W - 1]);
+      column_max[l] = -kInf;
+      column_norm[l] = kGram ? col_norms[c0 + l] : T(0);
     }
     for (int64_t r = 0; r < p.rows; ++r) {
       const T* row = static_cast<const T*>(p.block) + r * p.block_row_stride + c0;
+      const T row_norm = kGram ? row_norms[r] : T(0);
+      int any = 0;
+      for (int64_t l = 0; l < width; ++l) {
+        const T v = block_value<T, kGram>(row[l], row_norm, column_norm[l]);
+        x[l] = v;
+        column_max[l] = v > column_max[l] ? v : column_max[l];
+        any |= v <= threshold[l];
+      }
+      if (!any) continue;
       const int64_t j = p.row_begin + r;
       for (int64_t l = 0; l < width; ++l) {
-        const double v = static_cast<double>(row[l]);
-        if (v > col_max[l]) col_max[l] = v;
-        if (v <= worst_value[l] && krr::ranks_before(v, j, worst_value[l], worst_index[l])) {
-          const int64_t item = p.col_begin + c0 + l;
-          if (item == j) continue;
-          double* values = p.neighbour_value + item * W;
-          int64_t* indices = p.neighbour_index + item * W;
-          krr::offer(values, indices, W, v, j);
-          worst_value[l] = values[W - 1];
-          worst_index[l] = indices[W - 1];
-        }
+        if (!(x[l] <= threshold[l])) continue;
+        const int64_t item = p.col_begin + c0 + l;
+        double* values = p.neighbour_value + item * W;
+        int64_t* indices = p.neighbour_index + item * W;
+        const double v = static_cast<double>(x[l]);
+        if (item == j || !krr::ranks_before(v, j, values[W - 1], indices[W - 1])) continue;
+        krr::offer(values, indices, W, v, j);
+        threshold[l] = static_cast<T>(values[W - 1]);
       }
     }
     if (p.row_max)
       for (int64_t l = 0; l < width; ++l) {
         const int64_t item = p.col_begin + c0 + l;
-        if (col_max[l] > p.row_max[item]) p.row_max[item] = col_max[l];
+        const double m = static_cast<double>(column_max[l]);
+        if (m > p.row_max[item]) p.row_max[item] = m;
       }
   });
 }
@@ -144,8 +224,15 @@ void k_reciprocal_select_cpu(const KReciprocalSelectParams& p) {
   std::atomic<bool> non_finite{false};
   krr::dispatch_float_or_double(p.block_dtype, "block", [&](auto tag) {
     using T = decltype(tag);
-    select_rows<T>(p, non_finite);
-    if (p.symmetric) select_columns<T>(p);
+    if (p.block_columns) {
+      select_rows_graph<T>(p, non_finite);
+    } else if (p.row_norms) {
+      select_rows<T, true>(p, non_finite);
+      if (p.symmetric) select_columns<T, true>(p);
+    } else {
+      select_rows<T, false>(p, non_finite);
+      if (p.symmetric) select_columns<T, false>(p);
+    }
   });
   CION_CHECK(!non_finite, "non-finite distance (NaN or inf) in the distance block");
 }

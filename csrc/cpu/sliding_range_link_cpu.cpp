@@ -21,6 +21,7 @@ namespace cion {
 namespace {
 
 constexpr int64_t kColChunk = 256;
+constexpr int64_t kSymmetricRows = 2048;  // ranges up to this size get their thresholds in one task
 
 template <class T>
 struct Linker {
@@ -70,12 +71,44 @@ struct Linker {
     return true;
   }
 
-  // kth[e(r, i)] for the item's rows.
-  void thresholds(int64_t item, std::vector<T>& block, std::vector<TopK<T>>& top) const {
+  void store_threshold(int64_t r, int64_t i, TopK<T>& top) const {
+    kth[entry(r, i)] = top.size() >= p.mutual_k ? top.kth_largest() : -std::numeric_limits<T>::infinity();
+  }
+
+  // kth[e(r, i)] for every row of range r, one task: each unordered pair is computed once (upper
+  // triangle, in strips of kRowsPerItem rows) and offered to both rows. For ranges of at most
+  // kSymmetricRows rows (per-task memory: one top-k buffer per row).
+  void range_thresholds(int64_t r, std::vector<T>& block, std::vector<TopK<T>>& top) const {
+    const int64_t b = range_begin(r), e = range_end(r);
+    if (static_cast<int64_t>(top.size()) < e - b) top.resize(e - b);
+    for (int64_t i = b; i < e; ++i) top[i - b].reset(p.mutual_k);
+    for (int64_t i0 = b; i0 < e; i0 += kRowsPerItem) {
+      const int64_t i1 = std::min(i0 + kRowsPerItem, e);
+      for (int64_t j0 = i0; j0 < e; j0 += kColChunk) {
+        const int64_t j1 = std::min(j0 + kColChunk, e);
+        similarities(i0, i1, j0, j1, block.data());
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t video = p.video_rank[i];
+          for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
+            if (p.video_rank[j] == video) continue;
+            const T sim = block[(i - i0) * (j1 - j0) + (j - j0)];
+            top[i - b].push(sim);
+            top[j - b].push(sim);
+          }
+        }
+      }
+    }
+    for (int64_t i = b; i < e; ++i) store_threshold(r, i, top[i - b]);
+  }
+
+  // kth[e(r, i)] for one item's rows (ranges too large for range_thresholds): the full strip of the
+  // rows against the range.
+  void item_thresholds(int64_t item, std::vector<T>& block, std::vector<TopK<T>>& top) const {
     int64_t r, i0;
     locate(item, &r, &i0);
     const int64_t b = range_begin(r), e = range_end(r);
     const int64_t i1 = std::min(i0 + kRowsPerItem, e);
+    if (static_cast<int64_t>(top.size()) < kRowsPerItem) top.resize(kRowsPerItem);
     for (int64_t i = i0; i < i1; ++i) top[i - i0].reset(p.mutual_k);
     for (int64_t j0 = b; j0 < e; j0 += kColChunk) {
       const int64_t j1 = std::min(j0 + kColChunk, e);
@@ -86,10 +119,7 @@ struct Linker {
           if (p.video_rank[j] != video) top[i - i0].push(block[(i - i0) * (j1 - j0) + (j - j0)]);
       }
     }
-    for (int64_t i = i0; i < i1; ++i) {
-      TopK<T>& t = top[i - i0];
-      kth[entry(r, i)] = t.size() >= p.mutual_k ? t.kth_largest() : -std::numeric_limits<T>::infinity();
-    }
+    for (int64_t i = i0; i < i1; ++i) store_threshold(r, i, top[i - i0]);
   }
 
   // Appends the links the item's rows emit to `out`, in (i, j) order (`rows` is per-row scratch).
@@ -132,11 +162,21 @@ void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
   {
     std::vector<T> block(kRowsPerItem * kColChunk);
     if (p.mutual_k > 0) {
-      std::vector<TopK<T>> top(kRowsPerItem);
+      std::vector<TopK<T>> top;
+      // Small ranges one task each (each pair computed once); large ones split into items.
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+      for (int64_t r = 0; r < p.num_ranges; ++r)
+        if (linker.range_end(r) - linker.range_begin(r) <= kSymmetricRows) linker.range_thresholds(r, block, top);
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
-      for (int64_t item = 0; item < p.num_items; ++item) linker.thresholds(item, block, top);
+      for (int64_t item = 0; item < p.num_items; ++item) {
+        int64_t r, row;
+        linker.locate(item, &r, &row);
+        if (linker.range_end(r) - linker.range_begin(r) > kSymmetricRows) linker.item_thresholds(item, block, top);
+      }
     }  // the loop's implicit barrier: every threshold is written before any is read below
     std::vector<int64_t> rows[kRowsPerItem];
 #if defined(CION_FAST_WITH_OPENMP)

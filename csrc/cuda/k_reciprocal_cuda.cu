@@ -45,6 +45,15 @@ __device__ __forceinline__ T warp_sum(T v) {
 
 // ---- stage 1: select ---------------------------------------------------------------------------
 
+// The distance at (r, c): the block value, or max(|a|^2 + |b|^2 - 2 a.b, 0) for a Gram block
+// (the same expression as the CPU; a NaN stays NaN).
+template <class T>
+__device__ __forceinline__ double block_value(const KReciprocalSelectParams& p, T value, int64_t r, int64_t c) {
+  if (!p.row_norms) return static_cast<double>(value);
+  const T d = static_cast<const T*>(p.row_norms)[r] + static_cast<const T*>(p.col_norms)[c] - T(2) * value;
+  return static_cast<double>(d < T(0) ? T(0) : d);
+}
+
 template <class T>
 __global__ void __launch_bounds__(kThreads) select_rows_kernel(KReciprocalSelectParams p) {
   const int64_t r = global_thread() / kWarp;  // warp-uniform, so whole warps return together
@@ -69,7 +78,7 @@ __global__ void __launch_bounds__(kThreads) select_rows_kernel(KReciprocalSelect
     if (c < p.cols) {
       j = columns ? columns[c] : p.col_begin + c;
       if (j >= 0) {
-        v = static_cast<double>(row[c]);
+        v = block_value<T>(p, row[c], r, c);
         finite &= isfinite(v);
         row_max = fmax(row_max, v);
         if (keep_raw && j >= p.num_query) p.raw_out[item * p.raw_out_row_stride + (j - p.num_query)] = static_cast<float>(v);
@@ -112,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) select_columns_kernel(KReciprocalSel
   double column_max = -INFINITY;
   const T* column = static_cast<const T*>(p.block) + c;
   for (int64_t r = 0; r < p.rows; ++r) {
-    const double v = static_cast<double>(column[r * p.block_row_stride]);
+    const double v = block_value<T>(p, column[r * p.block_row_stride], r, c);
     const int64_t j = p.row_begin + r;
     column_max = fmax(column_max, v);
     if (v <= worst_value && j != item && krr::ranks_before(v, j, worst_value, worst_index)) {

@@ -34,6 +34,10 @@ namespace cion {
 // `block_columns` is set, to item block_columns[r * block_row_stride + c] (a kNN graph; entries < 0
 // are padding and skipped). An item never enters its own list (it is always first).
 //
+// Gram blocks (row_norms and col_norms set): block[r, c] is the dot product a.b of two feature
+// rows and the distance is max(|a|^2 + |b|^2 - 2 a.b, 0), computed here while the block is read
+// anyway, so the caller's library runs the bare GEMM and no elementwise pass over the tile.
+//
 // symmetric: the block also holds the distances the column items see to the row items
 // (D[a, b] == D[b, a], disjoint row and column ranges): they are folded in too, so each pair of
 // tiles is computed once.
@@ -41,6 +45,8 @@ struct KReciprocalSelectParams {
   const void* block = nullptr;
   DType block_dtype = DType::kFloat32;
   const int64_t* block_columns = nullptr;  // optional, [rows, block_row_stride]
+  const void* row_norms = nullptr;         // optional, [rows], block dtype: squared row norms
+  const void* col_norms = nullptr;         // optional, [cols], block dtype: squared column norms
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t block_row_stride = 0;

@@ -56,7 +56,8 @@ Csr csr(const py::object& indptr, const py::object& indices, const py::object& v
   return m;
 }
 
-void select_binding(const py::object& block, const py::object& block_columns, int64_t row_begin, int64_t col_begin,
+void select_binding(const py::object& block, const py::object& block_columns, const py::object& row_norms,
+                    const py::object& col_norms, int64_t row_begin, int64_t col_begin,
                     bool symmetric, const py::object& row_max, const py::object& neighbour_value,
                     const py::object& neighbour_index, const py::object& raw_out, int64_t num_query,
                     const py::object& status, uintptr_t stream) {
@@ -70,7 +71,12 @@ void select_binding(const py::object& block, const py::object& block_columns, in
   CION_CHECK(indices.shape[1] == values.shape[1], "neighbour_index and neighbour_value must have the same shape");
   const int64_t rows = b.shape[0], cols = b.shape[1];
   CION_CHECK(row_begin >= 0 && row_begin + rows <= N, "block rows out of range");
-  TensorView columns, maxima, raw, flag;
+  TensorView columns, rnorms, cnorms, maxima, raw, flag;
+  if (given(row_norms) || given(col_norms)) {
+    rnorms = array(row_norms, "row_norms", 1, b.dtype, rows);
+    cnorms = array(col_norms, "col_norms", 1, b.dtype, cols);
+    CION_CHECK(!given(block_columns), "a kNN graph block holds distances, not dot products");
+  }
   if (given(block_columns)) {
     columns = array(block_columns, "block_columns", 2, DType::kInt64, rows);
     CION_CHECK(columns.shape[1] == cols && b.is_contiguous(), "block_columns must match a contiguous block");
@@ -89,12 +95,14 @@ void select_binding(const py::object& block, const py::object& block_columns, in
     CION_CHECK(raw.shape[0] == num_query && num_query + raw.shape[1] == N, "raw_out must be [Q, N - Q]");
   }
   if (given(status)) flag = array(status, "status", 1, DType::kInt32, 1, true);
-  same_device(b, {&values, &indices, &columns, &maxima, &raw, &flag});
+  same_device(b, {&values, &indices, &columns, &rnorms, &cnorms, &maxima, &raw, &flag});
 
   KReciprocalSelectParams p;
   p.block = b.data;
   p.block_dtype = b.dtype;
   p.block_columns = columns.ptr<const int64_t>();
+  p.row_norms = rnorms.data;
+  p.col_norms = cnorms.data;
   p.rows = rows;
   p.cols = cols;
   p.block_row_stride = b.strides[0];
@@ -393,7 +401,8 @@ void pairs_binding(const py::object& candidates, const py::object& distance, con
 
 void bind_k_reciprocal(py::module_& m) {
   const char* internal = "Internal stage of k-reciprocal re-ranking; use cion_fast.ops.k_reciprocal_rerank.";
-  m.def("k_reciprocal_select", &select_binding, py::arg("block"), py::arg("block_columns"), py::arg("row_begin"),
+  m.def("k_reciprocal_select", &select_binding, py::arg("block"), py::arg("block_columns"), py::arg("row_norms"),
+        py::arg("col_norms"), py::arg("row_begin"),
         py::arg("col_begin"), py::arg("symmetric"), py::arg("row_max"), py::arg("neighbour_value"),
         py::arg("neighbour_index"), py::arg("raw_out"), py::arg("num_query"), py::arg("status"),
         py::arg("stream"), internal);
