@@ -62,23 +62,23 @@ class DemoConfig:
 
     @classmethod
     def default(cls) -> "DemoConfig":
-        return cls(
-            world={},
-            pretrain=dict(_SMALL_TRAINING, steps=120, batch_size=32),
-        )
+        return cls(world={}, pretrain=dict(_SMALL_TRAINING, steps=100, batch_size=32))
 
     @classmethod
     def quick(cls) -> "DemoConfig":
         return cls(
-            world=dict(identities=80, train_identities=20, eval_identities=40, cameras=4, videos=8),
-            pretrain=dict(_SMALL_TRAINING, steps=30, batch_size=24),
+            world=dict(identities=60, train_identities=10, eval_identities=30, cameras=4, videos=6),
+            pretrain=dict(
+                _SMALL_TRAINING, steps=16, batch_size=16, checkpoint_every=8,
+                multicrop={"global_size": (64, 32), "local_size": (32, 16), "n_local": 2},
+            ),
         )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-# A backbone and views a 2-core CPU trains in minutes: 128 x 64 global views, 4 local views.
+# A backbone and views a 2-core CPU trains in minutes: 128 x 64 global views, 2 local views.
 _SMALL_TRAINING = dict(
     method="cion",
     arch="resnet18",
@@ -89,7 +89,7 @@ _SMALL_TRAINING = dict(
     head_bottleneck_dim=128,
     base_lr=2e-3,
     checkpoint_every=20,
-    multicrop={"global_size": (128, 64), "local_size": (64, 32), "n_local": 4},
+    multicrop={"global_size": (128, 64), "local_size": (64, 32), "n_local": 2},
 )
 
 

@@ -1,0 +1,67 @@
+"""`cion-fast demo --quick` end to end on a tiny world: the report's schema, real numbers, resumption,
+and `cion-fast evaluate` on what it produced."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cion_fast import cli
+from cion_fast.demo import QUALITY_COLUMNS, DemoConfig, run_demo
+
+pytest.importorskip("timm")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    config = DemoConfig.quick()
+    config.world = dict(identities=30, train_identities=5, eval_identities=20, cameras=3, videos=4)
+    config.pretrain["steps"] = 12
+    messages = []
+    report = run_demo(out, config, progress=False, log=messages.append)
+    return out, report, messages
+
+
+def test_report_schema_and_numbers(demo_run):
+    out, report, _ = demo_run
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert set(report) >= {"denoise", "methods", "config", "timings"}
+    assert set(report["denoise"]) == {"tracker", "level1", "level2", "level3"}
+    for row in report["denoise"].values():
+        assert set(QUALITY_COLUMNS) <= set(row)
+        assert 0 < row["bcubed_f"] <= 1
+    assert set(report["methods"]) == {"stripe", "random", "cion"}
+    for values in report["methods"].values():
+        for key in ("mAP", "mINP", "rank1", "rank5", "mAP_rerank", "rank1_rerank"):
+            assert 0 <= values[key] <= 1, (key, values[key])
+        assert 0 < values["mAP"] <= 1
+    # Training moved the backbone away from its random initialisation (the same seed builds both).
+    # Whether CION beats random init within a CI-sized budget is not asserted: at 12 steps it does
+    # not reliably (see the issue notes); `cion-fast demo` (default budget) reports both.
+    assert report["methods"]["cion"] != report["methods"]["random"]
+    assert set(report["timings"]) >= {"world", "features", "denoise", "pretrain", "evaluate"}
+    for name in ("report.md", "report.html", "figures/cmc.png", "figures/denoise_quality.png",
+                 "figures/retrieval_grid.png", "figures/pretrain_loss.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_rerun_skips_finished_stages(demo_run):
+    out, report, _ = demo_run
+    messages = []
+    again = run_demo(out, DemoConfig.quick(), progress=False, log=messages.append)
+    skipped = [m for m in messages if "skipped" in m]
+    assert len(skipped) == 5
+    assert again["methods"] == report["methods"]
+
+
+def test_evaluate_command_on_the_exported_teacher(demo_run, capsys):
+    out, report, _ = demo_run
+    exported = out / "teacher.safetensors"
+    assert cli.main(["export", "--checkpoint", str(out / "pretrain"), "--out", str(exported)]) == 0
+    assert cli.main(["evaluate", "--checkpoint", str(exported), "--data", str(out / "world" / "market")]) == 0
+    printed = capsys.readouterr().out
+    line = [row for row in printed.splitlines() if row.startswith("plain")][0]
+    assert abs(float(line.split()[1]) - 100 * report["methods"]["cion"]["mAP"]) < 1e-6 + 0.01
