@@ -11,15 +11,16 @@ import sys
 from typing import Callable
 
 # Each entry: name -> (help, function adding the subcommand's arguments, function running it).
-_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {}
 
 
 def command(name: str, help: str):
-    """Registers ``run(args) -> exit code`` as subcommand ``name``; the decorated function's
-    ``add_arguments`` attribute, if any, adds its arguments."""
+    """Registers ``run(args) -> exit code`` as subcommand ``name``. The function's
+    ``add_arguments(parser)`` attribute, if any, adds its arguments; it is read when the parser is
+    built, so it may be set before or after decorating."""
 
     def register(run: Callable[[argparse.Namespace], int]):
-        _COMMANDS[name] = (help, getattr(run, "add_arguments", lambda parser: None), run)
+        _COMMANDS[name] = (help, run)
         return run
 
     return register
@@ -140,6 +141,137 @@ def _synth(args: argparse.Namespace) -> int:
 
 _synth.add_arguments = _synth_arguments
 command("synth", "generate the synthetic pedestrian world: noisy tracklets + a Market-1501-style labelled split")(_synth)
+
+
+def _extract_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="tracklet directory (cion-fast synth writes DIR/tracklets)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="stripe (training-free colour/texture descriptor), timm:NAME (a timm backbone, random "
+        "weights: nothing is downloaded), checkpoint:PATH (an exported backbone .safetensors or a "
+        "pre-training checkpoint, see cion-fast export) or oracle (ground truth + camera shift + "
+        "noise: only to measure denoising on synthetic data)",
+    )
+    parser.add_argument("--out", required=True, help="output .npz (features, offsets and the index)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default=None, help="torch device for network models (default: cuda if available)")
+    parser.add_argument("--flip", action="store_true", help="network models: average with the flipped crop")
+    parser.add_argument("--float16", action="store_true", help="store the features as float16 (half the size)")
+
+
+def _extract(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from cion_fast.data import Tracklets
+    from cion_fast.features import oracle_features, stripe_histogram
+    from cion_fast.features.io import save_features
+
+    tracklets = Tracklets.load(args.data)
+    start = time.perf_counter()
+    kind, _, spec = args.model.partition(":")
+    if args.model == "stripe":
+        chunk = 4096
+        parts = []
+        for first in tqdm(range(0, tracklets.num_frames, chunk), desc="stripe", unit="chunk"):
+            parts.append(stripe_histogram(tracklets.images(np.arange(first, min(first + chunk, tracklets.num_frames)))))
+        features = np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+    elif args.model == "oracle":
+        if not (tracklets.identity >= 0).any():
+            print("error: --model oracle needs ground-truth identities (a synthetic world)", file=sys.stderr)
+            return 2
+        features = oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))
+    elif kind in ("timm", "checkpoint") and spec:
+        from cion_fast.evaluate import extract_features
+        from cion_fast.models import build_backbone, load_pretrained
+
+        model = build_backbone(spec) if kind == "timm" else load_pretrained(spec)
+        features = extract_features(model, tracklets, args.batch_size, args.device, flip=args.flip, progress=True)
+    else:
+        print(f"error: --model must be stripe, oracle, timm:NAME or checkpoint:PATH, got {args.model!r}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    if args.float16:
+        features = features.astype(np.float16)
+    path = save_features(args.out, features, tracklets, args.model)
+    print(f"{tracklets.num_frames} frames -> {tuple(features.shape)} {features.dtype} in {seconds:.1f} s "
+          f"({tracklets.num_frames / max(seconds, 1e-9):.0f} frames/s); wrote {path}")
+    return 0
+
+
+_extract.add_arguments = _extract_arguments
+command("extract", "frame features of a tracklet directory (stripe descriptor or a timm backbone)")(_extract)
+
+
+def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+
+    from cion_fast.denoise import DenoiseConfig
+
+    parser.add_argument("--tracklets", required=True, help="tracklet directory (index and ground truth)")
+    parser.add_argument("--features", required=True, help="features .npz from cion-fast extract")
+    parser.add_argument("--out", required=True, help="output directory: labels.npy, levels.npz, report.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("thresholds (cion_fast.denoise.DenoiseConfig; defaults in brackets)")
+    for field in fields(DenoiseConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help="[%(default)s]")
+        else:
+            kind = float if field.type == "float" else int
+            convert = (lambda text, kind=kind: None if text.lower() == "none" else kind(text)) if "None" in field.type else kind
+            group.add_argument(flag, type=convert, default=field.default, help="[%(default)s]" + (" (none = off)" if "None" in field.type else ""))
+
+
+def _denoise(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import fields
+
+    import numpy as np
+
+    from cion_fast.data import Tracklets
+    from cion_fast.denoise import DenoiseConfig, denoise, format_quality_table
+    from cion_fast.denoise.io import write_denoise_output
+    from cion_fast.features.io import load_features
+
+    config = DenoiseConfig(**{field.name: getattr(args, field.name) for field in fields(DenoiseConfig)})
+    tracklets = Tracklets.load(args.tracklets)
+    stored = load_features(args.features)
+    if not (np.array_equal(stored.offsets, tracklets.offsets) and np.array_equal(stored.frame_index, tracklets.frame_index)):
+        print(f"error: {args.features} was not extracted from {args.tracklets} (offsets / frame indices differ)", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    result = denoise(stored.features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    rows = None
+    if (tracklets.identity >= 0).any():
+        rows = result.quality(tracklets.identity, np.repeat(tracklets.video, tracklets.lengths))
+        print(format_quality_table(rows))
+    for summary in result.summary:
+        print("  ".join(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}" for key, value in summary.items()))
+    inputs = {
+        "tracklet_directory": str(args.tracklets),
+        "features_file": str(args.features),
+        "model": stored.model,
+        "frames": int(tracklets.num_frames),
+        "tracklets": int(tracklets.num_tracklets),
+    }
+    try:
+        out = write_denoise_output(args.out, result, rows, {"inputs": inputs, "seconds": seconds}, overwrite=args.overwrite)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    final = result.summary[-1]
+    print(f"{final['images']} frames in {final['identities']} identities; wrote {out}")
+    return 0
+
+
+_denoise.add_arguments = _denoise_arguments
+command("denoise", "CION's three denoising levels: tracklets + features -> pseudo-identity labels")(_denoise)
 
 
 def _csv(kind):
@@ -318,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fast ReID pre-training and retrieval: CION denoising, self-distillation, evaluation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, add_arguments, run) in _COMMANDS.items():
+    for name, (help_text, run) in _COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(sub_parser)
+        getattr(run, "add_arguments", lambda parser: None)(sub_parser)
         sub_parser.set_defaults(run=run)
     return parser
 

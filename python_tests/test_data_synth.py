@@ -58,6 +58,15 @@ def test_config_validation(kwargs, field):
         WorldConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, field", [(dict(identities=60.0), "identities"), (dict(seed="1"), "seed"),
+                                           (dict(videos=True), "videos")])
+def test_config_types(kwargs, field):
+    with pytest.raises(TypeError, match=field):
+        WorldConfig(**kwargs)
+    with pytest.raises(ValueError, match="seed"):
+        WorldConfig(seed=-1)
+
+
 def test_config_presets():
     default, quick = WorldConfig(), WorldConfig.quick(seed=3)
     assert (default.identities, default.cameras, default.videos, default.image_size) == (600, 8, 48, (128, 64))

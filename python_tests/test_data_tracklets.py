@@ -131,7 +131,8 @@ def test_select_all_and_none_and_paths():
     assert_same(t.select(np.ones(t.num_frames, bool)), t)
     none = t.select(np.zeros(t.num_frames, bool))
     assert (none.num_tracklets, none.num_frames) == (0, 0) and none.offsets.tolist() == [0]
-    paths = Tracklets([f"/x/{i}.png" for i in range(4)], [0, 2, 4], [0, 1], [0, 0], [0, 1, 0, 1])
+    paths = Tracklets(np.array([f"/x/{i}.png" for i in range(4)]), [0, 2, 4], [0, 1], [0, 0], [0, 1, 0, 1])
+    assert paths.frames == [f"/x/{i}.png" for i in range(4)] and not paths.has_pixels
     s = paths.select(np.array([False, True, False, False]))
     assert s.frames == ["/x/1.png"] and s.offsets.tolist() == [0, 1] and s.video.tolist() == [0]
 
@@ -314,3 +315,15 @@ def test_index_is_a_zip_with_named_fields(saved):
         names = set(z.namelist())
     for field in ("tracklet", "video", "camera", "frame", "slot", "identity", "offsets"):
         assert f"{field}.npy" in names
+
+
+def test_damaged_features(tmp_path):
+    t = random_tracklets(np.random.default_rng(11), features=True)
+    d = t.save(tmp_path / "t")
+    np.save(d / "features.npy", np.asarray(t.features)[:-1])
+    with pytest.raises(ValueError, match="features"):
+        Tracklets.load(d)
+    data = (d / "features.npy").read_bytes()
+    (d / "features.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="features.npy"):
+        Tracklets.load(d)

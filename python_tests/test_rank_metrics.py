@@ -78,7 +78,8 @@ def assert_matches_oracle(result, expected, tol=1e-9):
 
 @pytest.mark.parametrize(
     "num_query,num_gallery,num_pids,max_rank",
-    [(1, 7, 2, 50), (13, 5, 3, 50), (37, 211, 19, 20), (64, 1000, 40, 50), (5, 3, 1, 1)],
+    # The last two have hundreds of matches per query: the histogram path, not per-match counting.
+    [(1, 7, 2, 50), (13, 5, 3, 50), (37, 211, 19, 20), (64, 1000, 40, 50), (5, 3, 1, 1), (23, 2000, 4, 50), (3, 700, 1, 10)],
 )
 @pytest.mark.parametrize("remove_same_camera", [True, False])
 def test_matches_oracle_float64(poisoned_outputs, num_query, num_gallery, num_pids, max_rank, remove_same_camera):
@@ -112,6 +113,10 @@ def test_stable_tie_rule():
     expected = oracle(distmat, q_pids, g_pids, q_camids, g_camids, 15)
     result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=15, return_per_query=True)
     assert_matches_oracle(result, expected)
+    # Many matches per query (the histogram path) with ties.
+    many = rng.integers(0, 5, size=(7, 600)).astype(np.float64)
+    ids = (rng.integers(0, 2, 7), rng.integers(0, 2, 600), rng.integers(0, 2, 7), rng.integers(0, 3, 600))
+    assert_matches_oracle(evaluate_rank(many, *ids, max_rank=15, return_per_query=True), oracle(many, *ids, 15))
     # A hand-made case: gallery [match, non-match] at equal distance -> match first (AP 1);
     # gallery [non-match, match] -> match second (AP 0.5).
     one = np.array([[1.0, 1.0]])

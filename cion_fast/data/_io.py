@@ -76,6 +76,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
+def read_images(paths: list, hint: str = "resize them first") -> np.ndarray:
+    """Reads image files into uint8 [k, H, W, 3]; they must all have one size (else ValueError
+    with ``hint``)."""
+    imgs = [read_image(p) for p in paths]
+    shapes = sorted({im.shape for im in imgs})
+    if len(shapes) > 1:
+        raise ValueError(f"images have different sizes {shapes[:4]}; {hint}")
+    return np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Writes uint8 [H, W, 3] as PNG (lossless, when the name ends in .png) or JPEG (quality 95).
 

@@ -8,11 +8,12 @@ bytes whatever batch it is in.
 
 The pipeline per batch (one camera per call):
 
-1. a *part label map* ``uint8 [B, H, W]`` is painted back to front with separable row/column masks
-   (background 0, skin, hair, shoes, trousers, bag, straps, logo, belt, occluder, sleeves, and 24
-   top labels = pattern bit x texture cell);
-2. colours come from a per-frame palette ``float32 [B, L, 3]`` (identity palette x camera colour x
-   frame light) by one gather, with a cylindrical body shading;
+1. a *part label map* ``uint8 [B, H, W]`` is painted back to front (background 0, skin, hair,
+   shoes, trousers, bag, straps, logo, belt, occluder, sleeves, and 24 top labels = stripe bit x
+   texture cell). On every image row a part covers one interval of columns, so its mask is one
+   gather from a table of column spans, computed only on the band of rows the part can reach;
+2. colours come from a per-frame palette (identity palette x camera colour x frame light, at
+   three cylindrical shading levels) by one gather per pixel;
 3. background pixels come from the camera's scene texture at the frame's offset, in the same gather
    (colours are packed RGBA uint32, one 4-byte gather per pixel);
 4. camera effects: optics blur (2 x 2 box passes on packed pixels, four channels per operation),
@@ -202,11 +203,11 @@ class CameraTable:
         """Readable parameters of camera ``c``."""
         return {
             "gain": round(float(self.color[c].mean()), 3),
-            "cast": (self.color[c] / self.color[c].mean()).round(3).tolist(),
+            "cast": [round(float(v), 3) for v in self.color[c] / self.color[c].mean()],
             "blur_passes": int(self.blur[c]),
             "lowres_factor": int(self.lowres[c]),
             "noise_std": round(float(self.noise[c]), 2),
-            "view_probs": self.view_probs[c].round(3).tolist(),
+            "view_probs": [round(float(v), 3) for v in self.view_probs[c]],
             "occlusion": round(float(self.occlusion[c]), 3),
         }
 
@@ -321,15 +322,6 @@ class FrameSpec:
         return FrameSpec(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @staticmethod
-    def empty() -> "FrameSpec":
-        f32 = np.float32
-        z = np.zeros(0)
-        return FrameSpec(ident=z.astype(np.int64), cam=z.astype(np.int64), view=z.astype(np.int8), flip=z.astype(f32),
-                         phase=z.astype(f32), dx=z.astype(f32), dy=z.astype(f32), scale=z.astype(f32),
-                         light=z.astype(f32), occ=np.zeros((0, 4), f32), occ_color=np.zeros((0, 3), f32),
-                         bg_y=z.astype(f32), bg_x=z.astype(f32), noise_k=z.astype(np.int64))
-
-    @staticmethod
     def concat(specs: list) -> "FrameSpec":
         return FrameSpec(**{f.name: np.concatenate([getattr(s, f.name) for s in specs]) for f in fields(FrameSpec)})
 
@@ -364,7 +356,7 @@ def render(spec: FrameSpec, ids: IdentityTable, cams: CameraTable, noise_bank: n
 
 class _CameraRenderer:
     """Renders batches of frames of one camera: labels and colours at the camera's resolution,
-    effects, bilinear upsampling to the crop size for low-resolution cameras."""
+    effects, and for low-resolution cameras the upsampling to the crop size."""
 
     def __init__(self, ids: IdentityTable, cams: CameraTable, cam: int, noise_bank: np.ndarray,
                  size: tuple[int, int], batch: int):
@@ -478,12 +470,30 @@ def _box_packed(p: np.ndarray, ceil: bool) -> np.ndarray:
     return z
 
 
+_SPAN_TABLES: dict = {}
+
+
+def _span_table(w: int) -> np.ndarray:
+    """bool [(w + 1)^2, w]: row ``lo * (w + 1) + hi`` is True on columns lo..hi-1."""
+    table = _SPAN_TABLES.get(w)
+    if table is None:
+        x = np.arange(w)
+        lo = np.arange(w + 1)[:, None, None]
+        hi = np.arange(w + 1)[None, :, None]
+        table = ((x >= lo) & (x < hi)).reshape((w + 1) * (w + 1), w)
+        _SPAN_TABLES[w] = table
+    return table
+
+
 def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarray, xs: np.ndarray):
     """The part label map uint8 [B, H, W], the body x-coordinate [B, 1, W] and torso half-width.
 
     Body coordinates: ``yn`` is 0 at the top of the head and 1 at the soles; ``xn`` is the offset
     from the body axis in body heights, mirrored by ``flip`` (positive = the way the person faces
-    in a side view). Each part is painted only inside the band of rows it can occupy.
+    in a side view). Every part is, on each row, one interval of columns: its mask is gathered
+    from a table of column spans (one row copy per image row), and it is painted only inside the
+    band of rows it can occupy. Each mask bounds its own rows, so the result does not depend on
+    the other frames of the batch.
     """
     f32 = np.float32
     b = len(s)
@@ -499,7 +509,6 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
     inv = (f32(1) / body_h)[:, None]
     yn_all = ((ys[None, :] - top[:, None]) * inv)[:, :, None]  # [B, H, 1]
     xn = ((xs[None, :] - cx[:, None]) * inv * s.flip[:, None])[:, None, :]  # [B, 1, W]
-    axn = np.abs(xn)
 
     def col(a):
         return a[:, None, None]
@@ -514,6 +523,10 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
     bag_side = col(ids.bag_side[ident])
 
     label = np.zeros((b, h, w), np.uint8)
+    table = _span_table(w)
+    w1 = np.intp(w + 1)
+    cx3, bh3, forward = col(cx), col(body_h), col(s.flip) > 0
+    lim_lo, lim_hi, zero, wmax = f32(-1.0), f32(w + 1.0), np.intp(0), np.intp(w)
     any_person = bool(person.any())
     if any_person:
         t_lo, t_hi = float(top[person].min()), float(top[person].max())
@@ -521,7 +534,7 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
 
     def band(y0: float, y1: float):
         """A row slice holding every pixel with yn in [y0, y1) of every frame of the batch (a
-        conservative bound: each mask below also bounds its own rows), and yn there."""
+        conservative bound), and yn there."""
         if not any_person:
             return None, None
         lo = int(np.floor(t_lo + y0 * h_lo)) - 1
@@ -530,6 +543,28 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         if lo >= hi:
             return None, None
         return slice(lo, hi), yn_all[:, lo:hi]
+
+    def span_px(lo, hi, ok, rows: int):
+        """bool [B, rows, W]: columns whose pixel centre lies in (lo, hi) (pixel coordinates,
+        arrays broadcastable to [B, rows, 1]) on the rows where ``ok``."""
+        lo = np.minimum(np.maximum(lo, lim_lo), lim_hi)
+        hi = np.minimum(np.maximum(hi, lim_lo), lim_hi)
+        first = (lo + f32(0.5)).astype(np.intp)
+        end = (hi + f32(0.5)).astype(np.intp)
+        np.maximum(first, zero, out=first)
+        np.minimum(first, wmax, out=first)
+        np.minimum(end, wmax, out=end)
+        np.maximum(end, first, out=end)
+        idx = np.where(ok, first * w1 + end, zero)
+        if idx.shape != (b, rows, 1):
+            idx = np.broadcast_to(idx, (b, rows, 1))
+        return table.take(idx[..., 0], axis=0)
+
+    def span(a, c, ok, rows: int):
+        """bool [B, rows, W]: pixels with body coordinate a < xn < c on the rows where ``ok``."""
+        lo = cx3 + bh3 * np.where(forward, a, -c)
+        hi = cx3 + bh3 * np.where(forward, c, -a)
+        return span_px(lo, hi, ok, rows)
 
     def paint(sl, value, mask):
         """label[:, sl] = where(mask, value, label) via wrap-around uint8 arithmetic (fast)."""
@@ -541,12 +576,15 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
     def any_of(flag) -> bool:
         return bool(np.any(flag & col(person)))
 
+    def rows_in(yn, y0, y1):
+        return (yn >= f32(y0)) & (yn < f32(y1))
+
     # backpack seen from the side: behind the torso
     if any_of(side & (bag == 1)):
         sl, yn = band(0.17, 0.42)
         if sl is not None:
-            paint(sl, BAG, ((yn >= 0.17) & (yn < 0.42) & side & (bag == 1))
-                  & ((xn > -tw - f32(0.075)) & (xn < -tw + f32(0.02))))
+            ok = rows_in(yn, 0.17, 0.42) & side & (bag == 1)
+            paint(sl, BAG, span(-tw - f32(0.075), -tw + f32(0.02), ok, yn.shape[1]))
 
     # legs: front/back views hang straight (the swinging foot lifts), side views swing
     leg_w = f32(0.043) * wscale
@@ -556,18 +594,13 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         for sign in (1.0, -1.0):
             swing = f32(sign) * sin_p
             bottom_y = np.where(side, f32(1.0), f32(1.0) - f32(0.03) * np.maximum(swing, f32(0)))
-            cloth = np.uint8(BOTTOM_DARK if sign > 0 else BOTTOM)
-            cloth = np.where(side, cloth, np.uint8(BOTTOM))
+            cloth = np.where(side, np.uint8(BOTTOM_DARK if sign > 0 else BOTTOM), np.uint8(BOTTOM))
             lab_row = np.where(yn >= bottom_y - f32(0.05), np.uint8(SHOE),
                                np.where(yn < cut, cloth, np.uint8(SKIN))).astype(np.uint8)
-            rows = (yn >= f32(0.48)) & (yn < bottom_y)
-            if any_of(side):
-                centre = np.where(side, f32(0), f32(sign * 0.05) * wscale) + np.where(
-                    side, swing * f32(0.32), f32(0)) * (yn - f32(0.5))
-                mask = (np.abs(xn - centre) < leg_w) & rows
-            else:
-                mask = (np.abs(xn - f32(sign * 0.05) * wscale) < leg_w) & rows
-            paint(sl, lab_row, mask)
+            centre = np.where(side, f32(0), f32(sign * 0.05) * wscale) + np.where(
+                side, swing * f32(0.32), f32(0)) * (yn - f32(0.5))
+            ok = (yn >= f32(0.48)) & (yn < bottom_y)
+            paint(sl, lab_row, span(centre - leg_w, centre + leg_w, ok, yn.shape[1]))
 
     # skirt (a trapezoid over the thighs) or the waist of trousers / shorts
     sl, yn = band(0.48, 0.73)
@@ -575,8 +608,8 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         skirt_hw = tw * (f32(1.0) + f32(1.6) * np.maximum(yn - f32(0.48), f32(0)))
         skirt = (bottom_type == 2) & (yn < f32(0.73))
         waist = (bottom_type != 2) & (yn < f32(0.56))
-        hw = np.where(skirt, skirt_hw, np.where(waist, tw * f32(0.98), f32(-1)))
-        paint(sl, BOTTOM, (axn < hw) & (yn >= f32(0.48)))
+        hw = np.where(skirt, skirt_hw, tw * f32(0.98))
+        paint(sl, BOTTOM, span(-hw, hw, (skirt | waist) & (yn >= f32(0.48)), yn.shape[1]))
 
     # torso: pattern (stripes, checks) x per-identity texture cells
     sl, yn = band(0.145, 0.5)
@@ -587,24 +620,24 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         v_on = (pattern == 2) | (pattern == 3)
         bit_h = (np.floor((yn - f32(0.15)) / period + sphase).astype(np.int16) & 1) * h_on
         bit_v = (np.floor(xn / (period * f32(0.8)) + f32(64)).astype(np.int16) & 1) * v_on
-        cell_r = np.clip(np.floor((yn - f32(0.15)) * f32(11.5)), 0, 3).astype(np.int16)
+        cell_r = np.minimum(np.maximum(np.floor((yn - f32(0.15)) * f32(11.5)), f32(0)), f32(3)).astype(np.int16)
         row_part = (TOP0 + 8 * bit_h + 2 * cell_r).astype(np.uint8)
         col_part = (8 * bit_v + (xn > 0)).astype(np.uint8)
-        taper = tw * (f32(1.05) - f32(0.25) * np.clip(yn - f32(0.15), f32(0), f32(0.36)))
-        taper = np.where((yn >= f32(0.145)) & (yn < f32(0.5)), taper, f32(-1))
-        paint(sl, row_part + col_part, axn < taper)
-    if any_of(col(ids.belt[ident])):
+        taper = tw * (f32(1.05) - f32(0.25) * np.minimum(np.maximum(yn - f32(0.15), f32(0)), f32(0.36)))
+        paint(sl, row_part + col_part, span(-taper, taper, rows_in(yn, 0.145, 0.5), yn.shape[1]))
+    belt = col(ids.belt[ident])
+    if any_of(belt):
         sl, yn = band(0.475, 0.5)
         if sl is not None:
-            paint(sl, BELT, ((yn >= f32(0.475)) & (yn < f32(0.5)) & col(ids.belt[ident])) & (axn < tw * f32(0.9)))
+            paint(sl, BELT, span(-tw * f32(0.9), tw * f32(0.9), rows_in(yn, 0.475, 0.5) & belt, yn.shape[1]))
 
     # logo: front only
     if any_of(front & (pattern == 4)):
         sl, yn = band(0.2, 0.35)
         if sl is not None:
-            logo_y = col(ids.logo_y[ident])
-            paint(sl, LOGO, ((yn >= logo_y) & (yn < logo_y + f32(0.075)) & front & (pattern == 4))
-                  & (axn < col(ids.logo_w[ident])))
+            logo_y, logo_w = col(ids.logo_y[ident]), col(ids.logo_w[ident])
+            ok = (yn >= logo_y) & (yn < logo_y + f32(0.075)) & front & (pattern == 4)
+            paint(sl, LOGO, span(-logo_w, logo_w, ok, yn.shape[1]))
 
     # arms: hang at the torso sides (front/back); one swinging arm over the torso (side)
     sl, yn = band(0.16, 0.47)
@@ -612,52 +645,59 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         arm_w = f32(0.03) * wscale
         sleeve_cut = np.where(col(ids.sleeve[ident]) == 1, f32(0.43), f32(0.25))
         arm_row = np.where(yn < sleeve_cut, np.uint8(ARM_TOP), np.uint8(SKIN)).astype(np.uint8)
-        rows = (yn >= f32(0.16)) & (yn < f32(0.47))
-        if any_of(side):
-            centre = np.where(side, f32(0), tw + arm_w) + np.where(side, -sin_p * f32(0.35), f32(0)) * (yn - f32(0.16))
-            paint(sl, arm_row, (np.abs(xn - centre) < arm_w) & rows)
-        else:
-            paint(sl, arm_row, (np.abs(xn - (tw + arm_w)) < arm_w) & rows)  # same arithmetic as above
+        ok = rows_in(yn, 0.16, 0.47)
+        centre = np.where(side, f32(0), tw + arm_w) + np.where(side, -sin_p * f32(0.35), f32(0)) * (yn - f32(0.16))
+        paint(sl, arm_row, span(centre - arm_w, centre + arm_w, ok, yn.shape[1]))
         if not bool(np.all(side)):
-            paint(sl, arm_row, (rows & ~side) & (np.abs(xn + tw + arm_w) < arm_w))
+            paint(sl, arm_row, span(-tw - arm_w - arm_w, -tw, ok & ~side, yn.shape[1]))
 
     # backpack from the back (over the torso), its straps from the front
     if any_of(bag == 1):
         sl, yn = band(0.15, 0.42)
         if sl is not None:
-            paint(sl, BAG, ((yn >= f32(0.17)) & (yn < f32(0.42)) & back & (bag == 1)) & (axn < tw * f32(0.85)))
-            paint(sl, STRAP, ((yn >= f32(0.15)) & (yn < f32(0.34)) & front & (bag == 1))
-                  & (np.abs(axn - tw * f32(0.55)) < f32(0.014)))
+            rows = yn.shape[1]
+            paint(sl, BAG, span(-tw * f32(0.85), tw * f32(0.85), rows_in(yn, 0.17, 0.42) & back & (bag == 1), rows))
+            ok = rows_in(yn, 0.15, 0.34) & front & (bag == 1)
+            strap = tw * f32(0.55)
+            for c in (strap, -strap):
+                paint(sl, STRAP, span(c - f32(0.014), c + f32(0.014), ok, rows))
     # shoulder bag: a strap across the torso, the bag at the hip
     if any_of(bag == 2):
         bs = bag_side * np.where(back, f32(-1), f32(1))
         sl, yn = band(0.16, 0.42)
         if sl is not None:
             strap_c = np.where(side, f32(0), bs * (-tw * f32(0.8) + (yn - f32(0.16)) * (tw * f32(6.9))))
-            paint(sl, STRAP, (np.abs(xn - strap_c) < f32(0.013)) & ((yn >= f32(0.16)) & (yn < f32(0.42)) & (bag == 2)))
+            ok = rows_in(yn, 0.16, 0.42) & (bag == 2)
+            paint(sl, STRAP, span(strap_c - f32(0.013), strap_c + f32(0.013), ok, yn.shape[1]))
         sl, yn = band(0.40, 0.55)
         if sl is not None:
             bag_x0 = np.where(side, f32(-0.05), bs * tw)
             bag_x1 = bag_x0 + np.where(side, f32(0.11), bs * f32(0.085))
-            lo, hi = np.minimum(bag_x0, bag_x1), np.maximum(bag_x0, bag_x1)
-            paint(sl, BAG, ((yn >= f32(0.40)) & (yn < f32(0.55)) & (bag == 2)) & ((xn >= lo) & (xn < hi)))
+            ok = rows_in(yn, 0.40, 0.55) & (bag == 2)
+            paint(sl, BAG, span(np.minimum(bag_x0, bag_x1), np.maximum(bag_x0, bag_x1), ok, yn.shape[1]))
 
     # neck, head (face / hair cap by viewpoint) and longer hair
     sl, yn = band(0.0, 0.27)
     if sl is not None:
-        paint(sl, SKIN, ((yn >= f32(0.12)) & (yn < f32(0.16))) & (axn < f32(0.026)))
+        rows = yn.shape[1]
+        paint(sl, SKIN, span(f32(-0.026), f32(0.026), rows_in(yn, 0.12, 0.16), rows))
         hx = np.where(side, f32(0.012), f32(0))
         hy, ry = f32(0.075), f32(0.068)
         rx = np.where(side, f32(0.053), f32(0.05))
-        inside = ((xn - hx) / rx) ** 2 + ((yn - hy) / ry) ** 2 < f32(1)
-        hair_cap = ((yn < hy - f32(0.25) * ry) | back) | (side & (xn < hx - f32(0.2) * rx))
-        paint(sl, np.where(hair_cap, np.uint8(HAIR), np.uint8(SKIN)).astype(np.uint8), inside)
-        hair_len = col(ids.hair_length[ident])
-        hair_end = _HAIR_END[hair_len]
-        hair_cols = ((back & (axn < rx * f32(1.05)))
-                     | (front & (axn > rx * f32(0.62)) & (axn < rx * f32(1.12)))
-                     | (side & (xn > hx - rx * f32(1.1)) & (xn < hx - rx * f32(0.1))))
-        paint(sl, HAIR, ((yn >= hy - f32(0.02)) & (yn < hair_end)) & hair_cols)
+        dy = (yn - hy) / ry
+        in_head = np.abs(dy) < f32(1)
+        half = rx * np.sqrt(np.maximum(f32(1) - dy * dy, f32(0)))  # the ellipse, row by row
+        paint(sl, SKIN, span(hx - half, hx + half, in_head, rows))
+        # hair: the whole head from the back, a cap from the front, cap + back half from the side
+        cap = (yn < hy - f32(0.25) * ry) | back
+        hair_end_x = np.where(cap, hx + half, np.where(side, np.minimum(hx + half, hx - f32(0.2) * rx), hx - half))
+        paint(sl, HAIR, span(hx - half, hair_end_x, in_head, rows))
+        hair_end = _HAIR_END[col(ids.hair_length[ident])]
+        long_rows = (yn >= hy - f32(0.02)) & (yn < hair_end)
+        a = np.where(back, -rx * f32(1.05), np.where(side, hx - rx * f32(1.1), rx * f32(0.62)))
+        c = np.where(back, rx * f32(1.05), np.where(side, hx - rx * f32(0.1), rx * f32(1.12)))
+        paint(sl, HAIR, span(a, c, long_rows, rows))
+        paint(sl, HAIR, span(-rx * f32(1.12), -rx * f32(0.62), long_rows & front, rows))  # the other strand
 
     # occluder / clutter: a rectangle in crop coordinates
     o = s.occ
@@ -667,7 +707,7 @@ def _paint_labels(s: FrameSpec, ids: IdentityTable, h: int, w: int, ys: np.ndarr
         y1 = min(h, int(np.ceil(np.max(o[has, 1]) * h)))
         if y0 < y1:
             oy = (ys[y0:y1] / f32(h))[None, :, None]
-            ox = (xs / f32(w))[None, None, :]
             oc = o[:, :, None, None]
-            paint(slice(y0, y1), OCC, ((oy >= oc[:, 0]) & (oy < oc[:, 1])) & ((ox >= oc[:, 2]) & (ox < oc[:, 3])))
+            ok = (oy >= oc[:, 0]) & (oy < oc[:, 1])
+            paint(slice(y0, y1), OCC, span_px(oc[:, 2] * f32(w), oc[:, 3] * f32(w), ok, y1 - y0))
     return label, xn, tw

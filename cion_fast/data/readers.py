@@ -24,11 +24,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 
-from cion_fast.data._io import IMAGE_EXTENSIONS, atomic_directory, read_image, write_image
+from cion_fast.data._checks import image_array, int_array, path_list
+from cion_fast.data._io import IMAGE_EXTENSIONS, atomic_directory, read_image, read_images, write_image
 from cion_fast.data.tracklets import Tracklets
 
 __all__ = ["ImageSet", "Market1501", "read_market1501", "write_market1501", "read_tracklet_folders"]
@@ -62,26 +63,17 @@ class ImageSet:
         if (images is None) == (paths is None):
             raise TypeError("ImageSet needs exactly one of images (uint8 [n, H, W, 3]) or paths")
         if images is not None:
-            if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-                raise TypeError(f"images must be a uint8 numpy array [n, H, W, 3], got "
-                                f"{getattr(images, 'dtype', type(images).__name__)}")
-            if images.ndim != 4 or images.shape[3] != 3:
-                raise ValueError(f"images must be uint8 [n, H, W, 3], got shape {list(images.shape)}")
-            n = len(images)
-            self.images, self.paths = images, None
+            if not isinstance(images, np.ndarray):
+                raise TypeError(f"images must be a uint8 numpy array [n, H, W, 3], got {type(images).__name__}")
+            self.images, self.paths = image_array(images, "images"), None
         else:
-            if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
-                raise TypeError(f"paths must be a sequence of image paths, got {type(paths).__name__}")
-            for i, p in enumerate(paths):
-                if not isinstance(p, (str, os.PathLike)):
-                    raise TypeError(f"paths[{i}] must be str or os.PathLike, got {type(p).__name__}")
-            self.images, self.paths = None, [os.fspath(p) for p in paths]
-            n = len(self.paths)
+            self.images, self.paths = None, path_list(paths, "paths")
+        n = len(self.images) if images is not None else len(self.paths)
         if pids is None or camids is None:
             raise TypeError("ImageSet needs pids and camids (int64 [n])")
-        self.pids = _ints(pids, "pids", n)
-        self.camids = _ints(camids, "camids", n)
-        self.frame_index = np.full(n, -1, np.int64) if frame_index is None else _ints(frame_index, "frame_index", n)
+        self.pids = int_array(pids, "pids", n)
+        self.camids = int_array(camids, "camids", n)
+        self.frame_index = np.full(n, -1, np.int64) if frame_index is None else int_array(frame_index, "frame_index", n)
         if n and self.camids.min() < 0:
             raise ValueError(f"camids must be >= 0 (0-based), got {int(self.camids.min())}")
         if n and self.pids.min() < -1:
@@ -113,10 +105,7 @@ class ImageSet:
         idx = np.arange(len(self)) if index is None else np.atleast_1d(np.asarray(index))
         if self.images is not None:
             return self.images[idx]
-        imgs = [read_image(self.paths[int(i)]) for i in idx]
-        if len({im.shape for im in imgs}) > 1:
-            raise ValueError(f"images have different sizes {sorted({im.shape for im in imgs})}; resize them first")
-        return np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
+        return read_images([self.paths[int(i)] for i in idx])
 
     def subset(self, index) -> "ImageSet":
         """The images at ``index`` (int indices or a bool mask [n]), in that order.
@@ -193,17 +182,6 @@ class ImageSet:
                 image = self.images[i] if self.images is not None else read_image(self.paths[i])
                 write_image(tmp / name, image)
         return [Path(directory) / n for n in names]
-
-
-def _ints(value, name: str, n: int) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.size == 0 and arr.dtype == np.float64:
-        arr = arr.astype(np.int64)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer array (int64), got dtype {arr.dtype}")
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must have shape [{n}] (one per image), got {list(arr.shape)}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def _format_ext(image_format: str) -> str:
@@ -301,11 +279,7 @@ def _read_market_folder(folder: Path, load_images: bool) -> ImageSet:
     camids = np.array([r[1] for r in rows], np.int64)
     frames = np.array([r[3] for r in rows], np.int64)
     if load_images:
-        imgs = [read_image(p) for p in paths]
-        shapes = {im.shape for im in imgs}
-        if len(shapes) > 1:
-            raise ValueError(f"{folder}: images have different sizes {sorted(shapes)[:4]}; use load_images=False")
-        images = np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
+        images = read_images(paths, hint=f"read {folder} with load_images=False")
         return ImageSet(images=images, pids=pids, camids=camids, frame_index=frames)
     return ImageSet(paths=paths, pids=pids, camids=camids, frame_index=frames)
 

@@ -34,8 +34,10 @@ What :func:`generate` builds (see ``shared/specs/synthetic_world.md``):
   convention: ``pid = global identity + 1``, camids 0-based.
 
 Randomness: ``numpy.random.Generator(PCG64)`` streams keyed by ``(seed, stream, item)`` (identity,
-camera, video, ...), so a world is bit-identical for a seed and does not depend on iteration order.
-Rendering is vectorised numpy (see ``cion_fast.data._render``).
+camera, video, ...), so a world is bit-identical for a seed (with the same numpy version: numpy does
+not promise identical distribution streams across releases) and does not depend on iteration
+order. Rendering is vectorised numpy (see ``cion_fast.data._render``): a frame renders to the same
+bytes whatever batch it is in; about 5,000-8,000 frames per second per core at 128 x 64.
 """
 
 from __future__ import annotations
@@ -117,10 +119,18 @@ class WorldConfig:
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
-        object.__setattr__(self, "track_length", tuple(int(v) for v in self.track_length))
-        object.__setattr__(self, "train_images", tuple(int(v) for v in self.train_images))
-        object.__setattr__(self, "gallery_images", tuple(int(v) for v in self.gallery_images))
+        for name in ("image_size", "track_length", "train_images", "gallery_images"):
+            pair = tuple(int(v) for v in getattr(self, name))
+            if len(pair) != 2:
+                raise ValueError(f"WorldConfig.{name} must be a pair, got {getattr(self, name)}")
+            object.__setattr__(self, name, pair)
+        for name in ("identities", "train_identities", "eval_identities", "cameras", "videos", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"WorldConfig.{name} must be an int, got {type(value).__name__}")
+            object.__setattr__(self, name, int(value))
+        if self.seed < 0:
+            raise ValueError(f"WorldConfig.seed must be >= 0, got {self.seed}")
         for name in ("identities", "train_identities", "eval_identities", "videos"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"WorldConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -131,7 +141,7 @@ class WorldConfig:
                              "(Market-1501 names hold 4-digit pids)")
         h, w = self.image_size
         fmax = 4 * _size_scale(h)
-        if len(self.image_size) != 2 or h < 32 or w < 16 or h % fmax or w % fmax:
+        if h < 32 or w < 16 or h % fmax or w % fmax:
             raise ValueError(f"WorldConfig.image_size must be (H, W) with H >= 32, W >= 16 and both multiples of "
                              f"{fmax}, e.g. (128, 64) or (256, 128); got {self.image_size}")
         lo, hi = self.track_length
@@ -366,12 +376,12 @@ class _Detections:
         self.count += len(spec)
         return ids
 
-    def finish(self):
-        video = np.concatenate([p[0] for p in self.parts])
-        identity = np.concatenate([p[1] for p in self.parts])
-        frame = np.concatenate([p[2] for p in self.parts])
-        spec = R.FrameSpec.concat([p[3] for p in self.parts])
-        return video, identity, frame, spec
+    def labels(self):
+        """(video, identity, frame) int64 [count] of every detection so far."""
+        return tuple(np.concatenate([p[k] for p in self.parts]) for k in range(3))
+
+    def spec(self) -> R.FrameSpec:
+        return R.FrameSpec.concat([p[3] for p in self.parts])
 
 
 def _appearance_spec(rng: np.random.Generator, n: int, ident: int, cam: int, cams: R.CameraTable,
@@ -527,7 +537,7 @@ def _switch(cfg: WorldConfig, tt: _TrackTable) -> set:
     n = len(tt.tracks)
     want = int(round(cfg.identity_switch * n / 2))
     pairs = []
-    for v, ts in sorted(_by_video(tt, range(n)).items()):
+    for _, ts in sorted(_by_video(tt, range(n)).items()):
         for a_i, a in enumerate(ts):
             fa = tt.frames(a)
             ia = int(tt.ident[tt.tracks[a][0]])
@@ -666,9 +676,8 @@ def _distractors(cfg: WorldConfig, cams: R.CameraTable, count: int, first_row: i
 
 
 def _stack_rows(rows):
-    if not rows:
-        empty = np.zeros(0, np.int64)
-        return R.FrameSpec.empty(), empty, empty, empty
+    """Rows of (spec, pid, camid, frame) -> one spec and label arrays, sorted by (pid, camid,
+    frame) as the Market-1501 reader returns them."""
     spec = R.FrameSpec.concat([r[0] for r in rows])
     pids = np.concatenate([r[1] for r in rows]).astype(np.int64)
     camids = np.concatenate([r[2] for r in rows]).astype(np.int64)
@@ -678,6 +687,14 @@ def _stack_rows(rows):
 
 
 # ---- the world ---------------------------------------------------------------------------------
+def _world_tables(cfg: WorldConfig):
+    """The identity table (video, train and evaluation identities), the cameras and the noise bank."""
+    n_ids = cfg.identities + cfg.train_identities + cfg.eval_identities
+    return (R.make_identities(cfg.seed, _S_IDENTITY, n_ids),
+            R.make_cameras(cfg.seed, _S_CAMERA, cfg.cameras, cfg.image_size),
+            R.make_noise_bank(cfg.seed, _S_NOISE, cfg.image_size))
+
+
 def generate(config: WorldConfig | None = None, progress: Callable[[int, int], None] | None = None) -> World:
     """Generates a world (see the module docstring). Same config -> bit-identical world.
 
@@ -706,21 +723,20 @@ def generate(config: WorldConfig | None = None, progress: Callable[[int, int], N
     t0 = time.perf_counter()
     size = cfg.image_size
     n_ids = cfg.identities + cfg.train_identities + cfg.eval_identities
-    ids = R.make_identities(cfg.seed, _S_IDENTITY, n_ids)
-    cams = R.make_cameras(cfg.seed, _S_CAMERA, cfg.cameras, size)
-    bank = R.make_noise_bank(cfg.seed, _S_NOISE, size)
+    ids, cams, bank = _world_tables(cfg)
     video_cam = _video_cameras(cfg)
 
     # tracker output
     dets = _Detections()
     tracks, video_len = _plan_videos(cfg, ids, cams, video_cam, dets)
-    det_video, det_ident, det_frame, _ = dets.finish()
+    det_video, det_ident, det_frame = dets.labels()
     tt = _TrackTable(tracks, det_video, det_ident, det_frame)
     _fragment(cfg, tt)
     _switch(cfg, tt)
     _contaminate(cfg, tt)
     fps = _false_positives(cfg, tt, cams, video_cam, video_len, dets)
-    det_video, det_ident, det_frame, det_spec = dets.finish()
+    det_video, det_ident, det_frame = dets.labels()
+    det_spec = dets.spec()
     all_tracks = [tr for tr in tt.tracks + fps if tr]
     order = sorted(range(len(all_tracks)), key=lambda k: (int(det_video[all_tracks[k][0]]),
                                                           int(det_frame[all_tracks[k][0]]), all_tracks[k][0]))
@@ -802,9 +818,7 @@ def sample_sheet(config: WorldConfig | None = None, identities: int = 8, path: s
     cfg = WorldConfig() if config is None else config
     size = cfg.image_size
     n_ids = cfg.identities + cfg.train_identities + cfg.eval_identities
-    ids = R.make_identities(cfg.seed, _S_IDENTITY, n_ids)
-    cams = R.make_cameras(cfg.seed, _S_CAMERA, cfg.cameras, size)
-    bank = R.make_noise_bank(cfg.seed, _S_NOISE, size)
+    ids, cams, bank = _world_tables(cfg)
     rng = R.child_rng(cfg.seed, _S_SHEET)
     who, seen = [], set()
     candidates = rng.permutation(n_ids).tolist()

@@ -25,30 +25,17 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from cion_fast.data._io import atomic_directory, read_image
+from cion_fast.data._checks import image_array, int_array, is_path_array, path_list
+from cion_fast.data._io import atomic_directory, read_images
 
 __all__ = ["Tracklets"]
 
 FORMAT_NAME = "cion_fast.tracklets"
 FORMAT_VERSION = 1
 _PER_FRAME = ("tracklet", "video", "camera", "frame", "slot", "identity")
-
-
-def _int_array(value, name: str, ndim: int = 1) -> np.ndarray:
-    """``value`` as a C-contiguous int64 array; integer dtypes only (bool and float are refused)."""
-    arr = np.asarray(value)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        if arr.size == 0 and arr.dtype == np.float64:  # an empty list
-            arr = arr.astype(np.int64)
-        else:
-            raise TypeError(f"{name} must be an integer array (int64; int32 accepted), got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {list(arr.shape)}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 class Tracklets:
@@ -83,14 +70,14 @@ class Tracklets:
     """
 
     def __init__(self, frames, offsets, video, camera, frame_index, identity=None, features=None):
-        self.offsets = _int_array(offsets, "offsets")
+        self.offsets = int_array(offsets, "offsets")
         if len(self.offsets) < 1:
             raise ValueError("offsets must have N + 1 >= 1 entries, got an empty array")
-        self.video = _int_array(video, "video")
-        self.camera = _int_array(camera, "camera")
-        self.frame_index = _int_array(frame_index, "frame_index")
+        self.video = int_array(video, "video")
+        self.camera = int_array(camera, "camera")
+        self.frame_index = int_array(frame_index, "frame_index")
         m = len(self.frame_index)
-        self.identity = np.full(m, -1, np.int64) if identity is None else _int_array(identity, "identity")
+        self.identity = np.full(m, -1, np.int64) if identity is None else int_array(identity, "identity")
         self.frames = self._check_frames(frames)
         self.features = None if features is None else self._check_features(features)
         self._validate()
@@ -98,22 +85,9 @@ class Tracklets:
     # -- validation -----------------------------------------------------------------------------
     @staticmethod
     def _check_frames(frames):
-        if isinstance(frames, np.ndarray):
-            if frames.dtype != np.uint8:
-                raise TypeError(f"frames must be uint8 [M, H, W, 3], got dtype {frames.dtype}")
-            if frames.ndim != 4 or frames.shape[3] != 3:
-                raise ValueError(f"frames must be uint8 [M, H, W, 3], got shape {list(frames.shape)}")
-            return frames
-        if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence):
-            raise TypeError(
-                f"frames must be a uint8 array [M, H, W, 3] or a sequence of image paths, got {type(frames).__name__}"
-            )
-        paths = []
-        for i, p in enumerate(frames):
-            if not isinstance(p, (str, os.PathLike)):
-                raise TypeError(f"frames[{i}] must be an image path (str or os.PathLike), got {type(p).__name__}")
-            paths.append(os.fspath(p))
-        return paths
+        if isinstance(frames, np.ndarray) and not is_path_array(frames):
+            return image_array(frames, "frames")
+        return path_list(frames, "frames")
 
     def _check_features(self, features) -> np.ndarray:
         feats = np.asarray(features)
@@ -206,13 +180,7 @@ class Tracklets:
         idx = np.arange(self.num_frames) if index is None else np.atleast_1d(np.asarray(index))
         if self.has_pixels:
             return np.asarray(self.frames[idx])
-        imgs = [read_image(self.frames[int(i)]) for i in idx]
-        shapes = {im.shape for im in imgs}
-        if len(shapes) > 1:
-            raise ValueError(f"images have different sizes {sorted(shapes)}; resize them before stacking")
-        if not imgs:
-            return np.zeros((0, 0, 0, 3), np.uint8)
-        return np.stack(imgs)
+        return read_images([self.frames[int(i)] for i in idx])
 
     def __repr__(self) -> str:
         kind = f"pixels {list(self.frames.shape[1:])}" if self.has_pixels else "paths"

@@ -1,13 +1,32 @@
 """Public kernels. Every function accepts numpy arrays, torch tensors (CPU/CUDA) and cupy arrays,
 and returns results in the caller's framework on the caller's device (see DESIGN.md)."""
 
+from cion_fast.ops.k_reciprocal import (
+    GraphRerank,
+    jaccard_distance,
+    k_reciprocal_rerank,
+    k_reciprocal_rerank_from_distances,
+    k_reciprocal_rerank_from_graph,
+)
 from cion_fast.ops.multicrop import MultiCropConfig, MultiCropResult, RaggedImages, multicrop
 from cion_fast.ops.rank_metrics import RankResult, evaluate_rank, evaluate_rank_from_features
+from cion_fast.ops.sliding_range_link import connected_components, sliding_range_link
+from cion_fast.ops.tracklet_prune import tracklet_prune
+from cion_fast.ops.tracklet_similarity import tracklet_similarity
 
 __all__ = [
     "RankResult",
     "evaluate_rank",
     "evaluate_rank_from_features",
+    "connected_components",
+    "sliding_range_link",
+    "tracklet_prune",
+    "tracklet_similarity",
+    "GraphRerank",
+    "jaccard_distance",
+    "k_reciprocal_rerank",
+    "k_reciprocal_rerank_from_distances",
+    "k_reciprocal_rerank_from_graph",
     "MultiCropConfig",
     "MultiCropResult",
     "RaggedImages",

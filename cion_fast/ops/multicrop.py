@@ -37,6 +37,9 @@ from cion_fast.ops._extension import check_device_supported, kernels
 #: shared memory). DINO and CION use at most 2.
 MAX_BLUR_SIGMA = 8.0
 
+#: Largest view side in pixels (the kernels index within a view in 32 bits).
+MAX_VIEW_SIDE = 4096
+
 _OUT_DTYPES = ("float32", "float16", "bfloat16")
 _INTERPOLATIONS = ("bilinear", "bicubic")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,8 +96,9 @@ def _size(value: Any, name: str) -> tuple[int, int]:
         or len(value) != 2
         or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
         or min(value) < 2
+        or max(value) > MAX_VIEW_SIDE
     ):
-        raise ValueError(f"MultiCropConfig.{name} must be (height, width) integers >= 2, got {value!r}")
+        raise ValueError(f"MultiCropConfig.{name} must be (height, width) integers in [2, {MAX_VIEW_SIDE}], got {value!r}")
     return int(value[0]), int(value[1])
 
 
@@ -187,6 +191,9 @@ class MultiCropConfig:
             "saturation": _jitter(self.saturation, "saturation", 1.0, math.inf),
             "hue": _jitter(self.hue, "hue", 0.0, 0.5),
         }
+        for name in ranges:  # a (lo, hi) list becomes a tuple: the config stays hashable
+            value = getattr(self, name)
+            set_(name, float(value) if _is_number(value) else tuple(float(v) for v in value))
         # What the kernels read, built once per config (the trainer calls every step).
         settings = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         settings.update(ranges)
@@ -379,8 +386,9 @@ def _ragged_source(images: RaggedImages) -> _Source:
     )
 
 
-def _check_params(params: Any, source: _Source, config: MultiCropConfig) -> dict[str, Any]:
-    """Validates explicit parameters on the host; returns them on the images' placement."""
+def _check_params(params: Any, source: _Source, config: MultiCropConfig) -> tuple[dict[str, Any], float]:
+    """Validates explicit parameters on the host; returns them on the images' placement and the
+    largest blur sigma."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of arrays (as returned with return_params=True), got {type(params).__name__}")
     unknown = sorted(set(params) - set(PARAM_SPEC))
@@ -416,7 +424,8 @@ def _check_params(params: Any, source: _Source, config: MultiCropConfig) -> dict
     sigma = host["blur_sigma"]
     if not ((sigma >= 0) & (sigma <= MAX_BLUR_SIGMA)).all():
         raise ValueError(f"params['blur_sigma'] must lie in [0, {MAX_BLUR_SIGMA}] (0 = no blur)")
-    return {name: source.placement.from_numpy(value) for name, value in host.items()}
+    views = {name: source.placement.from_numpy(value) for name, value in host.items()}
+    return views, float(sigma.max()) if sigma.size else 0.0
 
 
 def multicrop(
@@ -479,8 +488,9 @@ def multicrop(
     settings = config._settings
     if params is None:
         views = {name: placement.empty((B, V) + trailing, dtype) for name, (dtype, trailing) in PARAM_SPEC.items()}
+        max_blur_sigma = config.blur_sigma[1] if max(config.blur_p) > 0 else 0.0
     else:
-        views = _check_params(params, source, config)
+        views, max_blur_sigma = _check_params(params, source, config)
     (gh, gw), (lh, lw) = config.global_size, config.local_size
     global_views = placement.empty((config.n_global, B, 3, gh, gw), config.out_dtype)
     local_views = placement.empty((config.n_local, B, 3, lh, lw), config.out_dtype)
@@ -501,6 +511,7 @@ def multicrop(
             seed=seed,
             step=step,
             sample=params is None,
+            max_blur_sigma=max_blur_sigma,
             global_views=dl(global_views),
             local_views=dl(local_views),
             stream=placement.stream(),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cion_fast import _arrays
+from cion_fast.ops._distance import check_finite, normalise_rows, tile_distances
 from cion_fast.ops._extension import check_device_supported, kernels
 
 _METRICS = ("euclidean", "sqeuclidean", "cosine")
@@ -245,39 +246,6 @@ def evaluate_rank(
     return _summarise(out, max_rank, return_per_query)
 
 
-def _tile_distances(framework: str, query: Any, gallery: Any, gallery_sq: Any, metric: str) -> Any:
-    """[tile, G] distances with the caller's library (BLAS / cuBLAS GEMM)."""
-    if framework == "torch":
-        import torch
-
-        if metric == "cosine":
-            return torch.mm(query, gallery.T).neg_().add_(1)
-        sq = torch.addmm(gallery_sq[None, :], query, gallery.T, alpha=-2.0)
-        sq += (query * query).sum(1, keepdim=True)
-        sq.clamp_(min=0)
-        return sq.sqrt_() if metric == "euclidean" else sq
-    xp = np if framework == "numpy" else __import__("cupy")
-    if metric == "cosine":
-        dist = query @ gallery.T
-        return xp.subtract(1, dist, out=dist)
-    sq = query @ gallery.T
-    sq *= -2
-    sq += gallery_sq[None, :]
-    sq += (query * query).sum(1, keepdims=True)
-    xp.maximum(sq, 0, out=sq)
-    return xp.sqrt(sq, out=sq) if metric == "euclidean" else sq
-
-
-def _normalise_rows(framework: str, x: Any) -> Any:
-    if framework == "torch":
-        import torch
-
-        return torch.nn.functional.normalize(x, dim=1)
-    xp = np if framework == "numpy" else __import__("cupy")
-    norms = xp.sqrt((x * x).sum(1, keepdims=True))
-    return x / xp.maximum(norms, 1e-12)
-
-
 def evaluate_rank_from_features(
     query_features: Any,
     gallery_features: Any,
@@ -355,28 +323,17 @@ def evaluate_rank_from_features(
     framework = placement.framework
     query = _arrays.contiguous(_arrays.astype(query, compute_dtype))
     gallery = _arrays.contiguous(_arrays.astype(gallery, compute_dtype))
-    _check_finite(framework, query, "query_features")
-    _check_finite(framework, gallery, "gallery_features")
+    check_finite(framework, query, "query_features")
+    check_finite(framework, gallery, "gallery_features")
     if metric == "cosine":
-        query, gallery = _normalise_rows(framework, query), _normalise_rows(framework, gallery)
+        query, gallery = normalise_rows(framework, query), normalise_rows(framework, gallery)
     gallery_sq = None if metric == "cosine" else (gallery * gallery).sum(1)
 
     out = _PerQuery(placement, num_query)
     device_ids = _device_ids(ids, placement)
     for start in range(0, num_query, int(tile_size)):
         rows = slice(start, min(start + int(tile_size), num_query))
-        tile = _tile_distances(framework, query[rows], gallery, gallery_sq, metric)
+        tile = tile_distances(framework, query[rows], gallery, gallery_sq, metric)
         _run_kernel(tile, placement, ids, device_ids, rows, remove_same_camera, out)
     return _summarise(out, max_rank, return_per_query)
 
-
-def _check_finite(framework: str, x: Any, name: str) -> None:
-    if framework == "torch":
-        import torch
-
-        finite = bool(torch.isfinite(x).all())
-    else:
-        xp = np if framework == "numpy" else __import__("cupy")
-        finite = bool(xp.isfinite(x).all())
-    if not finite:
-        raise ValueError(f"{name} contains NaN or inf values")

@@ -87,8 +87,9 @@ def blur_radius(sigma: float) -> int:
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """torchvision gaussian_blur with kernel size 2 ceil(3 sigma) + 1: a 2-D conv of the
-    reflect-padded image with the outer product of 1-D Gaussians."""
+    """torchvision gaussian_blur with kernel size 2 ceil(3 sigma) + 1: the reflect-padded image
+    convolved with a Gaussian, done as two 1-D convolutions (torchvision convolves once with the
+    outer product; the result is the same to float rounding)."""
     radius = blur_radius(sigma)
     if radius == 0:
         return img
@@ -97,8 +98,8 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     k = k / k.sum()
     _, H, W = img.shape
     padded = img[:, _reflect(H, H, radius, img.device)][:, :, _reflect(W, W, radius, img.device)]
-    kernel = (k[:, None] * k[None, :]).expand(3, 1, -1, -1)
-    return F.conv2d(padded[None], kernel, groups=3)[0]
+    vertical = F.conv2d(padded[None], k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    return F.conv2d(vertical, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)[0]
 
 
 def solarize(img: torch.Tensor) -> torch.Tensor:

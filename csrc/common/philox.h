@@ -8,8 +8,9 @@
 // Why the *_rn helpers: nvcc contracts a * b + c into one fused multiply-add by default, which
 // rounds once instead of twice. Host x86-64 code (no -mfma) rounds twice. Randomly sampled
 // parameters must be bit-identical on both, so sampling code spells every multiply and add with
-// these helpers (device: the non-contractable __dmul_rn/__dadd_rn intrinsics). sqrt and division
-// are correctly rounded IEEE operations on both sides; exp is computed here from + and * only.
+// these helpers (device: the non-contractable __dmul_rn/__dadd_rn intrinsics; hosts with FMA: a
+// forced rounding of each product). sqrt and division are correctly rounded IEEE operations on
+// both sides; exp is computed here from + and * only.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -89,6 +90,11 @@ class PhiloxStream {
 CION_HOST_DEVICE double mul_rn(double a, double b) {
 #if defined(__CUDA_ARCH__)
   return __dmul_rn(a, b);
+#elif defined(__FP_FAST_FMA)
+  // A host ISA with FMA (aarch64, -mfma): GCC's default -ffp-contract=fast would fuse this product
+  // into the caller's add. A volatile store forces the rounding.
+  volatile double product = a * b;
+  return product;
 #else
   return a * b;
 #endif

@@ -86,23 +86,27 @@ inline Lanes4 load4(const float* p) {
 #endif
 
 // Column pass of one output row: out_{r,g,b}[x] = sum_k w[x][k] * line[first[x] + k], the line
-// interleaved RGB (3 floats a pixel, plus one float of slack at the end), x mirrored when flipped.
-CION_CPU_HOT void columns(const float* line, const float* weights, const int64_t* first, const int* count,
-                          int stride, bool flip, int64_t W, float* out_r, float* out_g, float* out_b) {
+// interleaved RGB, x mirrored when flipped. Every pixel runs the same `taps` (its weights are
+// zero-padded to it and the line has zeroed slack after the last pixel): a per-pixel tap count
+// alternates between two values and the loop exit then mispredicts at almost every pixel. Small
+// counts are unrolled (Taps > 0), others loop (Taps == 0).
+template <int Taps>
+inline void columns_fixed(const float* line, const float* weights, const int64_t* first, int stride, int taps,
+                          bool flip, int64_t W, float* out_r, float* out_g, float* out_b) {
+  const int n = Taps > 0 ? Taps : taps;
   for (int64_t x = 0; x < W; ++x) {
     const int64_t xs = flip ? W - 1 - x : x;
     const float* wx = weights + xs * stride;
-    const int taps = count[xs];
     const float* p = line + 3 * first[xs];
 #if defined(__GNUC__)
     Lanes4 acc = wx[0] * load4(p);
-    for (int k = 1; k < taps; ++k) acc += wx[k] * load4(p + 3 * k);
+    for (int k = 1; k < n; ++k) acc += wx[k] * load4(p + 3 * k);
     out_r[x] = acc[0];
     out_g[x] = acc[1];
     out_b[x] = acc[2];
 #else
     float r = 0.0f, g = 0.0f, b = 0.0f;
-    for (int k = 0; k < taps; ++k) {
+    for (int k = 0; k < n; ++k) {
       r += wx[k] * p[3 * k];
       g += wx[k] * p[3 * k + 1];
       b += wx[k] * p[3 * k + 2];
@@ -111,6 +115,19 @@ CION_CPU_HOT void columns(const float* line, const float* weights, const int64_t
     out_g[x] = g;
     out_b[x] = b;
 #endif
+  }
+}
+
+CION_CPU_HOT void columns(const float* line, const float* weights, const int64_t* first, int stride, int taps,
+                          bool flip, int64_t W, float* out_r, float* out_g, float* out_b) {
+  switch (taps) {
+    case 1: columns_fixed<1>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
+    case 2: columns_fixed<2>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
+    case 3: columns_fixed<3>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
+    case 4: columns_fixed<4>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
+    case 5: columns_fixed<5>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
+    case 6: columns_fixed<6>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
+    default: columns_fixed<0>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
   }
 }
 
@@ -198,27 +215,31 @@ CION_CPU_HOT void finish(const float* in, int64_t n, bool solarize_values, float
 
 // ---- one view ------------------------------------------------------------------------------------
 
-// Resampling taps of every output sample along one axis, padded to a fixed stride.
+// Resampling taps of every output sample along one axis, zero-padded to a fixed stride.
 struct AxisTaps {
-  std::vector<float> weights;  // [out_size, stride]
+  std::vector<float> weights;  // [out_size, stride], zero after count[i]
   std::vector<int64_t> first;  // [out_size] first source sample
   std::vector<int> count;      // [out_size]
   int stride = 0;
+  int max_count = 0;
 
   void compute(int64_t in_size, int64_t out_size, Interpolation mode, float gain) {
     stride = max_resample_taps(in_size, out_size, mode);
-    weights.resize(static_cast<size_t>(out_size * stride));
+    weights.assign(static_cast<size_t>(out_size * stride), 0.0f);
     first.resize(static_cast<size_t>(out_size));
     count.resize(static_cast<size_t>(out_size));
-    for (int64_t i = 0; i < out_size; ++i)
+    max_count = 0;
+    for (int64_t i = 0; i < out_size; ++i) {
       count[i] = resample_taps(in_size, out_size, i, mode, gain, &weights[i * stride], &first[i]);
+      max_count = std::max(max_count, count[i]);
+    }
   }
 };
 
 // Per-thread buffers, reused across views and calls.
 struct Scratch {
   AxisTaps rows, cols;
-  std::vector<float> line;     // one row-resampled source line, interleaved RGB (+1 slack float)
+  std::vector<float> line;     // one row-resampled source line, interleaved RGB (+ zeroed slack)
   std::vector<float> planes;   // [3, H, W] the view being built
   std::vector<float> blurred;  // [H, W] one plane after the horizontal blur
   std::vector<float> padded;   // [W + 2 r] one reflect-padded row
@@ -327,9 +348,11 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
   s.rows.compute(box[2], H, st.interpolation, 1.0f / 255.0f);
   s.cols.compute(box[3], W, st.interpolation, 1.0f);
   const int64_t line_n = 3 * box[3];
-  s.line.resize(static_cast<size_t>(line_n + 1));
+  // Slack read by the column pass: the zero-weight taps past the last pixel and the 4th lane.
+  const int64_t slack = 3 * s.cols.max_count + 1;
+  s.line.resize(static_cast<size_t>(line_n + slack));
   float* line = s.line.data();
-  line[line_n] = 0.0f;  // the slack lane read by the last pixel's 4-lane load
+  std::fill(line + line_n, line + line_n + slack, 0.0f);
   s.planes.resize(static_cast<size_t>(3 * n));
   float* planes = s.planes.data();
 
@@ -352,8 +375,8 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
                       line + c);
       }
       float* out_r = planes + y * W;
-      columns(line, s.cols.weights.data(), s.cols.first.data(), s.cols.count.data(), s.cols.stride, flip, W,
-              out_r, out_r + n, out_r + 2 * n);
+      columns(line, s.cols.weights.data(), s.cols.first.data(), s.cols.stride, s.cols.max_count, flip, W, out_r,
+              out_r + n, out_r + 2 * n);
     }
     const int64_t offset = y0 * W, count = rows * W;
     float* r = planes + offset;

@@ -1,4 +1,12 @@
-// CPU ranking metrics: OpenMP over queries, one read of each distance row.
+// CPU ranking metrics: OpenMP over queries; each distance row is read from memory once.
+//
+// Per query, rank(m) = number of valid gallery entries ranked before match m. Two ways to get it:
+//  * few matches (the usual ReID case): for each match, count the entries with a smaller key in a
+//    branch-free SIMD loop. The row stays in L2 across these passes, so the cost is
+//    P * G compares at vector width, with no unpredictable branch per entry.
+//  * many matches: one pass in which each entry finds, by binary search, how many matches it
+//    precedes (a histogram), then prefix sums. O(G log P).
+// Keys are (distance, gallery index): equal distances keep gallery order (the stable tie rule).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -9,31 +17,116 @@
 #include "common/parallel.h"
 #include "ops/rank_metrics.h"
 
+// Runtime dispatch to AVX2 where the CPU has it: the counting loops are the whole cost.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CION_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CION_SIMD_CLONES
+#endif
+
 namespace cion {
 namespace {
+
+// Above this many matches the binary-search histogram beats one counting pass per match.
+constexpr int64_t kDirectCountMaxMatches = 48;
+
+// Entries of x[0, n) strictly below h (or, with or_equal, at most h). NaN never counts.
+// 32-bit block counters keep the loop a plain vector compare-and-subtract.
+#define CION_DEFINE_COUNT(NAME, TYPE, OP)                                  \
+  CION_SIMD_CLONES int64_t NAME(const TYPE* x, int64_t n, TYPE h) {        \
+    int64_t total = 0;                                                     \
+    for (int64_t start = 0; start < n; start += (int64_t(1) << 30)) {      \
+      const int64_t end = std::min(n, start + (int64_t(1) << 30));         \
+      uint32_t count = 0;                                                  \
+      for (int64_t i = start; i < end; ++i) count += (x[i] OP h);          \
+      total += count;                                                      \
+    }                                                                      \
+    return total;                                                          \
+  }
+CION_DEFINE_COUNT(count_below, float, <)
+CION_DEFINE_COUNT(count_at_most, float, <=)
+CION_DEFINE_COUNT(count_below, double, <)
+CION_DEFINE_COUNT(count_at_most, double, <=)
+#undef CION_DEFINE_COUNT
+
+#define CION_DEFINE_HAS_NAN(TYPE)                                 \
+  CION_SIMD_CLONES bool has_nan(const TYPE* x, int64_t n) {       \
+    bool nan = false;                                             \
+    for (int64_t i = 0; i < n; ++i) nan |= (x[i] != x[i]);        \
+    return nan;                                                   \
+  }
+CION_DEFINE_HAS_NAN(float)
+CION_DEFINE_HAS_NAN(double)
+#undef CION_DEFINE_HAS_NAN
 
 // Per-thread buffers, reused across queries.
 template <class Acc>
 struct QueryScratch {
   std::vector<std::pair<Acc, int64_t>> matches;  // (distance, gallery index), sorted
   std::vector<int64_t> junk;                      // same pid and same camera: not ranked
-  std::vector<int64_t> before;                    // before[t]: valid entries preceding exactly t matches
+  std::vector<int64_t> before;                    // histogram path: entries preceding exactly t matches
+  std::vector<int64_t> rank;                      // rank of each match among valid entries
+  std::vector<Acc> converted;                     // 16-bit rows widened to float32
 };
 
-// Number of sorted matches whose (distance, index) key is <= (x, j): the entry (x, j) ranks before
-// matches t, t+1, ... (equal distances keep gallery order: the stable tie rule).
+// Number of sorted matches whose key is <= (x, j): the entry (x, j) ranks before matches t, t+1, ...
 template <class Acc>
 inline int64_t matches_not_after(const std::vector<std::pair<Acc, int64_t>>& matches, Acc x, int64_t j) {
-  auto it = std::upper_bound(matches.begin(), matches.end(), std::make_pair(x, j));
-  return it - matches.begin();
+  return std::upper_bound(matches.begin(), matches.end(), std::make_pair(x, j)) - matches.begin();
+}
+
+// rank[m] by one counting pass per match: entries before index g that are <= d, plus entries
+// from g on that are < d (g itself, equal to d, is in neither).
+template <class Acc>
+void ranks_by_counting(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
+  for (size_t m = 0; m < s.matches.size(); ++m) {
+    const Acc d = s.matches[m].first;
+    const int64_t g = s.matches[m].second;
+    s.rank[m] = count_at_most(row, g, d) + count_below(row + g, G - g, d);
+  }
+}
+
+// rank[m] by a histogram of "how many matches does each entry precede" and prefix sums.
+template <class Acc>
+void ranks_by_histogram(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
+  const int64_t P = static_cast<int64_t>(s.matches.size());
+  s.before.assign(P + 1, 0);
+  const Acc lowest = s.matches.front().first;
+  const Acc highest = s.matches.back().first;
+  int64_t before_all = 0;  // entries strictly closer than every match: the common fast path
+  for (int64_t j = 0; j < G; ++j) {
+    const Acc x = row[j];
+    if (x < lowest)
+      ++before_all;
+    else if (!(x > highest))  // in range (NaN rows were rejected before)
+      ++s.before[matches_not_after(s.matches, x, j)];
+  }
+  s.before[0] += before_all;
+  int64_t rank = 0;
+  for (int64_t m = 0; m < P; ++m) {
+    rank += s.before[m];
+    s.rank[m] = rank;
+  }
 }
 
 template <class T>
 void rank_one_query(const RankMetricsParams& p, int64_t q, QueryScratch<acc_t<T>>& s,
                     std::atomic<bool>& saw_nan) {
   using Acc = acc_t<T>;
-  const T* row = static_cast<const T*>(p.distmat) + q * p.dist_row_stride;
+  const T* raw_row = static_cast<const T*>(p.distmat) + q * p.dist_row_stride;
   const int64_t G = p.num_gallery;
+  const Acc* row;
+  if constexpr (std::is_same_v<T, Acc>) {
+    row = raw_row;
+  } else {
+    s.converted.resize(G);
+    for (int64_t j = 0; j < G; ++j) s.converted[j] = to_acc(raw_row[j]);
+    row = s.converted.data();
+  }
+  if (has_nan(row, G)) {
+    saw_nan = true;
+    return;
+  }
 
   s.matches.clear();
   s.junk.clear();
@@ -43,64 +136,33 @@ void rank_one_query(const RankMetricsParams& p, int64_t q, QueryScratch<acc_t<T>
     if (p.remove_same_camera && p.gallery_camids[g] == query_cam)
       s.junk.push_back(g);
     else
-      s.matches.emplace_back(static_cast<Acc>(to_acc(row[g])), g);
+      s.matches.emplace_back(row[g], g);
   }
   const int64_t P = static_cast<int64_t>(s.matches.size());
   p.num_matches[q] = P;
   if (P == 0) {
-    bool nan = false;
-    for (int64_t j = 0; j < G; ++j) {
-      const Acc x = to_acc(row[j]);
-      nan |= (x != x);
-    }
-    if (nan) saw_nan = true;
     p.first_match[q] = -1;
     p.average_precision[q] = std::numeric_limits<double>::quiet_NaN();
     p.inverse_negative_penalty[q] = std::numeric_limits<double>::quiet_NaN();
     return;
   }
-  for (const auto& match : s.matches) {
-    if (match.first != match.first) {  // NaN would break the sort's ordering: stop here
-      saw_nan = true;
-      return;
-    }
-  }
   std::sort(s.matches.begin(), s.matches.end());
-
-  s.before.assign(P + 1, 0);
-  const Acc lowest = s.matches.front().first;
-  const Acc highest = s.matches.back().first;
-  int64_t before_all = 0;  // entries strictly closer than every match: the common fast path
-  bool nan = false;
-  for (int64_t j = 0; j < G; ++j) {
-    const Acc x = to_acc(row[j]);
-    if (x < lowest) {
-      ++before_all;
-    } else if (x > highest) {
-      // after every match: ranks before none of them
-    } else if (x != x) {
-      nan = true;
-    } else {
-      ++s.before[matches_not_after(s.matches, x, j)];
-    }
-  }
-  s.before[0] += before_all;
+  s.rank.resize(P);
+  if (P <= kDirectCountMaxMatches)
+    ranks_by_counting(row, G, s);
+  else
+    ranks_by_histogram(row, G, s);
+  // Junk entries (same pid, same camera) were counted like any other entry: take them back out.
   for (const int64_t j : s.junk) {
-    const Acc x = to_acc(row[j]);
-    --s.before[matches_not_after(s.matches, x, j)];
+    for (int64_t m = matches_not_after(s.matches, row[j], j); m < P; ++m) --s.rank[m];
   }
-  if (nan) saw_nan = true;
 
-  // rank of match m (0-based position in the ranked list without junk) = sum of before[0..m].
-  int64_t rank = 0;
   double precision_sum = 0.0;
-  for (int64_t m = 0; m < P; ++m) {
-    rank += s.before[m];
-    if (m == 0) p.first_match[q] = rank;
-    precision_sum += static_cast<double>(m + 1) / static_cast<double>(rank + 1);
-  }
+  for (int64_t m = 0; m < P; ++m)
+    precision_sum += static_cast<double>(m + 1) / static_cast<double>(s.rank[m] + 1);
+  p.first_match[q] = s.rank[0];
   p.average_precision[q] = precision_sum / static_cast<double>(P);
-  p.inverse_negative_penalty[q] = static_cast<double>(P) / static_cast<double>(rank + 1);
+  p.inverse_negative_penalty[q] = static_cast<double>(P) / static_cast<double>(s.rank[P - 1] + 1);
 }
 
 }  // namespace
@@ -112,12 +174,11 @@ void rank_metrics_cpu(const RankMetricsParams& p) {
   std::atomic<bool> saw_nan{false};
   dispatch_floating(dtype_holder, [&](auto tag) {
     using T = decltype(tag);
-    using Acc = acc_t<T>;
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp parallel
 #endif
     {
-      QueryScratch<Acc> scratch;
+      QueryScratch<acc_t<T>> scratch;
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 16)
 #endif

@@ -86,6 +86,9 @@ struct MultiCropParams {
   uint64_t step = 0;
   bool sample = true;  // false: the view parameters are given, skip stage 1
   MultiCropViewParams views;
+  // Largest blur sigma of any view (the config's range when sampling, else the given maximum):
+  // sizes the CUDA kernel's shared-memory halo.
+  float max_blur_sigma = 0.0f;
 
   // Outputs, C-contiguous: global_views [n_global, B, 3, global_height, global_width] and
   // local_views [n_local, B, 3, local_height, local_width], of dtype out_dtype (float32, float16

@@ -113,7 +113,9 @@ CION_HOST_DEVICE float resample_filter(float x, Interpolation mode) {
 }
 
 // Upper bound on the taps of any output sample when `in_size` <= max_in_size samples are resampled
-// to `out_size`: the filter covers 2 * support + 1 samples, support = half_width * max(scale, 1).
+// to `out_size`: the window [centre - support + 0.5, centre + support + 0.5) holds at most
+// floor(2 support) + 1 samples (support = half_width * max(scale, 1)); one more covers the float
+// rounding of the scale in resample_taps.
 inline int max_resample_taps(int64_t max_in_size, int64_t out_size, Interpolation mode) {
   const double scale = static_cast<double>(max_in_size) / static_cast<double>(out_size);
   const double support = filter_half_width(mode) * (scale >= 1.0 ? scale : 1.0);
@@ -237,6 +239,7 @@ CION_HOST_DEVICE void blur_weights(float sigma, int radius, float* weights) {
 // torch.nn.functional.pad(mode="reflect") index for i in (-inf, inf), n >= 2: mirror about the
 // first and last samples without repeating them, folded again when the padding exceeds n - 1.
 CION_HOST_DEVICE int64_t reflect_index(int64_t i, int64_t n) {
+  if (i >= 0 && i < n) return i;  // the common case, without a 64-bit modulo
   const int64_t period = 2 * (n - 1);
   i %= period;
   i = i < 0 ? i + period : i;

@@ -20,7 +20,7 @@ BuildInfo build_info() {
   info.cuda = true;
   info.cuda_version = CION_FAST_CUDA_VERSION;
   std::stringstream archs(CION_FAST_CUDA_ARCHS);
-  for (std::string arch; std::getline(archs, arch, ';');) info.cuda_architectures.push_back(arch);
+  for (std::string arch; std::getline(archs, arch, ',');) info.cuda_architectures.push_back(arch);
 #endif
   return info;
 }

@@ -88,6 +88,7 @@ void multicrop_binding(const py::object& images, const py::object& image_offsets
                        const py::object& image_sizes, int64_t batch, int64_t height, int64_t width,
                        int64_t max_height, int64_t max_width, bool channels_last,
                        const py::dict& settings, uint64_t seed, uint64_t step, bool sample,
+                       double max_blur_sigma,
                        const py::object& box, const py::object& flip, const py::object& jitter_applied,
                        const py::object& brightness, const py::object& contrast,
                        const py::object& saturation, const py::object& hue,
@@ -144,6 +145,8 @@ void multicrop_binding(const py::object& images, const py::object& image_offsets
   p.seed = seed;
   p.step = step;
   p.sample = sample;
+  CION_CHECK(max_blur_sigma >= 0.0 && max_blur_sigma <= 64.0, "max_blur_sigma out of range");
+  p.max_blur_sigma = static_cast<float>(max_blur_sigma);
   const TensorView t_box = view_from_dlpack(box, "box", true);
   const TensorView t_flip = view_from_dlpack(flip, "flip", true);
   const TensorView t_jitter = view_from_dlpack(jitter_applied, "jitter_applied", true);
@@ -221,7 +224,7 @@ void bind_multicrop(py::module_& m) {
   m.def("multicrop", &multicrop_binding, py::arg("images"), py::arg("image_offsets"),
         py::arg("image_sizes"), py::arg("batch"), py::arg("height"), py::arg("width"),
         py::arg("max_height"), py::arg("max_width"), py::arg("channels_last"), py::arg("settings"),
-        py::arg("seed"), py::arg("step"), py::arg("sample"), py::arg("box"), py::arg("flip"),
+        py::arg("seed"), py::arg("step"), py::arg("sample"), py::arg("max_blur_sigma"), py::arg("box"), py::arg("flip"),
         py::arg("jitter_applied"), py::arg("brightness"), py::arg("contrast"), py::arg("saturation"),
         py::arg("hue"), py::arg("jitter_order"), py::arg("grayscale"), py::arg("blur_sigma"),
         py::arg("solarize"), py::arg("global_views"), py::arg("local_views"), py::arg("stream"),

@@ -8,6 +8,10 @@ namespace py = pybind11;
 
 namespace cion {
 void bind_rank_metrics(py::module_& m);
+void bind_tracklet_similarity(py::module_& m);
+void bind_tracklet_prune(py::module_& m);
+void bind_sliding_range_link(py::module_& m);
+void bind_k_reciprocal(py::module_& m);
 void bind_multicrop(py::module_& m);
 }  // namespace cion
 
@@ -43,5 +47,9 @@ PYBIND11_MODULE(_C, m) {
         "Number of CUDA devices usable now (0 when built without CUDA or with no driver/GPU).");
 
   cion::bind_rank_metrics(m);
+  cion::bind_tracklet_similarity(m);
+  cion::bind_tracklet_prune(m);
+  cion::bind_sliding_range_link(m);
+  cion::bind_k_reciprocal(m);
   cion::bind_multicrop(m);
 }

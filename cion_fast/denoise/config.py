@@ -1,0 +1,113 @@
+"""Configuration of the three denoising levels: every threshold of the method lives here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """Thresholds and windows of CION's three denoising levels (cosine similarities in [-1, 1]).
+
+    The paper gives no values; the defaults were chosen on the default synthetic world
+    (``cion_fast.data.synth.WorldConfig()``), with ground truth, for the training-free stripe
+    descriptor and for oracle features at once: see ``DEFAULTS_CHOSEN`` in this module's package
+    docstring (:mod:`cion_fast.denoise`) for the numbers that chose them. Thresholds depend on
+    the features: re-tune them (``benchmarks/denoise_quality.py --sweep``) for a trained model.
+
+    Attributes:
+        center_videos: before anything else, subtract from every (normalised) frame feature its
+            video's mean feature (:func:`~cion_fast.denoise.center_videos`): removes the scene /
+            camera component that two people of one video share.
+        prune_threshold: level 1 (tau1). A frame whose cosine to the mean of the *other* frames
+            of its tracklet is below this is removed (the worst first, then recomputed).
+        min_frames: level 1 (and level 2's re-check): groups left with fewer frames are dropped.
+        reallocation_threshold: level 2 (tau2). A pooled frame joins the most similar tracklet
+            centroid of its video when the cosine reaches this; else it is discarded.
+        merge_threshold: level 2 (tau3). Two tracklets of one video whose centroids reach this
+            cosine are merged (connected components, under cannot-link).
+        frame_window: level 2. A pooled frame may only join a tracklet whose kept frames span
+            [first - frame_window, last + frame_window] around the pooled frame's index; None
+            allows any tracklet of the same video.
+        cannot_link: two groups of one video that share a frame index are different people:
+            never merge them (level 2, also not through a chain), never reallocate a frame to a
+            group that already has that frame index, and split level-3 identities that would
+            contain such a pair.
+        window: level 3. Number of consecutive videos in one sliding range (W).
+        stride: level 3. Videos the range moves by (S, 1 <= S <= W; W/2 overlaps ranges by half).
+        link_threshold: level 3 (tau4). Identities of different videos inside one range are linked
+            when their centroid cosine reaches this; the chaining guard uses the same value: every
+            part of a linked identity must have a cosine >= tau4 to the identity's centroid.
+        mutual_k: level 3. When set, a link also needs both identities among each other's
+            ``mutual_k`` most similar cross-video candidates in the range (k-reciprocal).
+        min_images: after level 3, identities with fewer frames are dropped.
+
+    Example:
+        >>> config = DenoiseConfig(link_threshold=0.8)
+        >>> config.window, config.link_threshold, config.prune_threshold
+        (8, 0.8, 0.4)
+        >>> DenoiseConfig(stride=9)
+        Traceback (most recent call last):
+        ...
+        ValueError: stride must be in [1, window=8], got 9
+    """
+
+    center_videos: bool = True
+    prune_threshold: float = 0.4
+    min_frames: int = 2
+    reallocation_threshold: float = 0.65
+    merge_threshold: float = 0.62
+    frame_window: int | None = None
+    cannot_link: bool = True
+    window: int = 8
+    stride: int = 4
+    link_threshold: float = 0.45
+    mutual_k: int | None = None
+    min_images: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("prune_threshold", "reallocation_threshold", "merge_threshold", "link_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(f"{name} must be a finite number, got {value!r}")
+            if not -1.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a cosine threshold and must be in [-1, 1], got {value}")
+        for name, low in (("min_frames", 1), ("window", 1), ("min_images", 1)):
+            _check_int(name, getattr(self, name), low)
+        _check_int("stride", self.stride, 1)
+        if self.stride > self.window:
+            raise ValueError(f"stride must be in [1, window={self.window}], got {self.stride}")
+        if self.frame_window is not None:
+            _check_int("frame_window", self.frame_window, 0)
+        if self.mutual_k is not None:
+            _check_int("mutual_k", self.mutual_k, 1)
+        for name in ("center_videos", "cannot_link"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as a plain dict (JSON-ready)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DenoiseConfig":
+        """Builds a config from a dict such as :meth:`as_dict` returns (unknown keys: ValueError).
+
+        Example:
+            >>> DenoiseConfig.from_dict({"window": 4, "stride": 2}).stride
+            2
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DenoiseConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")

@@ -1,0 +1,127 @@
+"""Feature extraction: a network's embeddings of many person crops, batched, AMP on GPU."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from cion_fast import _arrays
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _image_source(images: Any) -> Any:
+    """The uint8 [M, H, W, 3] array (or sequence of image paths) behind ``images``: its
+    ``.images``, ``.frames`` or ``.paths`` when it has one, else itself."""
+    for attribute in ("images", "frames", "paths"):
+        inner = getattr(images, attribute, None)
+        if inner is not None and not callable(inner):
+            return inner
+    return images
+
+
+def _load_paths(paths: Sequence[Any]) -> np.ndarray:
+    from PIL import Image
+
+    arrays = []
+    for path in paths:
+        with Image.open(path) as image:
+            arrays.append(np.asarray(image.convert("RGB")))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"images: all images of a batch must share one size, got {sorted(shapes)}")
+    return np.stack(arrays)
+
+
+def _batches(source: Any, batch_size: int) -> tuple[int, Iterator[np.ndarray]]:
+    """(M, iterator of uint8 [B, H, W, 3] host batches)."""
+    if _arrays.framework_of(source) is not None:
+        _arrays.require_dtype(source, "images", ("uint8",))
+        _arrays.require_ndim(source, "images", 4, "[M, H, W, 3]")
+        if source.shape[-1] != 3:
+            raise ValueError(f"images must be [M, H, W, 3] RGB, got shape {tuple(source.shape)}")
+        host = _arrays.to_numpy(source)
+        return host.shape[0], (host[i : i + batch_size] for i in range(0, host.shape[0], batch_size))
+    if isinstance(source, (list, tuple)) and all(isinstance(p, (str, bytes)) or hasattr(p, "__fspath__") for p in source):
+        paths = list(source)
+        return len(paths), (_load_paths(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size))
+    raise TypeError(
+        "images must be a uint8 [M, H, W, 3] array, a list of image paths, or an object with "
+        f"an .images/.frames attribute holding one; got {type(source).__name__}"
+    )
+
+
+def extract_features(
+    model: Any,
+    images: Any,
+    batch_size: int = 256,
+    device: Any = None,
+    flip: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """Embeds person crops with a network.
+
+    Args:
+        model: a ``torch.nn.Module`` mapping float [B, 3, H, W] (ImageNet-normalised RGB) to
+            [B, D]. It is moved to ``device`` and put in eval mode for the call (its training
+            flag is restored afterwards).
+        images: uint8 [M, H, W, 3] RGB (numpy or torch), a list of image paths, or an object
+            with ``.images`` / ``.frames`` holding either (``ImageSet``, ``Tracklets``).
+        batch_size: images per forward pass.
+        device: torch device; default CUDA when available, else CPU. On CUDA the forward pass
+            runs under ``torch.autocast`` (float16).
+        flip: also embed the horizontally flipped crops and average the two features.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        float32 numpy [M, D] (not normalised).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> crops = np.full((5, 16, 8, 3), 255, dtype=np.uint8)
+        >>> f = extract_features(net, crops, batch_size=2, device="cpu")
+        >>> f.shape, f.dtype, [round(float(v), 3) for v in f[0]]
+        ((5, 3), dtype('float32'), [2.249, 2.429, 2.64])
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    total, batches = _batches(_image_source(images), batch_size)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="extract", unit="img")
+    was_training = model.training
+    model.to(device).eval()
+    outputs = []
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            for batch in batches:
+                batch = np.ascontiguousarray(batch) if batch.flags.writeable else np.array(batch)  # e.g. memory-mapped
+                x = torch.from_numpy(batch).to(device, non_blocking=True)
+                x = (x.permute(0, 3, 1, 2).float() - mean) / std
+                features = model(x).float()
+                if flip:
+                    features = (features + model(x.flip(3)).float()) / 2
+                if features.ndim != 2 or features.shape[0] != x.shape[0]:
+                    raise ValueError(f"model must return [B, D] features, got shape {tuple(features.shape)}")
+                outputs.append(features.cpu().numpy())
+                if bar is not None:
+                    bar.update(x.shape[0])
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    if not outputs:
+        return np.empty((0, 0), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)

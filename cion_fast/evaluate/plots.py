@@ -1,0 +1,157 @@
+"""Plots for reports (PNG, matplotlib's non-interactive Agg backend; imported lazily).
+
+Every function takes plain numbers/arrays and a path, writes one PNG and returns the path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cmc(curves: Mapping[str, Sequence[float]], path: str | Path, max_rank: int = 20) -> Path:
+    """CMC curves, one line per method.
+
+    Args:
+        curves: method name -> CMC values (cmc[r] = Rank-(r+1) accuracy in [0, 1]).
+        path: output PNG.
+        max_rank: ranks shown on the x axis.
+
+    Example:
+        >>> import tempfile, os
+        >>> out = plot_cmc({"a": [0.5, 0.7, 0.9]}, os.path.join(tempfile.mkdtemp(), "cmc.png"))
+        >>> out.exists()
+        True
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, cmc in curves.items():
+        cmc = np.asarray(cmc, dtype=float)[:max_rank]
+        ax.plot(np.arange(1, len(cmc) + 1), 100 * cmc, marker="o", markersize=3, label=name)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_title("CMC on the held-out query / gallery")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(
+    groups: Mapping[str, Mapping[str, float]], path: str | Path, title: str, ylabel: str = ""
+) -> Path:
+    """Grouped bar chart: groups (x positions) x series (bars within a group).
+
+    Args:
+        groups: group name -> {series name -> value}, e.g. denoising level -> {metric -> value}.
+
+    Example:
+        >>> import tempfile, os
+        >>> out = plot_bars({"level1": {"F": 0.5}, "level2": {"F": 0.6}},
+        ...                 os.path.join(tempfile.mkdtemp(), "bars.png"), "quality")
+        >>> out.exists()
+        True
+    """
+    plt = _pyplot()
+    names = list(groups)
+    series = list(dict.fromkeys(s for values in groups.values() for s in values))  # first-seen order
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(names) * max(len(series), 1) * 0.5), 4))
+    x = np.arange(len(names))
+    for i, name in enumerate(series):
+        values = [groups[g].get(name, np.nan) for g in names]
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, names)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curve(steps: Sequence[float], values: Sequence[float], path: str | Path, title: str, ylabel: str) -> Path:
+    """A single line over training steps (e.g. the pre-training loss).
+
+    Example:
+        >>> import tempfile, os
+        >>> plot_curve([0, 1, 2], [3.0, 2.5, 2.2], os.path.join(tempfile.mkdtemp(), "l.png"), "loss", "loss").exists()
+        True
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(steps, values, linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_retrieval_grid(
+    query_images: np.ndarray,
+    gallery_images: np.ndarray,
+    ranked_gallery: np.ndarray,
+    hits: np.ndarray,
+    path: str | Path,
+    top_k: int = 10,
+) -> Path:
+    """Queries (first column) with their top-k gallery images; green frame = same identity, red = not.
+
+    Args:
+        query_images: uint8 [R, H, W, 3], one row of the grid per query.
+        gallery_images: uint8 [G, H, W, 3].
+        ranked_gallery: int64 [R, >= top_k] gallery indices in rank order per query.
+        hits: bool [R, >= top_k], True where the ranked gallery image has the query's identity.
+
+    Example:
+        >>> import tempfile, os
+        >>> q = np.zeros((2, 16, 8, 3), np.uint8); g = np.full((5, 16, 8, 3), 200, np.uint8)
+        >>> out = plot_retrieval_grid(q, g, np.tile(np.arange(5), (2, 1)), np.eye(2, 5, dtype=bool),
+        ...                           os.path.join(tempfile.mkdtemp(), "grid.png"), top_k=5)
+        >>> out.exists()
+        True
+    """
+    plt = _pyplot()
+    rows, (height, width) = len(query_images), query_images.shape[1:3]
+    border = max(2, height // 32)
+    canvas = np.full((rows * (height + 2 * border), (top_k + 1) * (width + 2 * border) + width // 2, 3), 255, np.uint8)
+    for r in range(rows):
+        y = r * (height + 2 * border) + border
+        canvas[y : y + height, border : border + width] = query_images[r]
+        for k in range(top_k):
+            x = (k + 1) * (width + 2 * border) + width // 2 + border
+            colour = (40, 170, 60) if hits[r, k] else (210, 40, 40)
+            canvas[y - border : y + height + border, x - border : x + width + border] = colour
+            canvas[y : y + height, x : x + width] = gallery_images[ranked_gallery[r, k]]
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 60, canvas.shape[0] / 60))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"query | top-{top_k} gallery (green: same identity)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

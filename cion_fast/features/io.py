@@ -1,0 +1,124 @@
+"""The features artefact (DESIGN.md, "Data on disk"): one ``.npz`` with the frame features, the
+tracklet offsets and the index (video, camera, frame index, ground-truth identity), so the next
+stage needs nothing else to run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "cion_fast.features"
+FORMAT_VERSION = 1
+_FIELDS = ("features", "offsets", "video", "camera", "frame_index", "identity")
+
+
+@dataclass
+class FeatureFile:
+    """Frame features with the tracklet index they belong to.
+
+    Attributes:
+        features: float16/float32 [M, D].
+        offsets: int64 [N+1] tracklet t is frames ``offsets[t]:offsets[t+1]``.
+        video, camera: int64 [N] per tracklet.
+        frame_index, identity: int64 [M] per frame (identity -1 = unknown).
+        model: what produced the features (``"stripe"``, ``"timm:resnet50"``, ...).
+
+    Example:
+        >>> f = FeatureFile(np.zeros((2, 4), np.float32), np.array([0, 2]), np.array([0]), np.array([0]),
+        ...                 np.array([0, 1]), np.array([-1, -1]), "zeros")
+        >>> f.features.shape, f.model
+        ((2, 4), 'zeros')
+    """
+
+    features: np.ndarray
+    offsets: np.ndarray
+    video: np.ndarray
+    camera: np.ndarray
+    frame_index: np.ndarray
+    identity: np.ndarray
+    model: str
+
+
+def save_features(path: str | os.PathLike, features: Any, tracklets: Any, model: str) -> Path:
+    """Writes features and the index of ``tracklets`` to ``path`` (``.npz``) atomically.
+
+    Args:
+        path: output file; written under a temporary name and renamed, so a reader never sees a
+            half-written file.
+        features: float [M, D] one row per frame of ``tracklets``.
+        tracklets: a ``cion_fast.data.Tracklets`` (offsets, video, camera, frame_index, identity).
+        model: a description of the feature extractor, stored in the file.
+
+    Example:
+        >>> import tempfile, os
+        >>> from types import SimpleNamespace
+        >>> t = SimpleNamespace(offsets=np.array([0, 2]), video=np.array([0]), camera=np.array([1]),
+        ...                     frame_index=np.array([0, 1]), identity=np.array([4, 4]))
+        >>> path = save_features(os.path.join(tempfile.mkdtemp(), "f.npz"), np.eye(2, dtype=np.float32), t, "demo")
+        >>> load_features(path).model
+        'demo'
+    """
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] != np.asarray(tracklets.frame_index).shape[0]:
+        raise ValueError(
+            f"features must be [M, D] with M = {np.asarray(tracklets.frame_index).shape[0]} frames, got shape {features.shape}"
+        )
+    arrays = {name: np.asarray(getattr(tracklets, name), dtype=np.int64) for name in _FIELDS[1:]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, features=features, format=FORMAT_NAME, version=FORMAT_VERSION, model=str(model), **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_features(path: str | os.PathLike) -> FeatureFile:
+    """Reads a file written by :func:`save_features`, checking its fields.
+
+    Returns:
+        :class:`FeatureFile` (features keep their stored dtype, float16 or float32).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a features file, a missing field, or inconsistent lengths (named).
+
+    Example:
+        >>> import tempfile, os
+        >>> from types import SimpleNamespace
+        >>> t = SimpleNamespace(offsets=np.array([0, 1]), video=np.array([3]), camera=np.array([0]),
+        ...                     frame_index=np.array([7]), identity=np.array([-1]))
+        >>> path = save_features(os.path.join(tempfile.mkdtemp(), "f.npz"), np.ones((1, 2), np.float16), t, "ones")
+        >>> stored = load_features(path)
+        >>> stored.features.dtype, stored.video.tolist(), stored.frame_index.tolist()
+        (dtype('float16'), [3], [7])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"features file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            fields = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"features file {path} is unreadable: {error}") from error
+    if str(fields.get("format", "")) != FORMAT_NAME:
+        raise ValueError(f"{path} is not a cion_fast features file (no format tag {FORMAT_NAME!r})")
+    missing = [name for name in _FIELDS if name not in fields]
+    if missing:
+        raise ValueError(f"features file {path} lacks the fields {missing}")
+    result = FeatureFile(model=str(fields["model"]), **{name: fields[name] for name in _FIELDS})
+    num_frames = result.frame_index.shape[0]
+    if result.features.ndim != 2 or result.features.shape[0] != num_frames or result.identity.shape[0] != num_frames:
+        raise ValueError(f"features file {path}: features {result.features.shape} / identity do not match {num_frames} frames")
+    if result.offsets.shape[0] != result.video.shape[0] + 1 or result.offsets[-1] != num_frames:
+        raise ValueError(f"features file {path}: offsets do not match the tracklets and frames")
+    return result

@@ -1,0 +1,195 @@
+// CPU sliding-range linking and connected components.
+//
+// Linking: OpenMP over work items (kRowsPerItem rows of one range, dynamic schedule: ranges differ
+// in size). An item computes its rows' similarity strip against the range in blocks of kColChunk
+// columns with dot_block, so the working memory is O(threads * kRowsPerItem * kColChunk) plus the
+// links found, whatever the number of identities. Each item keeps its links in its own buffer; one
+// pass finds them, and a copy in item order lays them out once the output is allocated.
+//
+// Components: sequential union-find (path halving, union by rank) over the link list: O(L alpha),
+// a small cost next to the similarity passes that produce the links in parallel.
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "common/parallel.h"
+#include "cpu/dot_block.h"
+#include "cpu/top_k.h"
+#include "ops/sliding_range_link.h"
+
+namespace cion {
+namespace {
+
+constexpr int64_t kColChunk = 256;
+
+template <class T>
+struct Linker {
+  const SlidingRangeLinkParams& p;
+  RangeGeometry g;
+  const T* x;
+  const T* inv;
+  T* kth;
+
+  explicit Linker(const SlidingRangeLinkParams& params)
+      : p(params),
+        g{params.window, params.stride, params.num_videos},
+        x(static_cast<const T*>(params.features)),
+        inv(static_cast<const T*>(params.inv_norm)),
+        kth(static_cast<T*>(params.kth)) {}
+
+  int64_t range_begin(int64_t r) const { return p.video_start[g.first_rank(r)]; }
+  int64_t range_end(int64_t r) const { return p.video_start[g.end_rank(r)]; }
+  int64_t entry(int64_t r, int64_t i) const { return p.entry_offsets[r] + i - range_begin(r); }
+
+  // The range of an item and its first row.
+  void locate(int64_t item, int64_t* range, int64_t* row) const {
+    const int64_t* end = p.item_offsets + p.num_ranges + 1;
+    *range = (std::upper_bound(p.item_offsets, end, item) - p.item_offsets) - 1;
+    *row = range_begin(*range) + (item - p.item_offsets[*range]) * kRowsPerItem;
+  }
+
+  // cos(f_i, f_j) for the rows [i0, i1) x [j0, j1), into block (row-major, leading dim j1 - j0).
+  void similarities(int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* block) const {
+    const int64_t nj = j1 - j0;
+    dot_block(x + i0 * p.dim, p.dim, i1 - i0, x + j0 * p.dim, p.dim, nj, p.dim, block, nj);
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < j1; ++j) block[(i - i0) * nj + (j - j0)] *= inv[i] * inv[j];
+  }
+
+  bool mutual_in(int64_t r, int64_t i, int64_t j, T sim) const {
+    return sim >= kth[entry(r, i)] && sim >= kth[entry(r, j)];
+  }
+
+  // Does range r emit the candidate pair (i < j, different videos, both in r)?
+  bool emits(int64_t r, int64_t i, int64_t j, T sim) const {
+    if (!(static_cast<double>(sim) >= p.threshold)) return false;
+    if (p.mutual_k == 0) return true;  // the caller only visits pairs new to range r
+    if (!mutual_in(r, i, j, sim)) return false;
+    for (int64_t earlier = g.first_range_of_rank(p.video_rank[j]); earlier < r; ++earlier)
+      if (mutual_in(earlier, i, j, sim)) return false;  // emitted by that range already
+    return true;
+  }
+
+  // kth[e(r, i)] for the item's rows.
+  void thresholds(int64_t item, std::vector<T>& block, std::vector<TopK<T>>& top) const {
+    int64_t r, i0;
+    locate(item, &r, &i0);
+    const int64_t b = range_begin(r), e = range_end(r);
+    const int64_t i1 = std::min(i0 + kRowsPerItem, e);
+    for (int64_t i = i0; i < i1; ++i) top[i - i0].reset(p.mutual_k);
+    for (int64_t j0 = b; j0 < e; j0 += kColChunk) {
+      const int64_t j1 = std::min(j0 + kColChunk, e);
+      similarities(i0, i1, j0, j1, block.data());
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t video = p.video_rank[i];
+        for (int64_t j = j0; j < j1; ++j)
+          if (p.video_rank[j] != video) top[i - i0].push(block[(i - i0) * (j1 - j0) + (j - j0)]);
+      }
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      TopK<T>& t = top[i - i0];
+      kth[entry(r, i)] = t.size() >= p.mutual_k ? t.kth_largest() : -std::numeric_limits<T>::infinity();
+    }
+  }
+
+  // Appends the links the item's rows emit to `out`, in (i, j) order (`rows` is per-row scratch).
+  void links(int64_t item, std::vector<T>& block, std::vector<int64_t> (&rows)[kRowsPerItem],
+             std::vector<int64_t>& out) const {
+    int64_t r, i0;
+    locate(item, &r, &i0);
+    const int64_t e = range_end(r);
+    const int64_t i1 = std::min(i0 + kRowsPerItem, e);
+    // Without mutual_k only pairs with j beyond the previous range are new to this one.
+    const int64_t lowest = (p.mutual_k == 0 && r > 0) ? range_end(r - 1) : range_begin(r);
+    auto first_candidate = [&](int64_t i) { return std::max(lowest, p.video_start[p.video_rank[i] + 1]); };
+    for (int64_t i = i0; i < i1; ++i) rows[i - i0].clear();
+    for (int64_t j0 = first_candidate(i0); j0 < e; j0 += kColChunk) {
+      const int64_t j1 = std::min(j0 + kColChunk, e);
+      similarities(i0, i1, j0, j1, block.data());
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = std::max(j0, first_candidate(i)); j < j1; ++j) {
+          if (emits(r, i, j, block[(i - i0) * (j1 - j0) + (j - j0)])) {
+            rows[i - i0].push_back(i);
+            rows[i - i0].push_back(j);
+          }
+        }
+      }
+    }
+    out.clear();
+    for (int64_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i - i0].begin(), rows[i - i0].end());
+  }
+};
+
+template <class T>
+void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
+  CION_CHECK(row_inverse_norms(static_cast<const T*>(p.features), p.num_identities, p.dim, static_cast<T*>(p.inv_norm)),
+             "features contains NaN or inf values");
+  const Linker<T> linker(p);
+  std::vector<std::vector<int64_t>> found(p.num_items);  // each item's links, (i, j) interleaved
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp parallel
+#endif
+  {
+    std::vector<T> block(kRowsPerItem * kColChunk);
+    if (p.mutual_k > 0) {
+      std::vector<TopK<T>> top(kRowsPerItem);
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (int64_t item = 0; item < p.num_items; ++item) linker.thresholds(item, block, top);
+    }  // the loop's implicit barrier: every threshold is written before any is read below
+    std::vector<int64_t> rows[kRowsPerItem];
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t item = 0; item < p.num_items; ++item) linker.links(item, block, rows, found[item]);
+  }
+  std::vector<int64_t> start(p.num_items + 1, 0);
+  for (int64_t item = 0; item < p.num_items; ++item)
+    start[item + 1] = start[item] + static_cast<int64_t>(found[item].size());
+  int64_t* out = sink.allocate(sink.context, start[p.num_items] / 2);
+  parallel_for(p.num_items, 64,
+               [&](int64_t item) { std::copy(found[item].begin(), found[item].end(), out + start[item]); });
+}
+
+int64_t find_root(std::vector<int64_t>& parent, int64_t v) {
+  while (parent[v] != v) {
+    parent[v] = parent[parent[v]];  // path halving
+    v = parent[v];
+  }
+  return v;
+}
+
+}  // namespace
+
+void sliding_range_link_cpu(const SlidingRangeLinkParams& p, const LinkSink& sink) {
+  if (p.dtype == DType::kFloat64)
+    run<double>(p, sink);
+  else
+    run<float>(p, sink);
+}
+
+void connected_components_cpu(const ConnectedComponentsParams& p) {
+  const int64_t n = p.num_nodes;
+  std::vector<int64_t> parent(n);
+  std::vector<uint8_t> rank(n, 0);
+  for (int64_t v = 0; v < n; ++v) parent[v] = v;
+  for (int64_t e = 0; e < p.num_edges; ++e) {
+    int64_t a = find_root(parent, p.edges[2 * e]);
+    int64_t b = find_root(parent, p.edges[2 * e + 1]);
+    if (a == b) continue;
+    if (rank[a] < rank[b]) std::swap(a, b);
+    parent[b] = a;
+    if (rank[a] == rank[b]) ++rank[a];
+  }
+  // Number the components in the order of their first (= smallest) node.
+  std::vector<int64_t> number(n, -1);
+  int64_t next = 0;
+  for (int64_t v = 0; v < n; ++v) {
+    const int64_t root = find_root(parent, v);
+    if (number[root] < 0) number[root] = next++;
+    p.labels[v] = number[root];
+  }
+}
+
+}  // namespace cion

@@ -1,0 +1,76 @@
+"""The ``cion-fast extract`` and ``cion-fast denoise`` commands on a tiny synthetic world on disk."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cion_fast.cli import main
+from cion_fast.data import Tracklets
+from cion_fast.denoise import DenoiseConfig, denoise
+from cion_fast.features import stripe_histogram
+from cion_fast.features.io import load_features
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    from cion_fast.data.synth import WorldConfig, generate
+
+    config = WorldConfig.quick(identities=10, train_identities=4, eval_identities=4, cameras=2, videos=3, seed=2)
+    return generate(config).tracklets.save(tmp_path_factory.mktemp("world") / "tracklets")
+
+
+def test_extract_then_denoise(world_dir, tmp_path, capsys):
+    features_path = tmp_path / "stripe.npz"
+    assert main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(features_path)]) == 0
+    tracklets = Tracklets.load(world_dir)
+    stored = load_features(features_path)
+    assert stored.model == "stripe"
+    np.testing.assert_array_equal(stored.features, stripe_histogram(tracklets.images()))
+    for name in ("offsets", "video", "camera", "frame_index", "identity"):
+        np.testing.assert_array_equal(getattr(stored, name), getattr(tracklets, name))
+
+    out = tmp_path / "labels"
+    args = ["denoise", "--tracklets", str(world_dir), "--features", str(features_path), "--out", str(out), "--no-progress"]
+    assert main(args + ["--link-threshold", "0.5", "--mutual-k", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert "level 3" in printed and "B3 F" in printed
+    config = DenoiseConfig(link_threshold=0.5)
+    expected = denoise(stored.features, tracklets.offsets, tracklets.video, tracklets.frame_index, config)
+    np.testing.assert_array_equal(np.load(out / "labels.npy"), expected.labels)
+    with np.load(out / "levels.npz") as levels:
+        for name, labels in zip(("level_1", "level_2", "level_3"), expected.levels):
+            np.testing.assert_array_equal(levels[name], labels)
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"] == config.as_dict()
+    assert [row["level"] for row in report["levels"]] == ["level 1", "level 2", "level 3"]
+    assert set(report["quality"]) == {"tracklets", "level 1", "level 2", "level 3"}
+    assert report["inputs"]["frames"] == tracklets.num_frames
+
+    assert main(args) == 2  # exists, no --overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--no-cannot-link"]) == 0
+    assert json.loads((out / "report.json").read_text())["config"]["cannot_link"] is False
+
+
+def test_extract_oracle_and_timm(world_dir, tmp_path):
+    assert main(["extract", "--data", str(world_dir), "--model", "oracle", "--out", str(tmp_path / "o.npz"), "--float16"]) == 0
+    assert load_features(tmp_path / "o.npz").features.dtype == np.float16
+    assert main(["extract", "--data", str(world_dir), "--model", "timm:test_resnet", "--out", str(tmp_path / "t.npz"), "--device", "cpu"]) == 0
+    stored = load_features(tmp_path / "t.npz")
+    assert stored.features.shape[0] == stored.frame_index.shape[0] and stored.model == "timm:test_resnet"
+
+
+def test_bad_model_and_mismatched_features(world_dir, tmp_path, capsys):
+    assert main(["extract", "--data", str(world_dir), "--model", "sift", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "--model" in capsys.readouterr().err
+    other = tmp_path / "other.npz"
+    tracklets = Tracklets.load(world_dir)
+    from cion_fast.features.io import save_features
+
+    shifted = Tracklets(tracklets.frames, tracklets.offsets, tracklets.video, tracklets.camera, tracklets.frame_index + 1, tracklets.identity)
+    save_features(other, np.ones((tracklets.num_frames, 4), np.float32), shifted, "ones")
+    assert main(["denoise", "--tracklets", str(world_dir), "--features", str(other), "--out", str(tmp_path / "l")]) == 2
+    assert "was not extracted from" in capsys.readouterr().err

@@ -1,0 +1,254 @@
+"""sliding_range_link and connected_components against independent float64 numpy / scipy oracles
+written from the spec (level 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as scipy_components
+
+from cion_fast.ops import connected_components, sliding_range_link
+from cion_fast.reference import sliding_range_link as reference
+
+from conftest import POISON_INT, cupy, requires_torch, to_framework, torch
+
+
+def canonical(labels):
+    """Relabels a partition by order of first occurrence: equal partitions, equal arrays."""
+    labels = np.asarray(labels)
+    first = {}
+    return np.array([first.setdefault(v, len(first)) for v in labels.tolist()], dtype=np.int64)
+
+
+def oracle_components(num_nodes, edges):
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_nodes, num_nodes))
+    return canonical(scipy_components(graph, directed=False)[1])
+
+
+def oracle_link(features, video_ids, window, stride, threshold, mutual_k=None):
+    """Range by range, every cross-video pair, float64. Returns the links in the documented order
+    (first range where the pair links, then i, then j) and the canonical labels."""
+    x = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    rank = np.searchsorted(np.unique(video_ids), video_ids)
+    num_videos = len(np.unique(video_ids))
+    first_range = {}
+    start = 0
+    r = 0
+    while True:
+        members = [i for i in range(len(x)) if start <= rank[i] < start + window]
+        sims = unit[members] @ unit[members].T
+        cross = rank[members][:, None] != rank[members][None, :]
+        kth = np.full(len(members), -np.inf)
+        if mutual_k:
+            for a in range(len(members)):
+                values = np.sort(sims[a][cross[a]])[::-1]
+                if len(values) >= mutual_k:
+                    kth[a] = values[mutual_k - 1]
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                s = sims[a, b]
+                if cross[a, b] and s >= threshold and (not mutual_k or (s >= kth[a] and s >= kth[b])):
+                    first_range.setdefault((members[a], members[b]), r)
+        if start + window >= num_videos:
+            break
+        start += stride
+        r += 1
+    links = sorted(first_range, key=lambda ij: (first_range[ij], ij[0], ij[1]))
+    links = np.array(links, dtype=np.int64).reshape(-1, 2)
+    return links, oracle_components(len(x), links)
+
+
+def make_identities(videos, per_video_max, dim, seed, num_people=None, dtype=np.float64, noise=0.6):
+    """Identities of ``videos`` videos (0..per_video_max each, some videos empty), each showing one
+    of a few people, so that cross-video similarities are either clearly high or clearly low."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, per_video_max + 1, videos)
+    video_ids = np.repeat(np.sort(rng.choice(10 * videos + 1, videos, replace=False)), counts)
+    num_people = num_people or max(2, videos // 3)
+    people = rng.normal(size=(num_people, dim))
+    features = people[rng.integers(0, num_people, len(video_ids))] + noise * rng.normal(size=(len(video_ids), dim))
+    return features.astype(dtype), video_ids
+
+
+CASES = [
+    # videos, per video, dim, window, stride, threshold, mutual_k
+    (1, 5, 8, 8, 4, 0.3, None),  # one video only: nothing to link
+    (12, 4, 8, 8, 4, 0.5, None),
+    (12, 4, 8, 8, 4, 0.5, 2),
+    (30, 3, 16, 8, 4, 0.5, None),
+    (30, 3, 16, 8, 4, 0.4, 3),
+    (30, 3, 16, 5, 5, 0.5, None),  # stride = window
+    (30, 3, 16, 5, 5, 0.5, 1),
+    (25, 4, 7, 6, 1, 0.5, 2),  # stride 1: pairs in up to 6 ranges, emitted once
+    (25, 4, 7, 3, 2, 0.2, 4),
+    (6, 4, 9, 40, 7, 0.5, None),  # window >= number of videos: one range
+    (6, 4, 9, 40, 7, 0.5, 100),  # mutual_k above every candidate count
+    (20, 2, 5, 1, 1, 0.0, None),  # window 1: no two videos share a range
+    (40, 70, 12, 4, 2, 0.6, 5),  # 200+ rows per range: several work items and column blocks
+]
+
+
+@pytest.mark.parametrize("videos,per_video,dim,window,stride,threshold,mutual_k", CASES)
+def test_matches_oracle(poisoned_outputs, videos, per_video, dim, window, stride, threshold, mutual_k):
+    features, video_ids = make_identities(videos, per_video, dim, seed=videos * 7 + per_video + dim)
+    expected_links, expected_labels = oracle_link(features, video_ids, window, stride, threshold, mutual_k)
+    labels, links = sliding_range_link(features, video_ids, window, stride, threshold, mutual_k)
+    assert labels.dtype == np.int64 and labels.shape == (len(features),)
+    assert links.dtype == np.int64 and links.shape[1] == 2
+    np.testing.assert_array_equal(links, expected_links)  # same links, same order, no repeats
+    np.testing.assert_array_equal(canonical(labels), expected_labels)
+    np.testing.assert_array_equal(labels, expected_labels)  # the kernel's numbering is canonical
+
+
+def test_cases_link_across_ranges():
+    """The data above is not trivial: links exist, and with overlapping ranges chains merge
+    identities of videos that share no range (with stride = window they cannot)."""
+    features, video_ids = make_identities(30, 3, 16, seed=30 * 7 + 3 + 16)
+    rank = np.searchsorted(np.unique(video_ids), video_ids)
+    for window, stride, chains in ((6, 3, True), (5, 5, False)):
+        labels, links = sliding_range_link(features, video_ids, window=window, stride=stride, threshold=0.5)
+        assert len(links) > 10
+        far = [(i, j) for i in range(len(labels)) for j in range(i) if labels[i] == labels[j] and abs(rank[i] - rank[j]) >= window]
+        assert bool(far) == chains
+
+
+def test_float32_half_and_strided_inputs():
+    features, video_ids = make_identities(30, 5, 24, seed=3, dtype=np.float32, noise=0.3)
+    for low in (features, features.astype(np.float16), np.asfortranarray(features)):
+        links, labels = oracle_link(low, video_ids, 8, 4, 0.5, 3)
+        got_labels, got_links = sliding_range_link(low, video_ids.astype(np.int32), 8, 4, 0.5, 3)
+        np.testing.assert_array_equal(got_links, links)
+        np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_single_identity_and_empty():
+    labels, links = sliding_range_link(np.ones((1, 3), np.float32), [4])
+    assert labels.tolist() == [0] and links.shape == (0, 2)
+    labels, links = sliding_range_link(np.ones((0, 3), np.float32), np.zeros(0, np.int64))
+    assert labels.shape == (0,) and links.shape == (0, 2)
+
+
+@requires_torch
+def test_torch_inputs_and_reference():
+    features, video_ids = make_identities(20, 4, 10, seed=4)
+    for mutual_k in (None, 2):
+        expected_links, expected_labels = oracle_link(features, video_ids, 6, 3, 0.5, mutual_k)
+        labels, links = sliding_range_link(torch.from_numpy(features), torch.from_numpy(video_ids), 6, 3, 0.5, mutual_k)
+        assert isinstance(labels, torch.Tensor) and isinstance(links, torch.Tensor)
+        np.testing.assert_array_equal(links.numpy(), expected_links)
+        np.testing.assert_array_equal(labels.numpy(), expected_labels)
+        ref_labels, ref_links = reference.sliding_range_link(
+            torch.from_numpy(features), torch.from_numpy(video_ids), 6, 3, 0.5, mutual_k
+        )
+        np.testing.assert_array_equal(ref_links.numpy(), np.array(sorted(map(tuple, expected_links))).reshape(-1, 2))
+        np.testing.assert_array_equal(ref_labels.numpy(), expected_labels)
+
+
+def _nan_features():
+    features = np.random.default_rng(5).normal(size=(6, 4))
+    features[4, 1] = np.nan
+    return features
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(video_ids=[0, 0, 2, 1, 3, 3]), ValueError, r"video_ids must be sorted .* video_ids\[3\] = 1"),
+        (dict(video_ids=[0, 0, 1]), ValueError, "video_ids must have length 6"),
+        (dict(video_ids=np.zeros(6, np.float32)), TypeError, "video_ids must have dtype"),
+        (dict(window=0), ValueError, "window must be >= 1"),
+        (dict(stride=0), ValueError, "stride must be >= 1"),
+        (dict(window=4, stride=5), ValueError, "stride must be <= window"),
+        (dict(mutual_k=0), ValueError, "mutual_k must be >= 1"),
+        (dict(mutual_k=1.5), TypeError, "mutual_k must be an integer"),
+        (dict(threshold=float("inf")), ValueError, "threshold must be finite"),
+        (dict(features="abc"), TypeError, "features must be"),
+        (dict(features=np.zeros((6, 3), np.int32)), TypeError, "features must have dtype"),
+        (dict(features=None), TypeError, "features must be"),
+    ],
+)
+def test_bad_input_raises_clear_errors(kwargs, error, match):
+    features = np.random.default_rng(6).normal(size=(6, 3))
+    args = dict(features=features, video_ids=[0, 0, 1, 2, 3, 3])
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        sliding_range_link(**args)
+
+
+def test_nan_features_raise():
+    with pytest.raises(ValueError, match="features contains NaN"):
+        sliding_range_link(_nan_features(), np.arange(6) // 2)
+
+
+@pytest.mark.parametrize("num_nodes,num_edges,seed", [(1, 0, 0), (7, 0, 1), (10, 4, 2), (300, 250, 3), (1000, 2000, 4)])
+def test_connected_components_matches_scipy(poisoned_outputs, num_nodes, num_edges, seed):
+    rng = np.random.default_rng(seed)
+    edges = rng.integers(0, num_nodes, (num_edges, 2))
+    if num_edges:
+        edges[0] = [num_nodes - 1, num_nodes - 1]  # a self-loop
+        edges = np.concatenate([edges, edges[:3]])  # repeated edges
+    labels = connected_components(num_nodes, edges)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, oracle_components(num_nodes, edges))
+
+
+def test_connected_components_inputs():
+    assert connected_components(0, np.zeros((0, 2), np.int64)).shape == (0,)
+    np.testing.assert_array_equal(connected_components(4, [[3, 2]]), [0, 1, 2, 2])
+    chain = np.stack([np.arange(1, 500), np.arange(500 - 1)], axis=1)[::-1].astype(np.int32)  # a long path
+    np.testing.assert_array_equal(connected_components(500, np.ascontiguousarray(chain[:, ::-1])), np.zeros(500))
+    if torch is not None:
+        out = connected_components(5, torch.tensor([[0, 4], [1, 2]]))
+        assert isinstance(out, torch.Tensor) and out.tolist() == [0, 1, 1, 2, 0]
+        np.testing.assert_array_equal(reference.connected_components(500, torch.from_numpy(chain.copy())).numpy(), np.zeros(500))
+
+
+@pytest.mark.parametrize(
+    "num_nodes,edges,error,match",
+    [
+        (3, [[0, 3]], ValueError, r"edges must hold node indices in \[0, 3\)"),
+        (3, [[-1, 0]], ValueError, "edges must hold node indices"),
+        (3, [0, 1], ValueError, r"edges must have shape \[E, 2\]"),
+        (3, np.array([[0.0, 1.0]]), TypeError, "edges must have dtype"),
+        (-1, [[0, 0]], ValueError, "num_nodes must be >= 0"),
+        (True, [[0, 0]], TypeError, "num_nodes must be an integer"),
+    ],
+)
+def test_connected_components_bad_input(num_nodes, edges, error, match):
+    with pytest.raises(error, match=match):
+        connected_components(num_nodes, edges)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("framework", ["torch_cuda", "cupy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mutual_k", [None, 3])
+def test_cuda_matches_cpu(framework, dtype, mutual_k):
+    if framework == "cupy" and cupy is None:
+        pytest.skip("cupy not installed")
+    features, video_ids = make_identities(200, 12, 40, seed=61, dtype=dtype, noise=0.3)
+    features[5] = 0  # a zero row
+    cpu_labels, cpu_links = sliding_range_link(features, video_ids, 8, 4, 0.5, mutual_k)
+    labels, links = sliding_range_link(to_framework(features, framework), to_framework(video_ids, framework), 8, 4, 0.5, mutual_k)
+    host = (lambda a: a.cpu().numpy()) if framework == "torch_cuda" else (lambda a: a.get())
+    assert len(cpu_links) > 100
+    np.testing.assert_array_equal(host(links), cpu_links)
+    np.testing.assert_array_equal(host(labels), cpu_labels)
+    assert not np.any(host(labels) == POISON_INT)
+
+
+@pytest.mark.cuda
+def test_cuda_connected_components_and_nan():
+    rng = np.random.default_rng(62)
+    for num_nodes, num_edges in ((1, 0), (5000, 4000), (20000, 60000)):
+        edges = rng.integers(0, num_nodes, (num_edges, 2))
+        got = connected_components(num_nodes, torch.from_numpy(edges).cuda())
+        np.testing.assert_array_equal(got.cpu().numpy(), connected_components(num_nodes, edges))
+    chain = np.stack([np.arange(1, 100000), np.arange(100000 - 1)], axis=1)
+    assert int(connected_components(100000, torch.from_numpy(chain).cuda()).max()) == 0
+    with pytest.raises(ValueError, match="features contains NaN"):
+        sliding_range_link(torch.from_numpy(_nan_features()).cuda(), torch.arange(6) // 2)
