@@ -71,6 +71,10 @@ struct Linker {
     return true;
   }
 
+  // Only similarities reaching the threshold can make links, so only those enter the top-k
+  // buffers: with at least mutual_k of them the k-th largest is the threshold that matters, with
+  // fewer the true one is below the link threshold and -inf is equivalent.
+  bool offer(T sim) const { return static_cast<double>(sim) >= p.threshold; }
   void store_threshold(int64_t r, int64_t i, TopK<T>& top) const {
     kth[entry(r, i)] = top.size() >= p.mutual_k ? top.kth_largest() : -std::numeric_limits<T>::infinity();
   }
@@ -90,8 +94,8 @@ struct Linker {
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t video = p.video_rank[i];
           for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
-            if (p.video_rank[j] == video) continue;
             const T sim = block[(i - i0) * (j1 - j0) + (j - j0)];
+            if (p.video_rank[j] == video || !offer(sim)) continue;
             top[i - b].push(sim);
             top[j - b].push(sim);
           }
@@ -115,8 +119,10 @@ struct Linker {
       similarities(i0, i1, j0, j1, block.data());
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t video = p.video_rank[i];
-        for (int64_t j = j0; j < j1; ++j)
-          if (p.video_rank[j] != video) top[i - i0].push(block[(i - i0) * (j1 - j0) + (j - j0)]);
+        for (int64_t j = j0; j < j1; ++j) {
+          const T sim = block[(i - i0) * (j1 - j0) + (j - j0)];
+          if (p.video_rank[j] != video && offer(sim)) top[i - i0].push(sim);
+        }
       }
     }
     for (int64_t i = i0; i < i1; ++i) store_threshold(r, i, top[i - i0]);

@@ -178,7 +178,10 @@ __global__ void thresholds_kernel(SlidingRangeLinkParams params) {
       const int64_t i = i0 + threadIdx.x;
       const int64_t video = p.video_rank[i];
       const int64_t candidates = (e - b) - (p.video_start[video + 1] - p.video_start[video]);
-      kth_out[L.entry(r, i)] = candidates >= p.mutual_k ? Key::decode(s.prefix[threadIdx.x]) : T(-INFINITY);
+      // As on the CPU: a k-th largest below the link threshold is stored as -inf (same decisions).
+      const T kth = Key::decode(s.prefix[threadIdx.x]);
+      const bool binding = candidates >= p.mutual_k && static_cast<double>(kth) >= p.threshold;
+      kth_out[L.entry(r, i)] = binding ? kth : T(-INFINITY);
     }
     __syncthreads();
   }

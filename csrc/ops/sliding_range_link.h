@@ -17,8 +17,9 @@
 // i, then j: the same list on every device.
 //
 // Work is split into items of kRowsPerItem consecutive rows of one range; the per-(range, row)
-// entry e(r, i) = entry_offsets[r] + i - range_first_row(r) holds row i's kth threshold in range r
-// (and, on CUDA, its link count).
+// entry e(r, i) = entry_offsets[r] + i - range_first_row(r) holds kth_r(i) (and, on CUDA, the row's
+// link count). A kth_r(i) below the threshold is stored as -inf: the link test is the same, and the
+// CPU then only needs to rank the similarities that reach the threshold.
 //
 // The number of links is known only at the end; the output is then requested from `sink`, which
 // allocates it with the caller's library:
