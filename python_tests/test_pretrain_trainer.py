@@ -208,10 +208,12 @@ def test_resume_from_a_checkpoint_missing_keys_is_a_clear_error(world, tmp_path,
 
 
 def test_torchrun_two_processes_gloo_ranks_agree(world, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    # The workers import cion_fast from where this process does (the installed package in CI, the
+    # source tree in a developer build), never from the current directory.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"),
            str(world["root"] / "tracklets"), str(world["root"] / "labels.npy"), str(tmp_path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     from safetensors.torch import load_file
 
