@@ -277,6 +277,12 @@ class Trainer:
     def _build(self) -> None:
         cfg, device = self.config, self.dist.device
         self.amp = self._amp_enabled()
+        if device.type == "cuda":
+            import cion_fast
+
+            if not cion_fast.cuda_available():
+                raise ValueError(f"device {device} is a GPU but cion_fast's kernels were built without CUDA, so the multicrop op "
+                                 "cannot make the views there; reinstall with CION_FAST_CUDA=ON (nvcc on PATH) or use device='cpu'")
         if self.amp and device.type != "cuda":
             raise ValueError("amp=True needs a CUDA device (float16 autocast + GradScaler)")
         self.sampler = IdentityBatchSampler(self.labels, cfg.batch_size, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
