@@ -33,13 +33,12 @@ _REDUCE = {"max": 0, "min": 1, "topk_mean": 2}
 
 
 class _Set:
-    """One ragged set on the kernels' terms: contiguous features in the compute dtype, offsets on
-    the host (validated) and on the features' device."""
+    """One ragged set on the kernels' terms: contiguous features in the compute dtype, validated
+    offsets on the features' device."""
 
     def __init__(self, name: str, features: Any, host_offsets: np.ndarray, placement: _arrays.Placement):
         self.name = name
         self.features = features
-        self.host_offsets = host_offsets
         self.offsets = placement.from_numpy(host_offsets)
         self.num = len(host_offsets) - 1
         self.frames = int(features.shape[0])
@@ -97,13 +96,14 @@ def _pair_kernel(
     pairs: Any, status: Any,
 ) -> Any:
     dtype = _arrays.dtype_name(a.features)
-    shape = (a.num, (b or a).num) if pairs is None else (int(pairs.shape[0]),)
+    shape = (a.num, a.num if b is None else b.num) if pairs is None else (int(pairs.shape[0]),)
     out = placement.empty(shape, dtype)
     inv_a = placement.empty((a.frames,), dtype) if placement.is_cuda else None
     inv_b = placement.empty((b.frames,), dtype) if placement.is_cuda and b is not None else None
     arrays = _ragged.capsules(
         placement, features=a.features, offsets=a.offsets, other_features=None if b is None else b.features,
-        other_offsets=None if b is None else b.offsets, pairs=pairs, out=out, inv_norm_a=inv_a, inv_norm_b=inv_b, status=status,
+        other_offsets=None if b is None else b.offsets, pairs=pairs, out=out, inv_norm_a=inv_a, inv_norm_b=inv_b,
+        status=status,
     )
     kernels().tracklet_pair_similarity(**arrays, reduce=reduce, k=k, normalize=normalize, stream=placement.stream())
     return out
@@ -182,19 +182,20 @@ def tracklet_similarity(
 
     a = _ragged_set(features, offsets, dtype, placement, ("features", "offsets"))
     b = None if same_set else _ragged_set(other_features, other_offsets, dtype, placement, ("other_features", "other_offsets"))
+    other = a if b is None else b
     if pairs is not None:
-        pairs = _as_pairs(pairs, a.num, (b or a).num, placement, (b or a).name)
+        pairs = _as_pairs(pairs, a.num, other.num, placement, other.name)
         if pairs.shape[0] == 0:
             return placement.empty((0,), dtype)
-    elif a.num == 0 or (b or a).num == 0:
-        return placement.empty((a.num, (b or a).num), dtype)
+    elif a.num == 0 or other.num == 0:
+        return placement.empty((a.num, other.num), dtype)
     status = _ragged.new_status(placement)
 
     if mode in ("centroid", "mean"):
         normalize = mode == "centroid"
         centres_a = _centroids(a, placement, normalize, status)
         if b is not None:
-            # Bit 1 of the status names other_features: a separate flag keeps the two apart.
+            # The centroid kernel reports its input in bit 0: B gets a flag of its own.
             status_b = _ragged.new_status(placement)
             centres_b = _centroids(b, placement, normalize, status_b)
             _ragged.check_status(status_b, ("other_features",))
