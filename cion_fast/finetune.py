@@ -526,6 +526,7 @@ def finetune(config: FinetuneConfig, train: ImageSet, out_dir: str | os.PathLike
                 consistent = True
                 last = {"loss": loss.item(), "id_loss": id_loss.item(), "triplet_loss": tri_loss.item()}
                 log.write(json.dumps({"step": step, "lr": lr, **last}) + "\n")
+                log.flush()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.3f}")

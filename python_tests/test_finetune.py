@@ -163,6 +163,7 @@ def test_resume_is_exact_and_extends(world, tmp_path):
     part = tmp_path / "part"
     (part / "checkpoints").mkdir(parents=True)
     shutil.copy(tmp_path / "full" / "config.json", part / "config.json")
+    shutil.copy(tmp_path / "full" / "log.jsonl", part / "log.jsonl")  # steps 1-4: 3 and 4 are re-run
     shutil.copytree(tmp_path / "full" / "checkpoints" / "step-00000002", part / "checkpoints" / "step-00000002")
     resumed = finetune(tiny(steps=4), world.train, part, resume=True)
     assert resumed["step"] == 4
@@ -171,6 +172,8 @@ def test_resume_is_exact_and_extends(world, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+    log = [json.loads(line)["step"] for line in (part / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]
     longer = finetune(tiny(steps=6), world.train, part, resume=True)
     assert longer["step"] == 6 and longer["checkpoint"].endswith("step-00000006")
 
@@ -199,6 +202,10 @@ def test_init_from_pretrained_backbone(world, tmp_path):
     summary = finetune(tiny(steps=1, init=str(path), base_lr=1e-12, weight_decay=0.0), world.train, tmp_path / "run")
     tuned = load_pretrained(summary["checkpoint"])
     assert torch.allclose(tuned.conv1.weight, source.conv1.weight, atol=1e-6)
+    official = tmp_path / "cion_official.pth"  # CION/DINO layout: ["teacher"]["module.backbone.*"]
+    torch.save({"teacher": {"module.backbone." + k: v for k, v in source.state_dict().items()}}, official)
+    summary = finetune(tiny(steps=1, init=str(official), base_lr=1e-12, weight_decay=0.0), world.train, tmp_path / "pth")
+    assert torch.allclose(load_pretrained(summary["checkpoint"]).conv1.weight, source.conv1.weight, atol=1e-6)
 
 
 def test_cli_synth_quick(tmp_path, capsys, monkeypatch):
