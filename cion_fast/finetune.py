@@ -14,7 +14,8 @@ The recipe, as implemented here:
   zero padding 10 + random crop, ImageNet normalisation, random erasing p = 0.5 (filled with 0 after
   normalisation, i.e. the ImageNet mean colour);
 * Adam, base lr 3.5e-4, weight decay 5e-4; linear warm-up from 0.1 x over the first 10 epochs
-  (capped at the first decay point), then x 0.1 at 40 % and 70 % of the run.
+  (capped at a quarter of the first phase, so short runs still train at the full rate; 120-epoch
+  BoT runs are unaffected), then x 0.1 at 40 % and 70 % of the run.
 
 Checkpoints use :mod:`cion_fast.pretrain.checkpoint` (``OUT/checkpoints/step-*/``, atomic
 safetensors + JSON) with export prefix ``"backbone."``: ``load_pretrained(OUT/checkpoints/step-N)`` and
@@ -214,7 +215,7 @@ def batch_hard_triplet_loss(features: torch.Tensor, labels: torch.Tensor, margin
 
 def lr_at_step(config: FinetuneConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Learning rate at ``step``: linear warm-up from ``warmup_factor * base_lr`` over
-    ``warmup_epochs`` epochs (never past the first decay point), then step decay.
+    ``warmup_epochs`` epochs (at most a quarter of the steps before the first decay), then step decay.
 
     Example:
         >>> c = FinetuneConfig(steps=100, warmup_epochs=1)
@@ -224,7 +225,7 @@ def lr_at_step(config: FinetuneConfig, step: int, total_steps: int, steps_per_ep
     decay_steps = [int(math.ceil(d * total_steps - 1e-9)) for d in config.decay_at]
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if decay_steps:
-        warmup = min(warmup, decay_steps[0])
+        warmup = min(warmup, decay_steps[0] // 4)
     factor = config.decay_factor ** sum(step >= s for s in decay_steps)
     if step < warmup:
         factor *= config.warmup_factor + (1.0 - config.warmup_factor) * step / warmup

@@ -117,6 +117,8 @@ def test_lr_schedule_warmup_and_decay():
     assert lrs[10:48] == pytest.approx([1.0] * 38)
     assert lrs[48:84] == pytest.approx([0.1] * 36)
     assert lrs[84:] == pytest.approx([0.01] * 36)
+    short = FinetuneConfig(steps=100, warmup_epochs=10)  # 10 epochs of 10 steps: capped at 40 // 4
+    assert [lr_at_step(short, s, 100, 10) / short.base_lr for s in (0, 9, 10, 39, 40)] == pytest.approx([0.1, 0.91, 1.0, 1.0, 0.1])
 
 
 def test_loss_decreases_on_a_fixed_batch(world):
