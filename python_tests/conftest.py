@@ -36,6 +36,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def torch_one_thread():
+    """One torch intra-op thread for the test: tiny models on a small shared machine only lose to
+    thread contention. Training-test modules use it with ``pytest.mark.usefixtures``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 POISON_FLOAT = 1.0e30
 POISON_INT = -987654321
 

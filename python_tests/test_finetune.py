@@ -28,14 +28,7 @@ from cion_fast.finetune import (
 from cion_fast.models import build_backbone, load_pretrained
 from cion_fast.pretrain import read_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,12 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 import torch.nn.functional as F
 
 from cion_fast.models import (IBN, BNNeckHead, DINOHead, ProjectionMLP, WeightNormLinear, build_backbone, load_pretrained,
                               pooled_features, read_safetensors_config, save_backbone)
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_resnet_last_stride_one_doubles_the_final_resolution():

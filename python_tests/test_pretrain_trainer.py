@@ -20,16 +20,10 @@ from cion_fast.data import synth
 from cion_fast.models import load_pretrained
 from cion_fast.pretrain import PretrainConfig, Trainer, pretrain, read_checkpoint
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,10 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 from cion_fast.models import build_backbone
 from cion_fast.pretrain import UPReIDMethod, ViewBatch, random_erasing, stripe_rois
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_stripes_map_through_the_crop_box():

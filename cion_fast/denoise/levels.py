@@ -193,6 +193,19 @@ def _groups_of(labels: np.ndarray, num_groups: int, frame_video: np.ndarray, fra
     )
 
 
+def _grouped_input(features: Any, labels: Any, frame_video: Any, frame_index: Any):
+    """The checked inputs of levels 2 and 3 and their groups: (features float [M, D],
+    frame_video int64 [M], frame_index int64 [M], dense labels int64 [M], number of groups,
+    :class:`_Groups`, per-group sums of the normalised features float32 [K, D])."""
+    features = _check_features(features)
+    num_frames = features.shape[0]
+    frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
+    frame_index = _check_frame_index(frame_index, num_frames)
+    labels, num_groups = dense_labels(_check_labels(labels, num_frames))
+    groups = _groups_of(labels, num_groups, frame_video, frame_index)
+    return features, frame_video, frame_index, labels, num_groups, groups, _group_sums(features, groups)
+
+
 def _set_sums(features: np.ndarray, offsets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """float32 [N, D]: the sum of the L2-normalised rows of each ragged set
     ``features[rows[offsets[t]:offsets[t + 1]]]`` (``rows`` None: the features' own rows; an
@@ -557,13 +570,9 @@ def level2(
         >>> level2(f, np.zeros(5, dtype=np.int64), np.array([0, 1, 5, 6, 2]), np.array([0, 0, 1, 1, -1]))[0]
         array([ 0,  0,  0,  0, -1])
     """
-    features = _check_features(features)
-    num_frames = features.shape[0]
-    frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
-    frame_index = _check_frame_index(frame_index, num_frames)
-    labels, num_groups = dense_labels(_check_labels(labels, num_frames))
-    groups = _groups_of(labels, num_groups, frame_video, frame_index)
-    sums = _group_sums(features, groups)
+    features, frame_video, frame_index, labels, num_groups, groups, sums = _grouped_input(
+        features, labels, frame_video, frame_index
+    )
 
     frames, targets, pooled = _reallocate(features, labels, groups, sums, frame_video, frame_index, config)
     labels = labels.copy()
@@ -678,13 +687,9 @@ def level3(
         >>> level3(f, video, np.array([0, 1, 0, 1, 0]), np.array([0, 0, 1, 1, 2]), DenoiseConfig(min_images=1))[0]
         array([0, 0, 0, 0, 1])
     """
-    features = _check_features(features)
-    num_frames = features.shape[0]
-    frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
-    frame_index = _check_frame_index(frame_index, num_frames)
-    labels, num_groups = dense_labels(_check_labels(labels, num_frames))
-    groups = _groups_of(labels, num_groups, frame_video, frame_index)
-    sums = _group_sums(features, groups)
+    features, frame_video, frame_index, labels, num_groups, groups, sums = _grouped_input(
+        features, labels, frame_video, frame_index
+    )
     centroids = _normalised(sums)
 
     _, video_rank = np.unique(groups.video, return_inverse=True)

@@ -15,17 +15,6 @@ namespace cion {
 
 namespace {
 
-// A checked view: ndim, dtype, C-contiguity and the expected leading size (-1: any).
-TensorView array(const py::object& capsule, const char* name, int ndim, DType dtype, int64_t length = -1,
-                 bool writable = false) {
-  TensorView v = view_from_dlpack(capsule, name, writable);
-  check_ndim(v, ndim);
-  check_dtype(v, dtype);
-  check_contiguous(v);
-  if (length >= 0) CION_CHECK(v.shape[0] == length, name, " must have ", length, " rows, got ", v.shape[0]);
-  return v;
-}
-
 bool given(const py::object& capsule) { return !capsule.is_none(); }
 
 void same_device(const TensorView& reference, std::initializer_list<const TensorView*> others) {
@@ -46,10 +35,10 @@ struct Csr {
 Csr csr(const py::object& indptr, const py::object& indices, const py::object& values, int64_t rows,
         const char* indptr_name, const char* indices_name, const char* values_name) {
   Csr m;
-  m.indptr = array(indptr, indptr_name, 1, DType::kInt64, rows + 1);
-  m.indices = array(indices, indices_name, 1, DType::kInt64);
+  m.indptr = checked_view(indptr, indptr_name, 1, DType::kInt64, rows + 1);
+  m.indices = checked_view(indices, indices_name, 1, DType::kInt64);
   if (given(values)) {
-    m.values = array(values, values_name, 1, DType::kFloat32);
+    m.values = checked_view(values, values_name, 1, DType::kFloat32);
     CION_CHECK(m.values.shape[0] == m.indices.shape[0], values_name, " and ", indices_name,
                " must have the same length");
   }
@@ -65,20 +54,20 @@ void select_binding(const py::object& block, const py::object& block_columns, co
   check_ndim(b, 2);
   check_float_or_double(b);
   CION_CHECK(b.strides[1] == 1 || b.shape[1] <= 1, "block rows must be contiguous");
-  const TensorView values = array(neighbour_value, "neighbour_value", 2, DType::kFloat64, -1, true);
+  const TensorView values = checked_view(neighbour_value, "neighbour_value", 2, DType::kFloat64, -1, true);
   const int64_t N = values.shape[0];
-  const TensorView indices = array(neighbour_index, "neighbour_index", 2, DType::kInt64, N, true);
+  const TensorView indices = checked_view(neighbour_index, "neighbour_index", 2, DType::kInt64, N, true);
   CION_CHECK(indices.shape[1] == values.shape[1], "neighbour_index and neighbour_value must have the same shape");
   const int64_t rows = b.shape[0], cols = b.shape[1];
   CION_CHECK(row_begin >= 0 && row_begin + rows <= N, "block rows out of range");
   TensorView columns, rnorms, cnorms, maxima, raw, flag;
   if (given(row_norms) || given(col_norms)) {
-    rnorms = array(row_norms, "row_norms", 1, b.dtype, rows);
-    cnorms = array(col_norms, "col_norms", 1, b.dtype, cols);
+    rnorms = checked_view(row_norms, "row_norms", 1, b.dtype, rows);
+    cnorms = checked_view(col_norms, "col_norms", 1, b.dtype, cols);
     CION_CHECK(!given(block_columns), "a kNN graph block holds distances, not dot products");
   }
   if (given(block_columns)) {
-    columns = array(block_columns, "block_columns", 2, DType::kInt64, rows);
+    columns = checked_view(block_columns, "block_columns", 2, DType::kInt64, rows);
     CION_CHECK(columns.shape[1] == cols && b.is_contiguous(), "block_columns must match a contiguous block");
     CION_CHECK(!symmetric, "a kNN graph block cannot be symmetric");
   } else {
@@ -86,7 +75,7 @@ void select_binding(const py::object& block, const py::object& block_columns, co
     CION_CHECK(!symmetric || row_begin + rows <= col_begin || col_begin + cols <= row_begin,
                "a symmetric block needs disjoint row and column ranges");
   }
-  if (given(row_max)) maxima = array(row_max, "row_max", 1, DType::kFloat64, N, true);
+  if (given(row_max)) maxima = checked_view(row_max, "row_max", 1, DType::kFloat64, N, true);
   if (given(raw_out)) {
     raw = view_from_dlpack(raw_out, "raw_out", true);
     check_ndim(raw, 2);
@@ -94,7 +83,7 @@ void select_binding(const py::object& block, const py::object& block_columns, co
     CION_CHECK(raw.strides[1] == 1 || raw.shape[1] <= 1, "raw_out rows must be contiguous");
     CION_CHECK(raw.shape[0] == num_query && num_query + raw.shape[1] == N, "raw_out must be [Q, N - Q]");
   }
-  if (given(status)) flag = array(status, "status", 1, DType::kInt32, 1, true);
+  if (given(status)) flag = checked_view(status, "status", 1, DType::kInt32, 1, true);
   same_device(b, {&values, &indices, &columns, &rnorms, &cnorms, &maxima, &raw, &flag});
 
   KReciprocalSelectParams p;
@@ -124,7 +113,7 @@ void select_binding(const py::object& block, const py::object& block_columns, co
 void expand_binding(const py::object& neighbours, int64_t m1, int64_t mh, const py::object& counts,
                     const py::object& indptr, const py::object& indices, const py::object& scratch,
                     uintptr_t stream) {
-  const TensorView nb = array(neighbours, "neighbours", 2, DType::kInt64);
+  const TensorView nb = checked_view(neighbours, "neighbours", 2, DType::kInt64);
   const int64_t N = nb.shape[0];
   KReciprocalExpandParams p;
   p.neighbours = nb.ptr<const int64_t>();
@@ -134,13 +123,13 @@ void expand_binding(const py::object& neighbours, int64_t m1, int64_t mh, const 
   p.mh = mh;
   TensorView c, ip, ix, s;
   if (given(indptr)) {
-    ip = array(indptr, "indptr", 1, DType::kInt64, N + 1);
-    ix = array(indices, "indices", 1, DType::kInt64, -1, true);
+    ip = checked_view(indptr, "indptr", 1, DType::kInt64, N + 1);
+    ix = checked_view(indices, "indices", 1, DType::kInt64, -1, true);
   } else {
-    c = array(counts, "counts", 1, DType::kInt64, N, true);
+    c = checked_view(counts, "counts", 1, DType::kInt64, N, true);
   }
   if (given(scratch)) {
-    s = array(scratch, "scratch", 2, DType::kInt64, N, true);
+    s = checked_view(scratch, "scratch", 2, DType::kInt64, N, true);
     CION_CHECK(m1 >= 1 && mh >= 1 && s.shape[1] >= m1 + m1 * mh, "scratch must be [N, m1 + m1 * mh]");
   }
   same_device(nb, {&c, &ip, &ix, &s});
@@ -160,14 +149,14 @@ void weights_binding(const py::object& indptr, const py::object& indices, const 
   check_ndim(ip, 1);
   const int64_t N = ip.shape[0] - 1;
   const Csr m = csr(indptr, indices, py::none(), N, "indptr", "indices", "values");
-  const TensorView out = array(values, "values", 1, DType::kFloat32, m.indices.shape[0], true);
+  const TensorView out = checked_view(values, "values", 1, DType::kFloat32, m.indices.shape[0], true);
   KReciprocalWeightsParams p;
   p.num_items = N;
   p.indptr = m.indptr.ptr<const int64_t>();
   p.indices = m.indices.ptr<const int64_t>();
   p.values = out.ptr<float>();
   TensorView maxima, x, qq, qg, gg, gi, gd, est;
-  if (given(row_max)) maxima = array(row_max, "row_max", 1, DType::kFloat64, N);
+  if (given(row_max)) maxima = checked_view(row_max, "row_max", 1, DType::kFloat64, N);
   p.row_max = maxima.ptr<const double>();
   if (given(features)) {
     x = view_from_dlpack(features, "features");
@@ -202,13 +191,13 @@ void weights_binding(const py::object& indptr, const py::object& indices, const 
     p.q_g_stride = qg.strides[0];
     p.g_g_stride = gg.strides[0];
   } else {
-    gi = array(graph_index, "graph_index", 2, DType::kInt64, N);
+    gi = checked_view(graph_index, "graph_index", 2, DType::kInt64, N);
     gd = view_from_dlpack(graph_distance, "graph_distance");
     check_ndim(gd, 2);
     check_float_or_double(gd);
     check_contiguous(gd);
     CION_CHECK(gd.shape[0] == N && gd.shape[1] == gi.shape[1], "graph_distance must have graph_index's shape");
-    est = array(estimated, "estimated", 1, DType::kInt64, 1, true);
+    est = checked_view(estimated, "estimated", 1, DType::kInt64, 1, true);
     p.source = KReciprocalSource::kGraph;
     p.dtype = gd.dtype;
     p.graph_index = gi.ptr<const int64_t>();
@@ -225,7 +214,7 @@ void query_expansion_binding(const py::object& neighbours, int64_t k2, const py:
                              const py::object& indices, const py::object& values, const py::object& counts,
                              const py::object& out_indptr, const py::object& out_indices,
                              const py::object& out_values, uintptr_t stream) {
-  const TensorView nb = array(neighbours, "neighbours", 2, DType::kInt64);
+  const TensorView nb = checked_view(neighbours, "neighbours", 2, DType::kInt64);
   const int64_t N = nb.shape[0];
   const Csr v = csr(indptr, indices, values, N, "indptr", "indices", "values");
   KReciprocalExpansionParams p;
@@ -239,11 +228,11 @@ void query_expansion_binding(const py::object& neighbours, int64_t k2, const py:
   CION_CHECK(p.values, "values is required");
   TensorView c, oi, ox, ov;
   if (given(out_indptr)) {
-    oi = array(out_indptr, "out_indptr", 1, DType::kInt64, N + 1);
-    ox = array(out_indices, "out_indices", 1, DType::kInt64, -1, true);
-    ov = array(out_values, "out_values", 1, DType::kFloat32, ox.shape[0], true);
+    oi = checked_view(out_indptr, "out_indptr", 1, DType::kInt64, N + 1);
+    ox = checked_view(out_indices, "out_indices", 1, DType::kInt64, -1, true);
+    ov = checked_view(out_values, "out_values", 1, DType::kFloat32, ox.shape[0], true);
   } else {
-    c = array(counts, "counts", 1, DType::kInt64, N, true);
+    c = checked_view(counts, "counts", 1, DType::kInt64, N, true);
   }
   same_device(nb, {&v.indptr, &v.indices, &v.values, &c, &oi, &ox, &ov});
   p.counts = c.ptr<int64_t>();
@@ -272,12 +261,12 @@ void transpose_binding(const py::object& indptr, const py::object& indices, cons
   CION_CHECK(p.values, "values is required");
   TensorView cc, cp, r, ov, cur;
   if (given(colptr)) {
-    cp = array(colptr, "colptr", 1, DType::kInt64, N + 1);
-    r = array(rows, "rows", 1, DType::kInt64, -1, true);
-    ov = array(out_values, "out_values", 1, DType::kFloat32, r.shape[0], true);
-    if (given(cursor)) cur = array(cursor, "cursor", 1, DType::kInt64, N, true);
+    cp = checked_view(colptr, "colptr", 1, DType::kInt64, N + 1);
+    r = checked_view(rows, "rows", 1, DType::kInt64, -1, true);
+    ov = checked_view(out_values, "out_values", 1, DType::kFloat32, r.shape[0], true);
+    if (given(cursor)) cur = checked_view(cursor, "cursor", 1, DType::kInt64, N, true);
   } else {
-    cc = array(col_counts, "col_counts", 1, DType::kInt64, N, true);
+    cc = checked_view(col_counts, "col_counts", 1, DType::kInt64, N, true);
   }
   same_device(ip, {&v.indices, &v.values, &cc, &cp, &r, &ov, &cur});
   p.col_counts = cc.ptr<int64_t>();
@@ -324,15 +313,15 @@ void jaccard_binding(const std::string& mode, const py::object& indptr, const py
     CION_CHECK(o.shape[0] == rows && o.shape[1] == width && (o.strides[1] == 1 || width <= 1),
                "out must be [rows, N - col_begin] with contiguous rows");
   }
-  if (p.mode == Mode::kRerank) maxima = array(row_max, "row_max", 1, DType::kFloat64, N);
-  if (p.mode == Mode::kSparseCount) c = array(counts, "counts", 1, DType::kInt64, rows, true);
+  if (p.mode == Mode::kRerank) maxima = checked_view(row_max, "row_max", 1, DType::kFloat64, N);
+  if (p.mode == Mode::kSparseCount) c = checked_view(counts, "counts", 1, DType::kInt64, rows, true);
   if (p.mode == Mode::kSparseFill) {
-    oi = array(out_indptr, "out_indptr", 1, DType::kInt64, rows + 1);
-    ox = array(out_indices, "out_indices", 1, DType::kInt64, -1, true);
-    ov = array(out_values, "out_values", 1, DType::kFloat32, ox.shape[0], true);
+    oi = checked_view(out_indptr, "out_indptr", 1, DType::kInt64, rows + 1);
+    ox = checked_view(out_indices, "out_indices", 1, DType::kInt64, -1, true);
+    ov = checked_view(out_values, "out_values", 1, DType::kFloat32, ox.shape[0], true);
   }
   if (given(scratch)) {
-    s = array(scratch, "scratch", 2, DType::kFloat32, -1, true);
+    s = checked_view(scratch, "scratch", 2, DType::kFloat32, -1, true);
     CION_CHECK(s.shape[1] == width, "scratch must be [blocks, N - col_begin]");
   }
   same_device(ip, {&v.indices, &v.values, &inv.indptr, &inv.indices, &inv.values, &maxima, &o, &c, &oi, &ox,
@@ -365,7 +354,7 @@ void jaccard_binding(const std::string& mode, const py::object& indptr, const py
 void pairs_binding(const py::object& candidates, const py::object& distance, const py::object& row_max,
                    const py::object& indptr, const py::object& indices, const py::object& values,
                    double lambda_value, const py::object& out, uintptr_t stream) {
-  const TensorView cand = array(candidates, "candidates", 2, DType::kInt64);
+  const TensorView cand = checked_view(candidates, "candidates", 2, DType::kInt64);
   const TensorView dist = view_from_dlpack(distance, "distance");
   check_ndim(dist, 2);
   check_float_or_double(dist);
@@ -376,8 +365,8 @@ void pairs_binding(const py::object& candidates, const py::object& distance, con
   const int64_t N = ip.shape[0] - 1;
   const Csr v = csr(indptr, indices, values, N, "indptr", "indices", "values");
   CION_CHECK(v.values.data, "values is required");
-  const TensorView maxima = array(row_max, "row_max", 1, DType::kFloat64, N);
-  const TensorView o = array(out, "out", 2, DType::kFloat32, cand.shape[0], true);
+  const TensorView maxima = checked_view(row_max, "row_max", 1, DType::kFloat64, N);
+  const TensorView o = checked_view(out, "out", 2, DType::kFloat32, cand.shape[0], true);
   CION_CHECK(o.shape[1] == cand.shape[1], "out must match candidates");
   CION_CHECK(cand.shape[0] <= N, "more queries than items");
   same_device(cand, {&dist, &v.indptr, &v.indices, &v.values, &maxima, &o});

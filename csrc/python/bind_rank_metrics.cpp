@@ -14,13 +14,6 @@ namespace cion {
 
 namespace {
 
-void check_vector(const TensorView& v, int64_t length, DType dtype) {
-  check_ndim(v, 1);
-  check_dtype(v, dtype);
-  check_contiguous(v);
-  CION_CHECK(v.shape[0] == length, v.name, " must have length ", length, ", got ", v.shape[0]);
-}
-
 void rank_metrics_binding(const py::object& distmat, const py::object& query_camids,
                           const py::object& gallery_camids, const py::object& gallery_by_pid,
                           const py::object& match_begin, const py::object& match_end,
@@ -34,20 +27,19 @@ void rank_metrics_binding(const py::object& distmat, const py::object& query_cam
   CION_CHECK(dist.strides[1] == 1 || dist.shape[1] <= 1, "distmat rows must be contiguous");
   const int64_t Q = dist.shape[0], G = dist.shape[1];
 
-  const TensorView qcam = view_from_dlpack(query_camids, "q_camids");
-  const TensorView gcam = view_from_dlpack(gallery_camids, "g_camids");
-  const TensorView order = view_from_dlpack(gallery_by_pid, "gallery_by_pid");
-  const TensorView begin = view_from_dlpack(match_begin, "match_begin");
-  const TensorView end = view_from_dlpack(match_end, "match_end");
-  const TensorView ap = view_from_dlpack(average_precision, "average_precision", true);
-  const TensorView inp = view_from_dlpack(inverse_negative_penalty, "inverse_negative_penalty", true);
-  const TensorView first = view_from_dlpack(first_match, "first_match", true);
-  const TensorView count = view_from_dlpack(num_matches, "num_matches", true);
-  for (const TensorView* v : {&qcam, &begin, &end, &first, &count}) check_vector(*v, Q, DType::kInt64);
-  for (const TensorView* v : {&gcam, &order}) check_vector(*v, G, DType::kInt64);
-  for (const TensorView* v : {&ap, &inp}) check_vector(*v, Q, DType::kFloat64);
-  for (const TensorView* v : {&qcam, &gcam, &order, &begin, &end, &ap, &inp, &first, &count})
-    check_same_device(dist, *v);
+  const auto int64_vector = [&](const py::object& capsule, const char* name, int64_t length, bool writable) {
+    return checked_vector(capsule, name, DType::kInt64, length, dist, writable);
+  };
+  const TensorView qcam = int64_vector(query_camids, "q_camids", Q, false);
+  const TensorView gcam = int64_vector(gallery_camids, "g_camids", G, false);
+  const TensorView order = int64_vector(gallery_by_pid, "gallery_by_pid", G, false);
+  const TensorView begin = int64_vector(match_begin, "match_begin", Q, false);
+  const TensorView end = int64_vector(match_end, "match_end", Q, false);
+  const TensorView first = int64_vector(first_match, "first_match", Q, true);
+  const TensorView count = int64_vector(num_matches, "num_matches", Q, true);
+  const TensorView ap = checked_vector(average_precision, "average_precision", DType::kFloat64, Q, dist, true);
+  const TensorView inp =
+      checked_vector(inverse_negative_penalty, "inverse_negative_penalty", DType::kFloat64, Q, dist, true);
 
   RankMetricsParams p;
   p.distmat = dist.data;
@@ -67,19 +59,12 @@ void rank_metrics_binding(const py::object& distmat, const py::object& query_cam
   p.num_matches = count.ptr<int64_t>();
 
   if (dist.device == Device::kCUDA) {
-    const TensorView offsets = view_from_dlpack(scratch_offsets, "scratch_offsets");
-    check_vector(offsets, Q + 1, DType::kInt64);
-    const TensorView sdist = view_from_dlpack(scratch_distance, "scratch_distance", true);
-    const TensorView sindex = view_from_dlpack(scratch_index, "scratch_index", true);
-    const TensorView scount = view_from_dlpack(scratch_count, "scratch_count", true);
-    const TensorView flag = view_from_dlpack(status, "status", true);
-    check_dtype(sdist, DType::kFloat64);
-    check_dtype(sindex, DType::kInt64);
-    check_dtype(scount, DType::kInt64);
-    check_vector(flag, 1, DType::kInt32);
-    CION_CHECK(sdist.numel() == sindex.numel() && sdist.numel() == scount.numel(),
-               "scratch buffers must have the same length");
-    for (const TensorView* v : {&offsets, &sdist, &sindex, &scount, &flag}) check_same_device(dist, *v);
+    const TensorView offsets = int64_vector(scratch_offsets, "scratch_offsets", Q + 1, false);
+    const TensorView sdist = checked_view(scratch_distance, "scratch_distance", 1, DType::kFloat64, -1, true, &dist);
+    const int64_t total = sdist.shape[0];
+    const TensorView sindex = int64_vector(scratch_index, "scratch_index", total, true);
+    const TensorView scount = int64_vector(scratch_count, "scratch_count", total, true);
+    const TensorView flag = checked_vector(status, "status", DType::kInt32, 1, dist, true);
     p.scratch_offsets = offsets.ptr<int64_t>();
     p.scratch_distance = sdist.ptr<double>();
     p.scratch_index = sindex.ptr<int64_t>();

@@ -14,17 +14,6 @@ namespace cion {
 
 namespace {
 
-TensorView vector_view(const py::object& capsule, const char* name, DType dtype, int64_t length,
-                       const TensorView& like, bool writable) {
-  const TensorView v = view_from_dlpack(capsule, name, writable);
-  check_ndim(v, 1);
-  check_dtype(v, dtype);
-  check_contiguous(v);
-  check_same_device(like, v);
-  CION_CHECK(v.shape[0] == length, name, " must have length ", length, ", got ", v.shape[0]);
-  return v;
-}
-
 // The sink's context: the Python callable that allocates the links with the caller's library
 // (returning a DLPack capsule), and the device the links must live on.
 struct PythonSink {
@@ -62,10 +51,10 @@ void link_binding(const py::object& features, const py::object& video_rank, cons
   p.dtype = x.dtype;
   p.num_identities = x.shape[0];
   p.dim = x.shape[1];
-  p.video_rank = vector_view(video_rank, "video_rank", DType::kInt64, p.num_identities, x, false).ptr<int64_t>();
+  p.video_rank = checked_vector(video_rank, "video_rank", DType::kInt64, p.num_identities, x, false).ptr<int64_t>();
   const TensorView starts = view_from_dlpack(video_start, "video_start");
   CION_CHECK(starts.ndim == 1 && starts.shape[0] >= 1, "video_start must be 1-D and non-empty");
-  p.video_start = vector_view(video_start, "video_start", DType::kInt64, starts.shape[0], x, false).ptr<int64_t>();
+  p.video_start = checked_vector(video_start, "video_start", DType::kInt64, starts.shape[0], x, false).ptr<int64_t>();
   p.num_videos = starts.shape[0] - 1;
   p.window = window;
   p.stride = stride;
@@ -76,18 +65,18 @@ void link_binding(const py::object& features, const py::object& video_rank, cons
   CION_CHECK(entries.ndim == 1 && entries.shape[0] >= 1, "entry_offsets must be 1-D and non-empty");
   p.num_ranges = entries.shape[0] - 1;
   p.entry_offsets =
-      vector_view(entry_offsets, "entry_offsets", DType::kInt64, p.num_ranges + 1, x, false).ptr<int64_t>();
-  p.item_offsets = vector_view(item_offsets, "item_offsets", DType::kInt64, p.num_ranges + 1, x, false).ptr<int64_t>();
+      checked_vector(entry_offsets, "entry_offsets", DType::kInt64, p.num_ranges + 1, x, false).ptr<int64_t>();
+  p.item_offsets = checked_vector(item_offsets, "item_offsets", DType::kInt64, p.num_ranges + 1, x, false).ptr<int64_t>();
   p.num_items = num_items;
   CION_CHECK(num_entries >= 0, "num_entries must be >= 0");
   p.num_entries = num_entries;
-  p.inv_norm = vector_view(inv_norm, "inv_norm", x.dtype, p.num_identities, x, true).data;
-  if (mutual_k > 0) p.kth = vector_view(kth, "kth", x.dtype, p.num_entries, x, true).data;
+  p.inv_norm = checked_vector(inv_norm, "inv_norm", x.dtype, p.num_identities, x, true).data;
+  if (mutual_k > 0) p.kth = checked_vector(kth, "kth", x.dtype, p.num_entries, x, true).data;
   if (x.device == Device::kCUDA) {
-    p.counts = vector_view(counts, "counts", DType::kInt64, p.num_entries, x, true).ptr<int64_t>();
+    p.counts = checked_vector(counts, "counts", DType::kInt64, p.num_entries, x, true).ptr<int64_t>();
     p.link_offsets =
-        vector_view(link_offsets, "link_offsets", DType::kInt64, p.num_entries + 1, x, true).ptr<int64_t>();
-    p.status = vector_view(status, "status", DType::kInt32, 1, x, true).ptr<int32_t>();
+        checked_vector(link_offsets, "link_offsets", DType::kInt64, p.num_entries + 1, x, true).ptr<int64_t>();
+    p.status = checked_vector(status, "status", DType::kInt32, 1, x, true).ptr<int32_t>();
   }
   PythonSink context{&allocate, &x};
   LinkSink sink;
@@ -120,7 +109,7 @@ void components_binding(int64_t num_nodes, const py::object& edges, const py::ob
     p.edges = list.ptr<int64_t>();
   }
   if (out.device == Device::kCUDA)
-    p.parent = vector_view(parent, "parent", DType::kInt64, num_nodes, out, true).ptr<int64_t>();
+    p.parent = checked_vector(parent, "parent", DType::kInt64, num_nodes, out, true).ptr<int64_t>();
   py::gil_scoped_release release;
   connected_components(p, out.device, out.device_index, reinterpret_cast<void*>(stream));
 }

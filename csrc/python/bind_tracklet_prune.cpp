@@ -14,17 +14,6 @@ namespace cion {
 
 namespace {
 
-TensorView vector_view(const py::object& capsule, const char* name, DType dtype, int64_t length,
-                       const TensorView& like) {
-  const TensorView v = view_from_dlpack(capsule, name, true);
-  check_ndim(v, 1);
-  check_dtype(v, dtype);
-  check_contiguous(v);
-  check_same_device(like, v);
-  CION_CHECK(v.shape[0] == length, name, " must have length ", length, ", got ", v.shape[0]);
-  return v;
-}
-
 void prune_binding(const py::object& features, const py::object& offsets, double threshold, int64_t min_frames,
                    const py::object& keep, const py::object& inv_norm, const py::object& dots,
                    const py::object& status, uintptr_t stream) {
@@ -35,11 +24,11 @@ void prune_binding(const py::object& features, const py::object& offsets, double
   p.dim = x.shape[1];
   p.threshold = threshold;
   p.min_frames = min_frames;
-  p.keep = vector_view(keep, "keep", DType::kBool, p.set.frames, x).ptr<uint8_t>();
+  p.keep = checked_vector(keep, "keep", DType::kBool, p.set.frames, x, true).ptr<uint8_t>();
   if (x.device == Device::kCUDA) {
-    p.inv_norm = vector_view(inv_norm, "inv_norm", DType::kFloat64, p.set.frames, x).ptr<double>();
-    p.dots = vector_view(dots, "dots", DType::kFloat64, p.set.frames, x).ptr<double>();
-    p.status = vector_view(status, "status", DType::kInt32, 1, x).ptr<int32_t>();
+    p.inv_norm = checked_vector(inv_norm, "inv_norm", DType::kFloat64, p.set.frames, x, true).ptr<double>();
+    p.dots = checked_vector(dots, "dots", DType::kFloat64, p.set.frames, x, true).ptr<double>();
+    p.status = checked_vector(status, "status", DType::kInt32, 1, x, true).ptr<int32_t>();
   }
   py::gil_scoped_release release;
   tracklet_prune(p, x.device, x.device_index, reinterpret_cast<void*>(stream));

@@ -136,4 +136,16 @@ TensorView optional_view_from_dlpack(const py::object& object, const char* name,
   return view_from_dlpack(object, name, writable);
 }
 
+TensorView checked_view(const py::object& capsule, const char* name, int ndim, DType dtype, int64_t length,
+                        bool writable, const TensorView* like) {
+  const TensorView v = view_from_dlpack(capsule, name, writable);
+  check_ndim(v, ndim);
+  check_dtype(v, dtype);
+  check_contiguous(v);
+  if (length >= 0)
+    CION_CHECK(v.shape[0] == length, name, " must have ", length, " entries along dimension 0, got ", v.shape[0]);
+  if (like) check_same_device(*like, v);
+  return v;
+}
+
 }  // namespace cion

@@ -18,4 +18,15 @@ TensorView view_from_dlpack(const pybind11::object& capsule, const char* name, b
 TensorView optional_view_from_dlpack(const pybind11::object& capsule, const char* name,
                                      bool writable = false);
 
+// A checked view for the bindings: `ndim` dimensions, `dtype`, C-contiguous, `length` entries
+// along dimension 0 (-1: any) and, when `like` is given, on the same device as it.
+TensorView checked_view(const pybind11::object& capsule, const char* name, int ndim, DType dtype,
+                        int64_t length = -1, bool writable = false, const TensorView* like = nullptr);
+
+// checked_view for a 1-D array of `length` entries on the device of `like`.
+inline TensorView checked_vector(const pybind11::object& capsule, const char* name, DType dtype,
+                                 int64_t length, const TensorView& like, bool writable = false) {
+  return checked_view(capsule, name, 1, dtype, length, writable, &like);
+}
+
 }  // namespace cion
