@@ -523,9 +523,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rerank", action="store_true", help="skip k-reciprocal re-ranking in the evaluation")
 
 
-@command("demo", "the whole pipeline on the built-in synthetic world: synth -> denoise -> CION pre-training -> evaluation -> report")
-def _demo(args: argparse.Namespace) -> int:
-    from cion_fast.demo import DemoConfig, run_demo
+def _demo_config(args: argparse.Namespace):
+    from cion_fast.demo import DemoConfig
 
     config = DemoConfig.quick() if args.quick else DemoConfig.default()
     if args.steps is not None:
@@ -534,12 +533,44 @@ def _demo(args: argparse.Namespace) -> int:
         config.pretrain["arch"] = args.arch
     config.device = args.device
     config.rerank = not args.no_rerank
-    report = run_demo(args.out, config)
+    return config
+
+
+@command("demo", "the whole pipeline on the built-in synthetic world: synth -> denoise -> CION pre-training -> evaluation -> report")
+def _demo(args: argparse.Namespace) -> int:
+    from cion_fast.demo import run_demo
+
+    report = run_demo(args.out, _demo_config(args))
     print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
     return 0 if report["methods"] else 1
 
 
 _demo.add_arguments = _demo_arguments
+
+
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    from cion_fast.demo import METHODS
+
+    _demo_arguments(parser)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+
+
+@command("compare", "random init vs DINO vs tracklet-level vs CION vs UP-ReID at the same pre-training budget: one table + plots")
+def _compare(args: argparse.Namespace) -> int:
+    from cion_fast.demo import run_demo
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    try:
+        report = run_demo(args.out, _demo_config(args), methods=methods)
+    except ValueError as error:
+        print(f"cion-fast compare: {error}", file=sys.stderr)
+        return 2
+    print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
+    return 0 if report["methods"] else 1
+
+
+_compare.add_arguments = _compare_arguments
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,16 +1,23 @@
-"""``cion-fast demo``: the whole CION pipeline on the built-in synthetic world, with a report.
+"""``cion-fast demo`` and ``cion-fast compare``: the CION pipeline on the built-in synthetic world.
 
 Stages (each writes its artefacts atomically under ``out/`` and is skipped when they exist, so an
 interrupted run resumes where it stopped):
 
-1. ``world``     synthesise the default world (``out/world``: tracklets + Market-style split),
-2. ``features``  the training-free stripe descriptor of every tracklet frame (``out/features.npz``),
-3. ``denoise``   CION's three denoising levels, measured against ground truth (``out/denoise``),
-4. ``pretrain``  identity-guided self-distillation on the denoised identities (``out/pretrain``;
-                 resumes from its newest checkpoint),
-5. ``evaluate``  frozen features of the held-out query/gallery: CION, the same backbone randomly
-                 initialised, and the stripe descriptor, with and without k-reciprocal re-ranking,
-6. ``report``    ``report.json``, ``report.md``, ``report.html`` and PNG plots.
+1. ``world``            synthesise the world (``out/world``: tracklets + Market-style split),
+2. ``features``         the training-free stripe descriptor of every tracklet frame (``out/features.npz``),
+3. ``denoise``          CION's three denoising levels, measured against ground truth (``out/denoise``),
+4. ``pretrain_<m>``     pre-training of each method ``m`` that learns (``out/pretrain_<m>``; resumes
+                        from its newest checkpoint),
+5. ``evaluate_<m>``     frozen features of the held-out query/gallery, with and without k-reciprocal
+                        re-ranking (``out/eval/<m>.npz``),
+6. report               ``report.json``, ``report.md``, ``report.html`` and PNG plots.
+
+The methods (:data:`METHODS`): ``stripe`` (the training-free descriptor), ``random`` (the backbone
+at its random initialisation), ``dino`` (instance-level self-distillation), ``tracklet``
+(CION's distillation with the raw tracker ids as identities), ``cion`` (with the denoised
+identities) and ``upreid``. The demo runs :data:`DEMO_METHODS`; the comparison runs them all with
+the same pre-training budget (steps x batch size) and backbone. A comparison in a demo's directory
+reuses everything the demo already finished.
 """
 
 from __future__ import annotations
@@ -27,6 +34,20 @@ from typing import Any, Callable
 import numpy as np
 
 from cion_fast._io import atomic_write_json
+
+# name -> (PretrainConfig.method, which labels it trains on: "denoised", "tracker" or None).
+PRETRAINED_METHODS = {
+    "dino": ("dino", None),
+    "tracklet": ("cion", "tracker"),
+    "cion": ("cion", "denoised"),
+    "upreid": ("upreid", None),
+}
+METHODS = ("stripe", "random", *PRETRAINED_METHODS)
+DEMO_METHODS = ("stripe", "random", "cion")
+
+# Per-method changes to the shared pre-training settings (``multicrop`` dicts are merged):
+# UP-ReID trains on two global views only, so the demo's local views are dropped for it.
+_METHOD_PRETRAIN = {"upreid": {"multicrop": {"n_local": 0}}}
 
 REPORT_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10", "mAP_rerank", "rank1_rerank")
 QUALITY_COLUMNS = (
@@ -137,8 +158,26 @@ def _methods_table(methods: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def method_pretrain_config(config: DemoConfig, method: str) -> dict:
+    """The :class:`~cion_fast.pretrain.PretrainConfig` fields the demo uses for ``method``: the
+    shared ``config.pretrain`` with the method's own changes (its ``multicrop`` dict merged).
+
+    Example:
+        >>> cfg = method_pretrain_config(DemoConfig.quick(), "upreid")
+        >>> cfg["method"], cfg["multicrop"]["n_local"], cfg["multicrop"]["global_size"]
+        ('upreid', 0, (64, 32))
+    """
+    if method not in PRETRAINED_METHODS:
+        raise ValueError(f"method must be one of {', '.join(PRETRAINED_METHODS)}, got {method!r}")
+    own = _METHOD_PRETRAIN.get(method, {})
+    merged = {**config.pretrain, **{k: v for k, v in own.items() if k != "multicrop"}}
+    merged["multicrop"] = {**config.pretrain.get("multicrop", {}), **own.get("multicrop", {})}
+    merged["method"] = PRETRAINED_METHODS[method][0]
+    return merged
+
+
 def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress: bool = True,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print, methods: tuple[str, ...] = DEMO_METHODS) -> dict:
     """Runs (or resumes) the demo in ``out`` and returns the report dict (also in ``out/report.json``).
 
     Args:
@@ -146,16 +185,24 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         config: :class:`DemoConfig` (default: :meth:`DemoConfig.default`).
         progress: progress bars on long steps.
         log: where stage messages go.
+        methods: which of :data:`METHODS` to train and evaluate (``cion-fast compare``: all).
 
     Returns:
-        the report: ``{"denoise": {...}, "methods": {...}, "config": {...}, "timings": {...}}``.
+        the report: ``{"denoise": {...}, "methods": {...}, "config": {...}, "timings": {...},
+        "pretrain": {method: {...}}}``; ``config["methods"]`` lists the methods in the order of
+        :data:`METHODS`.
 
     Raises:
+        ValueError: an unknown method.
         KeyboardInterrupt: on Ctrl-C; finished stages (and pre-training checkpoints) are kept.
     """
     from cion_fast.data import Tracklets, read_market1501
     from cion_fast.data.synth import WorldConfig, generate
 
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {list(methods)}")
+    methods = tuple(m for m in METHODS if m in methods)
     config = config or DemoConfig.default()
     out = Path(out)
     stages = _Stages(out, log)
@@ -189,8 +236,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         features = load_features(out / "features.npz").features
         result = denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index,
                          DenoiseConfig(**config.denoise), progress=progress)
-        raw = np.repeat(np.arange(tracklets.num_tracklets), np.diff(tracklets.offsets))
-        rows = {"tracker": quality(raw, tracklets.identity, frame_video)}
+        rows = {"tracker": quality(tracklets.tracklet_of_frame, tracklets.identity, frame_video)}
         for level, labels in enumerate(result.levels, start=1):
             rows[f"level{level}"] = quality(labels, tracklets.identity, frame_video)
         write_denoise_output(out / "denoise", result, rows, overwrite=True)
@@ -199,21 +245,27 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     denoise_rows = stages.run("denoise", denoise_stage)
     log("denoising quality against ground truth:\n" + _quality_table(denoise_rows))
 
-    def pretrain_stage() -> dict:
+    def pretrain_stage(method: str) -> dict:
         from cion_fast.pretrain import PretrainConfig, pretrain
 
-        labels = np.load(out / "denoise" / "labels.npy")
-        run_dir = out / "pretrain"
-        cfg = PretrainConfig(**{**config.pretrain, "device": config.device, "progress": progress})
+        labels = {"denoised": lambda: np.load(out / "denoise" / "labels.npy"),
+                  "tracker": lambda: np.asarray(tracklets.tracklet_of_frame),
+                  None: lambda: None}[PRETRAINED_METHODS[method][1]]()
+        run_dir = out / f"pretrain_{method}"
+        cfg = PretrainConfig(**{**method_pretrain_config(config, method), "device": config.device, "progress": progress})
         resume = (run_dir / "config.json").exists()
         result = pretrain(cfg, np.asarray(tracklets.frames), labels, run_dir, resume=resume)
         if result.get("interrupted"):
             raise KeyboardInterrupt
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
 
-    pretrain_result = stages.run("pretrain", pretrain_stage)
+    pretrained = {m: stages.run(f"pretrain_{m}", lambda m=m: pretrain_stage(m)) for m in methods if m in PRETRAINED_METHODS}
 
-    def evaluate_stage() -> dict:
+    query, gallery = market.query, market.gallery
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    (out / "eval").mkdir(exist_ok=True)
+
+    def evaluate_stage(method: str) -> dict:
         import torch
 
         from cion_fast.evaluate import extract_features
@@ -221,41 +273,45 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         from cion_fast.features import stripe_histogram
         from cion_fast.models import build_backbone, load_pretrained
 
-        query, gallery = market.query, market.gallery
-        ids = (query.pids, gallery.pids, query.camids, gallery.camids)
-        torch.manual_seed(0)
-        arch = config.pretrain.get("arch", "resnet50")
-        candidates = {
-            "random": lambda: build_backbone(arch),
-            "cion": lambda: load_pretrained(pretrain_result["checkpoint"]),
-        }
-        methods = {}
-        stripe_q, stripe_g = stripe_histogram(query.images), stripe_histogram(gallery.images)
-        methods["stripe"] = evaluate_features(stripe_q, stripe_g, *ids, metric="cosine", rerank=config.rerank)
-        features = {"stripe": (stripe_q, stripe_g)}
-        for name, make in candidates.items():
-            model = make().eval()
-            q = extract_features(model, query.images, batch_size=config.eval_batch_size, device=config.device)
-            g = extract_features(model, gallery.images, batch_size=config.eval_batch_size, device=config.device)
-            features[name] = (q, g)
-            methods[name] = evaluate_features(q, g, *ids, metric="cosine", rerank=config.rerank)
-        np.savez(out / "eval_features.npz", **{f"{k}_{side}": v for k, (q, g) in features.items() for side, v in (("query", q), ("gallery", g))})
-        return methods
+        if method == "stripe":
+            q, g = stripe_histogram(query.images), stripe_histogram(gallery.images)
+        else:
+            if method == "random":
+                torch.manual_seed(0)
+                model = build_backbone(config.pretrain.get("arch", "resnet50"))
+            else:
+                model = load_pretrained(pretrained[method]["checkpoint"])
+            q, g = (extract_features(model.eval(), images, batch_size=config.eval_batch_size, device=config.device)
+                    for images in (query.images, gallery.images))
+        np.savez(out / "eval" / f"{method}.npz", query=q, gallery=g)
+        return evaluate_features(q, g, *ids, metric="cosine", rerank=config.rerank)
 
-    methods = stages.run("evaluate", evaluate_stage)
-    log("retrieval on the held-out query/gallery (%):\n" + _methods_table(methods))
+    results = {m: stages.run(f"evaluate_{m}", lambda m=m: evaluate_stage(m)) for m in methods}
+    log("retrieval on the held-out query/gallery (%):\n" + _methods_table(results))
 
     report = {
         "denoise": denoise_rows,
-        "methods": {name: {k: v for k, v in values.items() if not k.startswith("cmc")} for name, values in methods.items()},
-        "config": {"demo": config.to_dict(), "world": world_summary},
+        "methods": {name: {k: v for k, v in values.items() if not k.startswith("cmc")} for name, values in results.items()},
+        "config": {"demo": config.to_dict(), "world": world_summary, "methods": list(methods)},
         "timings": dict(stages.timings),
-        "pretrain": {k: pretrain_result.get(k) for k in ("step", "loss", "images_per_s", "view_share", "k")},
+        "pretrain": {m: {k: r.get(k) for k in ("step", "loss", "images_per_s", "view_share", "k")} for m, r in pretrained.items()},
     }
-    write_report(out, report, methods, market)
-    report["timings"] = dict(stages.timings)
+    write_report(out, report, results, market)
     atomic_write_json(out / "report.json", report)
     return report
+
+
+def _loss_curves(out: Path, methods: list[str]) -> dict[str, tuple[list, list]]:
+    """method -> (steps, losses) from each pre-training run's ``log.jsonl``."""
+    curves = {}
+    for method in methods:
+        log_path = out / f"pretrain_{method}" / "log.jsonl"
+        if log_path.exists():
+            rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+            rows = [r for r in rows if "loss" in r and "step" in r]
+            if rows:
+                curves[method] = ([r["step"] for r in rows], [r["loss"] for r in rows])
+    return curves
 
 
 def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
@@ -267,25 +323,27 @@ def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
     figures.mkdir(exist_ok=True)
     quality_groups = {level: {"purity": row["purity"], "pairwise F1": row["pairwise_f1"], "BCubed F": row["bcubed_f"]}
                       for level, row in report["denoise"].items()}
+    method_groups = {name: {"mAP": values["mAP"], "Rank-1": values["rank1"],
+                            **({"mAP (re-ranked)": values["mAP_rerank"]} if "mAP_rerank" in values else {})}
+                     for name, values in report["methods"].items()}
     paths = {
         "denoise": plots.plot_bars(quality_groups, figures / "denoise_quality.png", "denoising quality (ground truth)"),
+        "methods": plots.plot_bars(method_groups, figures / "methods.png", "retrieval on held-out identities (frozen features)"),
         "cmc": plots.plot_cmc({name: values["cmc"] for name, values in methods.items()}, figures / "cmc.png"),
     }
-    log_path = out / "pretrain" / "log.jsonl"
-    if log_path.exists():
-        rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if "loss" in r and "step" in r]
-        if rows:
-            paths["loss"] = plots.plot_curve([r["step"] for r in rows], [r["loss"] for r in rows],
-                                             figures / "pretrain_loss.png", "CION pre-training loss", "loss")
-    features = np.load(out / "eval_features.npz")
+    curves = _loss_curves(out, list(report["pretrain"]))
+    if curves:
+        paths["loss"] = plots.plot_curves(curves, figures / "pretrain_loss.png", "pre-training loss", "loss")
+    shown = "cion" if "cion" in methods else list(methods)[-1]
+    features = np.load(out / "eval" / f"{shown}.npz")
     rows = np.arange(min(8, len(market.query)))
-    ranked = top_k_gallery(features["cion_query"][rows], features["cion_gallery"], top_k=10)
+    ranked = top_k_gallery(features["query"][rows], features["gallery"], top_k=10)
     hits = market.gallery.pids[ranked] == market.query.pids[rows, None]
     paths["grid"] = plots.plot_retrieval_grid(market.query.images[rows], market.gallery.images, ranked, hits,
                                               figures / "retrieval_grid.png")
 
     timings = "\n".join(f"| {k} | {v:.1f} |" for k, v in report["timings"].items())
+    loss_figure = f"![pre-training loss](figures/{paths['loss'].name})" if "loss" in paths else ""
     markdown = f"""# cion_fast demo report
 
 ## Denoising quality (against the synthetic world's ground truth)
@@ -298,11 +356,13 @@ def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
 
 {_methods_table(report["methods"])}
 
+![methods](figures/{paths["methods"].name})
+
 ![CMC](figures/{paths["cmc"].name})
 
-{"![pre-training loss](figures/" + paths["loss"].name + ")" if "loss" in paths else ""}
+{loss_figure}
 
-![retrieval grid: CION features, green = same identity](figures/{paths["grid"].name})
+![retrieval grid: {shown} features, green = same identity](figures/{paths["grid"].name})
 
 ## Timings (s)
 

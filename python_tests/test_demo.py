@@ -42,8 +42,10 @@ def test_report_schema_and_numbers(demo_run):
     # Whether CION beats random init within a CI-sized budget is not asserted: at 12 steps it does
     # not reliably (see the issue notes); `cion-fast demo` (default budget) reports both.
     assert report["methods"]["cion"] != report["methods"]["random"]
-    assert set(report["timings"]) >= {"world", "features", "denoise", "pretrain", "evaluate"}
-    for name in ("report.md", "report.html", "figures/cmc.png", "figures/denoise_quality.png",
+    assert set(report["timings"]) >= {"world", "features", "denoise", "pretrain_cion",
+                                      "evaluate_stripe", "evaluate_random", "evaluate_cion"}
+    assert set(report["pretrain"]) == {"cion"} and report["pretrain"]["cion"]["step"] == 12
+    for name in ("report.md", "report.html", "figures/cmc.png", "figures/denoise_quality.png", "figures/methods.png",
                  "figures/retrieval_grid.png", "figures/pretrain_loss.png"):
         assert (out / name).stat().st_size > 0, name
 
@@ -53,15 +55,39 @@ def test_rerun_skips_finished_stages(demo_run):
     messages = []
     again = run_demo(out, DemoConfig.quick(), progress=False, log=messages.append)
     skipped = [m for m in messages if "skipped" in m]
-    assert len(skipped) == 5
+    assert len(skipped) == 7
     assert again["methods"] == report["methods"]
 
 
 def test_evaluate_command_on_the_exported_teacher(demo_run, capsys):
     out, report, _ = demo_run
     exported = out / "teacher.safetensors"
-    assert cli.main(["export", "--checkpoint", str(out / "pretrain"), "--out", str(exported)]) == 0
+    assert cli.main(["export", "--checkpoint", str(out / "pretrain_cion"), "--out", str(exported)]) == 0
     assert cli.main(["evaluate", "--checkpoint", str(exported), "--data", str(out / "world" / "market")]) == 0
     printed = capsys.readouterr().out
     line = [row for row in printed.splitlines() if row.startswith("plain")][0]
     assert abs(float(line.split()[1]) - 100 * report["methods"]["cion"]["mAP"]) < 1e-6 + 0.01
+
+
+def test_compare_reuses_the_demo_and_adds_every_method(demo_run, capsys):
+    out, report, _ = demo_run
+    assert cli.main(["compare", "--quick", "--steps", "12", "--out", str(out), "--no-rerank"]) == 0
+    compared = json.loads((out / "report.json").read_text())
+    assert compared["config"]["methods"] == ["stripe", "random", "dino", "tracklet", "cion", "upreid"]
+    # The demo's stages were reused, not recomputed: identical CION figures.
+    assert compared["methods"]["cion"] == report["methods"]["cion"]
+    assert set(compared["methods"]) == set(compared["config"]["methods"])
+    for name in ("dino", "tracklet", "upreid"):
+        assert compared["pretrain"][name]["step"] == 12
+        assert 0 < compared["methods"][name]["mAP"] <= 1
+        assert compared["methods"][name] != compared["methods"]["random"]
+    assert (out / "pretrain_upreid" / "config.json").exists()
+    assert json.loads((out / "pretrain_upreid" / "config.json").read_text())["multicrop"]["n_local"] == 0
+    assert json.loads((out / "pretrain_tracklet" / "config.json").read_text())["method"] == "cion"
+    printed = capsys.readouterr().out
+    assert "report:" in printed
+
+
+def test_compare_rejects_unknown_methods(capsys):
+    assert cli.main(["compare", "--quick", "--methods", "cion,moco"]) == 2
+    assert "moco" in capsys.readouterr().err

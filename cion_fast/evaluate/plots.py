@@ -88,21 +88,30 @@ def plot_bars(
     return path
 
 
-def plot_curve(steps: Sequence[float], values: Sequence[float], path: str | Path, title: str, ylabel: str) -> Path:
-    """A single line over training steps (e.g. the pre-training loss).
+def plot_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str, ylabel: str
+) -> Path:
+    """Lines over training steps, one per run (e.g. each method's pre-training loss).
+
+    Args:
+        curves: run name -> (steps, values).
 
     Example:
         >>> import tempfile, os
-        >>> plot_curve([0, 1, 2], [3.0, 2.5, 2.2], os.path.join(tempfile.mkdtemp(), "l.png"), "loss", "loss").exists()
+        >>> path = os.path.join(tempfile.mkdtemp(), "loss.png")
+        >>> plot_curves({"cion": ([0, 1, 2], [3.0, 2.5, 2.2])}, path, "loss", "loss").exists()
         True
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(steps, values, linewidth=1.2)
+    for name, (steps, values) in curves.items():
+        ax.plot(steps, values, linewidth=1.2, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
