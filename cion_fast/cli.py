@@ -578,6 +578,8 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exported backbone (.safetensors) or a pre-training checkpoint")
     parser.add_argument("--data", required=True, help="Market-1501-style folder (query/, bounding_box_test/)")
     parser.add_argument("--rerank", action="store_true", help="also evaluate with k-reciprocal re-ranking")
+    parser.add_argument("--camera-norm", action="store_true",
+                        help="also evaluate after test-time camera normalisation (each camera's mean feature removed)")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="cosine")
     parser.add_argument("--flip", action="store_true", help="average features of the image and its mirror")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -598,8 +600,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         for split in (market.query, market.gallery)
     ]
     result = evaluate_features(*features, market.query.pids, market.gallery.pids, market.query.camids,
-                               market.gallery.camids, metric=args.metric, rerank=args.rerank)
-    rows = [("", "")] + ([("re-ranked", "_rerank")] if args.rerank else [])
+                               market.gallery.camids, metric=args.metric, rerank=args.rerank,
+                               camera_norm=args.camera_norm)
+    rows = [("", "")] + ([("re-ranked", "_rerank")] if args.rerank else []) + ([("cam-norm", "_camnorm")] if args.camera_norm else [])
     print(f"{'':10s} {'mAP':>7s} {'mINP':>7s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s}")
     for label, suffix in rows:
         values = [100 * result[f"{k}{suffix}"] for k in ("mAP", "mINP", "rank1", "rank5", "rank10")]

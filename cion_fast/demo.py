@@ -49,7 +49,7 @@ DEMO_METHODS = ("stripe", "random", "cion")
 # UP-ReID trains on two global views only, so the demo's local views are dropped for it.
 _METHOD_PRETRAIN = {"upreid": {"multicrop": {"n_local": 0}}}
 
-REPORT_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10", "mAP_rerank", "rank1_rerank")
+REPORT_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10", "mAP_rerank", "rank1_rerank", "mAP_camnorm", "rank1_camnorm")
 QUALITY_COLUMNS = (
     "images_kept", "identities", "purity", "pairwise_precision", "pairwise_recall", "pairwise_f1",
     "bcubed_precision", "bcubed_recall", "bcubed_f", "fragmentation", "cross_video_linked",
@@ -66,6 +66,8 @@ class DemoConfig:
         pretrain: :class:`cion_fast.pretrain.PretrainConfig` fields.
         denoise: :class:`cion_fast.denoise.DenoiseConfig` fields.
         rerank: also evaluate with k-reciprocal re-ranking.
+        camera_norm: also evaluate after test-time camera normalisation
+            (:func:`cion_fast.evaluate.retrieval.camera_centered`; ``*_camnorm`` figures).
         eval_batch_size: images per forward pass when extracting features.
         device: ``"cpu"``, ``"cuda"``; None = CUDA when available.
 
@@ -78,6 +80,7 @@ class DemoConfig:
     pretrain: dict = field(default_factory=dict)
     denoise: dict = field(default_factory=dict)
     rerank: bool = True
+    camera_norm: bool = True
     eval_batch_size: int = 128
     device: str | None = None
 
@@ -144,7 +147,8 @@ class _Stages:
 def _quality_table(rows: dict[str, dict]) -> str:
     head = "| level | " + " | ".join(QUALITY_COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(QUALITY_COLUMNS) + 1)]
-    for level, values in rows.items():
+    for level in sorted(rows, key=lambda name: (name != "tracker", name)):  # tracker, level1, level2, ...
+        values = rows[level]
         cells = [f"{values[c]:.3f}" if isinstance(values[c], float) else str(values[c]) for c in QUALITY_COLUMNS]
         lines.append(f"| {level} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -284,7 +288,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
             q, g = (extract_features(model.eval(), images, batch_size=config.eval_batch_size, device=config.device)
                     for images in (query.images, gallery.images))
         np.savez(out / "eval" / f"{method}.npz", query=q, gallery=g)
-        return evaluate_features(q, g, *ids, metric="cosine", rerank=config.rerank)
+        return evaluate_features(q, g, *ids, metric="cosine", rerank=config.rerank, camera_norm=config.camera_norm)
 
     results = {m: stages.run(f"evaluate_{m}", lambda m=m: evaluate_stage(m)) for m in methods}
     log("retrieval on the held-out query/gallery (%):\n" + _methods_table(results))
@@ -322,14 +326,17 @@ def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
     quality_groups = {level: {"purity": row["purity"], "pairwise F1": row["pairwise_f1"], "BCubed F": row["bcubed_f"]}
-                      for level, row in report["denoise"].items()}
+                      for level, row in sorted(report["denoise"].items(), key=lambda item: (item[0] != "tracker", item[0]))}
     method_groups = {name: {"mAP": values["mAP"], "Rank-1": values["rank1"],
-                            **({"mAP (re-ranked)": values["mAP_rerank"]} if "mAP_rerank" in values else {})}
+                            **({"mAP (re-ranked)": values["mAP_rerank"]} if "mAP_rerank" in values else {}),
+                            **({"mAP (camera-normalised)": values["mAP_camnorm"]} if "mAP_camnorm" in values else {})}
                      for name, values in report["methods"].items()}
     paths = {
         "denoise": plots.plot_bars(quality_groups, figures / "denoise_quality.png", "denoising quality (ground truth)"),
         "methods": plots.plot_bars(method_groups, figures / "methods.png", "retrieval on held-out identities (frozen features)"),
         "cmc": plots.plot_cmc({name: values["cmc"] for name, values in methods.items()}, figures / "cmc.png"),
+        **({"cmc_camnorm": plots.plot_cmc({name: values["cmc_camnorm"] for name, values in methods.items()},
+                                          figures / "cmc_camnorm.png", title="CMC, camera-normalised features")} if all("cmc_camnorm" in v for v in methods.values()) else {}),
     }
     curves = _loss_curves(out, list(report["pretrain"]))
     if curves:
@@ -344,6 +351,7 @@ def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
 
     timings = "\n".join(f"| {k} | {v:.1f} |" for k, v in report["timings"].items())
     loss_figure = f"![pre-training loss](figures/{paths['loss'].name})" if "loss" in paths else ""
+    camnorm_figure = f"![CMC, camera-normalised](figures/{paths['cmc_camnorm'].name})" if "cmc_camnorm" in paths else ""
     markdown = f"""# cion_fast demo report
 
 ## Denoising quality (against the synthetic world's ground truth)
@@ -358,7 +366,10 @@ def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
 
 ![methods](figures/{paths["methods"].name})
 
-![CMC](figures/{paths["cmc"].name})
+![CMC](figures/{paths["cmc"].name}) {camnorm_figure}
+
+`*_camnorm`: the same features after test-time camera normalisation (each camera's mean feature
+subtracted; label-free but transductive, see `cion_fast.evaluate.retrieval.camera_centered`).
 
 {loss_figure}
 

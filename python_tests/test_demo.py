@@ -35,17 +35,17 @@ def test_report_schema_and_numbers(demo_run):
         assert 0 < row["bcubed_f"] <= 1
     assert set(report["methods"]) == {"stripe", "random", "cion"}
     for values in report["methods"].values():
-        for key in ("mAP", "mINP", "rank1", "rank5", "mAP_rerank", "rank1_rerank"):
+        for key in ("mAP", "mINP", "rank1", "rank5", "mAP_rerank", "rank1_rerank", "mAP_camnorm", "rank1_camnorm"):
             assert 0 <= values[key] <= 1, (key, values[key])
         assert 0 < values["mAP"] <= 1
-    # Training moved the backbone away from its random initialisation (the same seed builds both).
-    # Whether CION beats random init within a CI-sized budget is not asserted: at 12 steps it does
-    # not reliably (see the issue notes); `cion-fast demo` (default budget) reports both.
-    assert report["methods"]["cion"] != report["methods"]["random"]
+    # CION beats the same backbone at its random initialisation once each camera's mean feature is
+    # removed (camera_norm). Plain cosine ranking is dominated by the cameras' colour casts at this
+    # budget (12 steps): there training only has to move the backbone (README, "compare").
+    assert report["methods"]["cion"]["mAP_camnorm"] > report["methods"]["random"]["mAP_camnorm"]
     assert set(report["timings"]) >= {"world", "features", "denoise", "pretrain_cion",
                                       "evaluate_stripe", "evaluate_random", "evaluate_cion"}
     assert set(report["pretrain"]) == {"cion"} and report["pretrain"]["cion"]["step"] == 12
-    for name in ("report.md", "report.html", "figures/cmc.png", "figures/denoise_quality.png", "figures/methods.png",
+    for name in ("report.md", "report.html", "figures/cmc.png", "figures/cmc_camnorm.png", "figures/denoise_quality.png", "figures/methods.png",
                  "figures/retrieval_grid.png", "figures/pretrain_loss.png"):
         assert (out / name).stat().st_size > 0, name
 
@@ -63,10 +63,11 @@ def test_evaluate_command_on_the_exported_teacher(demo_run, capsys):
     out, report, _ = demo_run
     exported = out / "teacher.safetensors"
     assert cli.main(["export", "--checkpoint", str(out / "pretrain_cion"), "--out", str(exported)]) == 0
-    assert cli.main(["evaluate", "--checkpoint", str(exported), "--data", str(out / "world" / "market")]) == 0
+    assert cli.main(["evaluate", "--checkpoint", str(exported), "--data", str(out / "world" / "market"), "--camera-norm"]) == 0
     printed = capsys.readouterr().out
-    line = [row for row in printed.splitlines() if row.startswith("plain")][0]
-    assert abs(float(line.split()[1]) - 100 * report["methods"]["cion"]["mAP"]) < 1e-6 + 0.01
+    for label, key in (("plain", "mAP"), ("cam-norm", "mAP_camnorm")):
+        line = [row for row in printed.splitlines() if row.startswith(label)][0]
+        assert abs(float(line.split()[1]) - 100 * report["methods"]["cion"][key]) < 1e-6 + 0.01
 
 
 def test_compare_reuses_the_demo_and_adds_every_method(demo_run, capsys):

@@ -20,7 +20,8 @@ def _pyplot():
     return plt
 
 
-def plot_cmc(curves: Mapping[str, Sequence[float]], path: str | Path, max_rank: int = 20) -> Path:
+def plot_cmc(curves: Mapping[str, Sequence[float]], path: str | Path, max_rank: int = 20,
+             title: str = "CMC on the held-out query / gallery") -> Path:
     """CMC curves, one line per method.
 
     Args:
@@ -41,7 +42,7 @@ def plot_cmc(curves: Mapping[str, Sequence[float]], path: str | Path, max_rank: 
         ax.plot(np.arange(1, len(cmc) + 1), 100 * cmc, marker="o", markersize=3, label=name)
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
-    ax.set_title("CMC on the held-out query / gallery")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
