@@ -327,13 +327,12 @@ def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
     figures.mkdir(exist_ok=True)
     quality_groups = {level: {"purity": row["purity"], "pairwise F1": row["pairwise_f1"], "BCubed F": row["bcubed_f"]}
                       for level, row in sorted(report["denoise"].items(), key=lambda item: (item[0] != "tracker", item[0]))}
-    method_groups = {name: {"mAP": values["mAP"], "Rank-1": values["rank1"],
-                            **({"mAP (re-ranked)": values["mAP_rerank"]} if "mAP_rerank" in values else {}),
-                            **({"mAP (camera-normalised)": values["mAP_camnorm"]} if "mAP_camnorm" in values else {})}
+    shown_metrics = {"mAP": "mAP", "rank1": "Rank-1", "mAP_rerank": "mAP (re-ranked)", "mAP_camnorm": "mAP (camera-normalised)"}
+    method_groups = {name: {label: 100 * values[key] for key, label in shown_metrics.items() if key in values}
                      for name, values in report["methods"].items()}
     paths = {
         "denoise": plots.plot_bars(quality_groups, figures / "denoise_quality.png", "denoising quality (ground truth)"),
-        "methods": plots.plot_bars(method_groups, figures / "methods.png", "retrieval on held-out identities (frozen features)"),
+        "methods": plots.plot_bars(method_groups, figures / "methods.png", "retrieval on held-out identities (frozen features)", "%"),
         "cmc": plots.plot_cmc({name: values["cmc"] for name, values in methods.items()}, figures / "cmc.png"),
         **({"cmc_camnorm": plots.plot_cmc({name: values["cmc_camnorm"] for name, values in methods.items()},
                                           figures / "cmc_camnorm.png", title="CMC, camera-normalised features")} if all("cmc_camnorm" in v for v in methods.values()) else {}),
