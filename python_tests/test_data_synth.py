@@ -3,6 +3,7 @@ noise, the evaluation split, the renderer, saving and the ``cion-fast synth`` co
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -332,3 +333,18 @@ def test_cli_synth(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["synth", "--out", str(tmp_path / "x"), "--quick", "--size", "100x50"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+def test_cli_synth_report_measures_the_difficulty(tmp_path, capsys):
+    pytest.importorskip("timm")
+    out = tmp_path / "w"
+    args = ["synth", "--out", str(out), "--quick", "--identities", "6", "--videos", "2", "--cameras", "3",
+            "--report", "--report-steps", "3"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "difficulty (resnet18" in text and "random init mAP" in text and "trained on true identities 3 steps" in text
+    report = json.loads((out / "difficulty.json").read_text())
+    assert report["steps"] == 3 and set(report) >= {"random", "trained"}
+    for name in ("random", "trained"):
+        assert 0 < report[name]["mAP"] <= 1 and 0 < report[name]["mAP_camnorm"] <= 1
+    assert report["random"] != report["trained"]
