@@ -6,7 +6,7 @@ Every function takes plain numbers/arrays and a path, writes one PNG and returns
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +18,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Lays out, writes and closes a figure; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
 
 
 def plot_cmc(curves: Mapping[str, Sequence[float]], path: str | Path, max_rank: int = 20,
@@ -45,11 +54,7 @@ def plot_cmc(curves: Mapping[str, Sequence[float]], path: str | Path, max_rank: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_bars(
@@ -82,11 +87,7 @@ def plot_bars(
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_curves(
@@ -113,11 +114,7 @@ def plot_curves(
     ax.grid(alpha=0.3)
     if len(curves) > 1:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_retrieval_grid(
@@ -160,8 +157,4 @@ def plot_retrieval_grid(
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"query | top-{top_k} gallery (green: same identity)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)

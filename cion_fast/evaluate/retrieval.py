@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast._arrays import as_float_array, as_index_array, framework_of
+from cion_fast._arrays import as_float_array, as_index_array, check_same_device, placement_of
 from cion_fast.ops import evaluate_rank, evaluate_rank_from_features
 
 
@@ -25,20 +25,6 @@ class RerankConfig:
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
-
-
-def _index_like(indices: np.ndarray, like: Any) -> Any:
-    """Host int64 indices as an index array of ``like``'s library and device."""
-    framework = framework_of(like)
-    if framework == "torch":
-        import torch
-
-        return torch.as_tensor(indices, device=like.device)
-    if framework == "cupy":
-        import cupy
-
-        return cupy.asarray(indices)
-    return indices
 
 
 def camera_centered(query_features: Any, gallery_features: Any, q_camids: Any, g_camids: Any) -> tuple[Any, Any]:
@@ -67,12 +53,14 @@ def camera_centered(query_features: Any, gallery_features: Any, q_camids: Any, g
     """
     query = as_float_array(query_features, "query_features", 2, "[Q, D]")
     gallery = as_float_array(gallery_features, "gallery_features", 2, "[G, D]")
+    placement = check_same_device({"query_features": placement_of(query, "query_features"),
+                                   "gallery_features": placement_of(gallery, "gallery_features")})
     q_cam = as_index_array(q_camids, "q_camids", query.shape[0])
     g_cam = as_index_array(g_camids, "g_camids", gallery.shape[0])
     query, gallery = query * 1, gallery * 1  # copies, whatever the library
     for camera in np.unique(np.concatenate([q_cam, g_cam])):
-        q_rows = _index_like(np.flatnonzero(q_cam == camera), query)
-        g_rows = _index_like(np.flatnonzero(g_cam == camera), gallery)
+        q_rows = placement.from_numpy(np.flatnonzero(q_cam == camera))
+        g_rows = placement.from_numpy(np.flatnonzero(g_cam == camera))
         mean = (query[q_rows].sum(0) + gallery[g_rows].sum(0)) / (len(q_rows) + len(g_rows))
         query[q_rows] -= mean
         gallery[g_rows] -= mean
