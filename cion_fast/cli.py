@@ -607,18 +607,13 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 @command("evaluate", "mAP, mINP and Rank-1/5/10 of a backbone on a Market-1501-style query/gallery split")
 def _evaluate(args: argparse.Namespace) -> int:
     from cion_fast.data import read_market1501
-    from cion_fast.evaluate import extract_features
-    from cion_fast.evaluate.retrieval import evaluate_features
+    from cion_fast.evaluate.retrieval import evaluate_model
     from cion_fast.models import load_pretrained
 
     model = load_pretrained(args.checkpoint)
     market = read_market1501(args.data, load_images=True)
-    features = [
-        extract_features(model, split.images, args.batch_size, args.device, flip=args.flip, progress=True)
-        for split in (market.query, market.gallery)
-    ]
-    result = evaluate_features(*features, market.query.pids, market.gallery.pids, market.query.camids,
-                               market.gallery.camids, metric=args.metric, rerank=args.rerank,
+    result, _ = evaluate_model(model, market.query, market.gallery, batch_size=args.batch_size, device=args.device,
+                               flip=args.flip, progress=True, metric=args.metric, rerank=args.rerank,
                                camera_norm=args.camera_norm)
     rows = [("", "")] + ([("re-ranked", "_rerank")] if args.rerank else []) + ([("cam-norm", "_camnorm")] if args.camera_norm else [])
     print(f"{'':10s} {'mAP':>7s} {'mINP':>7s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s}")

@@ -272,23 +272,24 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     def evaluate_stage(method: str) -> dict:
         import torch
 
-        from cion_fast.evaluate import extract_features
-        from cion_fast.evaluate.retrieval import evaluate_features
+        from cion_fast.evaluate.retrieval import evaluate_features, evaluate_model
         from cion_fast.features import stripe_histogram
         from cion_fast.models import build_backbone, load_pretrained
 
+        options = dict(metric="cosine", rerank=config.rerank, camera_norm=config.camera_norm)
         if method == "stripe":
             q, g = stripe_histogram(query.images), stripe_histogram(gallery.images)
+            metrics = evaluate_features(q, g, *ids, **options)
         else:
             if method == "random":
                 torch.manual_seed(0)
                 model = build_backbone(config.pretrain.get("arch", "resnet50"))
             else:
                 model = load_pretrained(pretrained[method]["checkpoint"])
-            q, g = (extract_features(model.eval(), images, batch_size=config.eval_batch_size, device=config.device)
-                    for images in (query.images, gallery.images))
+            metrics, (q, g) = evaluate_model(model, query, gallery, batch_size=config.eval_batch_size,
+                                             device=config.device, **options)
         np.savez(out / "eval" / f"{method}.npz", query=q, gallery=g)
-        return evaluate_features(q, g, *ids, metric="cosine", rerank=config.rerank, camera_norm=config.camera_norm)
+        return metrics
 
     results = {m: stages.run(f"evaluate_{m}", lambda m=m: evaluate_stage(m)) for m in methods}
     log("retrieval on the held-out query/gallery (%):\n" + _methods_table(results))

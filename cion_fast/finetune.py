@@ -348,19 +348,11 @@ def evaluate_finetuned(run_dir: str | os.PathLike, query: ImageSet, gallery: Ima
         as :func:`cion_fast.evaluate.retrieval.evaluate_features` returns them (``mAP``, ``mINP``,
         ``rank1``, ``rank5``, ``rank10``, ``cmc``).
     """
-    from cion_fast.evaluate import extract_features
-    from cion_fast.evaluate.retrieval import evaluate_features
+    from cion_fast.evaluate.retrieval import evaluate_model
 
-    for name, split in (("query", query), ("gallery", gallery)):
-        if not isinstance(split, ImageSet) or split.images is None:
-            raise TypeError(f"{name} must be an ImageSet holding images")
-    results = {}
-    for name, bn_feature, metric in (("bnneck", True, "cosine"), ("pooled", False, "cosine")):
-        model = load_finetuned(run_dir, bn_feature=bn_feature)
-        features = [extract_features(model, split.images, batch_size, device) for split in (query, gallery)]
-        results[name] = evaluate_features(*features, query.pids, gallery.pids, query.camids, gallery.camids,
-                                          metric=metric, rerank=rerank, camera_norm=camera_norm)
-    return results
+    return {name: evaluate_model(load_finetuned(run_dir, bn_feature=bn_feature), query, gallery, batch_size=batch_size,
+                                 device=device, rerank=rerank, camera_norm=camera_norm)[0]
+            for name, bn_feature in (("bnneck", True), ("pooled", False))}
 
 
 def difficulty_report(train: ImageSet, query: ImageSet, gallery: ImageSet, out_dir: str | os.PathLike, steps: int = 160,
@@ -391,22 +383,18 @@ def difficulty_report(train: ImageSet, query: ImageSet, gallery: ImageSet, out_d
         >>> sorted(r), 0 < r["trained"]["mAP"] <= 1
         (['random', 'trained'], True)
     """
-    from cion_fast.evaluate import extract_features
-    from cion_fast.evaluate.retrieval import evaluate_features
+    from cion_fast.evaluate.retrieval import evaluate_model
     from cion_fast.models import build_backbone
 
     keys = ("mAP", "mINP", "rank1", "mAP_camnorm", "rank1_camnorm")
-    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
     torch.manual_seed(0)
-    model = build_backbone(arch)
-    features = [extract_features(model, split.images, 128, device) for split in (query, gallery)]
-    random = evaluate_features(*features, *ids, metric="cosine", camera_norm=True)
+    at_init, _ = evaluate_model(build_backbone(arch), query, gallery, device=device, camera_norm=True)
     size = tuple(int(v) for v in query.images.shape[1:3])
     config = FinetuneConfig(arch=arch, steps=steps, batch_size=32, image_size=size, device=device, progress=progress)
     resume = (Path(out_dir) / "config.json").exists()
     finetune(config, train, out_dir, resume=resume)
     trained = evaluate_finetuned(out_dir, query, gallery, device=device, camera_norm=True)["bnneck"]
-    return {"random": {k: random[k] for k in keys}, "trained": {k: trained[k] for k in keys}}
+    return {"random": {k: at_init[k] for k in keys}, "trained": {k: trained[k] for k in keys}}
 
 
 def _build_backbone(config: FinetuneConfig) -> nn.Module:

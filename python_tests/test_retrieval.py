@@ -76,3 +76,26 @@ def test_evaluate_features_reports_camnorm_beside_the_plain_protocol(split):
     assert out["mAP_camnorm"] > out["mAP"]
     assert len(out["cmc_camnorm"]) == len(out["cmc"])
     assert "mAP_camnorm" not in evaluate_features(query, gallery, q_pids, g_pids, q_cam, g_cam)
+
+
+def test_evaluate_model_matches_extract_then_evaluate():
+    torch_ = pytest.importorskip("torch")
+    from cion_fast.data import ImageSet
+    from cion_fast.evaluate import extract_features
+    from cion_fast.evaluate.retrieval import evaluate_model
+
+    rng = np.random.default_rng(5)
+    crops = rng.integers(0, 256, (29, 8, 4, 3), dtype=np.uint8)
+    query = ImageSet(images=crops[:7], pids=rng.integers(1, 6, 7), camids=np.zeros(7, np.int64))
+    gallery = ImageSet(images=crops[7:], pids=rng.integers(1, 6, 22), camids=rng.integers(1, 3, 22))
+    net = torch_.nn.Sequential(torch_.nn.AdaptiveAvgPool2d((2, 1)), torch_.nn.Flatten())
+    metrics, (q, g) = evaluate_model(net, query, gallery, batch_size=5, device="cpu", flip=True, camera_norm=True)
+    want_q = extract_features(net, query.images, device="cpu", flip=True)
+    want_g = extract_features(net, gallery.images, device="cpu", flip=True)
+    np.testing.assert_array_equal(q, want_q)
+    np.testing.assert_array_equal(g, want_g)
+    assert metrics == evaluate_features(want_q, want_g, query.pids, gallery.pids, query.camids, gallery.camids,
+                                        metric="cosine", camera_norm=True)
+    on_disk = ImageSet(paths=["a.png"] * 7, pids=query.pids, camids=query.camids)
+    with pytest.raises(TypeError, match="query must be an ImageSet holding images"):
+        evaluate_model(net, on_disk, gallery, device="cpu")

@@ -135,6 +135,55 @@ def evaluate_features(
     return out
 
 
+def evaluate_model(
+    model: Any,
+    query: Any,
+    gallery: Any,
+    *,
+    batch_size: int = 128,
+    device: Any = None,
+    flip: bool = False,
+    progress: bool = False,
+    metric: str = "cosine",
+    **options: Any,
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """Embeds a query/gallery split with a network and evaluates the features.
+
+    :func:`cion_fast.evaluate.extract_features` on both sides, then :func:`evaluate_features`.
+
+    Args:
+        model: ``torch.nn.Module`` mapping float [B, 3, H, W] to [B, D].
+        query, gallery: :class:`cion_fast.data.ImageSet` holding uint8 images [n, H, W, 3],
+            ``pids`` and ``camids``.
+        batch_size, device, flip, progress: as :func:`~cion_fast.evaluate.extract_features`.
+        metric: plain-ranking metric (cosine here, as ReID evaluates frozen features).
+        **options: further :func:`evaluate_features` keywords (``rerank``, ``camera_norm``, ...).
+
+    Returns:
+        (metrics as :func:`evaluate_features` returns them, (query features [Q, D], gallery
+        features [G, D]) as float32 numpy).
+
+    Example:
+        >>> import torch
+        >>> from cion_fast.data import ImageSet
+        >>> crops = np.random.default_rng(0).integers(0, 256, (6, 8, 4, 3), dtype=np.uint8)
+        >>> query = ImageSet(images=crops[:3], pids=np.array([1, 2, 3]), camids=np.zeros(3, np.int64))
+        >>> gallery = ImageSet(images=crops, pids=np.arange(1, 7), camids=np.ones(6, np.int64))
+        >>> metrics, (q, g) = evaluate_model(torch.nn.Flatten(), query, gallery, device="cpu")
+        >>> metrics["rank1"], q.shape, g.shape
+        (1.0, (3, 96), (6, 96))
+    """
+    from cion_fast.evaluate.features import extract_features
+
+    for name, split in (("query", query), ("gallery", gallery)):
+        if getattr(split, "images", None) is None or not hasattr(split, "pids") or not hasattr(split, "camids"):
+            raise TypeError(f"{name} must be an ImageSet holding images (images, pids, camids)")
+    features = tuple(extract_features(model, split.images, batch_size, device, flip=flip, progress=progress)
+                     for split in (query, gallery))
+    metrics = evaluate_features(*features, query.pids, gallery.pids, query.camids, gallery.camids, metric=metric, **options)
+    return metrics, features
+
+
 def top_k_gallery(query_features: np.ndarray, gallery_features: np.ndarray, top_k: int = 10) -> np.ndarray:
     """Indices [Q, top_k] of the closest gallery rows by cosine similarity (for retrieval grids).
 
