@@ -45,10 +45,6 @@ PRETRAINED_METHODS = {
 METHODS = ("stripe", "random", *PRETRAINED_METHODS)
 DEMO_METHODS = ("stripe", "random", "cion")
 
-# Per-method changes to the shared pre-training settings (``multicrop`` dicts are merged):
-# UP-ReID trains on two global views only, so the demo's local views are dropped for it.
-_METHOD_PRETRAIN = {"upreid": {"multicrop": {"n_local": 0}}}
-
 REPORT_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10", "mAP_rerank", "rank1_rerank", "mAP_camnorm", "rank1_camnorm")
 QUALITY_COLUMNS = (
     "images_kept", "identities", "purity", "pairwise_precision", "pairwise_recall", "pairwise_f1",
@@ -162,24 +158,6 @@ def _methods_table(methods: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def method_pretrain_config(config: DemoConfig, method: str) -> dict:
-    """The :class:`~cion_fast.pretrain.PretrainConfig` fields the demo uses for ``method``: the
-    shared ``config.pretrain`` with the method's own changes (its ``multicrop`` dict merged).
-
-    Example:
-        >>> cfg = method_pretrain_config(DemoConfig.quick(), "upreid")
-        >>> cfg["method"], cfg["multicrop"]["n_local"], cfg["multicrop"]["global_size"]
-        ('upreid', 0, (64, 32))
-    """
-    if method not in PRETRAINED_METHODS:
-        raise ValueError(f"method must be one of {', '.join(PRETRAINED_METHODS)}, got {method!r}")
-    own = _METHOD_PRETRAIN.get(method, {})
-    merged = {**config.pretrain, **{k: v for k, v in own.items() if k != "multicrop"}}
-    merged["multicrop"] = {**config.pretrain.get("multicrop", {}), **own.get("multicrop", {})}
-    merged["method"] = PRETRAINED_METHODS[method][0]
-    return merged
-
-
 def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress: bool = True,
              log: Callable[[str], None] = print, methods: tuple[str, ...] = DEMO_METHODS) -> dict:
     """Runs (or resumes) the demo in ``out`` and returns the report dict (also in ``out/report.json``).
@@ -256,7 +234,9 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
                   "tracker": lambda: np.asarray(tracklets.tracklet_of_frame),
                   None: lambda: None}[PRETRAINED_METHODS[method][1]]()
         run_dir = out / f"pretrain_{method}"
-        cfg = PretrainConfig(**{**method_pretrain_config(config, method), "device": config.device, "progress": progress})
+        # One shared config for every method (PretrainConfig drops the local views UP-ReID never uses).
+        cfg = PretrainConfig(**{**config.pretrain, "method": PRETRAINED_METHODS[method][0], "device": config.device,
+                                "progress": progress})
         resume = (run_dir / "config.json").exists()
         result = pretrain(cfg, np.asarray(tracklets.frames), labels, run_dir, resume=resume)
         if result.get("interrupted"):

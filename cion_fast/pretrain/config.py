@@ -21,6 +21,9 @@ _METHOD_MULTICROP = {
     # UP-ReID (ours): two global views only, MoCo v2-like recipe without colour jitter (LUP).
     "upreid": {"n_local": 0, "jitter_p": 0.0, "blur_p": (0.5, 0.5, 0.5), "solarize_p": (0.0, 0.0, 0.0)},
 }
+# Methods whose losses see the two global views only: local views would be rendered and never used,
+# so their n_local is always 0, whatever the overrides say (one config can then serve every method).
+_GLOBAL_VIEWS_ONLY = ("upreid",)
 
 
 @dataclass
@@ -49,7 +52,8 @@ class PretrainConfig:
             the loss; when ``teacher_temp_final`` is set the teacher temperature goes linearly from
             ``teacher_temp`` to it over the first ``teacher_temp_warmup`` fraction of steps.
         multicrop: overrides of :class:`cion_fast.ops.MultiCropConfig` fields on top of
-            ``MultiCropConfig.cion()`` (e.g. ``{"global_size": [128, 64], "n_local": 4}``).
+            ``MultiCropConfig.cion()`` (e.g. ``{"global_size": [128, 64], "n_local": 4}``);
+            ``upreid`` uses the two global views only, so its ``n_local`` is set to 0.
         upreid_terms, queue_size, proj_dim, moco_temp, gc_weight, icc_weight, n_stripes,
             stripe_temp, stripe_min_overlap, erase_p, key_bn_splits: UP-ReID.
         amp: mixed precision (float16 autocast + GradScaler); None = on for CUDA, off on CPU.
@@ -64,6 +68,8 @@ class PretrainConfig:
         (1,)
         >>> PretrainConfig.from_dict(cfg.to_dict()) == cfg
         True
+        >>> PretrainConfig(method="upreid", steps=10, multicrop={"n_local": 4}).multicrop
+        {'n_local': 0}
     """
 
     method: str = "cion"
@@ -118,6 +124,8 @@ class PretrainConfig:
             if value is not None:
                 setattr(self, name, tuple(value))
         self.multicrop = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(self.multicrop).items()}
+        if self.method in _GLOBAL_VIEWS_ONLY and "n_local" in self.multicrop:
+            self.multicrop["n_local"] = 0
         if self.momentum is None:
             self.momentum = (0.999, 0.999) if self.method == "upreid" else (0.996, 1.0)
         self.validate()
