@@ -54,6 +54,8 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, help="videos (default 48; quick 8)")
     parser.add_argument("--size", type=_parse_size, help="crop size HxW: 128x64 (default) or 256x128")
     parser.add_argument("--seed", type=int, help="world seed (default 0)")
+    parser.add_argument("--camera-strength", type=float, metavar="S",
+                        help="how much the cameras differ, 0 = identical (default 0.4, calibrated: see --report)")
     parser.add_argument("--image-format", choices=("png", "jpg"), default="png",
                         help="Market-1501 image files: png (lossless, default) or jpg")
     parser.add_argument("--samples", metavar="PNG", help="also write a contact sheet of rendered samples")
@@ -96,7 +98,8 @@ def _synth(args: argparse.Namespace) -> int:
 
     from cion_fast.data import synth
 
-    overrides = {k: getattr(args, k) for k in ("identities", "cameras", "videos", "seed") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("identities", "cameras", "videos", "seed", "camera_strength")
+                 if getattr(args, k) is not None}
     if args.size is not None:
         overrides["image_size"] = args.size
     try:
@@ -151,7 +154,7 @@ def _synth(args: argparse.Namespace) -> int:
         atomic_write_json(out / "difficulty.json", {"steps": args.report_steps, "arch": args.report_arch, **report})
         print(f"  difficulty ({args.report_arch}, query/gallery, %): " + "; ".join(
             f"{name} mAP {100 * r['mAP']:.1f} (camera-normalised {100 * r['mAP_camnorm']:.1f})"
-            for name, r in (("random init", report["random"]),
+            for name, r in (("stripe descriptor", report["stripe"]), ("random init", report["random"]),
                             (f"trained on true identities {args.report_steps} steps", report["trained"]))))
         print(f"  wrote     : {out / 'difficulty.json'}")
     return 0
@@ -224,10 +227,14 @@ _extract.add_arguments = _extract_arguments
 command("extract", "frame features of a tracklet directory (stripe descriptor or a timm backbone)")(_extract)
 
 
+_THRESHOLD_FIELDS = ("prune_threshold", "reallocation_threshold", "merge_threshold", "link_threshold")
+
+
 def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
     from cion_fast.denoise import DenoiseConfig
+    from cion_fast.denoise.config import THRESHOLD_MODES
 
     parser.add_argument("--tracklets", required=True, help="tracklet directory (index and ground truth)")
     parser.add_argument("--features", required=True, help="features .npz from cion-fast extract")
@@ -237,12 +244,18 @@ def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("thresholds (cion_fast.denoise.DenoiseConfig; defaults in brackets)")
     for field in fields(DenoiseConfig):
         flag = "--" + field.name.replace("_", "-")
-        if field.type == "bool":
+        if field.name == "thresholds":  # user data: chosen from the data unless fixed values are asked for
+            group.add_argument(flag, choices=THRESHOLD_MODES,
+                               help="auto: the four thresholds from the data (tracklet positives vs same-frame negatives); "
+                                    "fixed: the values below [auto, or fixed when any of the four is given]")
+        elif field.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help="[%(default)s]")
         else:
             kind = float if field.type == "float" else int
             convert = (lambda text, kind=kind: None if text.lower() == "none" else kind(text)) if "None" in field.type else kind
-            group.add_argument(flag, type=convert, default=field.default, help="[%(default)s]" + (" (none = off)" if "None" in field.type else ""))
+            default = None if field.name in _THRESHOLD_FIELDS else field.default  # None: not given (see _denoise)
+            group.add_argument(flag, type=convert, default=default,
+                               help=f"[{field.default}]" + (" (none = off)" if "None" in field.type else ""))
 
 
 def _denoise(args: argparse.Namespace) -> int:
@@ -256,7 +269,15 @@ def _denoise(args: argparse.Namespace) -> int:
     from cion_fast.denoise.io import write_denoise_output
     from cion_fast.features.io import load_features
 
-    config = DenoiseConfig(**{field.name: getattr(args, field.name) for field in fields(DenoiseConfig)})
+    given = [name for name in _THRESHOLD_FIELDS if getattr(args, name) is not None]
+    if given and args.thresholds == "auto":
+        print(f"cion-fast denoise: --thresholds auto chooses {', '.join(given)} from the data; drop them or use "
+              "--thresholds fixed", file=sys.stderr)
+        return 2
+    values = {field.name: getattr(args, field.name) for field in fields(DenoiseConfig)}
+    values["thresholds"] = args.thresholds or ("fixed" if given else "auto")
+    values.update({name: getattr(DenoiseConfig, name) for name in _THRESHOLD_FIELDS if values[name] is None})
+    config = DenoiseConfig(**values)
     tracklets = Tracklets.load(args.tracklets)
     stored = load_features(args.features)
     if not (np.array_equal(stored.offsets, tracklets.offsets) and np.array_equal(stored.frame_index, tracklets.frame_index)):
@@ -319,7 +340,7 @@ def _key_value(text: str) -> tuple[str, object]:
 _PRETRAIN_FIELDS = {
     "method": "method", "arch": "arch", "last_stride": "last_stride", "ibn": "ibn", "steps": "steps", "epochs": "epochs",
     "batch_size": "batch_size", "seed": "seed", "k_values": "k_values", "k_boundaries": "k_boundaries", "lr": "base_lr",
-    "min_lr": "min_lr", "warmup": "warmup", "clip_grad": "clip_grad", "freeze_last_layer_epochs": "freeze_last_layer_epochs",
+    "min_lr": "min_lr", "warmup": "warmup", "clip_grad": "clip_grad", "freeze_last_layer": "freeze_last_layer",
     "out_dim": "out_dim", "teacher_temp": "teacher_temp", "teacher_temp_final": "teacher_temp_final",
     "upreid_terms": "upreid_terms", "queue_size": "queue_size", "amp": "amp", "deterministic": "deterministic",
     "device": "device", "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
@@ -352,7 +373,7 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-lr", type=float, help="final learning rate (default 1e-6)")
     parser.add_argument("--warmup", type=float, help="warm-up share of the steps (default 0.1)")
     parser.add_argument("--clip-grad", type=float, help="per-tensor gradient norm limit, 0 = off (default 3.0)")
-    parser.add_argument("--freeze-last-layer-epochs", type=int, help="epochs with the head's last layer frozen (default 1)")
+    parser.add_argument("--freeze-last-layer", type=float, help="share of the steps with the head's last layer frozen (default 0.01)")
     parser.add_argument("--out-dim", type=int, help="DINO head prototypes (default 65536)")
     parser.add_argument("--teacher-temp", type=float, help="teacher temperature (default 0.04)")
     parser.add_argument("--teacher-temp-final", type=float, help="warm the teacher temperature up to this value")
@@ -531,12 +552,29 @@ _finetune.add_arguments = _finetune_arguments
 command("finetune", "supervised fine-tuning (BoT strong baseline: ID + triplet, BNNeck), then query/gallery evaluation")(_finetune)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="cion_demo", metavar="DIR",
                         help="run directory (default ./cion_demo); re-running skips finished stages")
-    parser.add_argument("--quick", action="store_true", help="a small world and a short training (~2-5 min on 2 cores)")
-    parser.add_argument("--steps", type=int, help="pre-training steps (overrides the preset)")
-    parser.add_argument("--arch", help="timm backbone for pre-training (default resnet18)")
+    parser.add_argument("--quick", action="store_true", help="a small world and a short training (~2-3 min on 2 cores)")
+    parser.add_argument("--steps", type=_positive_int, help="pre-training steps (overrides the preset)")
+    parser.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
+                        help="pre-train every method with seeds 0..N-1; the report gives mean +- std (default 1)")
+    parser.add_argument("--rounds", type=_positive_int, metavar="R",
+                        help="denoising rounds: 1 = stripe features only, 2 (default) = again on CION's learned features")
+    parser.add_argument("--arch", help="timm backbone for pre-training (default test_resnet)")
+    parser.add_argument("--finetune-steps", type=int, metavar="N",
+                        help="also fine-tune every backbone N steps on the labelled train split and evaluate it "
+                             "(0 = off; default: off for demo, 300 for compare, 100 with --quick)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-rerank", action="store_true", help="skip k-reciprocal re-ranking in the evaluation")
 
@@ -549,6 +587,13 @@ def _demo_config(args: argparse.Namespace):
         config.pretrain["steps"] = args.steps
     if args.arch:
         config.pretrain["arch"] = args.arch
+    if args.rounds is not None:
+        config.rounds = args.rounds
+    if args.finetune_steps is not None:
+        if args.finetune_steps < 0:
+            raise ValueError(f"--finetune-steps must be >= 0, got {args.finetune_steps}")
+        config.finetune_steps = args.finetune_steps
+    config.seeds = tuple(range(args.seeds))
     config.device = args.device
     config.rerank = not args.no_rerank
     return config
@@ -558,7 +603,12 @@ def _demo_config(args: argparse.Namespace):
 def _demo(args: argparse.Namespace) -> int:
     from cion_fast.demo import run_demo
 
-    report = run_demo(args.out, _demo_config(args))
+    try:
+        config = _demo_config(args)
+    except ValueError as error:
+        print(f"cion-fast demo: {error}", file=sys.stderr)
+        return 2
+    report = run_demo(args.out, config)
     print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
     return 0 if report["methods"] else 1
 
@@ -579,6 +629,8 @@ def _compare(args: argparse.Namespace) -> int:
     from cion_fast.demo import run_demo
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.finetune_steps is None:
+        args.finetune_steps = 100 if args.quick else 300
     try:
         report = run_demo(args.out, _demo_config(args), methods=methods)
     except ValueError as error:
@@ -600,6 +652,10 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also evaluate after test-time camera normalisation (each camera's mean feature removed)")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="cosine")
     parser.add_argument("--flip", action="store_true", help="average features of the image and its mirror")
+    parser.add_argument("--size", type=_parse_size, metavar="HxW",
+                        help="resize the crops to the network's training size first (e.g. 64x32 for the demo's backbones)")
+    parser.add_argument("--network", choices=("exported", "student", "teacher"), default="exported",
+                        help="of a pre-training checkpoint: the exported network (default), the student or the teacher")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
@@ -610,10 +666,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cion_fast.evaluate.retrieval import evaluate_model
     from cion_fast.models import load_pretrained
 
-    model = load_pretrained(args.checkpoint)
+    model = load_pretrained(args.checkpoint, network=args.network)
     market = read_market1501(args.data, load_images=True)
     result, _ = evaluate_model(model, market.query, market.gallery, batch_size=args.batch_size, device=args.device,
-                               flip=args.flip, progress=True, metric=args.metric, rerank=args.rerank,
+                               flip=args.flip, progress=True, size=args.size, metric=args.metric, rerank=args.rerank,
                                camera_norm=args.camera_norm)
     rows = [("", "")] + ([("re-ranked", "_rerank")] if args.rerank else []) + ([("cam-norm", "_camnorm")] if args.camera_norm else [])
     print(f"{'':10s} {'mAP':>7s} {'mINP':>7s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s}")

@@ -359,10 +359,11 @@ def difficulty_report(train: ImageSet, query: ImageSet, gallery: ImageSet, out_d
                       arch: str = "resnet18", device: str | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
     """How hard a labelled split is: the gap pre-training can win (the synthetic world's quality bar).
 
-    Evaluates the query/gallery split with the same backbone twice: at its random initialisation
-    (pooled features) and after ``steps`` of supervised training on the true identities of
-    ``train`` (:func:`finetune`, BNNeck feature), both with and without test-time camera
-    normalisation.
+    Evaluates the query/gallery split with the training-free stripe descriptor
+    (:func:`cion_fast.features.stripe_histogram`), then with the same backbone twice: at its
+    random initialisation (pooled features) and after ``steps`` of supervised training on the true
+    identities of ``train`` (:func:`finetune`, BNNeck feature), each with and without test-time
+    camera normalisation.
 
     Args:
         train, query, gallery: ImageSets with uint8 images [n, H, W, 3]; training runs at the query
@@ -372,8 +373,8 @@ def difficulty_report(train: ImageSet, query: ImageSet, gallery: ImageSet, out_d
         arch: timm architecture. device: torch device (default CUDA when available).
 
     Returns:
-        ``{"random": {...}, "trained": {...}}`` with ``mAP``, ``mINP``, ``rank1``, ``mAP_camnorm``,
-        ``rank1_camnorm`` (fractions).
+        ``{"stripe": {...}, "random": {...}, "trained": {...}}`` with ``mAP``, ``mINP``, ``rank1``,
+        ``mAP_camnorm``, ``rank1_camnorm`` (fractions).
 
     Example:
         >>> import tempfile
@@ -381,12 +382,15 @@ def difficulty_report(train: ImageSet, query: ImageSet, gallery: ImageSet, out_d
         >>> w = generate(WorldConfig.quick(identities=3, train_identities=8, eval_identities=4, videos=2))
         >>> r = difficulty_report(w.train, w.query, w.gallery, tempfile.mkdtemp(), steps=2, device="cpu", progress=False)
         >>> sorted(r), 0 < r["trained"]["mAP"] <= 1
-        (['random', 'trained'], True)
+        (['random', 'stripe', 'trained'], True)
     """
-    from cion_fast.evaluate.retrieval import evaluate_model
+    from cion_fast.evaluate.retrieval import evaluate_features, evaluate_model
+    from cion_fast.features import stripe_histogram
     from cion_fast.models import build_backbone
 
     keys = ("mAP", "mINP", "rank1", "mAP_camnorm", "rank1_camnorm")
+    stripe = evaluate_features(stripe_histogram(query.images), stripe_histogram(gallery.images), query.pids, gallery.pids,
+                               query.camids, gallery.camids, metric="cosine", camera_norm=True)
     torch.manual_seed(0)
     at_init, _ = evaluate_model(build_backbone(arch), query, gallery, device=device, camera_norm=True)
     size = tuple(int(v) for v in query.images.shape[1:3])
@@ -394,7 +398,8 @@ def difficulty_report(train: ImageSet, query: ImageSet, gallery: ImageSet, out_d
     resume = (Path(out_dir) / "config.json").exists()
     finetune(config, train, out_dir, resume=resume)
     trained = evaluate_finetuned(out_dir, query, gallery, device=device, camera_norm=True)["bnneck"]
-    return {"random": {k: at_init[k] for k in keys}, "trained": {k: trained[k] for k in keys}}
+    return {"stripe": {k: stripe[k] for k in keys}, "random": {k: at_init[k] for k in keys},
+            "trained": {k: trained[k] for k in keys}}
 
 
 def _build_backbone(config: FinetuneConfig) -> nn.Module:

@@ -37,7 +37,7 @@ def test_extract_then_denoise(world_dir, tmp_path, capsys):
     assert main(args + ["--link-threshold", "0.5", "--mutual-k", "none"]) == 0
     printed = capsys.readouterr().out
     assert "level 3" in printed and "B3 F" in printed
-    config = DenoiseConfig(link_threshold=0.5)
+    config = DenoiseConfig(link_threshold=0.5)  # a threshold given: fixed thresholds
     expected = denoise(stored.features, tracklets.offsets, tracklets.video, tracklets.frame_index, config)
     np.testing.assert_array_equal(np.load(out / "labels.npy"), expected.labels)
     with np.load(out / "levels.npz") as levels:
@@ -52,7 +52,13 @@ def test_extract_then_denoise(world_dir, tmp_path, capsys):
     assert main(args) == 2  # exists, no --overwrite
     assert "already exists" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--no-cannot-link"]) == 0
-    assert json.loads((out / "report.json").read_text())["config"]["cannot_link"] is False
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["cannot_link"] is False
+    # no threshold given: chosen from the data, and reported
+    assert report["config"]["thresholds"] == "fixed" and report["calibration"]["thresholds"]["link_threshold"] == report["config"]["link_threshold"]
+    assert set(report["calibration"]["separation"]) == {"frame_auc", "centroid_auc"}
+    assert main(args + ["--overwrite", "--thresholds", "auto", "--link-threshold", "0.5"]) == 2
+    assert "--thresholds fixed" in capsys.readouterr().err
 
 
 def test_extract_oracle_and_timm(world_dir, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from cion_fast import cli
 from cion_fast.data import synth
 from cion_fast.models import load_pretrained
 from cion_fast.pretrain import PretrainConfig, Trainer, pretrain, read_checkpoint
+from cion_fast.pretrain.trainer import collapse_warnings
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -56,7 +58,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def test_a_few_steps_decrease_the_loss(world, tmp_path):
-    summary = pretrain(tiny(steps=6, k_values=(2,), k_boundaries=(), freeze_last_layer_epochs=0), world["frames"], world["labels"], tmp_path)
+    summary = pretrain(tiny(steps=6, k_values=(2,), k_boundaries=(), freeze_last_layer=0.0), world["frames"], world["labels"], tmp_path)
     losses = [line["loss"] for line in log_lines(tmp_path)]
     assert summary["finished"] and len(losses) == 6
     assert min(losses[3:]) < losses[0] - 0.3, losses
@@ -121,7 +123,7 @@ def test_dino_and_upreid_train_and_export(world, tmp_path, method, extra):
 
 def test_schedules_and_the_frozen_last_layer(world, tmp_path):
     cfg = tiny(steps=10, batch_size=8, base_lr=0.01, warmup=0.2, teacher_temp=0.04, teacher_temp_final=0.07,
-               teacher_temp_warmup=0.5, k_values=(2,), k_boundaries=())
+               teacher_temp_warmup=0.5, k_values=(2,), k_boundaries=(), freeze_last_layer=0.3)
     trainer = Trainer(cfg, world["frames"], world["labels"], tmp_path)
     peak = 0.01 * 8 / 256
     s0, s1, s2, s5, s9 = (trainer.schedules(s) for s in (0, 1, 2, 5, 9))
@@ -132,10 +134,23 @@ def test_schedules_and_the_frozen_last_layer(world, tmp_path):
     assert s0["teacher_temp"] == pytest.approx(0.04) and s5["teacher_temp"] == pytest.approx(0.07) and s1["teacher_temp"] == pytest.approx(0.046)
     last = trainer.method.student.head.last_layer.weight_v.detach().clone()
     first_mlp = trainer.method.student.head.mlp[0].weight.detach().clone()
-    trainer.fit(until_step=3)  # epoch 0: the last layer is frozen, the rest trains
-    assert trainer.plan.epoch_at_step(2) == 0
+    trainer.fit(until_step=3)  # the first 30 % of the steps: the last layer is frozen, the rest trains
     assert torch.equal(trainer.method.student.head.last_layer.weight_v, last)
     assert not torch.equal(trainer.method.student.head.mlp[0].weight, first_mlp)
+    trainer.fit(until_step=4)  # in steps, not sampler epochs: step 3 updates it
+    assert not torch.equal(trainer.method.student.head.last_layer.weight_v, last)
+
+
+def test_log_carries_the_collapse_monitors(world, tmp_path):
+    pretrain(tiny(steps=4, log_every=2, k_values=(2,), k_boundaries=()), world["frames"], world["labels"], tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    out_dim = tiny(steps=1).out_dim
+    for row in rows:
+        assert 0.0 <= row["teacher_entropy"] <= math.log(out_dim) + 1e-4
+        assert 1.0 <= row["prototypes"] <= out_dim + 1e-3
+    uniform = {"step": 1, "teacher_entropy": math.log(out_dim), "prototypes": float(out_dim)}
+    assert "uniform" in collapse_warnings(uniform, out_dim)[0]
+    assert "prototypes" in collapse_warnings({"step": 1, "teacher_entropy": 0.1, "prototypes": 2.0}, out_dim)[0]
 
 
 def _cli_pretrain(world, out, *extra):

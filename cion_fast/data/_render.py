@@ -212,25 +212,64 @@ class CameraTable:
         }
 
 
-def make_cameras(seed: int, stream: int, count: int, size: tuple[int, int]) -> CameraTable:
+@dataclass(frozen=True)
+class CameraEffects:
+    """How strongly the cameras differ (see ``WorldConfig``): each deviation from a neutral camera
+    is multiplied by ``strength``. At strength 0 every camera has gain 1, no cast, the same
+    background scene, no blur, no noise and full resolution; at 1 the effects are the given ones.
+
+    Attributes:
+        strength: overall multiplier of every effect below (>= 0).
+        gain: (min, max) illumination gain; applied as ``gain ** strength``.
+        cast: std of the log colour cast per channel.
+        background: 1 = every camera has its own scene, 0 = one scene shared by all cameras
+            (each camera's scene is blended with the shared one by ``min(1, background * strength)``).
+        blur: multiplier of the blur passes (blurry cameras 2-3, others 0-1).
+        noise: multiplier of the sensor noise std (2.5-8 on the 0..255 scale).
+        lowres: probability that a low-resolution camera is really low resolution.
+    """
+
+    strength: float = 1.0
+    gain: tuple = (0.65, 1.2)
+    cast: float = 0.08
+    background: float = 1.0
+    blur: float = 1.0
+    noise: float = 1.0
+    lowres: float = 1.0
+
+
+# The shared background scene's stream key (cameras use 0 .. count-1).
+_SHARED_SCENE = 1 << 20
+
+
+def make_cameras(seed: int, stream: int, count: int, size: tuple[int, int],
+                 effects: CameraEffects = CameraEffects()) -> CameraTable:
     """``count`` cameras; camera ``c`` from child stream ``(stream, c)``. Cameras cycle through
-    clean / low-res / blurry / noisy settings so every world has some of each."""
+    clean / low-res / blurry / noisy settings so every world has some of each; ``effects`` scales
+    how different they are."""
+    s = float(effects.strength)
     rows = []
     for c in range(count):
         rng = child_rng(seed, stream, c)
-        gain = rng.uniform(0.65, 1.2)
-        cast = np.exp(0.08 * rng.standard_normal(3))
+        gain = rng.uniform(*effects.gain) ** s
+        cast = np.exp(s * effects.cast * rng.standard_normal(3))
         cast /= cast.mean()
         color = (gain * cast).astype(np.float32)
         kind = c % 4  # 0 clean, 1 low-res, 2 blurry, 3 noisy
         lowres = (4 if rng.random() < 0.3 else 2) if kind == 1 else 1
-        blur = [0, 0, 2, 0][kind] + int(rng.random() < 0.3)  # 2 x 2 box passes
-        noise = [2.5, 3.0, 3.0, 8.0][kind] * rng.uniform(0.7, 1.3)
+        if rng.random() >= effects.lowres * s:
+            lowres = 1
+        blur = int(round(s * effects.blur * ([0, 0, 2, 0][kind] + int(rng.random() < 0.3))))  # 2 x 2 box passes
+        noise = s * effects.noise * [2.5, 3.0, 3.0, 8.0][kind] * rng.uniform(0.7, 1.3)
         view_probs = rng.dirichlet([1.0, 1.0, 1.0]) * 0.8 + 0.2 / 3
         occlusion = rng.uniform(0.08, 0.3)
         f = lowres * max(1, size[0] // 128)
-        scene = _make_scene(rng, size[0] // f, size[1] // f) * color
-        rows.append((color, _pack(scene), blur, lowres, noise, view_probs, occlusion))
+        scene = _make_scene(rng, size[0] // f, size[1] // f)
+        own = min(1.0, effects.background * s)
+        if own < 1.0:
+            shared = _make_scene(child_rng(seed, stream, _SHARED_SCENE), size[0] // f, size[1] // f)
+            scene = own * scene + (1.0 - own) * shared
+        rows.append((color, _pack(scene * color), blur, lowres, noise, view_probs, occlusion))
     return CameraTable(
         color=np.stack([r[0] for r in rows]).astype(np.float32),
         scenes=[r[1] for r in rows],

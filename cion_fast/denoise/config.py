@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+THRESHOLD_MODES = ("fixed", "auto")
+
+
 @dataclass(frozen=True)
 class DenoiseConfig:
     """Thresholds and windows of CION's three denoising levels (cosine similarities in [-1, 1]).
@@ -18,6 +21,12 @@ class DenoiseConfig:
     the features: re-tune them (``benchmarks/denoise_quality.py --sweep``) for a trained model.
 
     Attributes:
+        thresholds: ``"fixed"`` uses the four threshold fields as given; ``"auto"`` chooses them
+            from the data, without ground truth (:func:`cion_fast.denoise.auto.auto_thresholds`:
+            frames of one tracklet are positives, tracklets sharing a frame index of a video are
+            certain negatives); the chosen values are in ``DenoiseResult.config`` and
+            ``DenoiseResult.calibration``. Use "auto" for any features other than the stripe
+            descriptor the fixed defaults were tuned on (e.g. a trained network's).
         center_videos: before anything else, subtract from every (normalised) frame feature its
             video's mean feature (:func:`~cion_fast.denoise.center_videos`): removes the scene /
             camera component that two people of one video share.
@@ -54,6 +63,7 @@ class DenoiseConfig:
         ValueError: stride must be in [1, window=8], got 9
     """
 
+    thresholds: str = "fixed"
     center_videos: bool = True
     prune_threshold: float = 0.4
     min_frames: int = 2
@@ -68,6 +78,8 @@ class DenoiseConfig:
     min_images: int = 4
 
     def __post_init__(self) -> None:
+        if self.thresholds not in THRESHOLD_MODES:
+            raise ValueError(f"thresholds must be one of {', '.join(THRESHOLD_MODES)}, got {self.thresholds!r}")
         for name in ("prune_threshold", "reallocation_threshold", "merge_threshold", "link_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

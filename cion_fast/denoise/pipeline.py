@@ -28,7 +28,10 @@ class DenoiseResult:
             own counts (frames pooled, reallocated, merges refused by cannot-link, links cut by
             the guard, ...).
         tracklet_labels: int64 [M] the input: tracklet index of every frame (level "0").
-        config: the :class:`DenoiseConfig` used.
+        config: the :class:`DenoiseConfig` used (with ``thresholds="auto"``: the chosen values).
+        calibration: with ``thresholds="auto"``, the report of
+            :func:`~cion_fast.denoise.auto.auto_thresholds` (chosen thresholds, the similarity
+            distributions they came from, the rules); None otherwise.
 
     Example:
         >>> features = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)   # 3 tracklets, 3 people
@@ -41,6 +44,7 @@ class DenoiseResult:
     summary: list[dict]
     tracklet_labels: np.ndarray
     config: DenoiseConfig = field(default_factory=DenoiseConfig)
+    calibration: dict | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -116,6 +120,11 @@ def denoise(
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
     if config.center_videos:
         features = center_videos(features, offsets, video_ids)
+    calibration = None
+    if config.thresholds == "auto":
+        from cion_fast.denoise.auto import auto_thresholds
+
+        config, calibration = auto_thresholds(features, offsets, video_ids, frame_index, config)
     frame_video = np.repeat(video_ids, np.diff(offsets))
     tracklet_labels = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
 
@@ -143,7 +152,7 @@ def denoise(
             bar.update(1)
     if bar is not None:
         bar.close()
-    return DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config)
+    return DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config, calibration=calibration)
 
 
 def denoise_tracklets(

@@ -60,6 +60,7 @@ def extract_features(
     device: Any = None,
     flip: bool = False,
     progress: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Embeds person crops with a network.
 
@@ -74,6 +75,8 @@ def extract_features(
             runs under ``torch.autocast`` (float16).
         flip: also embed the horizontally flipped crops and average the two features.
         progress: show a tqdm progress bar.
+        size: (H, W) the crops are resized to first (bilinear, antialiased), e.g. the size the
+            network was trained at; None keeps their size.
 
     Returns:
         float32 numpy [M, D] (not normalised).
@@ -93,6 +96,10 @@ def extract_features(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if size is not None:
+        size = tuple(size)
+        if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+            raise ValueError(f"size must be (H, W) with positive ints, got {size!r}")
     total, batches = _batches(_image_source(images), batch_size)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
@@ -109,7 +116,10 @@ def extract_features(
             for batch in batches:
                 batch = np.ascontiguousarray(batch) if batch.flags.writeable else np.array(batch)  # e.g. memory-mapped
                 x = torch.from_numpy(batch).to(device, non_blocking=True)
-                x = (x.permute(0, 3, 1, 2).float() - mean) / std
+                x = x.permute(0, 3, 1, 2).float()
+                if size is not None and tuple(x.shape[2:]) != size:
+                    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+                x = (x - mean) / std
                 features = model(x).float()
                 if flip:
                     features = (features + model(x.flip(3)).float()) / 2

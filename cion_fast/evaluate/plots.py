@@ -117,6 +117,38 @@ def plot_curves(
     return _save(fig, path)
 
 
+def plot_bands(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], path: str | Path, title: str,
+    ylabel: str
+) -> Path:
+    """Mean lines with a +- std band over training steps, one per method (e.g. mAP over seeds).
+
+    Args:
+        curves: name -> (steps, means, stds), three sequences of one length.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "map.png")
+        >>> plot_bands({"cion": ([0, 10], [5.0, 30.0], [0.5, 2.0])}, path, "mAP", "%").exists()
+        True
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, (steps, means, stds) in curves.items():
+        means, stds = np.asarray(means, float), np.asarray(stds, float)
+        (line,) = ax.plot(steps, means, linewidth=1.4, marker="o", markersize=3, label=name)
+        ax.fill_between(steps, means - stds, means + stds, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_retrieval_grid(
     query_images: np.ndarray,
     gallery_images: np.ndarray,

@@ -144,6 +144,7 @@ def evaluate_model(
     device: Any = None,
     flip: bool = False,
     progress: bool = False,
+    size: tuple[int, int] | None = None,
     metric: str = "cosine",
     **options: Any,
 ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
@@ -155,7 +156,8 @@ def evaluate_model(
         model: ``torch.nn.Module`` mapping float [B, 3, H, W] to [B, D].
         query, gallery: :class:`cion_fast.data.ImageSet` holding uint8 images [n, H, W, 3],
             ``pids`` and ``camids``.
-        batch_size, device, flip, progress: as :func:`~cion_fast.evaluate.extract_features`.
+        batch_size, device, flip, progress, size: as :func:`~cion_fast.evaluate.extract_features`
+            (``size``: resize the crops to the network's training size first).
         metric: plain-ranking metric (cosine here, as ReID evaluates frozen features).
         **options: further :func:`evaluate_features` keywords (``rerank``, ``camera_norm``, ...).
 
@@ -178,7 +180,7 @@ def evaluate_model(
     for name, split in (("query", query), ("gallery", gallery)):
         if getattr(split, "images", None) is None or not hasattr(split, "pids") or not hasattr(split, "camids"):
             raise TypeError(f"{name} must be an ImageSet holding images (images, pids, camids)")
-    features = tuple(extract_features(model, split.images, batch_size, device, flip=flip, progress=progress)
+    features = tuple(extract_features(model, split.images, batch_size, device, flip=flip, progress=progress, size=size)
                      for split in (query, gallery))
     metrics = evaluate_features(*features, query.pids, gallery.pids, query.camids, gallery.camids, metric=metric, **options)
     return metrics, features

@@ -107,7 +107,11 @@ def _backbone_state(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: str | None = None, **backbone_kwargs: Any) -> nn.Module:
+NETWORKS = ("exported", "student", "teacher")
+
+
+def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: str | None = None, network: str = "exported",
+                    **backbone_kwargs: Any) -> nn.Module:
     """A backbone with pre-trained weights, ready for fine-tuning or feature extraction.
 
     Args:
@@ -120,6 +124,9 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
             - a state dict (mapping of tensors, same layouts as the files).
         name: timm architecture; required unless the file carries its config. When both are
             given they must agree.
+        network: for a pre-training checkpoint, which of its two networks: ``"exported"`` (what
+            ``cion-fast export`` writes: the teacher for cion/dino, the query encoder for
+            upreid), ``"student"`` or ``"teacher"``. Other sources hold one network: "exported" only.
         **backbone_kwargs: options for :func:`~cion_fast.models.build_backbone` (``ibn=True``,
             ``last_stride=1``, ``img_size=...``); they override the stored config.
 
@@ -140,6 +147,11 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
         True
     """
     config: dict | None = None
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
+    if network != "exported" and (isinstance(path_or_state, Mapping) or Path(path_or_state).suffix != ".safetensors"
+                                  and not Path(path_or_state).is_dir()):
+        raise ValueError(f"network={network!r} needs a cion_fast pre-training checkpoint (its weights.safetensors)")
     if isinstance(path_or_state, Mapping):
         state = _backbone_state(path_or_state)
         source = "path_or_state"
@@ -158,9 +170,14 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
 
             meta = read_safetensors_config(path)
             prefix = meta.get("prefix", "") if meta else ""
+            if network != "exported":
+                prefix = f"{network}.backbone."
             config = meta.get("backbone_config") if meta else None
             with safe_open(str(path), framework="pt") as f:
                 state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+            if network != "exported" and not state:
+                raise ValueError(f"network={network!r}: {source} holds no {prefix}* tensors (only a pre-training "
+                                 "checkpoint holds both networks; an export holds one)")
             if meta is None:
                 state = _backbone_state(state)
         else:

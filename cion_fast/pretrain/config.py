@@ -46,7 +46,11 @@ class PretrainConfig:
         weight_decay: (start, end) of the cosine weight-decay schedule on >= 2-D weights.
         momentum: (start, end) of the cosine teacher/key-encoder EMA momentum.
         clip_grad: per-tensor gradient norm limit (0 disables).
-        freeze_last_layer_epochs: epochs during which the DINO head's last layer gets no update.
+        freeze_last_layer: share of the steps during which the DINO head's last layer gets no
+            update (DINO freezes it for 1 of 100 epochs: 0.01). Every schedule is a share of the
+            run's steps, never a sampler epoch: an epoch's length depends on the labels (a
+            frame-level DINO epoch is ~K times longer than CION's), so epoch-based schedules
+            would give the methods different recipes.
         out_dim, head_hidden_dim, head_bottleneck_dim: the DINO head.
         student_temp, teacher_temp, teacher_temp_final, teacher_temp_warmup, center_momentum:
             the loss; when ``teacher_temp_final`` is set the teacher temperature goes linearly from
@@ -89,7 +93,7 @@ class PretrainConfig:
     weight_decay: tuple = (0.04, 0.4)
     momentum: tuple | None = None
     clip_grad: float = 3.0
-    freeze_last_layer_epochs: int = 1
+    freeze_last_layer: float = 0.01
     out_dim: int = 65536
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
@@ -148,7 +152,7 @@ class PretrainConfig:
         for name in ("base_lr", "student_temp", "teacher_temp", "moco_temp", "stripe_temp"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("warmup", "teacher_temp_warmup", "center_momentum", "stripe_min_overlap", "erase_p"):
+        for name in ("warmup", "freeze_last_layer", "teacher_temp_warmup", "center_momentum", "stripe_min_overlap", "erase_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.min_lr < 0 or self.clip_grad < 0:
@@ -157,8 +161,6 @@ class PretrainConfig:
             raise ValueError("weight_decay and momentum are (start, end) pairs")
         if not all(0.0 <= m <= 1.0 for m in self.momentum):
             raise ValueError(f"momentum values must be in [0, 1], got {self.momentum!r}")
-        if isinstance(self.freeze_last_layer_epochs, bool) or not isinstance(self.freeze_last_layer_epochs, int) or self.freeze_last_layer_epochs < 0:
-            raise ValueError(f"freeze_last_layer_epochs must be an int >= 0, got {self.freeze_last_layer_epochs!r}")
         unknown = [t for t in self.upreid_terms if t not in UPREID_TERMS]
         if unknown or not self.upreid_terms:
             raise ValueError(f"upreid_terms must be a non-empty subset of {UPREID_TERMS}, got {self.upreid_terms!r}")

@@ -98,10 +98,12 @@ class DistillationMethod(nn.Module):
             teacher_temp: the scheduled teacher temperature (None: the loss's own).
 
         Returns:
-            (scalar loss with graph, {} — no extra metrics).
+            (scalar loss with graph, the collapse monitors of
+            :meth:`~cion_fast.pretrain.loss.IdentityDINOLoss.monitors`).
         """
         globals_flat = views.global_views.flatten(0, 1)
         with torch.no_grad():
             teacher_out = self.teacher([globals_flat])
+        monitors = self.loss.monitors(teacher_out, teacher_temp)
         student_out = student([globals_flat, views.local_views.flatten(0, 1)])
-        return self.loss(student_out, teacher_out, k, teacher_temp=teacher_temp), {}
+        return self.loss(student_out, teacher_out, k, teacher_temp=teacher_temp), monitors

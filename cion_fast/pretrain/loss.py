@@ -16,6 +16,8 @@ outputs over both global crops and all ranks: ``c <- m c + (1 - m) mean(t)`` (al
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -115,6 +117,33 @@ class IdentityDINOLoss(nn.Module):
         keep[0, 0] = False
         keep[1, 1] = False
         return pair_loss[keep].sum() / (2 * (crops - 1))
+
+    @torch.no_grad()
+    def monitors(self, teacher_output: torch.Tensor, teacher_temp: float | None = None) -> dict[str, torch.Tensor]:
+        """Collapse monitors of the centred, sharpened teacher (call before :meth:`forward`, whose
+        centre update would otherwise be included).
+
+        Returns (detached 0-d tensors, no host sync):
+            ``teacher_entropy``: mean entropy of one image's teacher distribution, in nats; at
+                ``ln(out_dim)`` the teacher is uniform (every image gets the same flat target).
+            ``prototypes``: exp of the entropy of the batch-mean teacher distribution, the number
+                of output dimensions in effective use; a handful means the outputs collapsed
+                onto a few prototypes.
+
+        Example:
+            >>> loss_fn = IdentityDINOLoss(out_dim=16, n_crops=2)
+            >>> m = loss_fn.monitors(torch.zeros(4, 16))
+            >>> round(float(m["teacher_entropy"]), 4) == round(math.log(16), 4), round(float(m["prototypes"]))
+            (True, 16)
+        """
+        temp = self.teacher_temp if teacher_temp is None else float(teacher_temp)
+        logits = (teacher_output.detach().float() - self.center) / temp
+        log_p = F.log_softmax(logits, dim=-1)
+        p = log_p.exp()
+        entropy = -(p * log_p).sum(dim=-1).mean()
+        mean_p = p.mean(dim=0)
+        batch_entropy = -(mean_p * torch.log(mean_p.clamp_min(1e-30))).sum()
+        return {"teacher_entropy": entropy, "prototypes": batch_entropy.exp()}
 
     @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,35 @@ __all__ = ["Trainer", "pretrain"]
 def _mix(*values: int) -> int:
     """A 32-bit seed derived from several integers (stable across runs and machines)."""
     return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+# Collapse thresholds (DINO's two failure modes): a teacher whose per-image entropy is within 2 % of
+# ln(out_dim) gives every image the same flat target; fewer effective prototypes than this means
+# the outputs fell onto a handful of dimensions.
+UNIFORM_ENTROPY_SHARE = 0.98
+MIN_PROTOTYPES = 8.0
+
+
+def collapse_warnings(record: dict[str, Any], out_dim: int) -> list[str]:
+    """The collapse warnings a log record calls for (empty when the monitors look healthy).
+
+    Args:
+        record: a log line with ``teacher_entropy`` and ``prototypes`` (distillation methods).
+        out_dim: the head's output width.
+
+    Example:
+        >>> collapse_warnings({"step": 10, "teacher_entropy": 6.9, "prototypes": 900.0}, 1024)[0][:31]
+        'step 10: the teacher is uniform'
+        >>> collapse_warnings({"step": 10, "teacher_entropy": 1.0, "prototypes": 300.0}, 1024)
+        []
+    """
+    found = []
+    if "teacher_entropy" in record and record["teacher_entropy"] > UNIFORM_ENTROPY_SHARE * math.log(out_dim):
+        found.append(f"step {record['step']}: the teacher is uniform (entropy {record['teacher_entropy']:.3f} of "
+                     f"ln(out_dim) = {math.log(out_dim):.3f}): every image gets the same flat target")
+    if "prototypes" in record and record["prototypes"] < MIN_PROTOTYPES:
+        found.append(f"step {record['step']}: the outputs collapsed onto {record['prototypes']:.1f} effective prototypes")
+    return found
 
 
 def _labels_fingerprint(labels: np.ndarray) -> str:
@@ -387,6 +417,12 @@ class Trainer:
             raise ValueError(f"sampler state differs from the checkpoint's: {state['sampler']} vs {self.plan.state(self.step)}")
 
     # ------------------------------------------------------------- schedules
+    def initial_weight_share(self) -> float:
+        """Share of the teacher's initial weights left after the whole run: the product of the
+        EMA momenta over every step (0.996 -> 1 over 100 steps keeps ~0.8: the teacher is still
+        its random init)."""
+        return float(math.exp(sum(math.log(max(self.schedules(s)["momentum"], 1e-300)) for s in range(self.plan.total_steps))))
+
     def schedules(self, step: int) -> dict[str, float]:
         """lr, weight decay, EMA momentum and teacher temperature at ``step`` (see :class:`Trainer`'s example)."""
         cfg, total = self.config, self.plan.total_steps
@@ -433,7 +469,7 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
             loss, metrics = self.method.training_step(self.student, views, k, teacher_temp=sched["teacher_temp"])
-        frozen = self.method.last_layer_parameters() if self.plan.epoch_at_step(step) < cfg.freeze_last_layer_epochs else []
+        frozen = self.method.last_layer_parameters() if step < round(cfg.freeze_last_layer * self.plan.total_steps) else []
         trainable = [p for p in self.method.student.parameters() if p.requires_grad]
         optimizer_step(loss, self.optimizer, self.scaler, trainable, cfg.clip_grad, frozen)
         teacher, student = self.method.ema_pairs()
@@ -498,6 +534,11 @@ class Trainer:
             raise ValueError(f"until_step must be in [{self.step}, {total}], got {until_step}")
         if self.dist.is_main and self._resume_state is None:
             atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
+            kept = self.initial_weight_share()
+            if kept > 0.5:
+                warnings.warn(f"the EMA momentum schedule {cfg.momentum} keeps {100 * kept:.0f} % of the teacher's random "
+                              f"initialisation after {total} steps: the exported teacher will barely have learned; lower "
+                              "the momentum for short runs (1 / (1 - m) well below the number of steps)", stacklevel=2)
         self.timer = _StepTimer(self.dist.device)
         whole = _StepTimer(self.dist.device)
         progress = None
@@ -512,6 +553,7 @@ class Trainer:
         metric_sums: dict[str, torch.Tensor] = {}
         last = {"loss": float("nan")}
         checkpoint = None
+        warned_collapse = False
         global_batch = cfg.batch_size * self.dist.world_size
         self.method.train()
         try:
@@ -541,10 +583,17 @@ class Trainer:
                             "teacher_temp": sched["teacher_temp"], "images_per_s": interval_steps * global_batch / elapsed,
                             "view_share": self.timer.view_share, "elapsed_s": time.perf_counter() - start_time,
                         }
+                        collapse = collapse_warnings(last, cfg.out_dim)
+                        if collapse:
+                            last["collapse"] = collapse
                         if self.dist.is_main:
                             self._log(last)
+                            if collapse and not warned_collapse:  # once per call; every line is in the log
+                                warnings.warn(collapse[0] + " (further collapse reports go to log.jsonl only)", stacklevel=2)
+                                warned_collapse = True
                         if progress is not None:
-                            progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{sched['lr']:.2e}", K=last["k"],
+                            monitors = {"H_t": f"{last['teacher_entropy']:.2f}", "protos": f"{last['prototypes']:.0f}"} if "prototypes" in last else {}
+                            progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{sched['lr']:.2e}", K=last["k"], **monitors,
                                                  img_s=f"{last['images_per_s']:.1f}", views=f"{100 * last['view_share']:.0f}%")
                         self.timer.reset()
                         interval_start, interval_steps, loss_sum, metric_sums = time.perf_counter(), 0, None, {}
