@@ -61,11 +61,13 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", metavar="PNG", help="also write a contact sheet of rendered samples")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR/tracklets and DIR/market if they exist")
     parser.add_argument("--report", action="store_true",
-                        help="also measure the difficulty: retrieval mAP of a random-init backbone vs the same backbone "
-                             "trained on the true identities (needs the [torch] extra; minutes on a CPU)")
-    parser.add_argument("--report-steps", type=int, default=160, metavar="N",
-                        help="supervised steps for --report (default 160)")
-    parser.add_argument("--report-arch", default="resnet18", metavar="NAME", help="timm backbone for --report")
+                        help="also measure the difficulty: retrieval mAP of the stripe descriptor, of a random-init backbone "
+                             "and of the same backbone trained on the true identities (needs the [torch] extra; ~1-2 min "
+                             "on a CPU)")
+    parser.add_argument("--report-steps", type=_positive_int, default=300, metavar="N",
+                        help="supervised steps for --report (default 300)")
+    parser.add_argument("--report-arch", default="test_resnet", metavar="NAME",
+                        help="timm backbone for --report (default test_resnet, the demo's)")
 
 
 def _progress_bar(total: int, desc: str):

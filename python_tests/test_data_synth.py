@@ -348,3 +348,24 @@ def test_cli_synth_report_measures_the_difficulty(tmp_path, capsys):
     for name in ("random", "trained"):
         assert 0 < report[name]["mAP"] <= 1 and 0 < report[name]["mAP_camnorm"] <= 1
     assert report["random"] != report["trained"]
+
+
+def test_camera_strength_scales_every_camera_effect():
+    from cion_fast.data import _render as R
+
+    size = (128, 64)
+    neutral = R.make_cameras(0, 1, 4, size, R.CameraEffects(strength=0.0))
+    assert np.all(neutral.color == 1.0) and np.all(neutral.noise == 0) and np.all(neutral.blur == 0) and np.all(neutral.lowres == 1)
+    assert all(np.array_equal(s, neutral.scenes[0]) for s in neutral.scenes)  # one shared scene
+    full = R.make_cameras(0, 1, 4, size, R.CameraEffects(strength=1.0))
+    half = R.make_cameras(0, 1, 4, size, R.CameraEffects(strength=0.5))
+    # gain ** strength (the cast has mean 1, so a camera's mean colour is its gain)
+    np.testing.assert_allclose(np.log(half.color.mean(1)), 0.5 * np.log(full.color.mean(1)), atol=1e-5)
+    assert np.ptp(half.color / half.color.mean(1, keepdims=True)) < np.ptp(full.color / full.color.mean(1, keepdims=True))
+    np.testing.assert_allclose(half.noise, 0.5 * full.noise, rtol=1e-5)
+    assert not all(np.array_equal(s, full.scenes[0]) for s in full.scenes[1:])  # own scenes at background 1
+    assert synth.WorldConfig().camera_effects().strength == synth.WorldConfig().camera_strength
+    with pytest.raises(ValueError, match="camera_strength"):
+        synth.WorldConfig(camera_strength=-1.0)
+    with pytest.raises(ValueError, match="camera_gain"):
+        synth.WorldConfig(camera_gain=(1.2, 0.5))

@@ -87,16 +87,22 @@ def test_evaluate_command_on_the_exported_teacher(demo_run, capsys):
 
 def test_compare_reuses_the_demo_and_adds_every_method(demo_run, capsys):
     out, report, _ = demo_run
-    assert cli.main(["compare", "--quick", "--steps", str(STEPS), "--out", str(out), "--no-rerank"]) == 0
+    assert cli.main(["compare", "--quick", "--steps", str(STEPS), "--out", str(out), "--no-rerank", "--finetune-steps", "8"]) == 0
     compared = json.loads((out / "report.json").read_text())
     assert compared["config"]["methods"] == ["stripe", "random", "dino", "tracklet", "cion", "upreid"]
     # The demo's stages were reused, not recomputed: identical CION figures.
-    assert compared["methods"]["cion"] == report["methods"]["cion"]
+    assert {k: v for k, v in compared["methods"]["cion"].items() if k != "finetuned"} == report["methods"]["cion"]
     assert set(compared["methods"]) == set(compared["config"]["methods"])
     for name in ("dino", "tracklet", "upreid"):
         assert compared["pretrain"][name]["step"] == STEPS
         assert 0 < compared["methods"][name]["mAP"] <= 1
         assert compared["methods"][name] != compared["methods"]["random"]
+    for name in ("random", "dino", "tracklet", "cion", "upreid"):  # the paper's protocol beside the frozen one
+        tuned = compared["methods"][name]["finetuned"]
+        assert 0 < tuned["mAP"] <= 1 and tuned["mAP_std"] == 0.0 and tuned["seeds"] == [0]
+    assert "stripe" in compared["methods"] and "finetuned" not in compared["methods"]["stripe"]
+    assert "Fine-tuned:" in compared["ordering"] and set(compared["curves"]) == {"dino", "tracklet", "cion", "upreid"}
+    assert (out / "figures" / "learning_curves.png").stat().st_size > 0
     assert (out / "pretrain_upreid" / "config.json").exists()
     assert json.loads((out / "pretrain_upreid" / "config.json").read_text())["multicrop"]["n_local"] == 0
     assert json.loads((out / "pretrain_tracklet" / "config.json").read_text())["method"] == "cion"
@@ -107,3 +113,7 @@ def test_compare_reuses_the_demo_and_adds_every_method(demo_run, capsys):
 def test_compare_rejects_unknown_methods(capsys):
     assert cli.main(["compare", "--quick", "--methods", "cion,moco"]) == 2
     assert "moco" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", "--quick", "--seeds", "0"])
+    assert exit_info.value.code == 2
+    assert cli.main(["demo", "--quick", "--finetune-steps", "-1"]) == 2
