@@ -379,16 +379,16 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
             result = pretrain(cfg, np.asarray(tracklets.frames), labels, run_dir, resume=resume)
             if result.get("interrupted"):
                 raise KeyboardInterrupt
-            return {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
+            return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}, "run_dir": str(run_dir)}
         return work
 
     # ---- denoising rounds (round 1 on the stripe descriptor; later rounds per seed)
     stages.run("features", stripe_features)
-    round_results = {1: {seed: stages.run("denoise", denoise_stage(out / "features.npz", out / "denoise"))
-                         for seed in config.seeds[:1]}}
-    round_results[1] = {seed: round_results[1][config.seeds[0]] for seed in config.seeds}
+    first_round = stages.run("denoise", denoise_stage(out / "features.npz", out / "denoise"))
+    round_results = {1: {seed: first_round for seed in config.seeds}}
     labels_dir = {seed: out / "denoise" for seed in config.seeds}
     in_use = {seed: (1, round_results[1][seed]) for seed in config.seeds}  # (round, result) whose labels CION trains on
+    round_runs: dict[tuple[int, int], dict] = {}  # (round, seed) -> the CION pre-training on that round's identities
     needs_cion = "cion" in methods
     for r in range(2, config.rounds + 1 if needs_cion else 1):
         round_results[r] = {}
@@ -396,6 +396,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
             tag = f"round{r - 1}{_seed_suffix(seed)}"
             previous = stages.run(f"pretrain_cion_{tag}", pretrain_stage("cion", seed, labels_dir[seed] / "labels.npy",
                                                                          out / f"pretrain_cion_{tag}"))
+            round_runs[(r - 1, seed)] = previous
             tag = f"round{r}{_seed_suffix(seed)}"
             stages.run(f"features_{tag}", learned_features(previous["checkpoint"], out / f"features_{tag}.npz"))
             result = stages.run(f"denoise_{tag}", denoise_stage(out / f"features_{tag}.npz", out / f"denoise_{tag}"))
@@ -428,8 +429,12 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
             continue
         for seed in config.seeds:
             name = f"{m}{_seed_suffix(seed)}"
-            pretrained[name] = stages.run(f"pretrain_{name}", pretrain_stage(m, seed, labels_dir[seed] / "labels.npy",
-                                                                             out / f"pretrain_{name}"))
+            earlier = round_runs.get((in_use[seed][0], seed)) if m == "cion" else None
+            if earlier is not None:  # the same recipe, seed and identities already trained in a round: reuse it
+                pretrained[name] = stages.run(f"pretrain_{name}", lambda earlier=earlier: {**earlier, "reused": True})
+            else:
+                pretrained[name] = stages.run(f"pretrain_{name}", pretrain_stage(m, seed, labels_dir[seed] / "labels.npy",
+                                                                                 out / f"pretrain_{name}"))
 
     query, gallery = market.query, market.gallery
     ids = (query.pids, gallery.pids, query.camids, gallery.camids)
@@ -461,7 +466,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
                                             metric="cosine")
                 metrics["student_mAP"], metrics["student_rank1"] = student["mAP"], student["rank1"]
                 curve = []
-                for path in list_checkpoints(out / f"pretrain_{name}"):
+                for path in list_checkpoints(pretrained[name].get("run_dir", out / f"pretrain_{name}")):
                     step = int(path.name.split("-")[-1])
                     at_step, _ = evaluate_model(load_pretrained(path), query, gallery, **extract, metric="cosine")
                     curve.append([step, at_step["mAP"]])
@@ -517,7 +522,8 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         "curves": curves,
         "config": {"demo": config.to_dict(), "world": world_summary, "methods": list(methods)},
         "timings": dict(stages.timings),
-        "pretrain": {m: {k: r.get(k) for k in ("step", "loss", "images_per_s", "view_share", "k")} for m, r in pretrained.items()},
+        "pretrain": {m: {k: r.get(k) for k in ("step", "loss", "images_per_s", "view_share", "k", "run_dir", "reused")}
+                     for m, r in pretrained.items()},
     }
     write_report(out, report, results, market)
     atomic_write_json(out / "report.json", report)
@@ -559,11 +565,11 @@ def _learning_curves(per_seed: dict[str, dict[int, dict]]) -> dict[str, dict[str
     return curves
 
 
-def _loss_curves(out: Path, methods: list[str]) -> dict[str, tuple[list, list]]:
-    """method -> (steps, losses) from each pre-training run's ``log.jsonl``."""
+def _loss_curves(runs: dict[str, Path]) -> dict[str, tuple[list, list]]:
+    """name -> (steps, losses) from each pre-training run directory's ``log.jsonl``."""
     curves = {}
-    for method in methods:
-        log_path = out / f"pretrain_{method}" / "log.jsonl"
+    for method, run_dir in runs.items():
+        log_path = Path(run_dir) / "log.jsonl"
         if log_path.exists():
             rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
             rows = [r for r in rows if "loss" in r and "step" in r]
@@ -592,7 +598,8 @@ def write_report(out: Path, report: dict, methods: dict, market: Any) -> None:
                                           figures / "cmc_camnorm.png", title="CMC, camera-normalised features")} if all("cmc_camnorm" in v for v in methods.values()) else {}),
     }
     first_seed = report["config"]["demo"]["seeds"][0]
-    curves = _loss_curves(out, [name for name in report["pretrain"] if "_seed" not in name])
+    curves = _loss_curves({name: r.get("run_dir") or out / f"pretrain_{name}" for name, r in report["pretrain"].items()
+                           if "_seed" not in name})
     if curves:
         paths["loss"] = plots.plot_curves(curves, figures / "pretrain_loss.png", "pre-training loss", "loss")
     if report.get("curves"):

@@ -59,6 +59,10 @@ def test_report_schema_and_numbers(demo_run):
     assert set(report["timings"]) >= {"world", "features", "denoise", "pretrain_cion_round1", "features_round2",
                                       "denoise_round2", "pretrain_cion", "evaluate_stripe", "evaluate_random", "evaluate_cion"}
     assert set(report["pretrain"]) == {"cion"} and report["pretrain"]["cion"]["step"] == STEPS
+    # The final CION run is the round's own run when the round-1 identities were kept (same recipe,
+    # seed and labels): reused, not trained twice.
+    used_round = next(r["round"] for r in rounds if r["used_by_seeds"])
+    assert bool(report["pretrain"]["cion"]["reused"]) == (used_round == 1)
     for name in ("report.md", "report.html", "figures/cmc.png", "figures/cmc_camnorm.png", "figures/denoise_quality.png", "figures/methods.png",
                  "figures/retrieval_grid.png", "figures/pretrain_loss.png", "figures/learning_curves.png"):
         assert (out / name).stat().st_size > 0, name
@@ -76,7 +80,7 @@ def test_rerun_skips_finished_stages(demo_run):
 def test_evaluate_command_on_the_exported_teacher(demo_run, capsys):
     out, report, _ = demo_run
     exported = out / "teacher.safetensors"
-    assert cli.main(["export", "--checkpoint", str(out / "pretrain_cion"), "--out", str(exported)]) == 0
+    assert cli.main(["export", "--checkpoint", report["pretrain"]["cion"]["run_dir"], "--out", str(exported)]) == 0
     assert cli.main(["evaluate", "--checkpoint", str(exported), "--data", str(out / "world" / "market"), "--camera-norm",
                      "--size", "64x32"]) == 0
     printed = capsys.readouterr().out

@@ -35,7 +35,9 @@ Example:
     1.0
 
 DEFAULTS_CHOSEN
-    On the default synthetic world (``WorldConfig()``: 600 people, 8 cameras, 48 videos; 32,077
+    (The fixed thresholds; ``thresholds="auto"`` in :mod:`cion_fast.denoise.auto` chooses them
+    from the data instead.) On the default synthetic world as it was before the camera
+    calibration of ``WorldConfig.camera_strength`` (600 people, 8 cameras, 48 videos; 32,077
     frames in 1,684 tracklets, BCubed F 0.591), by ``benchmarks/denoise_quality.py --sweep``
     (one setting at a time; "a | b" = final BCubed F with the stripe descriptor | oracle features):
 
