@@ -342,10 +342,12 @@ def test_cli_synth_report_measures_the_difficulty(tmp_path, capsys):
             "--report", "--report-steps", "3"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "difficulty (resnet18" in text and "random init mAP" in text and "trained on true identities 3 steps" in text
+    assert "difficulty (test_resnet" in text and "stripe descriptor mAP" in text and "random init mAP" in text
+    assert "trained on true identities 3 steps" in text
     report = json.loads((out / "difficulty.json").read_text())
-    assert report["steps"] == 3 and set(report) >= {"random", "trained"}
-    for name in ("random", "trained"):
+    assert report["steps"] == 3 and set(report) >= {"stripe", "random", "trained"}
+    assert set(report["stripe"]) == set(report["random"]) == set(report["trained"])
+    for name in ("stripe", "random", "trained"):
         assert 0 < report[name]["mAP"] <= 1 and 0 < report[name]["mAP_camnorm"] <= 1
     assert report["random"] != report["trained"]
 
