@@ -409,3 +409,14 @@ def test_chunk_boundaries_do_not_change_the_result(monkeypatch):
     for a, b in zip(expected.levels, chunked.levels):
         np.testing.assert_array_equal(a, b)
     assert expected.summary[1]["frames_reallocated"] == chunked.summary[1]["frames_reallocated"] > 0
+
+
+def test_a_level_that_keeps_nothing_gives_an_empty_labelling_not_an_index_error():
+    # issue 14: level 1 pruning every frame made level 2 index an empty identity table
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 8)).astype(np.float32)
+    result = denoise(features, np.arange(0, 41, 4), np.zeros(10, np.int64), np.tile(np.arange(4), 10),
+                     DenoiseConfig(prune_threshold=0.99))
+    assert all((labels == -1).all() for labels in result.levels)
+    assert [s["images"] for s in result.summary] == [0, 0, 0]
+    assert result.summary[1]["frames_discarded"] == 40

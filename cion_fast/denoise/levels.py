@@ -573,6 +573,10 @@ def level2(
     features, frame_video, frame_index, labels, num_groups, groups, sums = _grouped_input(
         features, labels, frame_video, frame_index
     )
+    if num_groups == 0:  # an earlier level kept no frame: an empty labelling is a valid result
+        summary = dict.fromkeys(("images", "identities", "frames_reallocated", "frames_discarded", "merges",
+                                 "merges_refused_cannot_link", "frames_removed_by_recheck"), 0)
+        return labels.copy(), {**summary, "frames_discarded": int(labels.shape[0])}
 
     frames, targets, pooled = _reallocate(features, labels, groups, sums, frame_video, frame_index, config)
     labels = labels.copy()
@@ -690,6 +694,9 @@ def level3(
     features, frame_video, frame_index, labels, num_groups, groups, sums = _grouped_input(
         features, labels, frame_video, frame_index
     )
+    if num_groups == 0:  # an earlier level kept no frame: an empty labelling is a valid result
+        return labels.copy(), dict.fromkeys(("images", "identities", "links", "links_refused_cannot_link", "links_cut_by_guard",
+                                             "identities_linked", "identities_dropped_min_images", "frames_dropped_min_images"), 0)
     centroids = _normalised(sums)
 
     _, video_rank = np.unique(groups.video, return_inverse=True)
