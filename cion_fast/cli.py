@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable
 
@@ -684,6 +685,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 _evaluate.add_arguments = _evaluate_arguments
 
 
+# Exceptions that mean "the input is wrong", not "the program is wrong" (see main).
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cion-fast",
@@ -708,6 +714,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except USER_ERRORS as error:
+        # Bad input (a value, a type, a missing or damaged file): one line and exit 2, as argparse does.
+        # CION_FAST_DEBUG=1 shows the traceback instead.
+        if os.environ.get("CION_FAST_DEBUG"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"cion-fast {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

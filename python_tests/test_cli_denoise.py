@@ -80,3 +80,15 @@ def test_bad_model_and_mismatched_features(world_dir, tmp_path, capsys):
     save_features(other, np.ones((tracklets.num_frames, 4), np.float32), shifted, "ones")
     assert main(["denoise", "--tracklets", str(world_dir), "--features", str(other), "--out", str(tmp_path / "l")]) == 2
     assert "was not extracted from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--window", "0"], ["--min-frames", "-1"], ["--stride", "99"]])
+def test_bad_denoise_values_are_one_line_errors_with_exit_2(world_dir, tmp_path, capsys, bad):
+    features_path = tmp_path / "stripe.npz"
+    assert main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(features_path)]) == 0
+    capsys.readouterr()
+    args = ["denoise", "--tracklets", str(world_dir), "--features", str(features_path), "--out", str(tmp_path / "l")]
+    assert main(args + bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cion-fast denoise: error: ") and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "l").exists()
