@@ -178,7 +178,10 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
         "noise: only to measure denoising on synthetic data)",
     )
     parser.add_argument("--out", required=True, help="output .npz (features, offsets and the index)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument("--size", type=_parse_size, metavar="HxW",
+                        help="network models: resize the crops to the training size first (64x32 for the demo's backbones)")
     parser.add_argument("--device", default=None, help="torch device for network models (default: cuda if available)")
     parser.add_argument("--flip", action="store_true", help="network models: average with the flipped crop")
     parser.add_argument("--float16", action="store_true", help="store the features as float16 (half the size)")
@@ -194,6 +197,11 @@ def _extract(args: argparse.Namespace) -> int:
     from cion_fast.features import oracle_features, stripe_histogram
     from cion_fast.features.io import save_features
 
+    from pathlib import Path
+
+    if Path(args.out).exists() and not args.overwrite:
+        print(f"cion-fast extract: error: {args.out} already exists (pass --overwrite to replace it)", file=sys.stderr)
+        return 2
     tracklets = Tracklets.load(args.data)
     start = time.perf_counter()
     kind, _, spec = args.model.partition(":")
@@ -213,7 +221,8 @@ def _extract(args: argparse.Namespace) -> int:
         from cion_fast.models import build_backbone, load_pretrained
 
         model = build_backbone(spec) if kind == "timm" else load_pretrained(spec)
-        features = extract_features(model, tracklets, args.batch_size, args.device, flip=args.flip, progress=True)
+        features = extract_features(model, tracklets, args.batch_size, args.device, flip=args.flip, progress=True,
+                                    size=args.size)
     else:
         print(f"error: --model must be stripe, oracle, timm:NAME or checkpoint:PATH, got {args.model!r}", file=sys.stderr)
         return 2

@@ -92,3 +92,15 @@ def test_bad_denoise_values_are_one_line_errors_with_exit_2(world_dir, tmp_path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("cion-fast denoise: error: ") and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "l").exists()
+
+
+def test_extract_refuses_to_overwrite_and_rejects_a_zero_batch(world_dir, tmp_path, capsys):
+    out = tmp_path / "f.npz"
+    assert main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(out)]) == 0
+    before = out.read_bytes()
+    assert main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(out), "--overwrite"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(tmp_path / "g.npz"), "--batch-size", "0"])
+    assert exit_info.value.code == 2
