@@ -104,3 +104,18 @@ def test_extract_refuses_to_overwrite_and_rejects_a_zero_batch(world_dir, tmp_pa
     with pytest.raises(SystemExit) as exit_info:
         main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(tmp_path / "g.npz"), "--batch-size", "0"])
     assert exit_info.value.code == 2
+
+
+def test_a_truncated_features_file_is_a_clear_error(world_dir, tmp_path, capsys):
+    whole = tmp_path / "f.npz"
+    assert main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(whole)]) == 0
+    for keep in (100, whole.stat().st_size // 2, whole.stat().st_size - 10):
+        cut = tmp_path / f"cut{keep}.npz"
+        cut.write_bytes(whole.read_bytes()[:keep])
+        with pytest.raises(ValueError, match="unreadable|lacks|not a cion_fast"):
+            load_features(cut)
+        capsys.readouterr()
+        args = ["denoise", "--tracklets", str(world_dir), "--features", str(cut), "--out", str(tmp_path / f"l{keep}")]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert str(cut) in err and "\n" not in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,8 @@ def load_features(path: str | os.PathLike) -> FeatureFile:
     try:
         with np.load(path, allow_pickle=False) as data:
             fields = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"features file {path} is unreadable: {error}") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:  # truncated or damaged archive
+        raise ValueError(f"features file {path} is unreadable ({type(error).__name__}: {error})") from error
     if str(fields.get("format", "")) != FORMAT_NAME:
         raise ValueError(f"{path} is not a cion_fast features file (no format tag {FORMAT_NAME!r})")
     missing = [name for name in _FIELDS if name not in fields]
