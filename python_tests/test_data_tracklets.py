@@ -327,3 +327,12 @@ def test_damaged_features(tmp_path):
     (d / "features.npy").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="features.npy"):
         Tracklets.load(d)
+
+
+def test_wrapping_offsets_and_negative_frame_indices_are_refused():
+    # issue 14: np.diff of these offsets wraps around in int64 and looked non-decreasing
+    frames = np.zeros((10, 4, 2, 3), np.uint8)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        Tracklets(frames, np.array([0, 3 * 2**61, -3 * 2**61, 10]), [0, 0, 0], [0, 0, 0], np.arange(10))
+    with pytest.raises(ValueError, match="frame_index must be >= 0"):
+        Tracklets(frames, np.array([0, 4, 10]), [0, 0], [0, 0], np.arange(10) - 1)

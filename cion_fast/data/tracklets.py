@@ -103,9 +103,9 @@ class Tracklets:
         off = self.offsets
         if off[0] != 0:
             raise ValueError(f"offsets must start at 0, got offsets[0] = {off[0]}")
-        steps = np.diff(off)
-        if (steps < 0).any():
-            t = int(np.flatnonzero(steps < 0)[0])
+        decreasing = off[1:] < off[:-1]  # compared, not subtracted: a difference could wrap around in int64
+        if decreasing.any():
+            t = int(np.flatnonzero(decreasing)[0])
             raise ValueError(f"offsets must be non-decreasing, got offsets[{t}] = {off[t]} > offsets[{t + 1}] = {off[t + 1]}")
         if off[-1] != m:
             raise ValueError(f"offsets must end at M = len(frame_index) = {m}, got offsets[-1] = {off[-1]}")
@@ -120,6 +120,8 @@ class Tracklets:
             raise ValueError(f"features must have one row per frame (M = {m}), got {len(self.features)}")
         if (self.identity < -1).any():
             raise ValueError(f"identity must be >= -1 (-1 = unknown), got {int(self.identity.min())}")
+        if (self.frame_index < 0).any():
+            raise ValueError(f"frame_index must be >= 0 (a frame number inside its video), got {int(self.frame_index.min())}")
 
     # -- properties -----------------------------------------------------------------------------
     @property
