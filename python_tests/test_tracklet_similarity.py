@@ -288,3 +288,11 @@ def test_threads_share_the_kernels_safely():
         thread.join()
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_offsets_that_wrap_around_in_int64_are_refused_not_read_out_of_bounds():
+    # issue 14: np.diff of these offsets wraps, the old check passed and the kernel crashed the process
+    features = np.ones((10, 4), np.float32)
+    for mode in ("max", "centroid"):
+        with pytest.raises(ValueError, match="non-decreasing"):
+            tracklet_similarity(features, np.array([0, 3 * 2**61, -3 * 2**61, 10]), mode=mode)

@@ -57,13 +57,10 @@ def _check_frame_index(frame_index: Any, num_frames: int) -> np.ndarray:
 
 
 def _check_offsets(offsets: Any, num_frames: int) -> np.ndarray:
-    """int64 host offsets [N+1]: 0, non-decreasing, ending at M."""
-    offsets = _arrays.as_index_array(offsets, "offsets")
-    if offsets.shape[0] < 1 or offsets[0] != 0 or offsets[-1] != num_frames:
-        raise ValueError(f"offsets must start at 0 and end at M={num_frames}, got {offsets[:1]}...{offsets[-1:]}")
-    if np.any(np.diff(offsets) < 0):
-        raise ValueError("offsets must be non-decreasing")
-    return offsets
+    """int64 host offsets [N+1]: 0, non-decreasing, ending at M (the ops' one check)."""
+    from cion_fast.ops._ragged import as_offsets
+
+    return as_offsets(offsets, num_frames, "offsets")
 
 
 # ---------------------------------------------------------------------------------------------

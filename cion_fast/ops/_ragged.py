@@ -46,16 +46,19 @@ def as_offsets(offsets: Any, num_frames: int, name: str = "offsets", allow_empty
         raise ValueError(f"{name} must have N + 1 >= 1 entries (it starts with 0), got an empty array")
     if host[0] != 0:
         raise ValueError(f"{name} must start at 0, got {name}[0] = {host[0]}")
-    steps = np.diff(host)
-    if steps.size and steps.min() < 0:
-        i = int(np.argmax(steps < 0))
+    # Neighbours are compared, never subtracted: a difference of two int64 offsets can wrap around
+    # (0, 3 * 2**61, -3 * 2**61 has "positive" steps) and let a kernel read out of bounds.
+    decreasing = host[1:] < host[:-1]
+    if decreasing.any():
+        i = int(np.argmax(decreasing))
         raise ValueError(
             f"{name} must be non-decreasing, got {name}[{i + 1}] = {host[i + 1]} < {name}[{i}] = {host[i]}"
         )
     if host[-1] != num_frames:
         raise ValueError(f"{name} must end at the number of feature rows ({num_frames}), got {name}[-1] = {host[-1]}")
-    if not allow_empty and steps.size and steps.min() == 0:
-        i = int(np.argmax(steps == 0))
+    empty = host[1:] == host[:-1]
+    if not allow_empty and empty.any():
+        i = int(np.argmax(empty))
         raise ValueError(f"every tracklet needs at least one frame, but tracklet {i} of {name} is empty")
     return host
 
