@@ -626,3 +626,20 @@ def test_cuda_runs_on_the_callers_stream():
         got = multicrop(images, config, seed=4).local_views
     stream.synchronize()
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_offsets_sizes_and_boxes_that_wrap_around_in_int64_are_refused():
+    # issue 14: each of these passed a check written as a sum or product and crashed the process
+    cfg = MultiCropConfig.cion(global_size=(16, 8), local_size=(8, 4), n_local=2)
+    data = np.zeros(768, np.uint8)
+    for offsets, sizes in (([2**63 - 10, 384], [[2, 2], [16, 8]]), ([0, 384], [[2**40, 2**40], [16, 8]]),
+                           ([0, 384], [[2**62, 4], [16, 8]])):
+        with pytest.raises(ValueError, match="lies outside data"):
+            multicrop(RaggedImages(data, offsets, sizes), cfg, 0)
+    images = np.zeros((2, 16, 8, 3), np.uint8)
+    params = multicrop(images, cfg, seed=0, return_params=True).params
+    for box in ([5, 0, 2**63 - 1, 4], [2**63 - 1, 0, 2, 4], [0, -(2**63), 2, 4]):
+        bad = {k: np.array(v, copy=True) for k, v in params.items()}
+        bad["box"][0, 0] = box
+        with pytest.raises(ValueError, match="lies outside image 0"):
+            multicrop(images, cfg, seed=0, params=bad)

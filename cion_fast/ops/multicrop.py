@@ -373,11 +373,17 @@ def _ragged_source(images: RaggedImages) -> _Source:
     if batch and sizes.min() < 2:
         bad = int(np.argmin(sizes.min(axis=1)))
         raise ValueError(f"RaggedImages image {bad} must be at least 2 x 2 pixels, got {tuple(sizes[bad])}")
-    ends = offsets + 3 * sizes[:, 0] * sizes[:, 1]
-    if batch and (offsets.min() < 0 or ends.max() > data.shape[0]):
-        bad = int(np.flatnonzero((offsets < 0) | (ends > data.shape[0]))[0])
+    # Overflow-safe: each factor is bounded before the product, each end compared as offset <= L - area
+    # (3 * h * w or offset + area could wrap around in int64 and pass the check).
+    length = data.shape[0]
+    fits = sizes[:, 1] <= (length // 3) // np.maximum(sizes[:, 0], 1)
+    area = np.where(fits, 3 * np.where(fits, sizes[:, 0], 0) * np.where(fits, sizes[:, 1], 0), 0)
+    outside = ~fits | (offsets < 0) | (offsets > length - area)
+    if batch and outside.any():
+        bad = int(np.flatnonzero(outside)[0])
         raise ValueError(
-            f"RaggedImages image {bad} (offset {offsets[bad]}, size {tuple(sizes[bad])}) lies outside data of length {data.shape[0]}"
+            f"RaggedImages image {bad} (offset {int(offsets[bad])}, size {tuple(int(v) for v in sizes[bad])}) lies outside "
+            f"data of length {data.shape[0]}"
         )
     max_h, max_w = (int(sizes[:, 0].max()), int(sizes[:, 1].max())) if batch else (2, 2)
     return _Source(
@@ -410,10 +416,12 @@ def _check_params(params: Any, source: _Source, config: MultiCropConfig) -> tupl
     box = host["box"]
     h_img, w_img = source.sizes[:, None, 0], source.sizes[:, None, 1]
     inside = (box[..., 0] >= 0) & (box[..., 1] >= 0) & (box[..., 2] >= 1) & (box[..., 3] >= 1)
-    inside &= (box[..., 0] + box[..., 2] <= h_img) & (box[..., 1] + box[..., 3] <= w_img)
+    # compared as top <= H - height (never top + height, which can wrap around in int64)
+    inside &= (box[..., 2] <= h_img) & (box[..., 3] <= w_img)
+    inside &= (box[..., 0] <= h_img - np.minimum(box[..., 2], h_img)) & (box[..., 1] <= w_img - np.minimum(box[..., 3], w_img))
     if not inside.all():
         b, v = np.argwhere(~inside)[0]
-        raise ValueError(f"params['box'][{b}, {v}] = {box[b, v].tolist()} lies outside image {b} of size {tuple(source.sizes[b])}")
+        raise ValueError(f"params['box'][{b}, {v}] = {box[b, v].tolist()} lies outside image {b} of size {tuple(int(v) for v in source.sizes[b])}")
     if not (np.sort(host["jitter_order"], axis=-1) == np.arange(4)).all():
         raise ValueError("params['jitter_order'] rows must be permutations of 0, 1, 2, 3")
     for name in ("brightness", "contrast", "saturation"):
