@@ -251,3 +251,19 @@ def test_gpu_run_with_amp_views_on_the_gpu(world, tmp_path, method):
     # clipped to 3 and then divided by the scale (which would leave them ~1e-4 of that).
     norms = [p.grad.norm().item() for p in trainer.method.student.parameters() if p.grad is not None]
     assert max(norms) <= 3.0 + 1e-3 and max(norms) > 1e-2
+
+
+def test_resume_logs_each_step_once_and_removes_stale_temporaries(world, tmp_path):
+    # issue 14: a run killed after logging steps past its last checkpoint logged them twice on
+    # resume, and a kill during a checkpoint write left .step-*.tmp directories forever
+    cfg = tiny(steps=6, log_every=1, checkpoint_every=2, k_values=(2,), k_boundaries=())
+    pretrain(cfg, world["frames"], world["labels"], tmp_path, until_step=4)
+    log = tmp_path / "log.jsonl"
+    with open(log, "a") as f:  # what the killed run had logged after its checkpoint at step 4 ...
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')  # ... the last line cut by the kill
+    stale = tmp_path / "checkpoints" / ".step-00000006.x1y2.tmp"
+    stale.mkdir()
+    pretrain(cfg, world["frames"], world["labels"], tmp_path, resume=True)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert not stale.exists()

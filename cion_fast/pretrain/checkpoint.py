@@ -68,6 +68,25 @@ def latest_checkpoint(path: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Deletes the half-written ``checkpoints/.step-*.tmp`` directories a killed run (``kill -9``
+    during a checkpoint write) leaves behind; returns what it removed. Call it only from the one
+    process that writes the run's checkpoints, before it writes any.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> (run / "checkpoints" / ".step-00000010.abc.tmp").mkdir(parents=True)
+        >>> [p.name for p in remove_stale_temporaries(run)]
+        ['.step-00000010.abc.tmp']
+    """
+    root = Path(run_dir) / "checkpoints"
+    stale = sorted(root.glob(".step-*.tmp")) if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any],
                      backbone_config: dict, export_prefix: str, keep: int = 2) -> Path:
     """Writes ``RUN/checkpoints/step-<step>/`` atomically, then keeps only the newest ``keep``.

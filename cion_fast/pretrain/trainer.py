@@ -34,9 +34,10 @@ import torch.distributed as dist
 from torch import nn
 
 from cion_fast import ops
-from cion_fast._io import atomic_write_json
+from cion_fast._io import atomic_write, atomic_write_json
 from cion_fast.models import build_backbone
-from cion_fast.pretrain.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint, write_checkpoint
+from cion_fast.pretrain.checkpoint import (latest_checkpoint, list_checkpoints, read_checkpoint, remove_stale_temporaries,
+                                          write_checkpoint)
 from cion_fast.pretrain.config import PretrainConfig
 from cion_fast.pretrain.distill import DistillationMethod
 from cion_fast.pretrain.optim import cosine_schedule, ema_update, optimizer_step, param_groups
@@ -510,6 +511,22 @@ class Trainer:
         finally:
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
+    def _truncate_log(self, step: int) -> None:
+        """Drops the log lines after ``step`` (the resumed checkpoint): the resumed run logs those
+        steps again, so each step appears once. A line cut by a kill is dropped too."""
+        path = self.out_dir / "log.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        atomic_write(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
+
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -532,6 +549,10 @@ class Trainer:
         stop_at = total if until_step is None else int(until_step)
         if not self.step <= stop_at <= total:
             raise ValueError(f"until_step must be in [{self.step}, {total}], got {until_step}")
+        if self.dist.is_main:
+            remove_stale_temporaries(self.out_dir)
+            if self._resume_state is not None:
+                self._truncate_log(self.step)
         if self.dist.is_main and self._resume_state is None:
             atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
             kept = self.initial_weight_share()
