@@ -432,6 +432,12 @@ def _load_training_data(args: argparse.Namespace):
         labels = np.load(args.labels, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ValueError(f"--labels {args.labels}: cannot read an int64 .npy array ({error})") from error
+    if not isinstance(labels, np.ndarray):  # np.load opens an .npz archive (e.g. a features file) as NpzFile
+        labels.close()
+        raise ValueError(f"--labels {args.labels} is an .npz archive, not an .npy array of one label per frame "
+                         "(cion-fast denoise writes labels.npy)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"--labels {args.labels} holds {labels.dtype} values; one integer label per frame is needed")
     if labels.ndim != 1 or labels.shape[0] != tracklets.num_frames:
         raise ValueError(f"--labels {args.labels} has shape {list(labels.shape)} but --data {args.data} has "
                          f"{tracklets.num_frames} frames: one label per frame is needed")

@@ -186,6 +186,12 @@ def test_cli_run_then_bad_inputs_fail_clearly_and_keep_what_is_written(world, tm
     assert "not divisible by K=4" in capsys.readouterr().err
     assert _cli_pretrain(world, fresh, "--method", "cion", "--labels", str(tmp_path / "nothing.npy")) == 2
     assert "cannot read" in capsys.readouterr().err
+    np.savez(tmp_path / "features.npz", features=np.zeros((3, 2)))  # issue 14: was an AttributeError
+    assert _cli_pretrain(world, fresh, "--method", "cion", "--labels", str(tmp_path / "features.npz")) == 2
+    assert "is an .npz archive" in capsys.readouterr().err
+    np.save(tmp_path / "float.npy", world["labels"].astype(np.float32))
+    assert _cli_pretrain(world, fresh, "--method", "cion", "--labels", str(tmp_path / "float.npy")) == 2
+    assert "integer label" in capsys.readouterr().err
     assert not fresh.exists()  # nothing created for a run that could not start
 
 
