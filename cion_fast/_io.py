@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: a reader sees the old version or the new one, never half.
+"""Atomic file and directory writes (a reader sees the old version or the new one, never half), and
+the one reader of numpy files that turns damage into a ValueError naming the file.
 
 Files are written next to their destination under a temporary name, flushed to disk and renamed
 over the destination (``os.replace`` is atomic on POSIX and Windows within one filesystem).
@@ -6,12 +7,15 @@ over the destination (``os.replace`` is atomic on POSIX and Windows within one f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import tokenize
+import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def _fsync_dir(path: Path) -> None:
@@ -66,31 +70,77 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
-def atomic_write_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Calls ``write(tmp_dir)`` on a fresh temporary directory, then renames it to ``path``.
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a fresh temporary directory ``.NAME.XXXX.tmp`` next to ``target``; on success its files
+    are flushed to disk and it is renamed to ``target``, on error it is removed. Readers never see a
+    half-written directory; a killed writer leaves only the ``.tmp`` directory (pretraining removes
+    its own at start, :func:`cion_fast.pretrain.checkpoint.remove_stale_temporaries`).
 
-    ``path`` must not exist yet (directories cannot be replaced atomically).
+    The one rule for every output directory: an existing ``target`` is replaced only with
+    ``overwrite=True`` (else FileExistsError); missing parent directories are created.
 
     Example:
         >>> import tempfile
         >>> d = Path(tempfile.mkdtemp())
-        >>> out = atomic_write_dir(d / "ckpt", lambda p: (p / "f").write_text("x"))
-        >>> sorted(q.name for q in out.iterdir())
+        >>> with atomic_directory(d / "ckpt") as tmp:
+        ...     _ = (tmp / "f").write_text("x")
+        >>> sorted(q.name for q in (d / "ckpt").iterdir())
         ['f']
     """
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        write(tmp_path)
-        for item in tmp_path.iterdir():
-            with open(item, "rb+") as f:
-                os.fsync(f.fileno())
-        os.rename(tmp_path, path)
+        yield tmp
+        for item in tmp.rglob("*"):
+            if item.is_file():
+                with open(item, "rb+") as f:
+                    os.fsync(f.fileno())
+        old = None
+        if target.exists():
+            if not overwrite:
+                raise FileExistsError(f"{target} appeared while writing (pass overwrite=True to replace it)")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "d")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp_path, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(path.parent)
-    return path
+    _fsync_dir(target.parent)
+
+
+# What numpy raises for a truncated or damaged .npy/.npz: its header parser can end in a
+# tokenizer or syntax error, a zip archive in BadZipFile.
+DAMAGED_FILE_ERRORS = (OSError, ValueError, EOFError, KeyError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile)
+
+
+def load_numpy(path: str | os.PathLike, what: str, **kwargs: Any) -> Any:
+    """``np.load(path, allow_pickle=False, **kwargs)``; a damaged file is a ValueError naming it.
+
+    For ``.npz`` archives every member is read before returning (a dict), so damage inside the
+    archive is found here too.
+
+    Example:
+        >>> import tempfile
+        >>> bad = Path(tempfile.mkdtemp()) / "frames.npy"
+        >>> _ = bad.write_bytes(b"\\x93NUMPY\\x01\\x00\\x10\\x00{'descr': <u1    ")
+        >>> load_numpy(bad, "frame array")
+        Traceback (most recent call last):
+        ...
+        ValueError: frame array ... is unreadable (truncated or corrupt?): ...
+    """
+    import numpy as np
+
+    try:
+        loaded = np.load(path, allow_pickle=False, **kwargs)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {name: loaded[name] for name in loaded.files}
+        return loaded
+    except DAMAGED_FILE_ERRORS as error:
+        raise ValueError(f"{what} {path} is unreadable (truncated or corrupt?): {type(error).__name__}: {error}") from error

@@ -45,6 +45,9 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+_REPORT_DEFAULTS = {"report_steps": 300, "report_arch": "test_resnet"}
+
+
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory: DIR/tracklets (tracklet directory), DIR/market (Market-1501 layout), "
@@ -65,10 +68,10 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also measure the difficulty: retrieval mAP of the stripe descriptor, of a random-init backbone "
                              "and of the same backbone trained on the true identities (needs the [torch] extra; ~1-2 min "
                              "on a CPU)")
-    parser.add_argument("--report-steps", type=_positive_int, default=300, metavar="N",
-                        help="supervised steps for --report (default 300)")
-    parser.add_argument("--report-arch", default="test_resnet", metavar="NAME",
-                        help="timm backbone for --report (default test_resnet, the demo's)")
+    parser.add_argument("--report-steps", type=_positive_int, metavar="N",
+                        help=f"supervised steps for --report (default {_REPORT_DEFAULTS['report_steps']})")
+    parser.add_argument("--report-arch", metavar="NAME",
+                        help=f"timm backbone for --report (default {_REPORT_DEFAULTS['report_arch']}, the demo's)")
 
 
 def _progress_bar(total: int, desc: str):
@@ -101,6 +104,11 @@ def _synth(args: argparse.Namespace) -> int:
 
     from cion_fast.data import synth
 
+    report_options = [name for name in _REPORT_DEFAULTS if getattr(args, name) is not None]
+    if report_options and not args.report:
+        raise ValueError(f"--{report_options[0].replace('_', '-')} only applies with --report")
+    for name, default in _REPORT_DEFAULTS.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     overrides = {k: getattr(args, k) for k in ("identities", "cameras", "videos", "seed", "camera_strength")
                  if getattr(args, k) is not None}
     if args.size is not None:
@@ -245,6 +253,7 @@ _THRESHOLD_FIELDS = ("prune_threshold", "reallocation_threshold", "merge_thresho
 def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
+    from cion_fast._checks import describe
     from cion_fast.denoise import DenoiseConfig
     from cion_fast.denoise.config import THRESHOLD_MODES
 
@@ -267,7 +276,7 @@ def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
             convert = (lambda text, kind=kind: None if text.lower() == "none" else kind(text)) if "None" in field.type else kind
             default = None if field.name in _THRESHOLD_FIELDS else field.default  # None: not given (see _denoise)
             group.add_argument(flag, type=convert, default=default,
-                               help=f"[{field.default}]" + (" (none = off)" if "None" in field.type else ""))
+                               help=f"{describe(field)} [{field.default}]" + (" (none = off)" if "None" in field.type else ""))
 
 
 def _denoise(args: argparse.Namespace) -> int:

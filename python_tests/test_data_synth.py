@@ -333,6 +333,10 @@ def test_cli_synth(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["synth", "--out", str(tmp_path / "x"), "--quick", "--size", "100x50"]) == 2
     assert "image_size" in capsys.readouterr().err
+    # a --report option without --report is a mistake, not silently ignored (issue 14)
+    assert main(["synth", "--out", str(tmp_path / "y"), "--quick", "--report-steps", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "cion-fast synth: error: --report-steps only applies with --report" and not (tmp_path / "y").exists()
 
 
 def test_cli_synth_report_measures_the_difficulty(tmp_path, capsys):

@@ -420,3 +420,14 @@ def test_a_level_that_keeps_nothing_gives_an_empty_labelling_not_an_index_error(
     assert all((labels == -1).all() for labels in result.levels)
     assert [s["images"] for s in result.summary] == [0, 0, 0]
     assert result.summary[1]["frames_discarded"] == 40
+
+
+def test_unsorted_video_ids_are_refused_as_by_sliding_range_link():
+    """One rule for every cross-video step: tracklets grouped by video, video ids non-decreasing."""
+    from cion_fast.ops import sliding_range_link
+
+    features = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"video_ids must be sorted \(tracklets ordered by video\), got video_ids\[1\] = 0 < video_ids\[0\] = 1"):
+        denoise(features, [0, 2, 4, 6], [1, 0, 2], np.arange(6))
+    with pytest.raises(ValueError, match=r"video_ids must be sorted \(features ordered by video\), got video_ids\[1\] = 0 < video_ids\[0\] = 1"):
+        sliding_range_link(features[:3], [1, 0, 2])

@@ -355,9 +355,9 @@ def _with_nan(x, value=np.nan):
         (lambda a: dict(a, k1=True), TypeError, "k1 must be an integer"),
         (lambda a: dict(a, k1=5, k2=7), ValueError, "k2 must be in"),
         (lambda a: dict(a, k2=0), ValueError, "k2 must be in"),
-        (lambda a: dict(a, lambda_value=-0.1), ValueError, "lambda_value must be in"),
-        (lambda a: dict(a, lambda_value=1.5), ValueError, "lambda_value must be in"),
-        (lambda a: dict(a, lambda_value=float("nan")), ValueError, "lambda_value must be in"),
+        (lambda a: dict(a, lambda_value=-0.1), ValueError, r"lambda_value must be a finite number in \[0, 1\]"),
+        (lambda a: dict(a, lambda_value=1.5), ValueError, r"lambda_value must be a finite number in \[0, 1\]"),
+        (lambda a: dict(a, lambda_value=float("nan")), ValueError, r"lambda_value must be a finite number in \[0, 1\]"),
         (lambda a: dict(a, lambda_value="0.3"), TypeError, "lambda_value must be a real"),
         (lambda a: dict(a, query_features=_with_nan(a["query_features"])), ValueError, "query_features contains NaN"),
         (

@@ -273,3 +273,14 @@ def test_resume_logs_each_step_once_and_removes_stale_temporaries(world, tmp_pat
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not stale.exists()
+
+
+def test_resume_rewrites_a_damaged_config_copy(world, tmp_path):
+    # issue 14: --resume ignored a corrupt config.json; the checkpoint's config is the one a resume
+    # uses, and the run directory's copy is rewritten from it, with a warning
+    cfg = tiny(steps=4, checkpoint_every=2, k_values=(2,), k_boundaries=())
+    pretrain(cfg, world["frames"], world["labels"], tmp_path, until_step=2)
+    (tmp_path / "config.json").write_text('{"method": "cion", "ste')
+    with pytest.warns(UserWarning, match="config.json was unreadable"):
+        pretrain(cfg, world["frames"], world["labels"], tmp_path, resume=True)
+    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))

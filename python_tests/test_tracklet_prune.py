@@ -133,7 +133,7 @@ def _nan_features():
         (dict(offsets=[0, 2, 4]), ValueError, "must end at the number of feature rows"),
         (dict(offsets=np.array([0.0, 5.0])), TypeError, "offsets must have dtype"),
         (dict(features=_nan_features()), ValueError, "features contains NaN"),
-        (dict(threshold=float("nan")), ValueError, "threshold must be finite"),
+        (dict(threshold=float("nan")), ValueError, "threshold must be a finite number"),
         (dict(threshold="0.5"), TypeError, "threshold must be a real number"),
         (dict(min_frames=-1), ValueError, "min_frames must be >= 0"),
         (dict(min_frames=2.0), TypeError, "min_frames must be an integer"),

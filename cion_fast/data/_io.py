@@ -1,43 +1,13 @@
-"""Private helpers: atomic directory writes and lazy image IO through Pillow."""
+"""Private helpers: lazy image IO through Pillow (atomic writes live in :mod:`cion_fast._io`)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yields a fresh temporary directory next to ``target``; on success it is renamed to
-    ``target`` (an existing ``target`` is replaced only with ``overwrite=True``), on error it is
-    removed. Readers therefore never see a half-written directory."""
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            if not overwrite:
-                raise FileExistsError(f"{target} appeared while writing (pass overwrite=True to replace it)")
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "d")
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def pil():

@@ -28,8 +28,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from cion_fast.data._checks import image_array, int_array, path_list
-from cion_fast.data._io import IMAGE_EXTENSIONS, atomic_directory, read_image, read_images, write_image
+from cion_fast._checks import image_array, int_array, path_list
+from cion_fast._io import atomic_directory
+from cion_fast.data._io import IMAGE_EXTENSIONS, read_image, read_images, write_image
 from cion_fast.data.tracklets import Tracklets
 
 __all__ = ["ImageSet", "Market1501", "read_market1501", "write_market1501", "read_tracklet_folders"]

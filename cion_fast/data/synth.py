@@ -43,7 +43,6 @@ bytes whatever batch it is in; about 5,000-8,000 frames per second per core at 1
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -53,6 +52,7 @@ from typing import Callable
 
 import numpy as np
 
+from cion_fast._io import atomic_write_json
 from cion_fast.data import _render as R
 from cion_fast.data._io import write_image
 from cion_fast.data.readers import ImageSet, write_market1501
@@ -328,9 +328,7 @@ class World:
         self.tracklets.save(out / "tracklets", overwrite=overwrite)
         write_market1501(out / "market", self.train, self.query, self.gallery, image_format=image_format,
                          overwrite=overwrite)
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(self.summary(), indent=2))
-        os.replace(tmp, out / "summary.json")
+        atomic_write_json(out / "summary.json", self.summary())
         return out
 
 

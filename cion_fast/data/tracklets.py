@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from cion_fast.data._checks import image_array, int_array, is_path_array, path_list
-from cion_fast.data._io import atomic_directory, read_images
+from cion_fast._checks import image_array, int_array, is_path_array, path_list
+from cion_fast._io import atomic_directory, load_numpy
+from cion_fast.data._io import read_images
 
 __all__ = ["Tracklets"]
 
@@ -314,11 +314,7 @@ class Tracklets:
         index_path = root / "index.npz"
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} is missing: {root} is not a tracklet directory (or was only partly written)")
-        try:
-            with np.load(index_path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
-            raise ValueError(f"tracklet index {index_path} is unreadable (truncated or corrupt?): {err}") from err
+        data = load_numpy(index_path, "tracklet index")
 
         def field(name: str) -> np.ndarray:
             if name not in data:
@@ -357,10 +353,7 @@ class Tracklets:
             frames_path = root / "frames.npy"
             if not frames_path.is_file():
                 raise FileNotFoundError(f"{frames_path} is missing (storage 'array')")
-            try:
-                store = np.load(frames_path, mmap_mode="r" if mmap else None, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as err:
-                raise ValueError(f"frame array {frames_path} is unreadable (truncated or corrupt?): {err}") from err
+            store = load_numpy(frames_path, "frame array", mmap_mode="r" if mmap else None)
             if store.dtype != np.uint8 or store.ndim != 4 or store.shape[3] != 3:
                 raise ValueError(f"{frames_path} must hold uint8 [S, H, W, 3], got {store.dtype} {list(store.shape)}")
             _check_slots(slot, len(store), index_path)
@@ -382,10 +375,7 @@ class Tracklets:
         features = None
         feat_path = root / "features.npy"
         if feat_path.exists():
-            try:
-                features = np.load(feat_path, mmap_mode="r" if mmap else None, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as err:
-                raise ValueError(f"feature array {feat_path} is unreadable (truncated or corrupt?): {err}") from err
+            features = load_numpy(feat_path, "feature array", mmap_mode="r" if mmap else None)
         try:
             return cls(frames, cols["offsets"], cols["tracklet_video"], cols["tracklet_camera"], cols["frame"],
                        cols["identity"], features)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from cion_fast._checks import (check_choice, check_flag, check_int, check_optional_int, check_real, checked,
+                               validate_fields)
 
 
 THRESHOLD_MODES = ("fixed", "auto")
@@ -65,41 +67,26 @@ class DenoiseConfig:
         ValueError: stride must be in [1, window=8], got 9
     """
 
-    thresholds: str = "fixed"
-    center_videos: bool = True
-    prune_threshold: float = 0.4
-    min_frames: int = 2
-    reallocation_threshold: float = 0.65
-    merge_threshold: float = 0.62
-    frame_window: int | None = None
-    cannot_link: bool = True
-    window: int = 8
-    stride: int = 4
-    link_threshold: float = 0.45
-    mutual_k: int | None = None
-    min_images: int = 4
+    # Each field's accepted values are declared once, here (cion_fast._checks.checked); the CLI's
+    # help reads them too.
+    thresholds: str = checked("fixed", check_choice, THRESHOLD_MODES)
+    center_videos: bool = checked(True, check_flag)
+    prune_threshold: float = checked(0.4, check_real, -1.0, 1.0)
+    min_frames: int = checked(2, check_int, 1)
+    reallocation_threshold: float = checked(0.65, check_real, -1.0, 1.0)
+    merge_threshold: float = checked(0.62, check_real, -1.0, 1.0)
+    frame_window: int | None = checked(None, check_optional_int, 0)
+    cannot_link: bool = checked(True, check_flag)
+    window: int = checked(8, check_int, 1)
+    stride: int = checked(4, check_int, 1)
+    link_threshold: float = checked(0.45, check_real, -1.0, 1.0)
+    mutual_k: int | None = checked(None, check_optional_int, 1)
+    min_images: int = checked(4, check_int, 1)
 
     def __post_init__(self) -> None:
-        if self.thresholds not in THRESHOLD_MODES:
-            raise ValueError(f"thresholds must be one of {', '.join(THRESHOLD_MODES)}, got {self.thresholds!r}")
-        for name in ("prune_threshold", "reallocation_threshold", "merge_threshold", "link_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TypeError(f"{name} must be a finite number, got {value!r}")
-            if not -1.0 <= value <= 1.0:
-                raise ValueError(f"{name} is a cosine threshold and must be in [-1, 1], got {value}")
-        for name, low in (("min_frames", 1), ("window", 1), ("min_images", 1)):
-            _check_int(name, getattr(self, name), low)
-        _check_int("stride", self.stride, 1)
+        validate_fields(self)
         if self.stride > self.window:
             raise ValueError(f"stride must be in [1, window={self.window}], got {self.stride}")
-        if self.frame_window is not None:
-            _check_int("frame_window", self.frame_window, 0)
-        if self.mutual_k is not None:
-            _check_int("mutual_k", self.mutual_k, 1)
-        for name in ("center_videos", "cannot_link"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """The configuration as a plain dict (JSON-ready)."""
@@ -118,10 +105,3 @@ class DenoiseConfig:
         if unknown:
             raise ValueError(f"unknown DenoiseConfig fields {unknown}; known: {sorted(known)}")
         return cls(**values)
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")

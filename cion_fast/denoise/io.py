@@ -46,7 +46,7 @@ def write_denoise_output(
         >>> np.load(out / "labels.npy").tolist(), sorted(os.listdir(out))
         ([0, 0, -1], ['labels.npy', 'levels.npz', 'report.json'])
     """
-    from cion_fast.data._io import atomic_directory
+    from cion_fast._io import atomic_directory
 
     report = {
         "config": result.config.as_dict(),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast.ops import _ragged
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import _check_features, _check_frame_index, _check_offsets, center_videos, level1, level2, level3
 from cion_fast.denoise.quality import Quality, quality
@@ -91,7 +91,8 @@ def denoise(
     Args:
         features: float16/32/64 [M, D] frame features (numpy, torch or cupy; used on the host).
         offsets: int64 [N+1] tracklet t is frames ``offsets[t]:offsets[t+1]``.
-        video_ids: int64 [N] video of each tracklet; ids sort in time order.
+        video_ids: int64 [N] video of each tracklet, non-decreasing (tracklets grouped by video, videos
+            in time order), as :func:`~cion_fast.ops.sliding_range_link` requires too.
         frame_index: int64 [M] frame index of each frame within its video, >= 0.
         config: thresholds and windows (:class:`DenoiseConfig`).
         progress: show a tqdm progress bar over the levels.
@@ -114,7 +115,7 @@ def denoise(
     features = _check_features(features)
     num_frames = features.shape[0]
     offsets = _check_offsets(offsets, num_frames)
-    video_ids = _arrays.as_index_array(video_ids, "video_ids", offsets.shape[0] - 1)
+    video_ids = _ragged.as_sorted_video_ids(video_ids, offsets.shape[0] - 1, "tracklets")
     frame_index = _check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")

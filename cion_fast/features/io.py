@@ -5,13 +5,13 @@ stage needs nothing else to run."""
 from __future__ import annotations
 
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cion_fast._io import atomic_write, load_numpy
 
 FORMAT_NAME = "cion_fast.features"
 FORMAT_VERSION = 1
@@ -70,17 +70,11 @@ def save_features(path: str | os.PathLike, features: Any, tracklets: Any, model:
             f"features must be [M, D] with M = {np.asarray(tracklets.frame_index).shape[0]} frames, got shape {features.shape}"
         )
     arrays = {name: np.asarray(getattr(tracklets, name), dtype=np.int64) for name in _FIELDS[1:]}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as out:  # a file object: np.savez would append ".npz" to a name
             np.savez(out, features=features, format=FORMAT_NAME, version=FORMAT_VERSION, model=str(model), **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load_features(path: str | os.PathLike) -> FeatureFile:
@@ -106,11 +100,9 @@ def load_features(path: str | os.PathLike) -> FeatureFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"features file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            fields = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:  # truncated or damaged archive
-        raise ValueError(f"features file {path} is unreadable ({type(error).__name__}: {error})") from error
+    fields = load_numpy(path, "features file")
+    if not isinstance(fields, dict):
+        raise ValueError(f"features file {path} is a single array, not a cion_fast features archive (.npz)")
     if str(fields.get("format", "")) != FORMAT_NAME:
         raise ValueError(f"{path} is not a cion_fast features file (no format tag {FORMAT_NAME!r})")
     missing = [name for name in _FIELDS if name not in fields]

@@ -90,19 +90,15 @@ def check_status(status: Any, names: tuple[str, ...]) -> None:
             raise ValueError(f"{name} contains NaN or inf values")
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """An integer >= ``minimum`` (bools refused), as a Python int."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_real(value: Any, name: str) -> float:
-    """A finite real number, as a Python float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
+def as_sorted_video_ids(video_ids: Any, length: int, what: str) -> np.ndarray:
+    """Host int64 video ids, one per ``what``, in non-decreasing order (the one rule of every
+    cross-video step: the long sequence is the videos in id order, so ranges are contiguous)."""
+    host = _arrays.as_index_array(video_ids, "video_ids", length)
+    decreasing = host[1:] < host[:-1]
+    if decreasing.any():
+        i = int(np.argmax(decreasing))
+        raise ValueError(
+            f"video_ids must be sorted ({what} ordered by video), got video_ids[{i + 1}] = "
+            f"{host[i + 1]} < video_ids[{i}] = {host[i]}"
+        )
+    return host

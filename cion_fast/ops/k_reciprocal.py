@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast import _arrays, _checks
 from cion_fast.ops._distance import check_finite, gram, normalise_rows
 from cion_fast.ops._extension import check_device_supported, kernels
 
@@ -63,18 +63,11 @@ class _Settings(NamedTuple):
     mh: int  # rank entries behind R(c, round_half_even(k1 / 2))
 
 
-def _check_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    return int(value)
-
-
 def _settings(k1: Any, k2: Any, lambda_value: Any, num_items: int, variant: str = "original") -> _Settings:
     """Validates the parameters against N items (spec: k1 < N, 1 <= k2 <= L, 0 <= lambda <= 1)."""
-    if variant not in _VARIANTS:
-        raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
-    k1 = _check_int(k1, "k1")
-    k2 = _check_int(k2, "k2")
+    _checks.check_choice(variant, "variant", _VARIANTS)
+    k1 = _checks.check_int(k1, "k1")
+    k2 = _checks.check_int(k2, "k2")
     lowest_k1 = 2 if variant == "spcl" else 1
     if not lowest_k1 <= k1 < num_items:
         raise ValueError(f"k1 must be in [{lowest_k1}, N - 1] with N = {num_items} items, got k1 = {k1}")
@@ -82,11 +75,7 @@ def _settings(k1: Any, k2: Any, lambda_value: Any, num_items: int, variant: str 
     if not 1 <= k2 <= rank_length:
         bound = "k1 + 1" if variant == "original" else "k1 (spcl)"
         raise ValueError(f"k2 must be in [1, {bound}] = [1, {rank_length}], got k2 = {k2}")
-    if isinstance(lambda_value, bool) or not isinstance(lambda_value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"lambda_value must be a real number, got {type(lambda_value).__name__}")
-    lambda_value = float(lambda_value)
-    if not (math.isfinite(lambda_value) and 0.0 <= lambda_value <= 1.0):
-        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    lambda_value = _checks.check_probability(lambda_value, "lambda_value")
     half = round(k1 / 2)  # Python rounds half to even, like the reference's np.around
     return _Settings(k1, k2, lambda_value, rank_length, min(k1 + 1, rank_length), min(half + 1, rank_length))
 
@@ -94,10 +83,7 @@ def _settings(k1: Any, k2: Any, lambda_value: Any, num_items: int, variant: str 
 def _check_tile(tile_size: Any) -> int | None:
     if tile_size is None:
         return None
-    tile_size = _check_int(tile_size, "tile_size")
-    if tile_size < 1:
-        raise ValueError(f"tile_size must be a positive integer, got {tile_size}")
-    return tile_size
+    return _checks.check_int(tile_size, "tile_size", 1)
 
 
 def _detach(x: Any) -> Any:
@@ -383,12 +369,6 @@ def _prepare_features(x: Any, dtype: str, normalize: bool, name: str, framework:
     return normalise_rows(framework, x) if normalize else x
 
 
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 # ---- public API ---------------------------------------------------------------------------------
 
 
@@ -442,7 +422,7 @@ def k_reciprocal_rerank(
     query, gallery, placement = _features_pair(query_features, gallery_features)
     num_query, num_gallery = int(query.shape[0]), int(gallery.shape[0])
     settings = _settings(k1, k2, lambda_value, num_query + num_gallery)
-    normalize = _check_flag(normalize, "normalize")
+    normalize = _checks.check_flag(normalize, "normalize")
     tile_size = _check_tile(tile_size)
     check_device_supported(placement, "query_features")
     run = _Run(placement)
@@ -633,7 +613,7 @@ def k_reciprocal_rerank_from_graph(
         )
     if tuple(maxima.shape) != (num_items,):
         raise ValueError(f"row_max must have shape {(num_items,)}, got {tuple(maxima.shape)}")
-    num_query = _check_int(num_query, "num_query")
+    num_query = _checks.check_int(num_query, "num_query")
     if not 1 <= num_query < num_items:
         raise ValueError(f"num_query must be in [1, N - 1] with N = {num_items} items, got {num_query}")
     if num_candidates == 0:
@@ -738,7 +718,7 @@ def jaccard_distance(
     if num_items < 2:
         raise ValueError(f"features must hold at least 2 items, got {num_items}")
     settings = _settings(k1, k2, 0.0, num_items, variant)
-    sparse = _check_flag(sparse, "sparse")
+    sparse = _checks.check_flag(sparse, "sparse")
     tile_size = _check_tile(tile_size)
     check_device_supported(placement, "features")
     run = _Run(placement)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast import _arrays, _checks
 from cion_fast.ops._extension import check_device_supported, kernels
 
 #: Largest blur sigma, in output pixels (radius 24: the CUDA kernel keeps a tile plus this halo in
@@ -301,12 +301,6 @@ class MultiCropResult:
         ]
 
 
-def _check_counter(value: Any, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or not 0 <= int(value) < 2**64:
-        raise ValueError(f"{name} must be an integer in [0, 2**64), got {value!r}")
-    return int(value)
-
-
 def _c_contiguous(x: Any) -> bool:
     if _arrays.framework_of(x) == "torch":
         return x.is_contiguous()
@@ -482,8 +476,8 @@ def multicrop(
     """
     if not isinstance(config, MultiCropConfig):
         raise TypeError(f"config must be a MultiCropConfig, got {type(config).__name__}")
-    seed = _check_counter(seed, "seed")
-    step = _check_counter(step, "step")
+    seed = _checks.check_int(seed, "seed", 0, _checks.UINT64_MAX)  # Philox counters
+    step = _checks.check_int(step, "step", 0, _checks.UINT64_MAX)
     if not isinstance(return_params, (bool, np.bool_)):
         raise TypeError(f"return_params must be a bool, got {type(return_params).__name__}")
     source = _ragged_source(images) if isinstance(images, RaggedImages) else _dense_source(images)

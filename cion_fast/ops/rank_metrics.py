@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast import _arrays, _checks
 from cion_fast.ops._distance import check_finite, normalise_rows, tile_distances
 from cion_fast.ops._extension import check_device_supported, kernels
 
@@ -74,16 +74,10 @@ class RankResult:
         return f"RankResult({', '.join(parts)}, valid queries {self.num_valid_queries}/{self.num_queries})"
 
 
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 def _check_max_rank(max_rank: Any) -> int:
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
-    return int(max_rank)
+    max_rank = _checks.check_int(max_rank, "max_rank", 1)
+    _checks.check_allocation(max_rank, 24, "max_rank", "the CMC curve")  # counts, cumsum, float64 result
+    return max_rank
 
 
 class _Identities:
@@ -234,8 +228,8 @@ def evaluate_rank(
     if num_query == 0 or num_gallery == 0:
         raise ValueError(f"distmat must have at least one query and one gallery entry, got shape {(num_query, num_gallery)}")
     max_rank = _check_max_rank(max_rank)
-    remove_same_camera = _check_flag(remove_same_camera, "remove_same_camera")
-    return_per_query = _check_flag(return_per_query, "return_per_query")
+    remove_same_camera = _checks.check_flag(remove_same_camera, "remove_same_camera")
+    return_per_query = _checks.check_flag(return_per_query, "return_per_query")
     ids = _Identities(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery)
 
     placement = _arrays.placement_of(distmat, "distmat")
@@ -290,8 +284,7 @@ def evaluate_rank_from_features(
         >>> result.mAP
         1.0
     """
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    _checks.check_choice(metric, "metric", _METRICS)
     query = _arrays.as_float_array(query_features, "query_features", 2, "[Q, D]")
     gallery = _arrays.as_float_array(gallery_features, "gallery_features", 2, "[G, D]")
     placement = _arrays.check_same_device(
@@ -314,8 +307,8 @@ def evaluate_rank_from_features(
     if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
         raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
     max_rank = _check_max_rank(max_rank)
-    remove_same_camera = _check_flag(remove_same_camera, "remove_same_camera")
-    return_per_query = _check_flag(return_per_query, "return_per_query")
+    remove_same_camera = _checks.check_flag(remove_same_camera, "remove_same_camera")
+    return_per_query = _checks.check_flag(return_per_query, "return_per_query")
     ids = _Identities(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery)
     check_device_supported(placement, "query_features")
 

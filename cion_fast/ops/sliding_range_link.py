@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast import _arrays, _checks
 from cion_fast.ops import _ragged
 from cion_fast.ops._extension import check_device_supported, kernels
 
@@ -65,7 +65,8 @@ def connected_components(num_nodes: int, edges: Any) -> Any:
         >>> connected_components(6, [[4, 1], [2, 0], [1, 5]])
         array([0, 1, 0, 2, 1, 1])
     """
-    num_nodes = _ragged.check_int(num_nodes, "num_nodes", 0)
+    num_nodes = _checks.check_int(num_nodes, "num_nodes", 0)
+    _checks.check_allocation(num_nodes, 16, "num_nodes", "the labels and the union-find parents")
     edges = _arrays.as_array(edges, "edges")
     placement = _arrays.placement_of(edges, "edges")
     check_device_supported(placement, "edges")
@@ -140,21 +141,21 @@ def sliding_range_link(
     """
     features, placement = _ragged.as_features(features, "features", "[I, D]")
     num = int(features.shape[0])
-    video_ids = _arrays.as_index_array(video_ids, "video_ids", num)
-    if num > 1 and np.any(video_ids[1:] < video_ids[:-1]):
-        i = int(np.argmax(video_ids[1:] < video_ids[:-1]))
-        raise ValueError(
-            f"video_ids must be sorted (features ordered by video), got video_ids[{i + 1}] = "
-            f"{video_ids[i + 1]} < video_ids[{i}] = {video_ids[i]}"
-        )
-    window = _ragged.check_int(window, "window", 1)
-    stride = _ragged.check_int(stride, "stride", 1)
+    video_ids = _ragged.as_sorted_video_ids(video_ids, num, "features")
+    window = _checks.check_int(window, "window", 1)
+    stride = _checks.check_int(stride, "stride", 1)
     if stride > window:
         raise ValueError(f"stride must be <= window (ranges must not skip videos), got stride={stride} > window={window}")
-    threshold = _ragged.check_real(threshold, "threshold")
-    mutual_k = 0 if mutual_k is None else _ragged.check_int(mutual_k, "mutual_k", 1)
+    threshold = _checks.check_real(threshold, "threshold")
+    mutual_k = 0 if mutual_k is None else _checks.check_int(mutual_k, "mutual_k", 1)
     if num == 0:
         return placement.empty((0,), "int64"), placement.empty((0, 2), "int64")
+    # A range wider than all videos is one range, and a mutual-k beyond all items constrains nothing:
+    # clamping keeps every later sum (range starts + window) far from int64's edge.
+    num_videos = int(np.count_nonzero(video_ids[1:] != video_ids[:-1])) + 1
+    if window >= num_videos:
+        window, stride = num_videos, min(stride, num_videos)
+    mutual_k = min(mutual_k, num)
 
     dtype = _ragged.kernel_dtype(features)
     features = _ragged.prepare_features(features, dtype)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cion_fast import _checks
 from cion_fast.ops import _ragged
 from cion_fast.ops._extension import kernels
 
@@ -49,8 +50,8 @@ def tracklet_prune(features: Any, offsets: Any, threshold: float = 0.6, min_fram
         array([ True,  True,  True, False, False, False])
     """
     features, placement = _ragged.as_features(features, "features")
-    threshold = _ragged.check_real(threshold, "threshold")
-    min_frames = _ragged.check_int(min_frames, "min_frames", 0)
+    threshold = _checks.check_real(threshold, "threshold")
+    min_frames = _checks.check_int(min_frames, "min_frames", 0)
     num_frames = int(features.shape[0])
     host_offsets = _ragged.as_offsets(offsets, num_frames, "offsets", allow_empty=True)
     keep = placement.empty((num_frames,), "bool")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast import _arrays, _checks
 from cion_fast.ops import _ragged
 from cion_fast.ops._extension import kernels
 
@@ -60,7 +60,7 @@ def _check_mode(mode: Any, k: Any) -> int | None:
     if mode == "topk_mean":
         if k is None:
             raise ValueError("mode='topk_mean' needs k (the number of largest frame cosines to average)")
-        return _ragged.check_int(k, "k", 1)
+        return _checks.check_int(k, "k", 1)
     if k is not None:
         raise ValueError(f"k only applies to mode='topk_mean', got k={k!r} with mode={mode!r}")
     return None

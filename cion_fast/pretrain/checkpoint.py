@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from cion_fast._io import atomic_write_dir
+from cion_fast._io import atomic_directory
 from cion_fast.models.pretrained import METADATA_KEY
 
 __all__ = ["export_backbone", "latest_checkpoint", "list_checkpoints", "read_checkpoint", "write_checkpoint"]
@@ -123,11 +123,9 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, t
     cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": "cion_fast.checkpoint", "backbone_config": backbone_config, "prefix": export_prefix}
 
-    def write(tmp: Path) -> None:
+    with atomic_directory(target) as tmp:
         save_file(cpu, str(tmp / WEIGHTS), metadata={METADATA_KEY: json.dumps(meta)})
         (tmp / STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
-
-    atomic_write_dir(target, write)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -531,6 +531,20 @@ class Trainer:
         with open(self.out_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _write_config_copy(self) -> None:
+        """RUN/config.json: the run's config for people and tools. The checkpoint holds the config a
+        resume uses; a copy that a resume finds missing, unreadable or stale is rewritten from it
+        (with a warning when it was damaged), so the directory always describes the run."""
+        path = self.out_dir / "config.json"
+        current = json.loads(json.dumps(self.config.to_dict()))
+        if self._resume_state is not None and path.exists():
+            try:
+                if json.loads(path.read_text()) == current:
+                    return
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                warnings.warn(f"{path} was unreadable ({error}); rewritten from the checkpoint's config", stacklevel=3)
+        atomic_write_json(path, current)
+
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
         """Trains from the current step to the end of the plan (or to ``until_step``).
 
@@ -553,8 +567,9 @@ class Trainer:
             remove_stale_temporaries(self.out_dir)
             if self._resume_state is not None:
                 self._truncate_log(self.step)
+        if self.dist.is_main:
+            self._write_config_copy()
         if self.dist.is_main and self._resume_state is None:
-            atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
             kept = self.initial_weight_share()
             if kept > 0.5:
                 warnings.warn(f"the EMA momentum schedule {cfg.momentum} keeps {100 * kept:.0f} % of the teacher's random "

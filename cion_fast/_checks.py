@@ -1,0 +1,228 @@
+"""The one vocabulary of input checks: scalars, the data containers' host arrays and config fields
+here; framework arrays (numpy/torch/cupy) in :mod:`cion_fast._arrays`; ragged offsets in
+:mod:`cion_fast.ops._ragged`.
+
+The policy, for every op, config dataclass and CLI flag:
+
+* a value of the wrong **type** is a ``TypeError``; a value of the right type outside its range is a
+  ``ValueError``; both name the argument and say what is accepted;
+* integers are checked against int64-safe bounds before anything multiplies, adds or allocates with
+  them (no ``OverflowError`` from a C conversion, no wrap-around), and sizes that would allocate more
+  than the machine's memory are refused up front (:func:`check_allocation`) instead of being killed;
+* bools are flags, never integers; numpy scalars count as their Python kind.
+
+Config dataclasses declare each field's check once, in its metadata (:func:`checked`), and validate
+with :func:`validate_fields`; the CLI reads the same metadata for its help (:func:`describe`).
+
+Example:
+    >>> check_int(3, "k1", 1)
+    3
+    >>> check_int(2**64, "window", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: window must be <= 2**63 - 1 (int64), got 18446744073709551616
+    >>> check_real(float("nan"), "threshold", -1, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: threshold must be a finite number in [-1, 1], got nan
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def _bound_text(value: float) -> str:
+    for exponent in (63, 64):
+        if value == 2**exponent - 1:
+            return f"2**{exponent} - 1"
+    if value == -2**63:
+        return "-2**63"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _range_text(low: Any, high: Any) -> str:
+    return f"in [{_bound_text(low)}, {_bound_text(high)}]"
+
+
+def check_int(value: Any, name: str, low: int = -INT64_MAX - 1, high: int | None = INT64_MAX) -> int:
+    """An integer in ``[low, high]`` (bools refused) as a Python int.
+
+    ``high=None`` means no upper bound beyond the int64 range. Raises TypeError for a non-integer,
+    ValueError outside the range.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    upper = INT64_MAX if high is None else high
+    if upper == INT64_MAX and low <= value:  # no bound of its own: the int64 range is the limit
+        if value > upper:
+            raise ValueError(f"{name} must be <= 2**63 - 1 (int64), got {value}")
+    elif upper == INT64_MAX:
+        raise ValueError(f"{name} must be >= {_bound_text(low)}, got {value}")
+    elif not low <= value <= upper:
+        raise ValueError(f"{name} must be {_range_text(low, upper)}, got {value}")
+    return value
+
+
+def check_optional_int(value: Any, name: str, low: int = -INT64_MAX - 1, high: int | None = INT64_MAX) -> int | None:
+    """None, or :func:`check_int`."""
+    return None if value is None else check_int(value, name, low, high)
+
+
+def check_real(value: Any, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite real number in ``[low, high]`` as a Python float (bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and low <= value <= high):
+        where = "" if (low, high) == (-math.inf, math.inf) else f" {_range_text(low, high)}"
+        raise ValueError(f"{name} must be a finite number{where}, got {value}")
+    return value
+
+
+def check_probability(value: Any, name: str) -> float:
+    """A real number in [0, 1]."""
+    return check_real(value, name, 0.0, 1.0)
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A bool (numpy bools too); 0/1 and strings are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
+    """One of ``choices`` (compared with ==; a value of another type is a TypeError)."""
+    choices = tuple(choices)
+    kinds = {type(choice) for choice in choices}
+    if not isinstance(value, tuple(kinds)):
+        raise TypeError(f"{name} must be one of {', '.join(map(repr, choices))}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (a large value when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 2**50
+
+
+def check_allocation(count: int, itemsize: int, name: str, what: str) -> None:
+    """Refuses a request for ``count`` items of ``itemsize`` bytes that exceeds physical memory.
+
+    Python ints do not wrap, so the product is exact. A clear ValueError up front beats a
+    MemoryError, or the kernel's out-of-memory killer, halfway through.
+    """
+    needed = int(count) * int(itemsize)
+    available = memory_bytes()
+    if needed > available:
+        raise ValueError(f"{name} = {count} needs {needed / 2**30:.3g} GiB for {what}, more than this machine's "
+                         f"{available / 2**30:.3g} GiB of memory")
+
+
+# ---- host arrays of the data containers (Tracklets, ImageSet) ------------------------------------
+
+def int_array(value, name: str, length: int | None = None) -> np.ndarray:
+    """``value`` as a C-contiguous 1-D int64 array; integer dtypes only (bool and float refused),
+    of ``length`` entries when given."""
+    arr = np.asarray(value)
+    if arr.size == 0 and arr.dtype == np.float64:  # an empty list
+        arr = arr.astype(np.int64)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array (int64; int32 accepted), got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {list(arr.shape)}")
+    if length is not None and len(arr) != length:
+        raise ValueError(f"{name} must have {length} entries, got {len(arr)}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def is_path_array(value) -> bool:
+    """True for a 1-D numpy array of strings (image paths)."""
+    return isinstance(value, np.ndarray) and value.dtype.kind in "US" and value.ndim == 1
+
+
+def image_array(value: np.ndarray, name: str) -> np.ndarray:
+    """Checks uint8 [n, H, W, 3]."""
+    if value.dtype != np.uint8:
+        raise TypeError(f"{name} must be uint8 [n, H, W, 3], got dtype {value.dtype}")
+    if value.ndim != 4 or value.shape[3] != 3:
+        raise ValueError(f"{name} must be uint8 [n, H, W, 3], got shape {list(value.shape)}")
+    return value
+
+
+def path_list(value, name: str) -> list[str]:
+    """A sequence of str / ``os.PathLike`` (or a 1-D string array) as a list of str."""
+    if is_path_array(value):
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of image paths, got {type(value).__name__}")
+    for i, p in enumerate(value):
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"{name}[{i}] must be an image path (str or os.PathLike), got {type(p).__name__}")
+    return [os.fspath(p) for p in value]
+
+
+# ---- config dataclasses: each field's check declared once, in its metadata ---------------------
+
+def checked(default: Any, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A dataclass field whose value :func:`validate_fields` checks with ``check(value, name, *args)``.
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Config:
+        ...     window: int = checked(8, check_int, 1)
+        ...     def __post_init__(self):
+        ...         validate_fields(self)
+        >>> Config(window=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: window must be >= 1, got 0
+    """
+    return dataclasses.field(default=default, metadata={"check": (check, args, kwargs)})
+
+
+def validate_fields(instance: Any) -> None:
+    """Runs every field's declared check (see :func:`checked`) in declaration order."""
+    for field in dataclasses.fields(instance):
+        declared = field.metadata.get("check")
+        if declared is not None:
+            check, args, kwargs = declared
+            check(getattr(instance, field.name), field.name, *args, **kwargs)
+
+
+def describe(field: dataclasses.Field) -> str:
+    """The accepted values of a checked field, for help texts: 'integer >= 1', 'in [-1, 1]', ..."""
+    declared = field.metadata.get("check")
+    if declared is None:
+        return ""
+    check, args, _ = declared
+    if check in (check_int, check_optional_int):
+        low = args[0] if args else -INT64_MAX - 1
+        high = args[1] if len(args) > 1 else INT64_MAX
+        text = f"integer >= {low}" if high in (None, INT64_MAX) else f"integer in [{low}, {high}]"
+        return text
+    if check is check_real:
+        return f"number in [{_bound_text(args[0])}, {_bound_text(args[1])}]" if args else "finite number"
+    if check is check_probability:
+        return "number in [0, 1]"
+    if check is check_flag:
+        return "flag"
+    if check is check_choice:
+        return "one of " + ", ".join(map(str, args[0]))
+    return ""

@@ -1,0 +1,230 @@
+"""Hostile-input sweep: every public op (and the readers) called with wrong types, wrong values and
+integers at the edges of int64, each outcome classified.
+
+    python tools/hostile_inputs.py            # the summary table
+    python tools/hostile_inputs.py --verbose  # also every case that is not a clean error
+
+A case is *clean* when it returns, or raises ValueError/TypeError whose message names the argument
+under test (or one of the alternatives listed with it, "a|b": a shape error may name either array). Anything else is counted: another exception type (OverflowError, MemoryError,
+IndexError, ...), an error that names nothing, or a crash (the worker process dies: SIGSEGV,
+SIGABRT). Cases run in a worker subprocess; when it dies the sweep records a crash and restarts it
+after that case, so one crash never hides the rest. ``python_tests/test_hostile_inputs.py`` runs the
+same cases and requires zero crashes and zero unclean errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+# Integers that break naive checks: the int64 edges, values that wrap when added or multiplied,
+# sizes that would ask for terabytes, and numpy scalars of unusual kinds.
+HOSTILE_INTS = ("-1", "0", "2**31", "2**62", "2**63 - 1", "2**63", "2**64", "-2**63", "10**12",
+                "np.int64(-1)", "np.uint64(2**64 - 1)")
+WRONG_TYPES = ("None", "True", "1.5", "'3'", "float('nan')", "[2]")
+HOSTILE_REALS = ("float('nan')", "float('inf')", "-float('inf')", "1e308", "-2.0", "2.0", "True", "'0.5'", "None")
+
+SETUP = """
+import numpy as np
+from cion_fast.ops import *
+from cion_fast.ops import MultiCropConfig, RaggedImages
+rng = np.random.default_rng(0)
+F = rng.standard_normal((12, 8)).astype(np.float32)
+OFF = np.array([0, 3, 7, 12])
+VID = np.array([0, 0, 1])
+Q = rng.standard_normal((5, 8)).astype(np.float32)
+G = rng.standard_normal((9, 8)).astype(np.float32)
+D = np.abs(rng.standard_normal((5, 9))).astype(np.float32)
+QQ = np.abs(rng.standard_normal((5, 5))).astype(np.float32); np.fill_diagonal(QQ, 0)
+GG = np.abs(rng.standard_normal((9, 9))).astype(np.float32); np.fill_diagonal(GG, 0)
+QP, GP = np.arange(5) % 3, np.arange(9) % 3
+QC, GC = np.zeros(5, np.int64), np.ones(9, np.int64)
+IMGS = rng.integers(0, 255, (4, 32, 16, 3), dtype=np.uint8)
+CFG = MultiCropConfig(global_size=(16, 8), local_size=(8, 4), n_local=2)
+"""
+
+
+def _op_cases() -> list[tuple[str, str, str]]:
+    """(op, argument, call) triples; the call's hostile value is substituted for ``{v}``."""
+    calls = {
+        "tracklet_similarity": {
+            "k": ("tracklet_similarity(F, OFF, mode='topk_mean', k={v})", HOSTILE_INTS + WRONG_TYPES),
+            "mode": ("tracklet_similarity(F, OFF, mode={v})", ("None", "'nope'", "3")),
+            "offsets": ("tracklet_similarity(F, np.array({v}))",
+                        ("[0, 3 * 2**61, -3 * 2**61, 12]", "[0, 2**63 - 1, 12]", "[0, -1, 12]", "[1, 12]", "[]",
+                         "[0.0, 12.0]", "[[0, 12]]", "[0, 13]")),
+            "features": ("tracklet_similarity({v}, OFF)",
+                         ("np.ones((12, 8), np.int32)", "np.ones(12)", "np.full((12, 8), np.nan, np.float32)", "None",
+                          "np.ones((12, 8), object)", "np.ones((12, 8), bool)")),
+            "pairs": ("tracklet_similarity(F, OFF, pairs=np.array({v}))",
+                      ("[[0, 2**63 - 1]]", "[[-1, 0]]", "[[0, 3]]", "[0, 1]", "[[0.5, 1]]")),
+        },
+        "tracklet_prune": {
+            "threshold": ("tracklet_prune(F, OFF, threshold={v})", HOSTILE_REALS),
+            "min_frames": ("tracklet_prune(F, OFF, min_frames={v})", HOSTILE_INTS + WRONG_TYPES),
+            "offsets": ("tracklet_prune(F, np.array({v}))", ("[0, 3 * 2**61, -3 * 2**61, 12]", "[0, 2**63 - 1, 12]")),
+        },
+        "sliding_range_link": {
+            "window": ("sliding_range_link(F[:3], VID, window={v}, stride=1)", HOSTILE_INTS + WRONG_TYPES),
+            "stride": ("sliding_range_link(F[:3], VID, window=8, stride={v})", HOSTILE_INTS + WRONG_TYPES),
+            "threshold": ("sliding_range_link(F[:3], VID, threshold={v})", HOSTILE_REALS),
+            "mutual_k": ("sliding_range_link(F[:3], VID, mutual_k={v})", HOSTILE_INTS + WRONG_TYPES[1:]),
+            "video_ids": ("sliding_range_link(F[:3], np.array({v}))",
+                          ("[1, 0, 0]", "[0, 2**63 - 1, -2**63]", "[0, 0]", "[0.0, 0.0, 1.0]")),
+        },
+        "connected_components": {
+            "num_nodes": ("connected_components({v}, np.zeros((0, 2), np.int64))", HOSTILE_INTS + WRONG_TYPES),
+            "edges": ("connected_components(4, np.array({v}))",
+                      ("[[0, 2**63 - 1]]", "[[-1, 0]]", "[[0, 4]]", "[0, 1]", "[[0.5, 1.0]]")),
+        },
+        "k_reciprocal_rerank": {
+            "k1": ("k_reciprocal_rerank(Q, G, k1={v}, k2=1)", HOSTILE_INTS + WRONG_TYPES),
+            "k2": ("k_reciprocal_rerank(Q, G, k1=4, k2={v})", HOSTILE_INTS + WRONG_TYPES),
+            "lambda_value": ("k_reciprocal_rerank(Q, G, k1=4, k2=2, lambda_value={v})", HOSTILE_REALS),
+            "tile_size": ("k_reciprocal_rerank(Q, G, k1=4, k2=2, tile_size={v})", HOSTILE_INTS + WRONG_TYPES[1:]),
+            "normalize": ("k_reciprocal_rerank(Q, G, k1=4, k2=2, normalize={v})", ("None", "1", "'yes'")),
+        },
+        "k_reciprocal_rerank_from_distances": {
+            "k1": ("k_reciprocal_rerank_from_distances(D, QQ, GG, k1={v}, k2=1)", HOSTILE_INTS + WRONG_TYPES),
+            "q_q": ("k_reciprocal_rerank_from_distances(D, {v}, GG, k1=4, k2=2)",
+                    ("QQ[:4]", "QQ.astype(np.int32)", "np.full((5, 5), np.nan, np.float32)")),
+        },
+        "k_reciprocal_rerank_from_graph": {
+            "num_query": ("k_reciprocal_rerank_from_graph(np.zeros((6, 3), np.int64), np.zeros((6, 3), np.float32), "
+                          "np.ones(6, np.float32), num_query={v}, k1=2, k2=1)", HOSTILE_INTS + WRONG_TYPES),
+            "neighbor_index|listed neighbours": ("k_reciprocal_rerank_from_graph(np.full((6, 3), {v}, np.int64), np.zeros((6, 3), np.float32), "
+                               "np.ones(6, np.float32), num_query=2, k1=2, k2=1)", ("-1", "6", "2**63 - 1", "-2**63")),
+        },
+        "jaccard_distance": {
+            "k1": ("jaccard_distance(G, k1={v}, k2=2)", HOSTILE_INTS + WRONG_TYPES),
+            "k2": ("jaccard_distance(G, k1=4, k2={v})", HOSTILE_INTS + WRONG_TYPES),
+            "variant": ("jaccard_distance(G, k1=4, k2=2, variant={v})", ("None", "'nope'", "1")),
+            "sparse": ("jaccard_distance(G, k1=4, k2=2, sparse={v})", ("None", "1", "'yes'")),
+        },
+        "evaluate_rank": {
+            "max_rank": ("evaluate_rank(D, QP, GP, QC, GC, max_rank={v})", HOSTILE_INTS + WRONG_TYPES),
+            "remove_same_camera": ("evaluate_rank(D, QP, GP, QC, GC, remove_same_camera={v})", ("None", "1", "'no'")),
+            "q_pids|no query has a valid match": ("evaluate_rank(D, np.array({v}), GP, QC, GC)",
+                       ("[0, 1]", "[2**63 - 1] * 5", "[-2**63] * 5", "[0.5] * 5")),
+            "distmat|g_pids": ("evaluate_rank({v}, QP, GP, QC, GC)",
+                        ("D[:, :3]", "D.astype(np.int64)", "np.full((5, 9), np.nan, np.float32)", "np.zeros((0, 9), np.float32)")),
+        },
+        "evaluate_rank_from_features": {
+            "metric": ("evaluate_rank_from_features(Q, G, QP, GP, QC, GC, metric={v})", ("None", "'nope'", "1")),
+            "tile_size": ("evaluate_rank_from_features(Q, G, QP, GP, QC, GC, tile_size={v})", HOSTILE_INTS + WRONG_TYPES[1:]),
+            "max_rank": ("evaluate_rank_from_features(Q, G, QP, GP, QC, GC, max_rank={v})", HOSTILE_INTS + WRONG_TYPES),
+        },
+        "multicrop": {
+            "seed": ("multicrop(IMGS, CFG, seed={v})", HOSTILE_INTS + WRONG_TYPES),
+            "step": ("multicrop(IMGS, CFG, seed=0, step={v})", HOSTILE_INTS + WRONG_TYPES),
+            "images|RaggedImages": ("multicrop({v}, CFG, seed=0)",
+                       ("IMGS.astype(np.float32)", "IMGS[0]", "np.zeros((0, 32, 16, 3), np.uint8)", "np.zeros((2, 32, 16, 4), np.uint8)",
+                        "RaggedImages(np.zeros(768, np.uint8), [2**63 - 10, 384], [[2, 2], [16, 8]])",
+                        "RaggedImages(np.zeros(768, np.uint8), [0, 384], [[2**62, 2**62], [16, 8]])",
+                        "RaggedImages(np.zeros(768, np.uint8), [0, -384], [[16, 8], [16, 8]])",
+                        "None")),
+            "config|MultiCropConfig": ("multicrop(IMGS, {v}, seed=0)", ("None", "{}", "MultiCropConfig(global_size=(0, 8))")),
+            "box": ("multicrop(IMGS, CFG, seed=0, params={{**multicrop(IMGS, CFG, 0, return_params=True).params, 'box': {v}}})",
+                    ("np.full((4, 4, 4), 2**63 - 1, np.int64)", "np.full((4, 4, 4), -1, np.int64)",
+                     "np.zeros((4, 4), np.int64)", "np.full((4, 4, 4), 0.5)")),
+        },
+    }
+    cases = []
+    for op, arguments in calls.items():
+        for argument, (template, values) in arguments.items():
+            for value in values:
+                cases.append((op, argument, template.format(v=value)))
+    return cases
+
+
+def _reader_cases() -> list[tuple[str, str, str]]:
+    """Damaged files: each case writes one into a fresh temporary directory and reads it."""
+    prefix = ("import tempfile, pathlib, zipfile; from cion_fast.data.synth import WorldConfig, generate; "
+              "from cion_fast.data import Tracklets; from cion_fast.features.io import load_features, save_features; "
+              "d = pathlib.Path(tempfile.mkdtemp()); w = generate(WorldConfig.quick()); w.save(d / 'w'); "
+              "t = Tracklets.load(d / 'w' / 'tracklets'); ")
+    frames = "(d / 'w' / 'tracklets' / 'frames.npy')"
+    return [
+        ("Tracklets.load", "frames.npy", prefix + f"{frames}.write_bytes(b'\\x93NUMPY\\x01\\x00v\\x00{{\"descr\": <u1\"' + b' ' * 200); Tracklets.load(d / 'w' / 'tracklets')"),
+        ("Tracklets.load", "frames.npy", prefix + f"{frames}.write_bytes({frames}.read_bytes()[:1000]); Tracklets.load(d / 'w' / 'tracklets')"),
+        ("Tracklets.load", "frames.npy", prefix + f"{frames}.write_bytes(b''); Tracklets.load(d / 'w' / 'tracklets')"),
+        ("load_features", "f.npz", prefix + "save_features(d / 'f.npz', np.zeros((t.num_frames, 4), np.float32), t, model='x'); "
+         "p = d / 'f.npz'; p.write_bytes(p.read_bytes()[:300]); load_features(p)"),
+        ("load_features", "f.npz", prefix + "p = d / 'f.npz'; p.write_bytes(b'PK\\x03\\x04' + b'\\x00' * 100); load_features(p)"),
+    ]
+
+
+def _worker(start: int) -> None:
+    namespace: dict = {}
+    exec("import numpy as np\n" + SETUP, namespace)
+    cases = _op_cases() + _reader_cases()
+    for index in range(start, len(cases)):
+        op, argument, call = cases[index]
+        print(json.dumps({"index": index, "started": True}), flush=True)
+        try:
+            exec(call, dict(namespace))
+            outcome, message = "returned", ""
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            named = any(name in message for name in argument.split("|"))
+            outcome = ("clean" if named else f"unnamed {type(error).__name__}")
+        except Exception as error:  # noqa: BLE001 - classifying every other failure is the point
+            outcome, message = type(error).__name__, str(error)
+        print(json.dumps({"index": index, "outcome": outcome, "message": message[:300]}), flush=True)
+
+
+def run_sweep() -> list[dict]:
+    """Runs every case; returns one dict per case: op, argument, call, outcome, message."""
+    cases = _op_cases() + _reader_cases()
+    results: dict[int, dict] = {}
+    start = 0
+    env = {**os.environ, "PYTHONFAULTHANDLER": "0"}
+    while start < len(cases):
+        process = subprocess.run([sys.executable, __file__, "--worker", str(start)], capture_output=True, text=True, env=env)
+        current = start
+        for line in process.stdout.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            current = record["index"]
+            if "outcome" in record:
+                results[current] = record
+        if process.returncode == 0 and len(results) >= len(cases):
+            break
+        if current not in results:  # the worker died in this case
+            results[current] = {"index": current, "outcome": f"crash (exit {process.returncode})",
+                                "message": process.stderr.strip().splitlines()[-1] if process.stderr.strip() else ""}
+        start = current + 1
+    return [{"op": cases[i][0], "argument": cases[i][1], "call": cases[i][2], **results[i]} for i in sorted(results)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--verbose", action="store_true", help="print every case that is not clean")
+    parser.add_argument("--json", metavar="PATH", help="write every case's outcome here")
+    args = parser.parse_args()
+    if args.worker is not None:
+        _worker(args.worker)
+        return 0
+    results = run_sweep()
+    counts = Counter("clean" if r["outcome"] in ("clean", "returned") else
+                     "crash" if r["outcome"].startswith("crash") else "unclean" for r in results)
+    print(f"{len(results)} cases: {counts['clean']} clean (returned or a ValueError/TypeError naming the argument), "
+          f"{counts['unclean']} unclean errors, {counts['crash']} crashes")
+    for r in results:
+        if args.verbose and r["outcome"] not in ("clean", "returned"):
+            print(f"  [{r['outcome']}] {r['op']}.{r['argument']}: {r['call'][:110]}\n      {r['message'][:200]}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return 0 if counts["crash"] == counts["unclean"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
