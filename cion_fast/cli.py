@@ -38,10 +38,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
+    """argparse type: "HxW" with both sides >= 2 pixels."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 128x64 or 256x128, got {text!r}") from None
+    if min(h, w) < 2:
+        raise argparse.ArgumentTypeError(f"size must be at least 2x2 pixels, got {text!r}")
     return h, w
 
 
@@ -113,17 +116,12 @@ def _synth(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None}
     if args.size is not None:
         overrides["image_size"] = args.size
-    try:
-        config = synth.WorldConfig.quick(**overrides) if args.quick else synth.WorldConfig(**overrides)
-    except ValueError as err:
-        print(f"cion-fast synth: {err}", file=sys.stderr)
-        return 2
+    config = synth.WorldConfig.quick(**overrides) if args.quick else synth.WorldConfig(**overrides)
     from pathlib import Path
 
     existing = [str(Path(args.out) / d) for d in ("tracklets", "market") if (Path(args.out) / d).exists()]
     if existing and not args.overwrite:
-        print(f"cion-fast synth: {', '.join(existing)} already exist(s); pass --overwrite to replace", file=sys.stderr)
-        return 2
+        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
     bar = [None, None]
 
     def progress(done: int, total: int) -> None:
@@ -208,8 +206,7 @@ def _extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if Path(args.out).exists() and not args.overwrite:
-        print(f"cion-fast extract: error: {args.out} already exists (pass --overwrite to replace it)", file=sys.stderr)
-        return 2
+        raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
     tracklets = Tracklets.load(args.data)
     start = time.perf_counter()
     kind, _, spec = args.model.partition(":")
@@ -221,8 +218,7 @@ def _extract(args: argparse.Namespace) -> int:
         features = np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
     elif args.model == "oracle":
         if not (tracklets.identity >= 0).any():
-            print("error: --model oracle needs ground-truth identities (a synthetic world)", file=sys.stderr)
-            return 2
+            raise ValueError("--model oracle needs ground-truth identities (a synthetic world)")
         features = oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))
     elif kind in ("timm", "checkpoint") and spec:
         from cion_fast.evaluate import extract_features
@@ -232,8 +228,7 @@ def _extract(args: argparse.Namespace) -> int:
         features = extract_features(model, tracklets, args.batch_size, args.device, flip=args.flip, progress=True,
                                     size=args.size)
     else:
-        print(f"error: --model must be stripe, oracle, timm:NAME or checkpoint:PATH, got {args.model!r}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--model must be stripe, oracle, timm:NAME or checkpoint:PATH, got {args.model!r}")
     seconds = time.perf_counter() - start
     if args.float16:
         features = features.astype(np.float16)
@@ -292,9 +287,7 @@ def _denoise(args: argparse.Namespace) -> int:
 
     given = [name for name in _THRESHOLD_FIELDS if getattr(args, name) is not None]
     if given and args.thresholds == "auto":
-        print(f"cion-fast denoise: --thresholds auto chooses {', '.join(given)} from the data; drop them or use "
-              "--thresholds fixed", file=sys.stderr)
-        return 2
+        raise ValueError(f"--thresholds auto chooses {', '.join(given)} from the data; drop them or use --thresholds fixed")
     values = {field.name: getattr(args, field.name) for field in fields(DenoiseConfig)}
     values["thresholds"] = args.thresholds or ("fixed" if given else "auto")
     values.update({name: getattr(DenoiseConfig, name) for name in _THRESHOLD_FIELDS if values[name] is None})
@@ -302,8 +295,7 @@ def _denoise(args: argparse.Namespace) -> int:
     tracklets = Tracklets.load(args.tracklets)
     stored = load_features(args.features)
     if not (np.array_equal(stored.offsets, tracklets.offsets) and np.array_equal(stored.frame_index, tracklets.frame_index)):
-        print(f"error: {args.features} was not extracted from {args.tracklets} (offsets / frame indices differ)", file=sys.stderr)
-        return 2
+        raise ValueError(f"{args.features} was not extracted from {args.tracklets} (offsets / frame indices differ)")
     start = time.perf_counter()
     result = denoise(stored.features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=not args.no_progress)
     seconds = time.perf_counter() - start
@@ -320,11 +312,7 @@ def _denoise(args: argparse.Namespace) -> int:
         "frames": int(tracklets.num_frames),
         "tracklets": int(tracklets.num_tracklets),
     }
-    try:
-        out = write_denoise_output(args.out, result, rows, {"inputs": inputs, "seconds": seconds}, overwrite=args.overwrite)
-    except FileExistsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    out = write_denoise_output(args.out, result, rows, {"inputs": inputs, "seconds": seconds}, overwrite=args.overwrite)
     final = result.summary[-1]
     print(f"{final['images']} frames in {final['identities']} identities; wrote {out}")
     return 0
@@ -458,24 +446,20 @@ def _pretrain(args: argparse.Namespace) -> int:
     from cion_fast.pretrain import PretrainConfig, pretrain
 
     overrides = _pretrain_config_overrides(args)
-    try:
-        if args.resume:
-            from cion_fast.pretrain import read_checkpoint
+    if args.resume:
+        from cion_fast.pretrain import read_checkpoint
 
-            _, state = read_checkpoint(args.out, with_tensors=False)
-            saved = PretrainConfig.from_dict(state["config"])
-            config = PretrainConfig.from_dict({**saved.to_dict(), **overrides})
-        else:
-            if args.method is None:
-                raise ValueError("--method is required for a new run")
-            if overrides.get("steps") is None and overrides.get("epochs") is None:
-                raise ValueError("give --steps or --epochs")
-            config = PretrainConfig(**overrides)
-        frames, labels = _load_training_data(args)
-        summary = pretrain(config, frames, labels, args.out, resume=args.resume)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"cion-fast pretrain: {error}", file=sys.stderr)
-        return 2
+        _, state = read_checkpoint(args.out, with_tensors=False)
+        saved = PretrainConfig.from_dict(state["config"])
+        config = PretrainConfig.from_dict({**saved.to_dict(), **overrides})
+    else:
+        if args.method is None:
+            raise ValueError("--method is required for a new run")
+        if overrides.get("steps") is None and overrides.get("epochs") is None:
+            raise ValueError("give --steps or --epochs")
+        config = PretrainConfig(**overrides)
+    frames, labels = _load_training_data(args)
+    summary = pretrain(config, frames, labels, args.out, resume=args.resume)
     if summary["rank"] == 0:
         print(json.dumps(summary, indent=2))
     if summary["interrupted"]:
@@ -497,11 +481,7 @@ def _export(args: argparse.Namespace) -> int:
     """Writes a checkpoint's backbone for ``cion_fast.models.load_pretrained``."""
     from cion_fast.pretrain import export_backbone
 
-    try:
-        path = export_backbone(args.checkpoint, args.out)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"cion-fast export: {error}", file=sys.stderr)
-        return 2
+    path = export_backbone(args.checkpoint, args.out)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 
@@ -538,34 +518,30 @@ def _finetune(args: argparse.Namespace) -> int:
     from cion_fast._io import atomic_write_json
     from cion_fast.finetune import FinetuneConfig, evaluate_finetuned, finetune
 
-    try:
-        if args.synth_quick:
-            from cion_fast.data.synth import WorldConfig, generate
+    if args.synth_quick:
+        from cion_fast.data.synth import WorldConfig, generate
 
-            data = generate(WorldConfig.quick(seed=args.seed))
-        else:
-            from cion_fast.data import read_market1501
+        data = generate(WorldConfig.quick(seed=args.seed))
+    else:
+        from cion_fast.data import read_market1501
 
-            data = read_market1501(args.data, load_images=True)
-        if args.resume:
-            from cion_fast.pretrain import read_checkpoint
+        data = read_market1501(args.data, load_images=True)
+    if args.resume:
+        from cion_fast.pretrain import read_checkpoint
 
-            _, state = read_checkpoint(args.out, with_tensors=False)
-            saved = {**state["config"], "device": args.device, "progress": args.progress}
-            if args.steps is not None or args.epochs is not None:
-                saved.update(steps=args.steps, epochs=args.epochs)
-            config = FinetuneConfig.from_dict(saved)
-        else:
-            if args.steps is None and args.epochs is None:
-                raise ValueError("give --steps or --epochs")
-            config = FinetuneConfig(arch=args.arch, ibn=args.ibn, init=args.init, steps=args.steps, epochs=args.epochs,
-                                    batch_size=args.batch_size, image_size=args.size, base_lr=args.lr, seed=args.seed,
-                                    checkpoint_every=args.checkpoint_every, device=args.device, progress=args.progress)
-        summary = finetune(config, data.train, args.out, resume=args.resume)
-        results = evaluate_finetuned(summary["checkpoint"], data.query, data.gallery, device=args.device, rerank=args.rerank)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"cion-fast finetune: {error}", file=sys.stderr)
-        return 2
+        _, state = read_checkpoint(args.out, with_tensors=False)
+        saved = {**state["config"], "device": args.device, "progress": args.progress}
+        if args.steps is not None or args.epochs is not None:
+            saved.update(steps=args.steps, epochs=args.epochs)
+        config = FinetuneConfig.from_dict(saved)
+    else:
+        if args.steps is None and args.epochs is None:
+            raise ValueError("give --steps or --epochs")
+        config = FinetuneConfig(arch=args.arch, ibn=args.ibn, init=args.init, steps=args.steps, epochs=args.epochs,
+                                batch_size=args.batch_size, image_size=args.size, base_lr=args.lr, seed=args.seed,
+                                checkpoint_every=args.checkpoint_every, device=args.device, progress=args.progress)
+    summary = finetune(config, data.train, args.out, resume=args.resume)
+    results = evaluate_finetuned(summary["checkpoint"], data.query, data.gallery, device=args.device, rerank=args.rerank)
     atomic_write_json(f"{args.out}/results.json", {"train": summary, "evaluation": results})
     print(json.dumps(summary, indent=2))
     print(f"{'feature':10s} {'mAP':>7s} {'mINP':>7s} {'Rank-1':>7s}" + (f" {'mAP_rr':>7s} {'R1_rr':>7s}" if args.rerank else ""))
@@ -630,12 +606,7 @@ def _demo_config(args: argparse.Namespace):
 def _demo(args: argparse.Namespace) -> int:
     from cion_fast.demo import run_demo
 
-    try:
-        config = _demo_config(args)
-    except ValueError as error:
-        print(f"cion-fast demo: {error}", file=sys.stderr)
-        return 2
-    report = run_demo(args.out, config)
+    report = run_demo(args.out, _demo_config(args))
     print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
     return 0 if report["methods"] else 1
 
@@ -658,11 +629,7 @@ def _compare(args: argparse.Namespace) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.finetune_steps is None:
         args.finetune_steps = 100 if args.quick else 300
-    try:
-        report = run_demo(args.out, _demo_config(args), methods=methods)
-    except ValueError as error:
-        print(f"cion-fast compare: {error}", file=sys.stderr)
-        return 2
+    report = run_demo(args.out, _demo_config(args), methods=methods)
     print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
     return 0 if report["methods"] else 1
 
@@ -714,8 +681,16 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
                PermissionError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one error format: a single line on stderr and exit 2 (as ``main``
+    reports bad input found later); the usage is one ``--help`` away."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cion-fast",
         description="Fast ReID pre-training and retrieval: CION denoising, self-distillation, evaluation.",
     )

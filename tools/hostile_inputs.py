@@ -158,10 +158,116 @@ def _reader_cases() -> list[tuple[str, str, str]]:
     ]
 
 
+# CLI invocations: each must exit 2 with exactly one stderr line holding "error:"; those marked
+# "ok " are valid (if unusual) and must exit 0 (a level that keeps no frame is an empty labelling).
+# {w} is a quick world written once per worker, {f} its stripe features, {c} a fake pre-training
+# checkpoint whose weights file is truncated, {x} a fresh path that does not exist yet.
+CLI_CASES = [
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --window 0",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --window 18446744073709551616",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --min-frames -1",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --stride 0",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --stride 100",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --prune-threshold 2",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --prune-threshold nan",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --mutual-k 0",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --frame-window -1",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --window abc",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --thresholds auto --merge-threshold 0.5",
+    "ok denoise --tracklets {w}/tracklets --features {f} --out {x} --prune-threshold 1.0 --thresholds fixed",
+    "denoise --tracklets {w}/nope --features {f} --out {x}",
+    "denoise --tracklets {w}/tracklets --features {w}/summary.json --out {x}",
+    "denoise --tracklets {w}/tracklets --features {f} --out {w}",
+    "extract --data {w}/tracklets --model stripe --out {x}.npz --batch-size 0",
+    "extract --data {w}/tracklets --model stripe --out {x}.npz --size 0x0",
+    "extract --data {w}/tracklets --model stripe --out {x}.npz --size abc",
+    "extract --data {w}/tracklets --model nope --out {x}.npz",
+    "extract --data {w}/tracklets --model timm:no_such_net --out {x}.npz",
+    "extract --data {w}/tracklets --model checkpoint:{c} --out {x}.npz",
+    "extract --data {w}/tracklets --model stripe --out {f}",
+    "extract --data {w}/nope --model stripe --out {x}.npz",
+    "evaluate --checkpoint {c} --data {w}/market",
+    "evaluate --checkpoint {x} --data {w}/market",
+    "evaluate --checkpoint {c} --data {w}/market --size 1x",
+    "export --checkpoint {c} --out {x}.safetensors",
+    "export --checkpoint {x} --out {x}.safetensors",
+    "synth --out /proc/cion_fast_cannot_write --quick",
+    "synth --out {x} --quick --identities 0",
+    "synth --out {x} --quick --identities -1",
+    "synth --out {x} --quick --size 1x1",
+    "synth --out {x} --quick --camera-strength -1",
+    "synth --out {x} --quick --camera-strength nan",
+    "synth --out {x} --quick --report-steps 0",
+    "synth --out {x} --quick --report-steps 3",
+    "demo --out /proc/cion_fast_cannot_write --quick",
+    "demo --out {x} --quick --seeds 0",
+    "demo --out {x} --quick --rounds 0",
+    "demo --out {x} --quick --steps -1",
+    "compare --out {x} --quick --methods nope",
+    "pretrain --data {w}/tracklets --out {x} --method cion --labels {f} --steps 2",
+    "pretrain --data {w}/tracklets --out {x} --method cion --labels {x}.npy --steps 2",
+    "pretrain --data {w}/tracklets --out {x} --method dino --steps 0",
+    "pretrain --data {w}/tracklets --out {x} --method dino --steps 2 --batch-size 0",
+    "pretrain --data {w}/tracklets --out {x} --method dino --steps 2 --lr nan",
+    "pretrain --data {w}/tracklets --out {x} --method nope --steps 2",
+    "pretrain --data {w}/nope --out {x} --method dino --steps 2",
+    "pretrain --data {w}/tracklets --out {x} --resume",
+    "finetune --data {w}/nope --out {x} --steps 2",
+    "finetune --data {w}/market --out {x} --steps 0",
+    "finetune --data {w}/market --out {x} --steps 2 --init {x}.safetensors",
+    "finetune --data {w}/market --out {x} --steps 2 --batch-size 3",
+]
+
+CLI_SETUP = r"""
+import io, contextlib, itertools, json, pathlib, shlex, tempfile
+from cion_fast.cli import main
+from cion_fast.data.synth import WorldConfig, generate
+from cion_fast.data import Tracklets
+from cion_fast.features import stripe_histogram
+from cion_fast.features.io import save_features
+root = pathlib.Path(tempfile.mkdtemp())
+generate(WorldConfig.quick(identities=8, videos=2)).save(root / "w")
+tracklets = Tracklets.load(root / "w" / "tracklets")
+save_features(root / "f.npz", stripe_histogram(np.asarray(tracklets.frames)), tracklets, model="stripe")
+step = root / "run" / "checkpoints" / "step-00000001"
+step.mkdir(parents=True)
+(step / "weights.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1")
+(step / "state.json").write_text(json.dumps({"step": 1, "config": {}}))
+fresh = itertools.count()
+
+def cli(template):
+    valid = template.startswith("ok ")
+    template = template[3:] if valid else template
+    argv = shlex.split(template.format(w=root / "w", f=root / "f.npz", c=root / "run", x=root / f"new{next(fresh)}"))
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+    lines = [line for line in err.getvalue().splitlines() if line.strip() and "%|" not in line]
+    if code == 0:
+        if valid:
+            return
+        raise RuntimeError("bad input accepted (exit 0)")
+    if code == 2 and len(lines) == 1 and "error:" in lines[0]:
+        raise ValueError("cli " + lines[0])
+    raise RuntimeError(f"exit {code}, stderr: " + " | ".join(lines[-6:]))
+"""
+
+
+def _cli_cases() -> list[tuple[str, str, str]]:
+    return [("cion-fast " + case.removeprefix("ok ").split()[0], "cli", f"cli({case!r})") for case in CLI_CASES]
+
+
+def _cases(which: str) -> list[tuple[str, str, str]]:
+    return {"ops": _op_cases() + _reader_cases(), "cli": _cli_cases()}[which]
+
+
 def _worker(start: int) -> None:
     namespace: dict = {}
-    exec("import numpy as np\n" + SETUP, namespace)
-    cases = _op_cases() + _reader_cases()
+    exec("import numpy as np\n" + SETUP + (CLI_SETUP if WHICH == "cli" else ""), namespace)
+    cases = _cases(WHICH)
     for index in range(start, len(cases)):
         op, argument, call = cases[index]
         print(json.dumps({"index": index, "started": True}), flush=True)
@@ -177,14 +283,19 @@ def _worker(start: int) -> None:
         print(json.dumps({"index": index, "outcome": outcome, "message": message[:300]}), flush=True)
 
 
-def run_sweep() -> list[dict]:
-    """Runs every case; returns one dict per case: op, argument, call, outcome, message."""
-    cases = _op_cases() + _reader_cases()
+WHICH = "ops"
+
+
+def run_sweep(which: str = "ops") -> list[dict]:
+    """Runs every case of ``which`` ("ops": ops and readers, "cli": subcommands); returns one dict
+    per case: op, argument, call, outcome, message."""
+    cases = _cases(which)
     results: dict[int, dict] = {}
     start = 0
     env = {**os.environ, "PYTHONFAULTHANDLER": "0"}
     while start < len(cases):
-        process = subprocess.run([sys.executable, __file__, "--worker", str(start)], capture_output=True, text=True, env=env)
+        process = subprocess.run([sys.executable, __file__, "--worker", str(start), "--which", which],
+                                 capture_output=True, text=True, env=env)
         current = start
         for line in process.stdout.splitlines():
             try:
@@ -206,13 +317,17 @@ def run_sweep() -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--which", choices=("ops", "cli", "all"), default="all",
+                        help="ops and readers, the CLI subcommands, or both (default)")
     parser.add_argument("--verbose", action="store_true", help="print every case that is not clean")
     parser.add_argument("--json", metavar="PATH", help="write every case's outcome here")
     args = parser.parse_args()
     if args.worker is not None:
+        global WHICH
+        WHICH = args.which
         _worker(args.worker)
         return 0
-    results = run_sweep()
+    results = [r for which in (("ops", "cli") if args.which == "all" else (args.which,)) for r in run_sweep(which)]
     counts = Counter("clean" if r["outcome"] in ("clean", "returned") else
                      "crash" if r["outcome"].startswith("crash") else "unclean" for r in results)
     print(f"{len(results)} cases: {counts['clean']} clean (returned or a ValueError/TypeError naming the argument), "

@@ -15,10 +15,11 @@ and plain state dicts load as well, given the architecture ``name``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -77,11 +78,22 @@ def read_safetensors_config(path: str | os.PathLike) -> dict | None:
         >>> read_safetensors_config(p)["backbone_config"]["arch"]
         'resnet18'
     """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path) as f:
         meta = f.metadata() or {}
     return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+
+
+@contextlib.contextmanager
+def open_safetensors(path: str | os.PathLike) -> Iterator[Any]:
+    """``safetensors.safe_open(path)`` for torch; a truncated or damaged file is a ValueError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"weights file {path} is unreadable (truncated or corrupt?): {error}") from error
+    with handle as f:
+        yield f
 
 
 def _torch_load(path: Path) -> Any:
@@ -166,14 +178,12 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
             raise FileNotFoundError(f"path_or_state: {path} does not exist")
         source = str(path)
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
             meta = read_safetensors_config(path)
             prefix = meta.get("prefix", "") if meta else ""
             if network != "exported":
                 prefix = f"{network}.backbone."
             config = meta.get("backbone_config") if meta else None
-            with safe_open(str(path), framework="pt") as f:
+            with open_safetensors(path) as f:
                 state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
             if network != "exported" and not state:
                 raise ValueError(f"network={network!r}: {source} holds no {prefix}* tensors (only a pre-training "
