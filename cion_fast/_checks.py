@@ -74,11 +74,6 @@ def check_int(value: Any, name: str, low: int = -INT64_MAX - 1, high: int | None
     return value
 
 
-def check_optional_int(value: Any, name: str, low: int = -INT64_MAX - 1, high: int | None = INT64_MAX) -> int | None:
-    """None, or :func:`check_int`."""
-    return None if value is None else check_int(value, name, low, high)
-
-
 def check_real(value: Any, name: str, low: float = -math.inf, high: float = math.inf) -> float:
     """A finite real number in ``[low, high]`` as a Python float (bools refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -87,6 +82,30 @@ def check_real(value: Any, name: str, low: float = -math.inf, high: float = math
     if not (math.isfinite(value) and low <= value <= high):
         where = "" if (low, high) == (-math.inf, math.inf) else f" {_range_text(low, high)}"
         raise ValueError(f"{name} must be a finite number{where}, got {value}")
+    return value
+
+
+def check_positive(value: Any, name: str) -> float:
+    """A finite real number > 0 (learning rates, temperatures)."""
+    value = check_real(value, name)
+    if not value > 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_text(value: Any, name: str) -> str:
+    """A non-empty string (names, devices, paths)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def check_type(value: Any, name: str, kinds: tuple[type, ...]) -> Any:
+    """Only the type is checked (the contents are checked where they are used)."""
+    if not isinstance(value, kinds):
+        raise TypeError(f"{name} must be a {' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -180,13 +199,18 @@ def path_list(value, name: str) -> list[str]:
 
 # ---- config dataclasses: each field's check declared once, in its metadata ---------------------
 
-def checked(default: Any, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """A dataclass field whose value :func:`validate_fields` checks with ``check(value, name, *args)``.
+def checked(default: Any, check: Callable[..., Any] | None = None, *args: Any, optional: bool = False,
+            help: str = "", factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field that declares, once, what it accepts and what it means.
+
+    :func:`validate_fields` runs ``check(value, name, *args)`` (None is also accepted when
+    ``optional``); the CLI builds its flags and help from the same metadata (``help`` and
+    :func:`describe`). ``factory`` replaces ``default`` for mutable defaults (dicts).
 
     Example:
         >>> @dataclasses.dataclass
         ... class Config:
-        ...     window: int = checked(8, check_int, 1)
+        ...     window: int = checked(8, check_int, 1, help="videos per range")
         ...     def __post_init__(self):
         ...         validate_fields(self)
         >>> Config(window=0)
@@ -194,35 +218,37 @@ def checked(default: Any, check: Callable[..., Any], *args: Any, **kwargs: Any) 
         ...
         ValueError: window must be >= 1, got 0
     """
-    return dataclasses.field(default=default, metadata={"check": (check, args, kwargs)})
+    metadata = {"check": (check, args), "optional": optional, "help": help}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def validate_fields(instance: Any) -> None:
     """Runs every field's declared check (see :func:`checked`) in declaration order."""
     for field in dataclasses.fields(instance):
-        declared = field.metadata.get("check")
-        if declared is not None:
-            check, args, kwargs = declared
-            check(getattr(instance, field.name), field.name, *args, **kwargs)
+        check, args = field.metadata.get("check", (None, ()))
+        value = getattr(instance, field.name)
+        if check is None or (value is None and field.metadata.get("optional")):
+            continue
+        check(value, field.name, *args)
 
 
 def describe(field: dataclasses.Field) -> str:
-    """The accepted values of a checked field, for help texts: 'integer >= 1', 'in [-1, 1]', ..."""
-    declared = field.metadata.get("check")
-    if declared is None:
-        return ""
-    check, args, _ = declared
-    if check in (check_int, check_optional_int):
+    """What a checked field accepts, for help texts: 'integer >= 1', 'number in [-1, 1]', ..."""
+    check, args = field.metadata.get("check", (None, ()))
+    if check is check_int:
         low = args[0] if args else -INT64_MAX - 1
         high = args[1] if len(args) > 1 else INT64_MAX
-        text = f"integer >= {low}" if high in (None, INT64_MAX) else f"integer in [{low}, {high}]"
-        return text
+        return f"integer >= {low}" if high in (None, INT64_MAX) else f"integer in [{low}, {high}]"
     if check is check_real:
-        return f"number in [{_bound_text(args[0])}, {_bound_text(args[1])}]" if args else "finite number"
+        if not args:
+            return "finite number"
+        return f"number >= {_bound_text(args[0])}" if args[1] == math.inf else f"number in [{_bound_text(args[0])}, {_bound_text(args[1])}]"
+    if check is check_positive:
+        return "number > 0"
     if check is check_probability:
         return "number in [0, 1]"
-    if check is check_flag:
-        return "flag"
     if check is check_choice:
         return "one of " + ", ".join(map(str, args[0]))
     return ""

@@ -248,7 +248,6 @@ _THRESHOLD_FIELDS = ("prune_threshold", "reallocation_threshold", "merge_thresho
 def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
-    from cion_fast._checks import describe
     from cion_fast.denoise import DenoiseConfig
     from cion_fast.denoise.config import THRESHOLD_MODES
 
@@ -257,21 +256,12 @@ def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory: labels.npy, levels.npz, report.json")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = parser.add_argument_group("thresholds (cion_fast.denoise.DenoiseConfig; defaults in brackets)")
-    for field in fields(DenoiseConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.name == "thresholds":  # user data: chosen from the data unless fixed values are asked for
-            group.add_argument(flag, choices=THRESHOLD_MODES,
-                               help="auto: the four thresholds from the data (tracklet positives vs same-frame negatives); "
-                                    "fixed: the values below [auto, or fixed when any of the four is given]")
-        elif field.type == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help="[%(default)s]")
-        else:
-            kind = float if field.type == "float" else int
-            convert = (lambda text, kind=kind: None if text.lower() == "none" else kind(text)) if "None" in field.type else kind
-            default = None if field.name in _THRESHOLD_FIELDS else field.default  # None: not given (see _denoise)
-            group.add_argument(flag, type=convert, default=default,
-                               help=f"{describe(field)} [{field.default}]" + (" (none = off)" if "None" in field.type else ""))
+    group = parser.add_argument_group("the levels (cion_fast.denoise.DenoiseConfig)")
+    # user data: the thresholds are chosen from the data unless fixed values are asked for
+    group.add_argument("--thresholds", choices=THRESHOLD_MODES,
+                       help="auto: the four thresholds from the data (tracklet positives vs same-frame negatives); "
+                            "fixed: the values below (default auto, or fixed when any of the four is given)")
+    config_arguments(group, DenoiseConfig, tuple(f.name for f in fields(DenoiseConfig) if f.name != "thresholds"))
 
 
 def _denoise(args: argparse.Namespace) -> int:
@@ -288,10 +278,8 @@ def _denoise(args: argparse.Namespace) -> int:
     given = [name for name in _THRESHOLD_FIELDS if getattr(args, name) is not None]
     if given and args.thresholds == "auto":
         raise ValueError(f"--thresholds auto chooses {', '.join(given)} from the data; drop them or use --thresholds fixed")
-    values = {field.name: getattr(args, field.name) for field in fields(DenoiseConfig)}
-    values["thresholds"] = args.thresholds or ("fixed" if given else "auto")
-    values.update({name: getattr(DenoiseConfig, name) for name in _THRESHOLD_FIELDS if values[name] is None})
-    config = DenoiseConfig(**values)
+    values = config_overrides(args, tuple(field.name for field in fields(DenoiseConfig) if field.name != "thresholds"))
+    config = DenoiseConfig(**values, thresholds=args.thresholds or ("fixed" if given else "auto"))
     tracklets = Tracklets.load(args.tracklets)
     stored = load_features(args.features)
     if not (np.array_equal(stored.offsets, tracklets.offsets) and np.array_equal(stored.frame_index, tracklets.frame_index)):
@@ -344,65 +332,81 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, value
 
 
-# pretrain option -> PretrainConfig field (options left at None keep the config's default, or, on
-# --resume, the checkpoint's value).
-_PRETRAIN_FIELDS = {
-    "method": "method", "arch": "arch", "last_stride": "last_stride", "ibn": "ibn", "steps": "steps", "epochs": "epochs",
-    "batch_size": "batch_size", "seed": "seed", "k_values": "k_values", "k_boundaries": "k_boundaries", "lr": "base_lr",
-    "min_lr": "min_lr", "warmup": "warmup", "clip_grad": "clip_grad", "freeze_last_layer": "freeze_last_layer",
-    "out_dim": "out_dim", "teacher_temp": "teacher_temp", "teacher_temp_final": "teacher_temp_final",
-    "upreid_terms": "upreid_terms", "queue_size": "queue_size", "amp": "amp", "deterministic": "deterministic",
-    "device": "device", "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
-    "log_every": "log_every", "progress": "progress",
-}
+_EXPLICIT_NONE = object()  # "none" given for an optional field (None itself means "not given")
+
+
+def config_arguments(parser, cls, names: tuple[str, ...], flags: dict[str, str] | None = None,
+                     types: dict[str, Callable] | None = None) -> None:
+    """Adds one ``--flag`` per config field in ``names``: type, choices and help come from the
+    field's declaration (:func:`cion_fast._checks.checked`), the default shown is the config's.
+
+    Every flag defaults to None, meaning "not given": the config's own default applies (or, on
+    ``--resume``, the checkpoint's value); :func:`config_overrides` collects the given ones.
+    ``flags`` renames (field -> flag name), ``types`` parses (field -> argparse type).
+    """
+    from dataclasses import MISSING, fields
+
+    from cion_fast._checks import check_choice, describe
+
+    flags, types = flags or {}, types or {}
+    by_name = {field.name: field for field in fields(cls)}
+    for name in names:
+        field = by_name[name]
+        flag = "--" + flags.get(name, name).replace("_", "-")
+        default = field.default if field.default is not MISSING else field.default_factory()
+        accepted = describe(field)
+        text = "; ".join(part for part in (field.metadata.get("help", ""), "" if "one of" in accepted else accepted) if part)
+        if isinstance(default, tuple):  # shown as typed: 2,4,6,8 or 256x128
+            default = ("x" if types.get(name) is _parse_size else ",").join(map(str, default))
+        text += f" (default {default})" if default is not None else ""
+        text = text.replace("%", "%%")
+        check, args = field.metadata.get("check", (None, ()))
+        if field.type.startswith("bool"):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            continue
+        kind = types.get(name) or (int if field.type.startswith("int") else float if field.type.startswith("float") else str)
+        if field.metadata.get("optional"):  # "none" sets None explicitly (e.g. to switch an option off on --resume)
+            kind = (lambda text, kind=kind: _EXPLICIT_NONE if text.lower() == "none" else kind(text))
+            text += "; none = off"
+        choices = args[0] if check is check_choice else None
+        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, help=text,
+                            metavar=None if choices else flags.get(name, name).upper())
+
+
+def config_overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The config fields among ``names`` given on the command line (see :func:`config_arguments`)."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {name: None if value is _EXPLICIT_NONE else value for name, value in given.items()}
+
+
+# PretrainConfig fields with a flag of their own (--lr for base_lr); the rest are set in Python.
+_PRETRAIN_FIELDS = ("method", "arch", "last_stride", "ibn", "steps", "epochs", "batch_size", "seed", "k_values",
+                    "k_boundaries", "base_lr", "min_lr", "warmup", "clip_grad", "freeze_last_layer", "out_dim",
+                    "teacher_temp", "teacher_temp_final", "upreid_terms", "queue_size", "amp", "deterministic", "device",
+                    "checkpoint_every", "keep_checkpoints", "log_every", "progress")
 
 
 def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=("cion", "dino", "upreid"),
-                        help="cion: identity-guided distillation; dino: instance level; upreid: MoCo v2 + GC + ICC")
+    from cion_fast.pretrain import PretrainConfig
+
     parser.add_argument("--data", required=True, metavar="DIR", help="tracklet directory (cion_fast.data.Tracklets.load)")
     parser.add_argument("--labels", metavar="LABELS",
                         help="int64 .npy, one identity per frame (-1 = dropped), e.g. the denoised labels; 'tracklet' uses "
                              "the raw tracklet index (the tracklet-level baseline); omit for dino/upreid")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory: config.json, log.jsonl, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    parser.add_argument("--arch", metavar="NAME", help="any timm architecture (default resnet50)")
-    parser.add_argument("--last-stride", type=int, choices=(1, 2), help="ResNets: stride of the last stage")
-    parser.add_argument("--ibn", action="store_true", default=None, help="ResNets: IBN-a (resnet50 + --ibn = ResNet50-IBN-a)")
     parser.add_argument("--timm-kwarg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                         help="extra timm.create_model argument, repeatable (e.g. drop_path_rate=0.1)")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="training length in optimisation steps")
-    length.add_argument("--epochs", type=int, help="training length in epochs")
-    parser.add_argument("--batch-size", type=int, help="images per process (per GPU), default 48; divisible by every K")
-    parser.add_argument("--seed", type=int, help="base seed (default 0)")
-    parser.add_argument("--k-values", type=_csv(int), metavar="2,4,6,8", help="cion: K of each phase")
-    parser.add_argument("--k-boundaries", type=_csv(float), metavar="0.4,0.6,0.8", help="cion: where each next phase starts")
-    parser.add_argument("--lr", type=float, help="base learning rate per 256 images (default 5e-4)")
-    parser.add_argument("--min-lr", type=float, help="final learning rate (default 1e-6)")
-    parser.add_argument("--warmup", type=float, help="warm-up share of the steps (default 0.1)")
-    parser.add_argument("--clip-grad", type=float, help="per-tensor gradient norm limit, 0 = off (default 3.0)")
-    parser.add_argument("--freeze-last-layer", type=float, help="share of the steps with the head's last layer frozen (default 0.01)")
-    parser.add_argument("--out-dim", type=int, help="DINO head prototypes (default 65536)")
-    parser.add_argument("--teacher-temp", type=float, help="teacher temperature (default 0.04)")
-    parser.add_argument("--teacher-temp-final", type=float, help="warm the teacher temperature up to this value")
-    parser.add_argument("--upreid-terms", type=_csv(str), metavar="nce,gc,icc", help="upreid: loss terms to use (ablation)")
-    parser.add_argument("--queue-size", type=int, help="upreid: MoCo queue length (default 65536)")
     parser.add_argument("--global-size", type=_parse_size, metavar="HxW", help="global view size (default 256x128)")
     parser.add_argument("--local-size", type=_parse_size, metavar="HxW", help="local view size (default 128x64)")
     parser.add_argument("--n-local", type=int, help="local views per image (default 8; upreid 0)")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="float16 mixed precision (default: on for CUDA)")
-    parser.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms (exact resume)")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available; torchrun: cuda:LOCAL_RANK)")
-    parser.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints (default 500)")
-    parser.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default 2)")
-    parser.add_argument("--log-every", type=int, metavar="N", help="steps between log lines (default 10)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    group = parser.add_argument_group("the run (cion_fast.pretrain.PretrainConfig)")
+    config_arguments(group, PretrainConfig, _PRETRAIN_FIELDS, flags={"base_lr": "lr"},
+                     types={"k_values": _csv(int), "k_boundaries": _csv(float), "upreid_terms": _csv(str)})
 
 
 def _pretrain_config_overrides(args: argparse.Namespace) -> dict:
-    overrides = {field: getattr(args, option) for option, field in _PRETRAIN_FIELDS.items() if getattr(args, option) is not None}
+    overrides = config_overrides(args, _PRETRAIN_FIELDS)
     if args.timm_kwarg:
         overrides["timm_kwargs"] = dict(args.timm_kwarg)
     multicrop = {name: getattr(args, name) for name in ("global_size", "local_size", "n_local") if getattr(args, name) is not None}
@@ -475,12 +479,17 @@ command("pretrain", "pre-train a backbone: CION (identity-guided distillation), 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="C", help="a checkpoint directory or a run directory (newest)")
     parser.add_argument("--out", required=True, metavar="FILE", help="backbone .safetensors (a .json config is written beside)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def _export(args: argparse.Namespace) -> int:
     """Writes a checkpoint's backbone for ``cion_fast.models.load_pretrained``."""
     from cion_fast.pretrain import export_backbone
 
+    from pathlib import Path
+
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
     path = export_backbone(args.checkpoint, args.out)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
@@ -490,27 +499,23 @@ _export.add_arguments = _export_arguments
 command("export", "export a pre-training checkpoint's backbone as safetensors + JSON config (load_pretrained)")(_export)
 
 
+# FinetuneConfig fields with a flag of their own (--lr for base_lr, --size for image_size).
+_FINETUNE_FIELDS = ("arch", "ibn", "init", "steps", "epochs", "batch_size", "image_size", "base_lr", "seed",
+                    "checkpoint_every", "device", "progress")
+
+
 def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    from cion_fast.finetune import FinetuneConfig
+
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", metavar="MARKET_DIR", help="Market-1501-style folder (bounding_box_train/, query/, bounding_box_test/)")
     source.add_argument("--synth-quick", action="store_true", help="train and evaluate on the quick synthetic world (no files)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory: config.json, log.jsonl, checkpoints/, results.json")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint (its config; --steps/--epochs may extend it)")
-    parser.add_argument("--arch", default="resnet50", metavar="NAME", help="timm architecture (default resnet50)")
-    parser.add_argument("--ibn", action="store_true", help="ResNets: IBN-a")
-    parser.add_argument("--init", default="random", metavar="random|PATH",
-                        help="random / imagenet-free (the same: nothing is downloaded) or a pre-trained backbone / checkpoint")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="training length in optimisation steps")
-    length.add_argument("--epochs", type=int, help="training length in epochs")
-    parser.add_argument("--batch-size", type=int, default=64, help="P identities x K=4 images (default 64)")
-    parser.add_argument("--size", type=_parse_size, default=(256, 128), metavar="HxW", help="training input size (default 256x128)")
-    parser.add_argument("--lr", type=float, default=3.5e-4, help="Adam base learning rate (default 3.5e-4)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=500, metavar="N")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--rerank", action="store_true", help="also evaluate with k-reciprocal re-ranking")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    group = parser.add_argument_group("the run (cion_fast.finetune.FinetuneConfig)")
+    config_arguments(group, FinetuneConfig, _FINETUNE_FIELDS, flags={"base_lr": "lr", "image_size": "size"},
+                     types={"image_size": _parse_size})
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -521,7 +526,7 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.synth_quick:
         from cion_fast.data.synth import WorldConfig, generate
 
-        data = generate(WorldConfig.quick(seed=args.seed))
+        data = generate(WorldConfig.quick(seed=0 if args.seed is None else args.seed))
     else:
         from cion_fast.data import read_market1501
 
@@ -530,16 +535,14 @@ def _finetune(args: argparse.Namespace) -> int:
         from cion_fast.pretrain import read_checkpoint
 
         _, state = read_checkpoint(args.out, with_tensors=False)
-        saved = {**state["config"], "device": args.device, "progress": args.progress}
+        saved = {**state["config"], "device": args.device, **({} if args.progress is None else {"progress": args.progress})}
         if args.steps is not None or args.epochs is not None:
             saved.update(steps=args.steps, epochs=args.epochs)
         config = FinetuneConfig.from_dict(saved)
     else:
         if args.steps is None and args.epochs is None:
             raise ValueError("give --steps or --epochs")
-        config = FinetuneConfig(arch=args.arch, ibn=args.ibn, init=args.init, steps=args.steps, epochs=args.epochs,
-                                batch_size=args.batch_size, image_size=args.size, base_lr=args.lr, seed=args.seed,
-                                checkpoint_every=args.checkpoint_every, device=args.device, progress=args.progress)
+        config = FinetuneConfig(**config_overrides(args, _FINETUNE_FIELDS))
     summary = finetune(config, data.train, args.out, resume=args.resume)
     results = evaluate_finetuned(summary["checkpoint"], data.query, data.gallery, device=args.device, rerank=args.rerank)
     atomic_write_json(f"{args.out}/results.json", {"train": summary, "evaluation": results})

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cion_fast._checks import (check_choice, check_flag, check_int, check_positive, check_probability, check_real,
+                               check_text, check_type, checked, validate_fields)
 from cion_fast._io import atomic_write_json
 from cion_fast.data import ImageSet
 from cion_fast.evaluate.features import IMAGENET_MEAN, IMAGENET_STD
@@ -87,40 +89,40 @@ class FinetuneConfig:
         ValueError: batch_size 18 must be divisible by k=4 (P identities x K images)
     """
 
-    arch: str = "resnet50"
-    last_stride: int | None = 1
-    ibn: bool = False
-    init: str = "random"
-    image_size: tuple[int, int] = (256, 128)
-    batch_size: int = 64
-    k: int = 4
-    steps: int | None = None
-    epochs: int | None = None
-    base_lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 10.0
-    warmup_factor: float = 0.1
-    decay_at: tuple[float, ...] = (0.4, 0.7)
-    decay_factor: float = 0.1
-    label_smoothing: float = 0.1
-    margin: float = 0.3
-    id_weight: float = 1.0
-    triplet_weight: float = 1.0
-    flip_p: float = 0.5
-    padding: int = 10
-    erasing_p: float = 0.5
-    device: str | None = None
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    progress: bool = False
+    # Each field declares its accepted values and its help once (cion_fast._checks.checked): the
+    # validation below and the `cion-fast finetune` flags both read them.
+    arch: str = checked("resnet50", check_text, help="timm architecture")
+    last_stride: int | None = checked(1, check_choice, (1, 2), optional=True, help="ResNets: stride of the last stage")
+    ibn: bool = checked(False, check_flag, help="ResNets: IBN-a")
+    init: str = checked("random", check_type, (str, os.PathLike),
+                        help="random / imagenet-free (the same: nothing is downloaded) or a pre-trained backbone / checkpoint")
+    image_size: tuple[int, int] = checked((256, 128), check_type, (tuple, list), help="training input size (H, W)")
+    batch_size: int = checked(64, check_int, 1, help="images per step: P identities x k images")
+    k: int = checked(4, check_int, 1, help="images per identity in a batch")
+    steps: int | None = checked(None, check_int, 1, optional=True, help="training length in optimisation steps")
+    epochs: int | None = checked(None, check_int, 1, optional=True, help="training length in epochs")
+    base_lr: float = checked(3.5e-4, check_positive, help="Adam base learning rate")
+    weight_decay: float = checked(5e-4, check_real, 0.0, math.inf, help="Adam weight decay")
+    warmup_epochs: float = checked(10.0, check_real, 0.0, math.inf, help="linear warm-up length in epochs")
+    warmup_factor: float = checked(0.1, check_positive, help="warm-up starts at this share of base_lr")
+    decay_at: tuple[float, ...] = checked((0.4, 0.7), check_type, (tuple, list), help="shares of the run where lr decays")
+    decay_factor: float = checked(0.1, check_positive, help="lr factor at each decay")
+    label_smoothing: float = checked(0.1, check_probability, help="ID loss label smoothing")
+    margin: float = checked(0.3, check_real, 0.0, math.inf, help="triplet margin")
+    id_weight: float = checked(1.0, check_real, 0.0, math.inf, help="ID loss weight")
+    triplet_weight: float = checked(1.0, check_real, 0.0, math.inf, help="triplet loss weight")
+    flip_p: float = checked(0.5, check_probability, help="horizontal flip probability")
+    padding: int = checked(10, check_int, 0, help="pad-and-crop pixels")
+    erasing_p: float = checked(0.5, check_probability, help="random-erasing probability")
+    device: str | None = checked(None, check_text, optional=True, help="cpu, cuda or cuda:N (default: cuda when available)")
+    seed: int = checked(0, check_int, 0, help="sampler / augmentation seed")
+    checkpoint_every: int = checked(500, check_int, 1, help="steps between checkpoints")
+    keep_checkpoints: int = checked(2, check_int, 1, help="checkpoints kept")
+    progress: bool = checked(True, check_flag, help="progress bar")
 
     def validate(self) -> None:
         """Raises ValueError/TypeError naming the first bad field."""
-        for name in ("batch_size", "k", "checkpoint_every", "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        validate_fields(self)
         if self.batch_size % self.k:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by k={self.k} (P identities x K images)")
         if self.batch_size // self.k < 2:
@@ -128,24 +130,11 @@ class FinetuneConfig:
                              "the triplet loss needs negatives")
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps and epochs")
-        for name in ("steps", "epochs"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.init, (str, os.PathLike)):
-            raise TypeError(f"init must be 'random', 'imagenet-free' or a path, got {type(self.init).__name__}")
-        if len(tuple(self.image_size)) != 2 or any(int(s) < 1 for s in self.image_size):
-            raise ValueError(f"image_size must be (H, W) with positive sizes, got {self.image_size!r}")
-        for name in ("base_lr", "warmup_factor", "decay_factor"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "warmup_epochs", "margin", "id_weight", "triplet_weight", "padding"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("label_smoothing", "flip_p", "erasing_p"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        decay = tuple(float(d) for d in self.decay_at)
+        if len(self.image_size) != 2:
+            raise ValueError(f"image_size must be (H, W), got {self.image_size!r}")
+        for i, size in enumerate(self.image_size):
+            check_int(size, f"image_size[{i}]", 2)
+        decay = tuple(check_real(d, "decay_at") for d in self.decay_at)
         if any(not 0.0 < d < 1.0 for d in decay) or any(a >= b for a, b in zip(decay, decay[1:])):
             raise ValueError(f"decay_at must increase strictly inside (0, 1), got {self.decay_at!r}")
 

@@ -113,6 +113,10 @@ def test_dino_and_upreid_train_and_export(world, tmp_path, method, extra):
     if method == "upreid":
         assert {"nce", "gc", "icc"} <= set(log_lines(tmp_path / "run")[-1])
     assert cli.main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "b.safetensors")]) == 0
+    # the same overwrite rule as every output: an existing file needs --overwrite
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "b.safetensors")]) == 2
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "b.safetensors"),
+                     "--overwrite"]) == 0
     backbone = load_pretrained(tmp_path / "b.safetensors")
     tensors, _ = read_checkpoint(tmp_path / "run")
     prefix = "teacher.backbone." if method == "dino" else "student.backbone."

@@ -191,6 +191,7 @@ CLI_CASES = [
     "evaluate --checkpoint {c} --data {w}/market --size 1x",
     "export --checkpoint {c} --out {x}.safetensors",
     "export --checkpoint {x} --out {x}.safetensors",
+    "export --checkpoint {c} --out {f}",
     "synth --out /proc/cion_fast_cannot_write --quick",
     "synth --out {x} --quick --identities 0",
     "synth --out {x} --quick --identities -1",

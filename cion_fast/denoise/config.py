@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from cion_fast._checks import (check_choice, check_flag, check_int, check_optional_int, check_real, checked,
-                               validate_fields)
+from cion_fast._checks import check_choice, check_flag, check_int, check_real, checked, validate_fields
 
 
 THRESHOLD_MODES = ("fixed", "auto")
@@ -69,19 +68,19 @@ class DenoiseConfig:
 
     # Each field's accepted values are declared once, here (cion_fast._checks.checked); the CLI's
     # help reads them too.
-    thresholds: str = checked("fixed", check_choice, THRESHOLD_MODES)
-    center_videos: bool = checked(True, check_flag)
-    prune_threshold: float = checked(0.4, check_real, -1.0, 1.0)
-    min_frames: int = checked(2, check_int, 1)
-    reallocation_threshold: float = checked(0.65, check_real, -1.0, 1.0)
-    merge_threshold: float = checked(0.62, check_real, -1.0, 1.0)
-    frame_window: int | None = checked(None, check_optional_int, 0)
-    cannot_link: bool = checked(True, check_flag)
-    window: int = checked(8, check_int, 1)
-    stride: int = checked(4, check_int, 1)
-    link_threshold: float = checked(0.45, check_real, -1.0, 1.0)
-    mutual_k: int | None = checked(None, check_optional_int, 1)
-    min_images: int = checked(4, check_int, 1)
+    thresholds: str = checked("fixed", check_choice, THRESHOLD_MODES, help="fixed: the four thresholds as given; auto: from the data")
+    center_videos: bool = checked(True, check_flag, help="first subtract each video's mean feature")
+    prune_threshold: float = checked(0.4, check_real, -1.0, 1.0, help="level 1 (tau1): least cosine of a frame to the rest of its tracklet")
+    min_frames: int = checked(2, check_int, 1, help="levels 1-2: groups with fewer frames are dropped")
+    reallocation_threshold: float = checked(0.65, check_real, -1.0, 1.0, help="level 2 (tau2): least cosine for a pooled frame to join a tracklet")
+    merge_threshold: float = checked(0.62, check_real, -1.0, 1.0, help="level 2 (tau3): least centroid cosine to merge two tracklets of a video")
+    frame_window: int | None = checked(None, check_int, 0, optional=True, help="level 2: frames a pooled frame may be from a tracklet's span")
+    cannot_link: bool = checked(True, check_flag, help="groups sharing a frame index of a video are never merged")
+    window: int = checked(8, check_int, 1, help="level 3: videos per sliding range (W)")
+    stride: int = checked(4, check_int, 1, help="level 3: videos the range moves by (S <= W)")
+    link_threshold: float = checked(0.45, check_real, -1.0, 1.0, help="level 3 (tau4): least centroid cosine to link identities")
+    mutual_k: int | None = checked(None, check_int, 1, optional=True, help="level 3: links also need mutual top-k")
+    min_images: int = checked(4, check_int, 1, help="identities with fewer frames are dropped at the end")
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Any
+
+from cion_fast._checks import (check_choice, check_flag, check_int, check_positive, check_probability, check_real,
+                               check_text, check_type, checked, validate_fields)
 
 __all__ = ["METHODS", "PretrainConfig", "RUNTIME_KEYS"]
 
@@ -76,59 +80,66 @@ class PretrainConfig:
         {'n_local': 0}
     """
 
-    method: str = "cion"
-    arch: str = "resnet50"
-    last_stride: int | None = None
-    ibn: bool = False
-    timm_kwargs: dict = field(default_factory=dict)
-    steps: int | None = None
-    epochs: int | None = None
-    batch_size: int = 48
-    seed: int = 0
-    k_values: tuple = (2, 4, 6, 8)
-    k_boundaries: tuple = (0.4, 0.6, 0.8)
-    base_lr: float = 5e-4
-    min_lr: float = 1e-6
-    warmup: float = 0.1
-    weight_decay: tuple = (0.04, 0.4)
-    momentum: tuple | None = None
-    clip_grad: float = 3.0
-    freeze_last_layer: float = 0.01
-    out_dim: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    student_temp: float = 0.1
-    teacher_temp: float = 0.04
-    teacher_temp_final: float | None = None
-    teacher_temp_warmup: float = 0.3
-    center_momentum: float = 0.9
-    multicrop: dict = field(default_factory=dict)
-    upreid_terms: tuple = UPREID_TERMS
-    queue_size: int = 65536
-    proj_dim: int = 128
-    moco_temp: float = 0.1
-    gc_weight: float = 1.0
-    icc_weight: float = 1.0
-    n_stripes: int = 6
-    stripe_temp: float = 0.1
-    stripe_min_overlap: float = 0.5
-    erase_p: float = 0.5
-    key_bn_splits: int = 2
-    amp: bool | None = None
-    deterministic: bool = False
-    device: str | None = None
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    progress: bool = True
+    # Each field declares its accepted values and its help once (cion_fast._checks.checked): the
+    # validation below and the `cion-fast pretrain` flags both read them.
+    method: str = checked("cion", check_choice, METHODS,
+                          help="cion: identity-guided distillation; dino: instance level; upreid: MoCo v2 + GC + ICC")
+    arch: str = checked("resnet50", check_text, help="any timm architecture")
+    last_stride: int | None = checked(None, check_choice, (1, 2), optional=True, help="ResNets: stride of the last stage")
+    ibn: bool = checked(False, check_flag, help="ResNets: IBN-a (resnet50 + ibn = ResNet50-IBN-a)")
+    timm_kwargs: dict = checked(None, check_type, (dict,), factory=dict, help="extra timm.create_model arguments")
+    steps: int | None = checked(None, check_int, 1, optional=True, help="training length in optimisation steps")
+    epochs: int | None = checked(None, check_int, 1, optional=True, help="training length in epochs")
+    batch_size: int = checked(48, check_int, 1, help="images per process (per GPU); divisible by every K")
+    seed: int = checked(0, check_int, 0, help="base seed")
+    k_values: tuple = checked((2, 4, 6, 8), check_type, (tuple, list), help="cion: K of each phase")
+    k_boundaries: tuple = checked((0.4, 0.6, 0.8), check_type, (tuple, list), help="cion: where each next phase starts (share of the steps)")
+    base_lr: float = checked(5e-4, check_positive, help="base learning rate per 256 images")
+    min_lr: float = checked(1e-6, check_real, 0.0, math.inf, help="final learning rate")
+    warmup: float = checked(0.1, check_probability, help="warm-up share of the steps")
+    weight_decay: tuple = checked((0.04, 0.4), check_type, (tuple, list), help="(start, end) of the weight decay")
+    momentum: tuple | None = checked(None, check_type, (tuple, list), optional=True,
+                                     help="(start, end) of the teacher EMA momentum (default: by method)")
+    clip_grad: float = checked(3.0, check_real, 0.0, math.inf, help="per-tensor gradient norm limit, 0 = off")
+    freeze_last_layer: float = checked(0.01, check_probability, help="share of the steps with the head's last layer frozen")
+    out_dim: int = checked(65536, check_int, 1, help="DINO head prototypes")
+    head_hidden_dim: int = checked(2048, check_int, 1, help="DINO head hidden width")
+    head_bottleneck_dim: int = checked(256, check_int, 1, help="DINO head bottleneck width")
+    student_temp: float = checked(0.1, check_positive, help="student temperature")
+    teacher_temp: float = checked(0.04, check_positive, help="teacher temperature")
+    teacher_temp_final: float | None = checked(None, check_positive, optional=True,
+                                               help="warm the teacher temperature up to this value")
+    teacher_temp_warmup: float = checked(0.3, check_probability, help="share of the steps of the teacher temperature warm-up")
+    center_momentum: float = checked(0.9, check_probability, help="momentum of the teacher centre")
+    multicrop: dict = checked(None, check_type, (dict,), factory=dict, help="MultiCropConfig overrides")
+    upreid_terms: tuple = checked(UPREID_TERMS, check_type, (tuple, list), help="upreid: loss terms to use (ablation)")
+    queue_size: int = checked(65536, check_int, 1, help="upreid: MoCo queue length")
+    proj_dim: int = checked(128, check_int, 1, help="upreid: projection width")
+    moco_temp: float = checked(0.1, check_positive, help="upreid: InfoNCE temperature")
+    gc_weight: float = checked(1.0, check_real, 0.0, math.inf, help="upreid: weight of the global-consistency term")
+    icc_weight: float = checked(1.0, check_real, 0.0, math.inf, help="upreid: weight of the intrinsic-contrastive term")
+    n_stripes: int = checked(6, check_int, 1, help="upreid: horizontal stripes")
+    stripe_temp: float = checked(0.1, check_positive, help="upreid: stripe temperature")
+    stripe_min_overlap: float = checked(0.5, check_probability, help="upreid: least overlap of matched stripes")
+    erase_p: float = checked(0.5, check_probability, help="upreid: random-erasing probability")
+    key_bn_splits: int = checked(2, check_int, 1, help="upreid: shuffled-BN splits of the key encoder")
+    amp: bool | None = checked(None, check_flag, optional=True, help="float16 mixed precision (default: on for CUDA)")
+    deterministic: bool = checked(False, check_flag, help="deterministic algorithms (exact resume)")
+    device: str | None = checked(None, check_text, optional=True,
+                                 help="cpu, cuda or cuda:N (default: cuda when available; torchrun: cuda:LOCAL_RANK)")
+    checkpoint_every: int = checked(500, check_int, 1, help="steps between checkpoints")
+    keep_checkpoints: int = checked(2, check_int, 1, help="checkpoints kept")
+    log_every: int = checked(10, check_int, 1, help="steps between log lines")
+    progress: bool = checked(True, check_flag, help="progress bar")
 
     def __post_init__(self):
         for name in ("k_values", "k_boundaries", "weight_decay", "momentum", "upreid_terms"):
             value = getattr(self, name)
-            if value is not None:
+            if isinstance(value, list):
                 setattr(self, name, tuple(value))
-        self.multicrop = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(self.multicrop).items()}
-        if self.method in _GLOBAL_VIEWS_ONLY and "n_local" in self.multicrop:
+        if isinstance(self.multicrop, dict):
+            self.multicrop = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.multicrop.items()}
+        if self.method in _GLOBAL_VIEWS_ONLY and isinstance(self.multicrop, dict) and "n_local" in self.multicrop:
             self.multicrop["n_local"] = 0
         if self.momentum is None:
             self.momentum = (0.999, 0.999) if self.method == "upreid" else (0.996, 1.0)
@@ -136,36 +147,18 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raises ValueError/TypeError naming the first bad field."""
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        validate_fields(self)
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps and epochs")
-        for name in ("steps", "epochs"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("batch_size", "out_dim", "head_hidden_dim", "head_bottleneck_dim", "queue_size", "proj_dim",
-                     "n_stripes", "key_bn_splits", "checkpoint_every", "keep_checkpoints", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("base_lr", "student_temp", "teacher_temp", "moco_temp", "stripe_temp"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("warmup", "freeze_last_layer", "teacher_temp_warmup", "center_momentum", "stripe_min_overlap", "erase_p"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.min_lr < 0 or self.clip_grad < 0:
-            raise ValueError("min_lr and clip_grad must be >= 0")
-        if len(self.weight_decay) != 2 or len(self.momentum) != 2:
-            raise ValueError("weight_decay and momentum are (start, end) pairs")
-        if not all(0.0 <= m <= 1.0 for m in self.momentum):
-            raise ValueError(f"momentum values must be in [0, 1], got {self.momentum!r}")
+        for name in ("weight_decay", "momentum"):
+            pair = getattr(self, name)
+            if len(pair) != 2:
+                raise ValueError(f"{name} is a (start, end) pair, got {pair!r}")
+            for i, value in enumerate(pair):
+                (check_probability if name == "momentum" else check_real)(value, f"{name}[{i}]")
         unknown = [t for t in self.upreid_terms if t not in UPREID_TERMS]
         if unknown or not self.upreid_terms:
             raise ValueError(f"upreid_terms must be a non-empty subset of {UPREID_TERMS}, got {self.upreid_terms!r}")
-        if not isinstance(self.timm_kwargs, dict) or not isinstance(self.multicrop, dict):
-            raise TypeError("timm_kwargs and multicrop must be dicts")
         self.k_schedule()
 
     def k_schedule(self):
