@@ -171,3 +171,18 @@ def test_cuda_nan_and_ties():
         tracklet_prune(torch.from_numpy(_nan_features()).cuda(), [0, 2, 5])
     features = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]).cuda()
     assert tracklet_prune(features, [0, 3, 5], min_frames=1).cpu().tolist() == [False, False, True, False, True]
+
+
+@pytest.mark.parametrize("offsets", [[0, 3 * 2**61, -3 * 2**61, 12], [0, 13], [1, 12], [0, 7, 3, 12]])
+def test_kernel_checks_offsets_again_where_it_forms_pointers(offsets):
+    """The C++ binding does not trust its caller: offsets that would make it read out of bounds are
+    refused there too (the Python layer refuses them first; this calls the binding directly)."""
+    from cion_fast import _arrays
+    from cion_fast.ops._extension import kernels
+
+    placement = _arrays.Placement("numpy", "cpu")
+    features, keep = np.ones((12, 4), np.float32), np.zeros(12, bool)
+    arrays = {name: _arrays.to_dlpack(x, placement) for name, x in
+              (("features", features), ("offsets", np.array(offsets, np.int64)), ("keep", keep))}
+    with pytest.raises(ValueError, match="offsets must"):
+        kernels().tracklet_prune(**arrays, inv_norm=None, dots=None, status=None, threshold=0.5, min_frames=1, stream=0)

@@ -130,8 +130,9 @@ void multicrop_binding(const py::object& images, const py::object& image_offsets
     if (img.device == Device::kCPU) {
       for (int64_t b = 0; b < batch; ++b) {
         const int64_t h = p.image_sizes[2 * b], w = p.image_sizes[2 * b + 1], o = p.image_offsets[b];
+        // h and w are bounded first, so 3 * h * w cannot overflow; o is compared, never added.
         CION_CHECK(h >= 2 && w >= 2 && h <= max_height && w <= max_width && o >= 0 &&
-                       o + 3 * h * w <= img.numel(),
+                       o <= img.numel() - 3 * h * w,
                    "image ", b, " lies outside the buffer or is smaller than 2 x 2");
       }
     }

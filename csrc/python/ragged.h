@@ -25,6 +25,14 @@ inline RaggedSet ragged_from_dlpack(const pybind11::object& features, const pybi
   check_contiguous(off);
   check_same_device(*view, off);
   CION_CHECK(off.shape[0] >= 1, offsets_name, " must have at least one entry");
+  if (off.device == Device::kCPU) {
+    // Checked again where the pointers are formed (Python checked a host copy already; CUDA
+    // offsets stay on the device). Neighbours are compared, never subtracted: no wrap-around.
+    const int64_t* o = off.ptr<int64_t>();
+    CION_CHECK(o[0] == 0 && o[off.shape[0] - 1] == view->shape[0], offsets_name,
+               " must start at 0 and end at the number of rows");
+    for (int64_t i = 1; i < off.shape[0]; ++i) CION_CHECK(o[i] >= o[i - 1], offsets_name, " must be non-decreasing");
+  }
   RaggedSet set;
   set.features = view->data;
   set.offsets = off.ptr<int64_t>();
