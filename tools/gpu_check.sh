@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU check: run it first whenever a GPU machine is lent (about 15 minutes per session, all
+# tries together). It builds for this GPU only, runs the CUDA tests, then times every op on the GPU
+# against its PyTorch reference and its physical floor, and writes everything under $OUT.
+#
+#   bash tools/gpu_check.sh            # on the GPU machine (through the device tool's `run`)
+#   bash tools/gpu_check.sh --dry-run  # the same steps on a CPU machine: CUDA off, rehearsal sizes
+#
+# Expects python3 with torch, pybind11, scikit-build-core, pytest (and cupy for the cupy tests),
+# nvcc and cmake; needs no network. Budget on an H100/H200: build ~3 min, tests ~2 min, table ~1 min.
+# Each step's log goes to $OUT/<step>.log; a failing step is reported and the next still runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+dry_run=0
+[[ "${1:-}" == "--dry-run" ]] && dry_run=1
+out=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+site=$(mktemp -d)/site
+python=${PYTHON:-python3}
+status=0
+
+step() {  # step NAME TIMEOUT COMMAND...: runs it, logs to $out/NAME.log, remembers a failure
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name: $*"
+  local start=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$out/$name.log"
+  echo "== $name: exit $rc after $((SECONDS - start)) s"
+  [[ $rc -ne 0 ]] && status=1
+  return $rc
+}
+
+if [[ $dry_run -eq 1 ]]; then
+  cuda=OFF arch=none device=cpu sizes=--small
+else
+  cuda=ON device=cuda sizes=
+  nvidia-smi | tee "$out/nvidia-smi.txt"
+  # e.g. "9.0" -> 90: SASS for this device only (the CI build compiles every supported arch)
+  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d ' .')
+fi
+echo "cuda=$cuda arch=$arch out=$out site=$site"
+
+# 1. build into a private target (nothing of the machine's environment is replaced)
+CION_FAST_CUDA=$cuda step build 900 "$python" -m pip install --no-build-isolation --no-deps --no-cache-dir -q \
+  --target "$site" -C "cmake.define.CMAKE_CUDA_ARCHITECTURES=$arch" -C build-dir=build/gpu_check . || { echo "build failed"; exit 1; }
+export PYTHONPATH=$site
+step info 60 "$python" -c "import json, cion_fast; info = cion_fast.build_info(); print(json.dumps(info)); \
+print('cuda_available', cion_fast.cuda_available()); assert $dry_run or (info['cuda'] and cion_fast.cuda_available())"
+
+# 2. the CUDA tests (from python_tests/, so the source tree's cion_fast is not imported)
+(cd python_tests && step tests 600 "$python" -m pytest -m cuda -x -q -p no:cacheprovider) || status=1
+
+# 3. every op: GPU time, ratio to the PyTorch reference on the same device, ratio to the floor
+step summary 600 "$python" benchmarks/gpu_summary.py --device "$device" $sizes --out "$out"
+cat "$out/gpu_summary.md" 2>/dev/null
+echo "gpu_check: $([[ $status -eq 0 ]] && echo all steps passed || echo some steps FAILED) (logs in $out)"
+exit $status
