@@ -52,6 +52,8 @@ from typing import Callable
 
 import numpy as np
 
+from cion_fast._checks import (check_int, check_positive, check_probability, check_real, check_type, checked,
+                               validate_fields)
 from cion_fast._io import atomic_write_json
 from cion_fast.data import _render as R
 from cion_fast.data._io import write_image
@@ -114,84 +116,64 @@ class WorldConfig:
         (256, 128)
     """
 
-    identities: int = 600
-    train_identities: int = 200
-    eval_identities: int = 200
-    cameras: int = 8
-    videos: int = 48
-    image_size: tuple = (128, 64)
-    track_length: tuple = (8, 40)
-    appearances: float = 2.2
-    far_reappearance: float = 0.15
-    concurrency: float = 4.0
-    fragmentation: float = 0.2
-    identity_switch: float = 0.06
-    contamination: float = 0.1
-    false_positive: float = 0.05
-    train_images: tuple = (3, 6)
-    gallery_images: tuple = (2, 5)
-    distractors: float = 0.1
-    camera_strength: float = 0.4
-    camera_gain: tuple = (0.65, 1.2)
-    camera_cast: float = 0.08
-    camera_background: float = 0.0
-    camera_blur: float = 1.0
-    camera_noise: float = 1.0
-    camera_lowres: float = 1.0
-    seed: int = 0
+    # Each field declares its accepted values once (cion_fast._checks.checked); __post_init__ adds
+    # the checks that relate fields.
+    identities: int = checked(600, check_int, 1, 9998)
+    train_identities: int = checked(200, check_int, 1, 9998)
+    eval_identities: int = checked(200, check_int, 1, 9998)
+    cameras: int = checked(8, check_int, 2, 1000)  # >= 2: query and gallery need different cameras
+    videos: int = checked(48, check_int, 1, 100_000)
+    image_size: tuple = checked((128, 64), check_type, (tuple, list))
+    track_length: tuple = checked((8, 40), check_type, (tuple, list))
+    appearances: float = checked(2.2, check_real, 1.0, 1000.0)
+    far_reappearance: float = checked(0.15, check_probability)
+    concurrency: float = checked(4.0, check_positive)
+    fragmentation: float = checked(0.2, check_probability)
+    identity_switch: float = checked(0.06, check_probability)
+    contamination: float = checked(0.1, check_probability)
+    false_positive: float = checked(0.05, check_real, 0.0, 0.999)
+    train_images: tuple = checked((3, 6), check_type, (tuple, list))
+    gallery_images: tuple = checked((2, 5), check_type, (tuple, list))
+    distractors: float = checked(0.1, check_probability)
+    camera_strength: float = checked(0.4, check_real, 0.0, 100.0)
+    camera_gain: tuple = checked((0.65, 1.2), check_type, (tuple, list))
+    camera_cast: float = checked(0.08, check_real, 0.0, 100.0)
+    camera_background: float = checked(0.0, check_real, 0.0, 100.0)
+    camera_blur: float = checked(1.0, check_real, 0.0, 100.0)
+    camera_noise: float = checked(1.0, check_real, 0.0, 100.0)
+    camera_lowres: float = checked(1.0, check_probability)
+    seed: int = checked(0, check_int, 0)
 
     def __post_init__(self):
-        gain = tuple(float(v) for v in self.camera_gain)
-        if len(gain) != 2 or not 0 < gain[0] <= gain[1]:
-            raise ValueError(f"WorldConfig.camera_gain must be (min, max) with 0 < min <= max, got {self.camera_gain}")
-        object.__setattr__(self, "camera_gain", gain)
-        for name in ("camera_strength", "camera_cast", "camera_background", "camera_blur", "camera_noise"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
-                raise ValueError(f"WorldConfig.{name} must be a number in [0, 100], got {value!r}")
-        if not 0.0 <= self.camera_lowres <= 1.0:
-            raise ValueError(f"WorldConfig.camera_lowres must be in [0, 1], got {self.camera_lowres}")
-        for name in ("image_size", "track_length", "train_images", "gallery_images"):
-            pair = tuple(int(v) for v in getattr(self, name))
+        try:
+            validate_fields(self)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"WorldConfig.{error}") from None
+        for name, kind in (("camera_gain", check_positive), ("image_size", check_int), ("track_length", check_int),
+                           ("train_images", check_int), ("gallery_images", check_int)):
+            pair = getattr(self, name)
             if len(pair) != 2:
-                raise ValueError(f"WorldConfig.{name} must be a pair, got {getattr(self, name)}")
+                raise ValueError(f"WorldConfig.{name} must be a pair, got {pair}")
+            pair = tuple(kind(v, f"WorldConfig.{name}[{i}]", *(() if kind is check_positive else (1, 100_000)))
+                         for i, v in enumerate(pair))
             object.__setattr__(self, name, pair)
-        for name in ("identities", "train_identities", "eval_identities", "cameras", "videos", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"WorldConfig.{name} must be an int, got {type(value).__name__}")
-            object.__setattr__(self, name, int(value))
-        if self.seed < 0:
-            raise ValueError(f"WorldConfig.seed must be >= 0, got {self.seed}")
-        for name in ("identities", "train_identities", "eval_identities", "videos"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"WorldConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.cameras < 2:
-            raise ValueError(f"WorldConfig.cameras must be >= 2 (query and gallery need different cameras), got {self.cameras}")
+        if not self.camera_gain[0] <= self.camera_gain[1]:
+            raise ValueError(f"WorldConfig.camera_gain must be (min, max) with 0 < min <= max, got {self.camera_gain}")
         if self.identities + self.train_identities + self.eval_identities > 9998:
             raise ValueError("WorldConfig: identities + train_identities + eval_identities must be <= 9998 "
                              "(Market-1501 names hold 4-digit pids)")
         h, w = self.image_size
         fmax = 4 * _size_scale(h)
-        if h < 32 or w < 16 or h % fmax or w % fmax:
-            raise ValueError(f"WorldConfig.image_size must be (H, W) with H >= 32, W >= 16 and both multiples of "
-                             f"{fmax}, e.g. (128, 64) or (256, 128); got {self.image_size}")
+        if h < 32 or w < 16 or h % fmax or w % fmax or h > 1024 or w > 1024:
+            raise ValueError(f"WorldConfig.image_size must be (H, W) with 32 <= H <= 1024, 16 <= W <= 1024 and both "
+                             f"multiples of {fmax}, e.g. (128, 64) or (256, 128); got {self.image_size}")
         lo, hi = self.track_length
-        if not 6 <= lo <= hi:
-            raise ValueError(f"WorldConfig.track_length must be (min, max) with 6 <= min <= max, got {self.track_length}")
+        if not 6 <= lo <= hi <= 10_000:
+            raise ValueError(f"WorldConfig.track_length must be (min, max) with 6 <= min <= max <= 10000, got {self.track_length}")
         for name in ("train_images", "gallery_images"):
             lo, hi = getattr(self, name)
-            if not 1 <= lo <= hi:
-                raise ValueError(f"WorldConfig.{name} must be (min, max) with 1 <= min <= max, got {getattr(self, name)}")
-        if self.appearances < 1:
-            raise ValueError(f"WorldConfig.appearances must be >= 1, got {self.appearances}")
-        if self.concurrency <= 0:
-            raise ValueError(f"WorldConfig.concurrency must be > 0, got {self.concurrency}")
-        for name in ("far_reappearance", "fragmentation", "identity_switch", "contamination", "distractors"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"WorldConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.false_positive < 1.0:
-            raise ValueError(f"WorldConfig.false_positive must be in [0, 1), got {self.false_positive}")
+            if not 1 <= lo <= hi <= 1000:
+                raise ValueError(f"WorldConfig.{name} must be (min, max) with 1 <= min <= max <= 1000, got {getattr(self, name)}")
 
     @classmethod
     def quick(cls, **overrides) -> "WorldConfig":
