@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,18 @@ pytest.importorskip("hypothesis", reason="the property suite needs hypothesis (i
 
 
 def _run(command: list[str], timeout: int) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
+    # From python_tests/, with PYTHONPATH made absolute: the child imports the cion_fast this test
+    # process imports (the installed package, or an in-place build via PYTHONPATH=.), never the
+    # source tree's uncompiled copy through the current directory.
+    path = os.pathsep.join(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=HERE, env=env)
     assert result.returncode >= 0, f"the child process was killed by signal {-result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
 
 def test_property_suite_in_a_child_process():
-    result = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "properties_ops.py")], 600)
+    result = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "properties_ops.py"], 600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
