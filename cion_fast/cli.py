@@ -504,11 +504,15 @@ _FINETUNE_FIELDS = ("arch", "ibn", "init", "steps", "epochs", "batch_size", "ima
                     "checkpoint_every", "device", "progress")
 
 
+_DATASET_HELP = ("a ReID dataset as it ships (cion_fast.data.read_dataset): Market-1501, DukeMTMC-reID, CUHK03-NP "
+                 "(labeled subset) or MSMT17 V1/V2")
+
+
 def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
     from cion_fast.finetune import FinetuneConfig
 
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="MARKET_DIR", help="Market-1501-style folder (bounding_box_train/, query/, bounding_box_test/)")
+    source.add_argument("--data", metavar="DATASET_DIR", help=_DATASET_HELP)
     source.add_argument("--synth-quick", action="store_true", help="train and evaluate on the quick synthetic world (no files)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory: config.json, log.jsonl, checkpoints/, results.json")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint (its config; --steps/--epochs may extend it)")
@@ -528,9 +532,9 @@ def _finetune(args: argparse.Namespace) -> int:
 
         data = generate(WorldConfig.quick(seed=0 if args.seed is None else args.seed))
     else:
-        from cion_fast.data import read_market1501
+        from cion_fast.data import read_dataset
 
-        data = read_market1501(args.data, load_images=True)
+        data = read_dataset(args.data, load_images=True)
     if args.resume:
         from cion_fast.pretrain import read_checkpoint
 
@@ -643,7 +647,7 @@ _compare.add_arguments = _compare_arguments
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="exported backbone (.safetensors) or a pre-training checkpoint")
-    parser.add_argument("--data", required=True, help="Market-1501-style folder (query/, bounding_box_test/)")
+    parser.add_argument("--data", required=True, metavar="DATASET_DIR", help=_DATASET_HELP)
     parser.add_argument("--rerank", action="store_true", help="also evaluate with k-reciprocal re-ranking")
     parser.add_argument("--camera-norm", action="store_true",
                         help="also evaluate after test-time camera normalisation (each camera's mean feature removed)")
@@ -659,12 +663,12 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("evaluate", "mAP, mINP and Rank-1/5/10 of a backbone on a Market-1501-style query/gallery split")
 def _evaluate(args: argparse.Namespace) -> int:
-    from cion_fast.data import read_market1501
+    from cion_fast.data import read_dataset
     from cion_fast.evaluate.retrieval import evaluate_model
     from cion_fast.models import load_pretrained
 
     model = load_pretrained(args.checkpoint, network=args.network)
-    market = read_market1501(args.data, load_images=True)
+    market = read_dataset(args.data)  # paths: real datasets mix image sizes (--size resizes them)
     result, _ = evaluate_model(model, market.query, market.gallery, batch_size=args.batch_size, device=args.device,
                                flip=args.flip, progress=True, size=args.size, metric=args.metric, rerank=args.rerank,
                                camera_norm=args.camera_norm)

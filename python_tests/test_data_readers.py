@@ -240,3 +240,109 @@ def test_tracklet_folders_odd_layouts(tmp_path, breakage, pattern):
 def test_tracklet_folders_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_tracklet_folders(tmp_path / "nope")
+
+
+# ---- the other datasets of every ReID paper, in their layouts exactly as shipped ---------------
+
+def _jpg(path: Path, value: int = 0) -> None:
+    from cion_fast.data._io import write_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, np.full((16, 8, 3), value, np.uint8))
+
+
+def _market_style(base: Path, names: dict[str, list[str]]) -> None:
+    for folder, files in names.items():
+        for name in files:
+            _jpg(base / folder / name)
+
+
+def test_dukemtmc_layout(tmp_path):
+    from cion_fast.data import read_dataset, read_dukemtmc
+
+    _market_style(tmp_path / "DukeMTMC-reID", {
+        "bounding_box_train": ["0001_c2_f0046182.jpg", "0001_c5_f0051341.jpg", "0007_c8_f0000001.jpg"],
+        "query": ["0005_c1_f0043555.jpg"],
+        "bounding_box_test": ["0005_c3_f0044222.jpg", "0000_c6_f0032931.jpg", "0005_c1_f0043999.jpg"],
+    })
+    duke = read_dukemtmc(tmp_path)
+    assert duke.layout == "dukemtmc" and len(duke.train) == 3 and duke.train.camids.tolist() == [1, 4, 7]
+    assert duke.query.pids.tolist() == [5] and sorted(duke.gallery.pids.tolist()) == [0, 5, 5]
+    assert read_dataset(tmp_path).layout == "dukemtmc"
+
+
+def test_cuhk03_np_layout(tmp_path):
+    from cion_fast.data import read_cuhk03, read_dataset
+
+    for subset, extra in (("labeled", 0), ("detected", 1)):
+        _market_style(tmp_path / "cuhk03-np" / subset, {
+            "bounding_box_train": ["0001_c1_1.png", "0001_c2_6.png"] + ["0002_c1_2.png"] * extra,
+            "query": ["0003_c1_1.png"],
+            "bounding_box_test": ["0003_c2_6.png", "0004_c1_3.png"],
+        })
+    labeled, detected = read_cuhk03(tmp_path), read_cuhk03(tmp_path, subset="detected")
+    assert (labeled.layout, detected.layout) == ("cuhk03-labeled", "cuhk03-detected")
+    assert (len(labeled.train), len(detected.train)) == (2, 3) and labeled.train.camids.tolist() == [0, 1]
+    assert read_dataset(tmp_path, cuhk03_subset="detected").layout == "cuhk03-detected"
+    with pytest.raises(ValueError, match="subset must be one of 'labeled', 'detected'"):
+        read_cuhk03(tmp_path, subset="manual")
+    with pytest.raises(FileNotFoundError, match="not a CUHK03-NP root"):
+        read_cuhk03(tmp_path / "cuhk03-np" / "labeled")
+
+
+@pytest.mark.parametrize("version,train,test", [("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2")])
+def test_msmt17_layouts(tmp_path, version, train, test):
+    from cion_fast.data import read_dataset, read_msmt17
+
+    root = tmp_path / version
+    lists = {
+        "train": ["0000/0000_000_01_0303morning_0015_0.jpg 0", "0000/0000_001_05_0303morning_0020_1.jpg 0"],
+        "val": ["0001/0001_000_15_0303noon_0008_0.jpg 1"],
+        "query": ["0007/0007_004_14_0303noon_0602_1.jpg 7"],
+        "gallery": ["0007/0007_010_02_0303afternoon_0102_0.jpg 7", "0009/0009_001_14_0303noon_0603_0.jpg 9"],
+    }
+    for split, lines in lists.items():
+        for line in lines:
+            _jpg(root / (test if split in ("query", "gallery") else train) / line.split()[0])
+        (root / f"list_{split}.txt").write_text("\n".join(lines) + "\n")
+    merged, apart = read_msmt17(tmp_path), read_msmt17(root, keep_val=True)
+    assert merged.layout == "msmt17" and len(merged.train) == 3 and merged.train.pids.tolist() == [0, 0, 1]
+    assert merged.train.camids.tolist() == [0, 4, 14] and merged.train.frame_index.tolist() == [15, 20, 8]
+    assert len(apart.train) == 2 and apart.val.pids.tolist() == [1]
+    assert merged.query.camids.tolist() == [13] and merged.gallery.pids.tolist() == [7, 9]
+    assert merged.train.paths[0].endswith(f"{version}/{train}/0000/0000_000_01_0303morning_0015_0.jpg")
+    assert read_dataset(tmp_path).layout == "msmt17"
+    (root / "list_query.txt").write_text("0007/0007_004_14_0303noon_0602_1.jpg\n")
+    with pytest.raises(ValueError, match=r"list_query.txt:1: expected 'PATH PID'"):
+        read_msmt17(root)
+
+
+def test_read_dataset_names_the_layouts_it_knows(tmp_path):
+    from cion_fast.data import read_dataset
+
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match="none of the dataset layouts known here: Market-1501 / DukeMTMC-reID"):
+        read_dataset(tmp_path)
+
+
+def test_evaluate_reads_a_dataset_of_mixed_image_sizes_from_paths(tmp_path, capsys):
+    """Real DukeMTMC / CUHK03 / MSMT17 crops differ in size: `cion-fast evaluate --data` reads them
+    by path and --size resizes each batch (without it: one clear error line)."""
+    torch = pytest.importorskip("torch")
+    from cion_fast import cli
+    from cion_fast.data._io import write_image
+    from cion_fast.models import build_backbone, save_backbone
+
+    base = tmp_path / "DukeMTMC-reID"
+    for folder, names in {"bounding_box_train": ["0001_c1_f0000001.jpg"], "query": ["0002_c1_f0000002.jpg", "0003_c1_f0000003.jpg"],
+                          "bounding_box_test": ["0002_c2_f0000004.jpg", "0003_c3_f0000005.jpg", "0004_c2_f0000006.jpg"]}.items():
+        (base / folder).mkdir(parents=True)
+        for i, name in enumerate(names):
+            write_image(base / folder / name, np.full((40 + 8 * i, 20 + 4 * i, 3), 60 * i, np.uint8))
+    torch.manual_seed(0)
+    weights = save_backbone(build_backbone("test_resnet"), tmp_path / "b.safetensors")
+    args = ["evaluate", "--checkpoint", str(weights), "--data", str(tmp_path), "--device", "cpu"]
+    assert cli.main(args) == 2
+    assert "differ in size" in capsys.readouterr().err
+    assert cli.main(args + ["--size", "32x16"]) == 0
+    assert "mAP" in capsys.readouterr().out

@@ -21,7 +21,8 @@ Example:
 from __future__ import annotations
 
 from cion_fast.data._io import read_image, write_image
-from cion_fast.data.readers import ImageSet, Market1501, read_market1501, read_tracklet_folders, write_market1501
+from cion_fast.data.readers import (ImageSet, Market1501, read_cuhk03, read_dataset, read_dukemtmc, read_market1501,
+                                    read_msmt17, read_tracklet_folders, write_market1501)
 from cion_fast.data.tracklets import Tracklets
 
 __all__ = [
@@ -29,6 +30,10 @@ __all__ = [
     "ImageSet",
     "Market1501",
     "read_market1501",
+    "read_dukemtmc",
+    "read_cuhk03",
+    "read_msmt17",
+    "read_dataset",
     "write_market1501",
     "read_tracklet_folders",
     "read_image",

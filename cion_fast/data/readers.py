@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from cion_fast._checks import image_array, int_array, path_list
+from cion_fast._checks import check_choice, image_array, int_array, path_list
 from cion_fast._io import atomic_directory
 from cion_fast.data._io import IMAGE_EXTENSIONS, read_image, read_images, write_image
 from cion_fast.data.tracklets import Tracklets
@@ -212,6 +212,7 @@ class Market1501:
     query: ImageSet
     gallery: ImageSet
     root: Path | None = None
+    layout: str = "market1501"  # which reader made it: market1501, dukemtmc, cuhk03-labeled/-detected, msmt17
 
     def write(self, root: str | os.PathLike, image_format: str = "png", overwrite: bool = False) -> Path:
         """Writes the three folders under ``root``; same as :func:`write_market1501` (see the
@@ -316,6 +317,183 @@ def read_market1501(root: str | os.PathLike, load_images: bool = False) -> Marke
     base = _market_root(Path(root))
     sets = {split: _read_market_folder(base / folder, load_images) for split, folder in MARKET_SPLITS.items()}
     return Market1501(**sets, root=base)
+
+
+def read_dukemtmc(root: str | os.PathLike, load_images: bool = False) -> Market1501:
+    """Reads DukeMTMC-reID (``root`` or its ``DukeMTMC-reID`` subfolder): the Market-1501 layout
+    with names like ``0001_c2_f0046182.jpg`` (cameras c1-c8, made 0-based), torchreid's rules.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import ImageSet, read_dukemtmc
+        >>> s = ImageSet(images=np.zeros((1, 8, 4, 3), np.uint8), pids=[7], camids=[7])
+        >>> root = tempfile.mkdtemp()
+        >>> for split in ("bounding_box_train", "query", "bounding_box_test"):
+        ...     _ = s.write_market1501(os.path.join(root, "DukeMTMC-reID", split))
+        >>> d = read_dukemtmc(root)
+        >>> d.layout, d.query.camids.tolist()
+        ('dukemtmc', [7])
+    """
+    data = read_market1501(root, load_images)
+    data.layout = "dukemtmc"
+    return data
+
+
+CUHK03_SUBSETS = ("labeled", "detected")
+
+
+def read_cuhk03(root: str | os.PathLike, subset: str = "labeled", load_images: bool = False) -> Market1501:
+    """Reads CUHK03-NP, the new protocol of Zhong et al. (767 training / 700 test identities):
+    ``root/labeled`` and ``root/detected`` (or under a ``cuhk03-np`` subfolder), each a Market-1501
+    layout (``bounding_box_train``, ``query``, ``bounding_box_test``, names like ``0001_c1_1.png``).
+
+    Args:
+        subset: ``"labeled"`` (hand-drawn boxes) or ``"detected"`` (DPM boxes).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import ImageSet, read_cuhk03
+        >>> s = ImageSet(images=np.zeros((1, 8, 4, 3), np.uint8), pids=[3], camids=[1])
+        >>> root = tempfile.mkdtemp()
+        >>> for split in ("bounding_box_train", "query", "bounding_box_test"):
+        ...     _ = s.write_market1501(os.path.join(root, "detected", split))
+        >>> read_cuhk03(root, "detected").layout
+        'cuhk03-detected'
+    """
+    check_choice(subset, "subset", CUHK03_SUBSETS)
+    base = Path(root)
+    if not (base / subset).is_dir() and (base / "cuhk03-np").is_dir():
+        base = base / "cuhk03-np"
+    if not (base / subset).is_dir():
+        raise FileNotFoundError(f"{root} is not a CUHK03-NP root: no {subset}/ folder (expected labeled/ and detected/, "
+                                "each with bounding_box_train, query, bounding_box_test)")
+    data = read_market1501(base / subset, load_images)
+    data.layout = f"cuhk03-{subset}"
+    return data
+
+
+# MSMT17 as it ships: V1 has train/ and test/, V2 mask_train_v2/ and mask_test_v2/; both have the
+# four list files, lines "0000/0000_000_01_0303morning_0015_0.jpg 0" (path, pid).
+_MSMT17_FOLDERS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
+_MSMT17_LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
+
+
+def _msmt17_root(root: Path) -> tuple[Path, str, str]:
+    for base in [root] + [root / name for name in _MSMT17_FOLDERS]:
+        for train, test in _MSMT17_FOLDERS.values():
+            if (base / train).is_dir() and (base / test).is_dir() and all((base / f).is_file() for f in _MSMT17_LISTS):
+                return base, train, test
+    raise FileNotFoundError(f"{root} is not an MSMT17 root: expected train/ + test/ (V1) or mask_train_v2/ + "
+                            f"mask_test_v2/ (V2) beside {', '.join(_MSMT17_LISTS)}")
+
+
+def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool) -> ImageSet:
+    paths, pids, camids, frames = [], [], [], []
+    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"{list_path}:{number}: expected 'PATH PID', got {line!r}")
+        fields = Path(parts[0]).name.split("_")
+        if len(fields) < 5 or not fields[2].isdigit():
+            raise ValueError(f"{list_path}:{number}: {parts[0]} is not an MSMT17 image name "
+                             "(expected e.g. 0000/0000_000_01_0303morning_0015_0.jpg)")
+        paths.append(str(folder / parts[0]))
+        pids.append(int(parts[1]))
+        camids.append(int(fields[2]) - 1)  # torchreid: the name's third field, made 0-based
+        frames.append(int(fields[4]) if fields[4].isdigit() else -1)
+    if load_images:
+        return ImageSet(images=read_images(paths, hint=f"read {list_path.parent} with load_images=False"), pids=pids,
+                        camids=camids, frame_index=frames)
+    return ImageSet(paths=paths, pids=pids, camids=camids, frame_index=frames)
+
+
+def read_msmt17(root: str | os.PathLike, load_images: bool = False, keep_val: bool = False) -> Market1501:
+    """Reads MSMT17 as it ships, V1 (``train/``, ``test/``) or V2 (``mask_train_v2/``,
+    ``mask_test_v2/``), beside ``list_train.txt``, ``list_val.txt``, ``list_query.txt`` and
+    ``list_gallery.txt`` (``root`` or its ``MSMT17_V1`` / ``MSMT17_V2`` subfolder).
+
+    As torchreid: the pid is the list's label, the camera the image name's third field (0-based),
+    and ``train`` holds the train and val lists merged (``keep_val=True`` keeps val apart: it is then
+    returned as ``data.val``, an extra attribute).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from pathlib import Path
+        >>> from cion_fast.data import read_msmt17
+        >>> from cion_fast.data._io import write_image
+        >>> root = Path(tempfile.mkdtemp()) / "MSMT17_V1"
+        >>> for folder, name in (("train", "0000/0000_000_01_0303morning_0015_0.jpg"),
+        ...                      ("test", "0007/0007_004_14_0303noon_0602_1.jpg")):
+        ...     (root / folder / name).parent.mkdir(parents=True)
+        ...     write_image(root / folder / name, np.zeros((8, 4, 3), np.uint8))
+        >>> for split, line in (("train", "0000/0000_000_01_0303morning_0015_0.jpg 0"), ("val", ""),
+        ...                     ("query", "0007/0007_004_14_0303noon_0602_1.jpg 7"),
+        ...                     ("gallery", "0007/0007_004_14_0303noon_0602_1.jpg 7")):
+        ...     _ = (root / f"list_{split}.txt").write_text(line + "\\n")
+        >>> m = read_msmt17(root.parent)
+        >>> m.layout, m.train.camids.tolist(), m.query.pids.tolist(), m.query.camids.tolist()
+        ('msmt17', [0], [7], [13])
+    """
+    base, train_folder, test_folder = _msmt17_root(Path(root))
+    sets = {name: _read_msmt17_list(base / f"list_{name}.txt", base / (test_folder if name in ("query", "gallery")
+                                                                         else train_folder), load_images)
+            for name in ("train", "val", "query", "gallery")}
+    train = sets["train"] if keep_val else _concatenate(sets["train"], sets["val"])
+    data = Market1501(train, sets["query"], sets["gallery"], root=base, layout="msmt17")
+    if keep_val:
+        data.val = sets["val"]
+    return data
+
+
+def _concatenate(a: ImageSet, b: ImageSet) -> ImageSet:
+    if len(b) == 0:
+        return a
+    if (a.images is None) != (b.images is None):
+        raise ValueError("cannot merge an image set held in memory with one held as paths")
+    joined = {"pids": np.concatenate([a.pids, b.pids]), "camids": np.concatenate([a.camids, b.camids]),
+              "frame_index": np.concatenate([a.frame_index, b.frame_index])}
+    if a.images is not None:
+        return ImageSet(images=np.concatenate([a.images, b.images]), **joined)
+    return ImageSet(paths=list(a.paths) + list(b.paths), **joined)
+
+
+DATASET_LAYOUTS = ("market1501", "dukemtmc", "cuhk03", "msmt17")
+
+
+def read_dataset(root: str | os.PathLike, load_images: bool = False, cuhk03_subset: str = "labeled") -> Market1501:
+    """Reads whichever of Market-1501, DukeMTMC-reID, CUHK03-NP or MSMT17 (V1/V2) ``root`` holds
+    (``data.layout`` says which); an error names the layouts it knows when none matches.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import ImageSet, read_dataset
+        >>> s = ImageSet(images=np.zeros((1, 8, 4, 3), np.uint8), pids=[3], camids=[1])
+        >>> root = tempfile.mkdtemp()
+        >>> for split in ("bounding_box_train", "query", "bounding_box_test"):
+        ...     _ = s.write_market1501(os.path.join(root, split))
+        >>> read_dataset(root).layout
+        'market1501'
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    try:
+        return read_msmt17(base, load_images)
+    except FileNotFoundError:
+        pass
+    if any((d / "labeled").is_dir() and (d / "detected").is_dir() for d in (base, base / "cuhk03-np")):
+        return read_cuhk03(base, cuhk03_subset, load_images)
+    if base.name.lower().startswith("dukemtmc") or (base / "DukeMTMC-reID").is_dir():
+        return read_dukemtmc(base, load_images)
+    try:
+        return read_market1501(base, load_images)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{root} holds none of the dataset layouts known here: Market-1501 / DukeMTMC-reID (bounding_box_train, "
+            "query, bounding_box_test), CUHK03-NP (labeled/ and detected/, each Market-style), MSMT17 V1 (train/, "
+            "test/, list_*.txt) or V2 (mask_train_v2/, mask_test_v2/, list_*.txt)") from None
 
 
 def _sorted_names(names: list[str]) -> list[str]:

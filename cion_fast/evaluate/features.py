@@ -22,20 +22,25 @@ def _image_source(images: Any) -> Any:
     return images
 
 
-def _load_paths(paths: Sequence[Any]) -> np.ndarray:
+def _load_paths(paths: Sequence[Any], size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [B, H, W, 3] of the image files. Real datasets (DukeMTMC, CUHK03, MSMT17) mix sizes:
+    with ``size`` such a batch is resized image by image here (PIL bilinear, which antialiases
+    when shrinking); a batch of one size is left to the caller's resize, as in-memory arrays are."""
     from PIL import Image
 
-    arrays = []
+    images = []
     for path in paths:
         with Image.open(path) as image:
-            arrays.append(np.asarray(image.convert("RGB")))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"images: all images of a batch must share one size, got {sorted(shapes)}")
-    return np.stack(arrays)
+            images.append(image.convert("RGB"))
+    if len({image.size for image in images}) > 1:
+        if size is None:
+            raise ValueError(f"images: the images of a batch differ in size ({sorted({im.size[::-1] for im in images})[:4]} ...); "
+                             "give size=(H, W) (--size HxW) to resize them")
+        images = [image.resize((size[1], size[0]), Image.BILINEAR) for image in images]
+    return np.stack([np.asarray(image) for image in images])
 
 
-def _batches(source: Any, batch_size: int) -> tuple[int, Iterator[np.ndarray]]:
+def _batches(source: Any, batch_size: int, size: tuple[int, int] | None = None) -> tuple[int, Iterator[np.ndarray]]:
     """(M, iterator of uint8 [B, H, W, 3] host batches)."""
     if _arrays.framework_of(source) is not None:
         _arrays.require_dtype(source, "images", ("uint8",))
@@ -46,7 +51,7 @@ def _batches(source: Any, batch_size: int) -> tuple[int, Iterator[np.ndarray]]:
         return host.shape[0], (host[i : i + batch_size] for i in range(0, host.shape[0], batch_size))
     if isinstance(source, (list, tuple)) and all(isinstance(p, (str, bytes)) or hasattr(p, "__fspath__") for p in source):
         paths = list(source)
-        return len(paths), (_load_paths(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size))
+        return len(paths), (_load_paths(paths[i : i + batch_size], size) for i in range(0, len(paths), batch_size))
     raise TypeError(
         "images must be a uint8 [M, H, W, 3] array, a list of image paths, or an object with "
         f"an .images/.frames attribute holding one; got {type(source).__name__}"
@@ -100,7 +105,7 @@ def extract_features(
         size = tuple(size)
         if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
             raise ValueError(f"size must be (H, W) with positive ints, got {size!r}")
-    total, batches = _batches(_image_source(images), batch_size)
+    total, batches = _batches(_image_source(images), batch_size, size)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
     bar = None

@@ -154,7 +154,8 @@ def evaluate_model(
 
     Args:
         model: ``torch.nn.Module`` mapping float [B, 3, H, W] to [B, D].
-        query, gallery: :class:`cion_fast.data.ImageSet` holding uint8 images [n, H, W, 3],
+        query, gallery: :class:`cion_fast.data.ImageSet` holding uint8 images [n, H, W, 3] or image
+            paths (read batch by batch; images of mixed sizes need ``size``),
             ``pids`` and ``camids``.
         batch_size, device, flip, progress, size: as :func:`~cion_fast.evaluate.extract_features`
             (``size``: resize the crops to the network's training size first).
@@ -178,9 +179,11 @@ def evaluate_model(
     from cion_fast.evaluate.features import extract_features
 
     for name, split in (("query", query), ("gallery", gallery)):
-        if getattr(split, "images", None) is None or not hasattr(split, "pids") or not hasattr(split, "camids"):
-            raise TypeError(f"{name} must be an ImageSet holding images (images, pids, camids)")
-    features = tuple(extract_features(model, split.images, batch_size, device, flip=flip, progress=progress, size=size)
+        if (getattr(split, "images", None) is None and getattr(split, "paths", None) is None) or not hasattr(split, "pids") \
+                or not hasattr(split, "camids"):
+            raise TypeError(f"{name} must be an ImageSet (images or paths, pids, camids)")
+    features = tuple(extract_features(model, split.images if split.images is not None else split.paths, batch_size, device,
+                                      flip=flip, progress=progress, size=size)
                      for split in (query, gallery))
     metrics = evaluate_features(*features, query.pids, gallery.pids, query.camids, gallery.camids, metric=metric, **options)
     return metrics, features
