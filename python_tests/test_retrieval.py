@@ -78,7 +78,7 @@ def test_evaluate_features_reports_camnorm_beside_the_plain_protocol(split):
     assert "mAP_camnorm" not in evaluate_features(query, gallery, q_pids, g_pids, q_cam, g_cam)
 
 
-def test_evaluate_model_matches_extract_then_evaluate():
+def test_evaluate_model_matches_extract_then_evaluate(tmp_path):
     torch_ = pytest.importorskip("torch")
     from cion_fast.data import ImageSet
     from cion_fast.evaluate import extract_features
@@ -96,6 +96,13 @@ def test_evaluate_model_matches_extract_then_evaluate():
     np.testing.assert_array_equal(g, want_g)
     assert metrics == evaluate_features(want_q, want_g, query.pids, gallery.pids, query.camids, gallery.camids,
                                         metric="cosine", camera_norm=True)
-    on_disk = ImageSet(paths=["a.png"] * 7, pids=query.pids, camids=query.camids)
-    with pytest.raises(TypeError, match="query must be an ImageSet holding images"):
-        evaluate_model(net, on_disk, gallery, device="cpu")
+    # an ImageSet of paths (real datasets) gives the same features, read batch by batch
+    from cion_fast.data import write_image
+
+    paths = [tmp_path / f"{i}.png" for i in range(7)]
+    for path, crop in zip(paths, query.images):
+        write_image(path, crop)
+    on_disk = ImageSet(paths=paths, pids=query.pids, camids=query.camids)
+    assert evaluate_model(net, on_disk, gallery, batch_size=5, device="cpu", flip=True, camera_norm=True)[0] == metrics
+    with pytest.raises(TypeError, match="query must be an ImageSet"):
+        evaluate_model(net, crops, gallery, device="cpu")
