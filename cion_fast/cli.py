@@ -534,7 +534,13 @@ def _finetune(args: argparse.Namespace) -> int:
     else:
         from cion_fast.data import read_dataset
 
-        data = read_dataset(args.data, load_images=True)
+        from cion_fast.data import ImageSet
+
+        data = read_dataset(args.data)
+        # training needs pixels in memory: real crops differ in size, so they are resized to the training size
+        size = args.image_size or FinetuneConfig.image_size
+        data.train = ImageSet(images=data.train.load_images(size=size), pids=data.train.pids, camids=data.train.camids,
+                              frame_index=data.train.frame_index)
     if args.resume:
         from cion_fast.pretrain import read_checkpoint
 
@@ -548,7 +554,8 @@ def _finetune(args: argparse.Namespace) -> int:
             raise ValueError("give --steps or --epochs")
         config = FinetuneConfig(**config_overrides(args, _FINETUNE_FIELDS))
     summary = finetune(config, data.train, args.out, resume=args.resume)
-    results = evaluate_finetuned(summary["checkpoint"], data.query, data.gallery, device=args.device, rerank=args.rerank)
+    results = evaluate_finetuned(summary["checkpoint"], data.query, data.gallery, device=args.device, rerank=args.rerank,
+                                 size=tuple(config.image_size))  # the training size, as torchreid's test transform
     atomic_write_json(f"{args.out}/results.json", {"train": summary, "evaluation": results})
     print(json.dumps(summary, indent=2))
     print(f"{'feature':10s} {'mAP':>7s} {'mINP':>7s} {'Rank-1':>7s}" + (f" {'mAP_rr':>7s} {'R1_rr':>7s}" if args.rerank else ""))

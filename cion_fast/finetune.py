@@ -321,7 +321,8 @@ def load_finetuned(run_dir: str | os.PathLike, bn_feature: bool = True) -> nn.Mo
 
 
 def evaluate_finetuned(run_dir: str | os.PathLike, query: ImageSet, gallery: ImageSet, device: str | None = None,
-                       batch_size: int = 128, rerank: bool = False, camera_norm: bool = False) -> dict[str, dict[str, Any]]:
+                       batch_size: int = 128, rerank: bool = False, camera_norm: bool = False,
+                       size: tuple[int, int] | None = None) -> dict[str, dict[str, Any]]:
     """Retrieval metrics of a fine-tuned run on a query/gallery split, for both test features.
 
     Args:
@@ -329,6 +330,8 @@ def evaluate_finetuned(run_dir: str | os.PathLike, query: ImageSet, gallery: Ima
         query, gallery: ImageSets with uint8 images [n, H, W, 3], pids, camids.
         device: torch device (default CUDA when available). batch_size: extraction batch.
         rerank: also k-reciprocal re-ranking. camera_norm: also test-time camera normalisation.
+        size: (H, W) every crop is resized to first (None: native size); image paths of mixed
+            sizes (real datasets) need it. ``cion-fast finetune`` passes the training size.
 
     Returns:
         ``{"bnneck": metrics, "pooled": metrics}``, cosine distance: the BN-after feature (at the
@@ -340,7 +343,7 @@ def evaluate_finetuned(run_dir: str | os.PathLike, query: ImageSet, gallery: Ima
     from cion_fast.evaluate.retrieval import evaluate_model
 
     return {name: evaluate_model(load_finetuned(run_dir, bn_feature=bn_feature), query, gallery, batch_size=batch_size,
-                                 device=device, rerank=rerank, camera_norm=camera_norm)[0]
+                                 device=device, rerank=rerank, camera_norm=camera_norm, size=size)[0]
             for name, bn_feature in (("bnneck", True), ("pooled", False))}
 
 

@@ -343,6 +343,29 @@ def test_evaluate_reads_a_dataset_of_mixed_image_sizes_from_paths(tmp_path, caps
     weights = save_backbone(build_backbone("test_resnet"), tmp_path / "b.safetensors")
     args = ["evaluate", "--checkpoint", str(weights), "--data", str(tmp_path), "--device", "cpu"]
     assert cli.main(args) == 2
-    assert "differ in size" in capsys.readouterr().err
+    assert "images have different sizes" in capsys.readouterr().err
     assert cli.main(args + ["--size", "32x16"]) == 0
     assert "mAP" in capsys.readouterr().out
+
+
+def test_finetune_trains_on_a_dataset_of_mixed_image_sizes(tmp_path, capsys):
+    """`cion-fast finetune --data` on real-style crops of many sizes: the train split is resized to
+    the training size in memory, evaluation reads by path at that size."""
+    pytest.importorskip("torch")
+    from cion_fast import cli
+    from cion_fast.data._io import write_image
+
+    rng = np.random.default_rng(0)
+    base = tmp_path / "DukeMTMC-reID"
+    names = {"bounding_box_train": [f"{pid:04d}_c{1 + i % 2}_f{pid * 10 + i:07d}.jpg" for pid in (1, 2, 3) for i in range(4)],
+             "query": ["0005_c1_f0000001.jpg", "0006_c1_f0000002.jpg"],
+             "bounding_box_test": ["0005_c2_f0000003.jpg", "0006_c2_f0000004.jpg", "0007_c2_f0000005.jpg"]}
+    for folder, files in names.items():
+        (base / folder).mkdir(parents=True)
+        for name in files:
+            h = int(rng.integers(30, 60))
+            write_image(base / folder / name, rng.integers(0, 256, (h, h // 2, 3), dtype=np.uint8))
+    args = ["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--arch", "test_resnet", "--steps", "2",
+            "--batch-size", "8", "--size", "32x16", "--device", "cpu", "--no-progress"]
+    assert cli.main(args) == 0
+    assert "bnneck" in capsys.readouterr().out

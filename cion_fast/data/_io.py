@@ -46,13 +46,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-def read_images(paths: list, hint: str = "resize them first") -> np.ndarray:
-    """Reads image files into uint8 [k, H, W, 3]; they must all have one size (else ValueError
-    with ``hint``)."""
+def read_images(paths: list, hint: str = "resize them first", size: tuple[int, int] | None = None) -> np.ndarray:
+    """Reads image files into uint8 [k, H, W, 3]. Images of different sizes (real DukeMTMC, CUHK03,
+    MSMT17 crops) are a ValueError with ``hint`` unless ``size=(H, W)`` is given: then every image
+    not of that size is resized to it (PIL bilinear, which antialiases when shrinking); a set of one
+    size is returned as read."""
     imgs = [read_image(p) for p in paths]
     shapes = sorted({im.shape for im in imgs})
     if len(shapes) > 1:
-        raise ValueError(f"images have different sizes {shapes[:4]}; {hint}")
+        if size is None:
+            raise ValueError(f"images have different sizes {shapes[:4]}; {hint}")
+        image_mod = pil()
+        imgs = [im if im.shape[:2] == tuple(size) else
+                np.asarray(image_mod.fromarray(im).resize((size[1], size[0]), image_mod.BILINEAR)) for im in imgs]
     return np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
 
 

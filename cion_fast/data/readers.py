@@ -93,9 +93,9 @@ class ImageSet:
         """Distinct person ids, distractors (0) and junk (-1) excluded."""
         return len(np.unique(self.pids[self.pids > 0]))
 
-    def load_images(self, index=None) -> np.ndarray:
+    def load_images(self, index=None, size: tuple[int, int] | None = None) -> np.ndarray:
         """The pixels of images ``index`` (all by default) as uint8 [k, H, W, 3]; path sets read the
-        files, which must then all have the same size.
+        files, which must then all have the same size unless ``size=(H, W)`` resizes them.
 
         Example:
             >>> import numpy as np
@@ -106,7 +106,7 @@ class ImageSet:
         idx = np.arange(len(self)) if index is None else np.atleast_1d(np.asarray(index))
         if self.images is not None:
             return self.images[idx]
-        return read_images([self.paths[int(i)] for i in idx])
+        return read_images([self.paths[int(i)] for i in idx], size=size)
 
     def subset(self, index) -> "ImageSet":
         """The images at ``index`` (int indices or a bool mask [n]), in that order.

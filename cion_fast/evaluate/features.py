@@ -23,21 +23,12 @@ def _image_source(images: Any) -> Any:
 
 
 def _load_paths(paths: Sequence[Any], size: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 [B, H, W, 3] of the image files. Real datasets (DukeMTMC, CUHK03, MSMT17) mix sizes:
-    with ``size`` such a batch is resized image by image here (PIL bilinear, which antialiases
-    when shrinking); a batch of one size is left to the caller's resize, as in-memory arrays are."""
-    from PIL import Image
+    """uint8 [B, H, W, 3] of the image files (:func:`cion_fast.data._io.read_images`): a batch of
+    mixed sizes is resized to ``size`` there; a batch of one size is left to the caller's resize,
+    as in-memory arrays are."""
+    from cion_fast.data._io import read_images
 
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    if len({image.size for image in images}) > 1:
-        if size is None:
-            raise ValueError(f"images: the images of a batch differ in size ({sorted({im.size[::-1] for im in images})[:4]} ...); "
-                             "give size=(H, W) (--size HxW) to resize them")
-        images = [image.resize((size[1], size[0]), Image.BILINEAR) for image in images]
-    return np.stack([np.asarray(image) for image in images])
+    return read_images(list(paths), hint="give size=(H, W) (--size HxW) to resize them", size=size)
 
 
 def _batches(source: Any, batch_size: int, size: tuple[int, int] | None = None) -> tuple[int, Iterator[np.ndarray]]:
