@@ -238,8 +238,77 @@ def test_adapters_have_the_libraries_return_shapes():
     assert cmc.shape == (10,) and all_ap.shape == (expected["num_valid"],) == all_inp.shape
     np.testing.assert_allclose(np.mean(all_ap), expected["mAP"], atol=1e-6)
     np.testing.assert_allclose(np.mean(all_inp), expected["mINP"], atol=1e-6)
-    with pytest.raises(NotImplementedError, match="CUHK03"):
-        torchreid_adapter.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=True)
+    np.random.seed(3)
+    cmc, mAP = torchreid_adapter.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_metric_cuhk03=True)
+    np.random.seed(3)
+    want_cmc, want_mAP = oracle_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, 50, np.random.mtrand._rand)
+    assert cmc.dtype == np.float32 and cmc.shape == (30,)
+    np.testing.assert_allclose(cmc, want_cmc, atol=1e-6)
+    assert abs(mAP - want_mAP) < 1e-12
+    cmc, all_ap, _ = fastreid_adapter.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=10, use_metric_cuhk03=True)
+    assert cmc.shape == (10,) and abs(np.mean(all_ap) - want_mAP) < 1e-6
+
+
+def oracle_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, rng, num_repeats=10):
+    """torchreid's eval_cuhk03 step by step (its loops, its dict of pids, one rng.choice per pid and
+    repeat), with the stable argsort that is our tie rule; float64."""
+    from collections import defaultdict
+
+    num_q, num_g = distmat.shape
+    max_rank = min(max_rank, num_g)
+    indices = np.argsort(distmat, axis=1, kind="stable")
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    all_cmc, all_AP = [], []
+    for q_idx in range(num_q):
+        order = indices[q_idx]
+        keep = ~((g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx]))
+        raw_cmc = matches[q_idx][keep]
+        if not np.any(raw_cmc):
+            continue
+        kept_g_pids = g_pids[order][keep]
+        g_pids_dict = defaultdict(list)
+        for idx, pid in enumerate(kept_g_pids):
+            g_pids_dict[pid].append(idx)
+        cmc = np.zeros(max_rank)
+        for _ in range(num_repeats):
+            mask = np.zeros(len(raw_cmc), dtype=bool)
+            for _, idxs in g_pids_dict.items():
+                mask[rng.choice(idxs)] = True
+            sampled = raw_cmc[mask].cumsum()
+            sampled[sampled > 1] = 1
+            padded = np.concatenate([sampled, np.full(max(0, max_rank - len(sampled)), sampled[-1])])
+            cmc += padded[:max_rank]
+        all_cmc.append(cmc / num_repeats)
+        positions = np.cumsum(raw_cmc)
+        all_AP.append(((positions / (np.arange(len(raw_cmc)) + 1.0)) * raw_cmc).sum() / raw_cmc.sum())
+    return np.asarray(all_cmc).sum(0) / len(all_cmc), float(np.mean(all_AP))
+
+
+@pytest.mark.parametrize("num_query,num_gallery,num_pids,max_rank,seed", [(1, 1, 1, 5, 0), (9, 40, 6, 10, 1), (25, 120, 30, 50, 2),
+                                                                         (40, 300, 100, 20, 3)])
+def test_cuhk03_protocol_matches_torchreid_loop(num_query, num_gallery, num_pids, max_rank, seed):
+    from cion_fast.ops import evaluate_rank_cuhk03
+
+    distmat, q_pids, g_pids, q_camids, g_camids = make_problem(num_query, num_gallery, num_pids, seed=seed)
+    if not any(((g_pids == p) & (g_camids != c)).any() for p, c in zip(q_pids, q_camids)):
+        g_pids[0], g_camids[0] = q_pids[0], q_camids[0] + 1  # at least one valid query
+    want_cmc, want_mAP = oracle_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, np.random.RandomState(seed))
+    got = evaluate_rank_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, seed=seed)
+    np.testing.assert_allclose(got.cmc, want_cmc, rtol=0, atol=1e-12)
+    assert abs(got.mAP - want_mAP) < 1e-12
+    assert got.cmc.shape == (min(max_rank, num_gallery),)
+    other = evaluate_rank_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, seed=seed + 100)
+    assert other.mAP == got.mAP  # AP does not sample
+
+
+def test_cuhk03_protocol_bad_input():
+    from cion_fast.ops import evaluate_rank_cuhk03
+
+    problem = make_problem(4, 10, 3, seed=0)
+    with pytest.raises(ValueError, match="num_repeats must be in"):
+        evaluate_rank_cuhk03(*problem, num_repeats=0)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        evaluate_rank_cuhk03(*problem, seed=1.5)
 
 
 @pytest.mark.parametrize(

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from cion_fast.ops.rank_metrics import RankResult, evaluate_rank
+from cion_fast.ops.rank_metrics import RankResult, evaluate_rank, evaluate_rank_cuhk03
 
 
 def market1501_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int, use_metric_cuhk03: bool) -> tuple[RankResult, int]:
     """Runs our evaluator the way torchreid / fast-reid call theirs; returns (result, cmc length).
 
-    Both libraries cut ``max_rank`` to the gallery size and return float32 CMC curves.
+    Both libraries cut ``max_rank`` to the gallery size and return float32 CMC curves;
+    ``use_metric_cuhk03`` runs :func:`~cion_fast.ops.evaluate_rank_cuhk03`.
     """
     if use_metric_cuhk03:
-        raise NotImplementedError(
-            "CUHK03 single-shot evaluation (random gallery sampling per identity) is not built yet; "
-            "use use_metric_cuhk03=False (the Market-1501 protocol)"
-        )
+        # torchreid / fast-reid draw from numpy's global RandomState: so do we, in their order, so
+        # np.random.seed(s) before either call gives the same numbers
+        result = evaluate_rank_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,
+                                      seed=np.random.mtrand._rand)
+        return result, len(result.cmc)
     num_gallery = np.shape(distmat)[1]
     cmc_length = min(int(max_rank), int(num_gallery))
     result = evaluate_rank(

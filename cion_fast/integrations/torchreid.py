@@ -36,7 +36,8 @@ def evaluate_rank(
         distmat: [Q, G] numpy array (or torch/cupy: accepted too).
         q_pids, g_pids, q_camids, g_camids: 1-D int arrays.
         max_rank: CMC length, cut to G as torchreid does.
-        use_metric_cuhk03: CUHK03 single-shot protocol (NotImplementedError for now).
+        use_metric_cuhk03: CUHK03 single-shot protocol (one random gallery image per identity, 10
+            repeats, from numpy's global RandomState as torchreid: same numbers after the same seed).
         use_cython: ignored (kept for signature compatibility).
 
     Returns:

@@ -240,6 +240,91 @@ def evaluate_rank(
     return _summarise(out, max_rank, return_per_query)
 
 
+def evaluate_rank_cuhk03(
+    distmat: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    max_rank: int = 50,
+    num_repeats: int = 10,
+    seed: int | np.random.RandomState = 0,
+) -> RankResult:
+    """CUHK03's single-shot protocol, as torchreid's ``eval_cuhk03`` (``use_metric_cuhk03=True``).
+
+    Per query, gallery entries of its own pid *and* camera are removed; then, ``num_repeats`` times,
+    one gallery image per remaining identity is drawn at random and the CMC of that sampled
+    gallery is taken; the query's CMC is the mean over the repeats. mAP (and mINP) are over the
+    whole kept gallery, as torchreid computes AP (it equals :func:`evaluate_rank`'s).
+
+    The draws follow torchreid's order exactly: ``np.random.RandomState(seed)``, queries in order,
+    then repeats, then the kept identities in order of their best rank, one ``choice`` each; so
+    with ``np.random.seed(seed)`` before torchreid's call the numbers are the same. Ties in a
+    distance row are ranked by gallery index (stable sort), the rule of :func:`evaluate_rank`;
+    torchreid's ``np.argsort`` leaves tie order to numpy. As torchreid, ``max_rank`` is cut to G;
+    where fewer identities than ``max_rank`` remain, the curve stays at its last value (torchreid
+    fails on the shape there).
+
+    Args:
+        distmat, q_pids, g_pids, q_camids, g_camids: as :func:`evaluate_rank` (the ranking runs
+            on the host; a CUDA matrix is copied once).
+        max_rank: CMC length (cut to the gallery size).
+        num_repeats: gallery samplings per query (torchreid: 10).
+        seed: the RandomState seed of the sampling, or a ``np.random.RandomState`` to draw from.
+
+    Returns:
+        :class:`RankResult`: ``cmc`` float64 [min(max_rank, G)], ``mAP``, ``mINP``, valid queries.
+
+    Example:
+        >>> import numpy as np
+        >>> from cion_fast.ops import evaluate_rank_cuhk03
+        >>> distmat = np.array([[0.1, 0.2, 0.3, 0.4]])
+        >>> # pid 2's images rank 1st and 3rd, the match (pid 1) 2nd and 4th: one image of each is
+        >>> # drawn, and the match comes first only when pid 2's 3rd-ranked image is drawn and
+        >>> # the match's 2nd-ranked one: a quarter of the draws
+        >>> r = evaluate_rank_cuhk03(distmat, [1], [2, 1, 2, 1], [0], [1, 1, 1, 1], max_rank=2, num_repeats=4000)
+        >>> abs(float(r.cmc[0]) - 0.25) < 0.03, float(r.cmc[1]), r.mAP == (1 / 2 + 2 / 4) / 2
+        (True, 1.0, True)
+    """
+    max_rank = _check_max_rank(max_rank)
+    num_repeats = _checks.check_int(num_repeats, "num_repeats", 1, 10_000)
+    if isinstance(seed, np.random.RandomState):
+        rng = seed  # e.g. numpy's global state, as torchreid draws (the drop-in adapters pass it)
+    else:
+        rng = np.random.RandomState(_checks.check_int(seed, "seed", 0, 2**32 - 1))
+    full = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=1, return_per_query=True)
+    distmat = np.asarray(_arrays.to_numpy(_arrays.as_array(distmat, "distmat")), dtype=np.float64)
+    ids = _Identities(q_pids, g_pids, q_camids, g_camids, *distmat.shape)
+    g_pids = _arrays.as_index_array(g_pids, "g_pids", distmat.shape[1])
+    cmc_length = min(max_rank, distmat.shape[1])
+    cmc_sum = np.zeros(cmc_length)
+    for q in range(distmat.shape[0]):
+        order = np.argsort(distmat[q], kind="stable")
+        ranked_pids = g_pids[order]
+        keep = ~((ranked_pids == ids.q_pids[q]) & (ids.g_camids[order] == ids.q_camids[q]))
+        kept = ranked_pids[keep]
+        if not (kept == ids.q_pids[q]).any():
+            continue  # no valid match: skipped, as by evaluate_rank
+        # identities in order of their best-ranked image, each with its positions in the kept list
+        unique, first, inverse = np.unique(kept, return_index=True, return_inverse=True)
+        by_first = np.argsort(first, kind="stable")
+        members = np.argsort(inverse, kind="stable")  # positions grouped by identity, ascending
+        starts = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(unique)))])
+        sizes = (starts[1:] - starts[:-1])[by_first]
+        draws = rng.randint(0, np.tile(sizes, num_repeats)).reshape(num_repeats, -1)  # torchreid's choice() order
+        chosen = members[starts[:-1][by_first][None, :] + draws]  # [repeats, identities] positions in `kept`
+        true_column = int(np.flatnonzero(unique[by_first] == ids.q_pids[q])[0])
+        rank = (chosen < chosen[:, [true_column]]).sum(axis=1)  # sampled images ranked above the match
+        cmc_sum += (np.arange(cmc_length)[None, :] >= rank[:, None]).mean(axis=0)
+    result = RankResult(cmc=cmc_sum / full.num_valid_queries, mAP=full.mAP, mINP=full.mINP,
+                        num_valid_queries=full.num_valid_queries, num_queries=full.num_queries)
+    # per-query AP / INP over the whole kept gallery (the fast-reid adapter returns them)
+    result.average_precision = full.average_precision
+    result.inverse_negative_penalty = full.inverse_negative_penalty
+    result.first_match = full.first_match
+    return result
+
+
 def evaluate_rank_from_features(
     query_features: Any,
     gallery_features: Any,
