@@ -565,3 +565,24 @@ def test_cuda_errors_and_duplicates():
     dup = np.concatenate([x, x, x])
     out = k_reciprocal_rerank(torch.from_numpy(dup[:30]).cuda(), torch.from_numpy(dup[30:]).cuda(), 20, 6)
     assert bool(torch.isfinite(out).all())
+
+
+def test_graph_from_real_faiss_matches_the_dense_rerank():
+    """The README's recipe with real faiss calls: an exact IndexFlatL2 kNN graph of all items (K =
+    6 * k1, so no pair distance needs estimating) and each row's largest distance (here from a
+    search of all N; at scale an upper bound will do), re-ranked from the graph, equals the dense
+    k_reciprocal_rerank on the candidates."""
+    faiss = pytest.importorskip("faiss", reason="faiss-cpu is in the test extra; skipped where its wheel cannot install")
+    num_query, n, k1, k2 = 15, 120, 10, 4
+    x = clustered(n, 8, seed=21).astype(np.float32)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    distance, neighbors = index.search(x, 6 * k1)  # squared L2, each item itself first
+    farthest, _ = index.search(x, n)  # all items: the largest squared distance of each row
+    row_max = farthest.max(axis=1)
+    result = k_reciprocal_rerank_from_graph(neighbors, distance, row_max, num_query, k1, k2, 0.3)
+    dense = k_reciprocal_rerank(x[:num_query], x[num_query:], k1, k2, 0.3)
+    assert result.num_estimated == 0
+    for q in range(num_query):
+        valid = result.index[q] >= 0
+        np.testing.assert_allclose(result.distance[q][valid], dense[q, result.index[q][valid]], rtol=0, atol=1e-5)
