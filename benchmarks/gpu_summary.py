@@ -7,7 +7,8 @@ device and against the op's physical floor, with the correctness check first.
 The floor of each op is the least work any implementation must do: the distance GEMM (cuBLAS via
 torch.mm) for re-ranking and tracklet similarity, one read of the matrix for the ranking metrics,
 the bytes of the output views written once for multicrop, one read of the features for pruning
-and linking. Sizes are chosen so the whole table takes about a minute on an H100/H200. Writes
+and linking. The sizes are meant to keep the table to about a minute on an H100/H200 (an
+estimate: not yet run on a GPU). Writes
 ``DIR/gpu_summary.json`` and ``DIR/gpu_summary.md`` (the table, with the device named).
 """
 
@@ -19,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import environment  # noqa: E402
+from _common import environment, measure  # noqa: E402
 
 from cion_fast import ops  # noqa: E402
 from cion_fast.ops import MultiCropConfig  # noqa: E402
@@ -46,22 +46,9 @@ SIZES = {  # (large = GPU check, small = CPU rehearsal)
 
 
 def timed(fn, device: str, repeat: int) -> float:
-    """Median seconds of ``fn`` over ``repeat`` runs after one warm-up (CUDA events on the GPU)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    """Median seconds of ``fn`` (the benchmarks' one timer, :func:`_common.measure`: CUDA events on
+    the GPU, the first run as warm-up)."""
+    return measure(fn, repeat=repeat, cuda=device == "cuda")["seconds"]
 
 
 def _ragged(num: int, length: int, dim: int, device: str, seed: int):

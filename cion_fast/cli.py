@@ -354,13 +354,13 @@ def config_arguments(parser, cls, names: tuple[str, ...], flags: dict[str, str] 
         field = by_name[name]
         flag = "--" + flags.get(name, name).replace("_", "-")
         default = field.default if field.default is not MISSING else field.default_factory()
-        accepted = describe(field)
-        text = "; ".join(part for part in (field.metadata.get("help", ""), "" if "one of" in accepted else accepted) if part)
+        check, args = field.metadata.get("check", (None, ()))
+        accepted = "" if check is check_choice else describe(field)  # argparse lists the choices itself
+        text = "; ".join(part for part in (field.metadata.get("help", ""), accepted) if part)
         if isinstance(default, tuple):  # shown as typed: 2,4,6,8 or 256x128
             default = ("x" if types.get(name) is _parse_size else ",").join(map(str, default))
         text += f" (default {default})" if default is not None else ""
         text = text.replace("%", "%%")
-        check, args = field.metadata.get("check", (None, ()))
         if field.type.startswith("bool"):
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
             continue

@@ -312,6 +312,11 @@ def test_msmt17_layouts(tmp_path, version, train, test):
     assert merged.query.camids.tolist() == [13] and merged.gallery.pids.tolist() == [7, 9]
     assert merged.train.paths[0].endswith(f"{version}/{train}/0000/0000_000_01_0303morning_0015_0.jpg")
     assert read_dataset(tmp_path).layout == "msmt17"
+    missing = root / test / "0009/0009_001_14_0303noon_0603_0.jpg"
+    missing.unlink()  # a damaged MSMT17 copy is named as such, not reported as an unknown layout
+    with pytest.raises(FileNotFoundError, match="0009_001_14_0303noon_0603_0.jpg does not exist"):
+        read_dataset(tmp_path, load_images=True)
+    _jpg(missing)
     (root / "list_query.txt").write_text("0007/0007_004_14_0303noon_0602_1.jpg\n")
     with pytest.raises(ValueError, match=r"list_query.txt:1: expected 'PATH PID'"):
         read_msmt17(root)

@@ -480,9 +480,12 @@ def read_dataset(root: str | os.PathLike, load_images: bool = False, cuhk03_subs
     if not base.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist")
     try:
-        return read_msmt17(base, load_images)
+        _msmt17_root(base)  # detection only: a missing image inside MSMT17 must not look like "not MSMT17"
+        is_msmt17 = True
     except FileNotFoundError:
-        pass
+        is_msmt17 = False
+    if is_msmt17:
+        return read_msmt17(base, load_images)
     if any((d / "labeled").is_dir() and (d / "detected").is_dir() for d in (base, base / "cuhk03-np")):
         return read_cuhk03(base, cuhk03_subset, load_images)
     if base.name.lower().startswith("dukemtmc") or (base / "DukeMTMC-reID").is_dir():

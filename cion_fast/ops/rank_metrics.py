@@ -292,18 +292,20 @@ def evaluate_rank_cuhk03(
         rng = seed  # e.g. numpy's global state, as torchreid draws (the drop-in adapters pass it)
     else:
         rng = np.random.RandomState(_checks.check_int(seed, "seed", 0, 2**32 - 1))
+    # evaluate_rank validates every input and gives the per-query AP / INP; the sampled CMC below
+    # ranks the host copies it checked
     full = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=1, return_per_query=True)
-    distmat = np.asarray(_arrays.to_numpy(_arrays.as_array(distmat, "distmat")), dtype=np.float64)
-    ids = _Identities(q_pids, g_pids, q_camids, g_camids, *distmat.shape)
-    g_pids = _arrays.as_index_array(g_pids, "g_pids", distmat.shape[1])
+    distmat = np.asarray(_arrays.to_numpy(distmat), dtype=np.float64)
+    q_pids, g_pids, q_camids, g_camids = (np.asarray(_arrays.to_numpy(_arrays.as_array(x, "ids")), dtype=np.int64)
+                                          for x in (q_pids, g_pids, q_camids, g_camids))
     cmc_length = min(max_rank, distmat.shape[1])
     cmc_sum = np.zeros(cmc_length)
     for q in range(distmat.shape[0]):
         order = np.argsort(distmat[q], kind="stable")
         ranked_pids = g_pids[order]
-        keep = ~((ranked_pids == ids.q_pids[q]) & (ids.g_camids[order] == ids.q_camids[q]))
+        keep = ~((ranked_pids == q_pids[q]) & (g_camids[order] == q_camids[q]))
         kept = ranked_pids[keep]
-        if not (kept == ids.q_pids[q]).any():
+        if not (kept == q_pids[q]).any():
             continue  # no valid match: skipped, as by evaluate_rank
         # identities in order of their best-ranked image, each with its positions in the kept list
         unique, first, inverse = np.unique(kept, return_index=True, return_inverse=True)
@@ -313,7 +315,7 @@ def evaluate_rank_cuhk03(
         sizes = (starts[1:] - starts[:-1])[by_first]
         draws = rng.randint(0, np.tile(sizes, num_repeats)).reshape(num_repeats, -1)  # torchreid's choice() order
         chosen = members[starts[:-1][by_first][None, :] + draws]  # [repeats, identities] positions in `kept`
-        true_column = int(np.flatnonzero(unique[by_first] == ids.q_pids[q])[0])
+        true_column = int(np.flatnonzero(unique[by_first] == q_pids[q])[0])
         rank = (chosen < chosen[:, [true_column]]).sum(axis=1)  # sampled images ranked above the match
         cmc_sum += (np.arange(cmc_length)[None, :] >= rank[:, None]).mean(axis=0)
     result = RankResult(cmc=cmc_sum / full.num_valid_queries, mAP=full.mAP, mINP=full.mINP,
