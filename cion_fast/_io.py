@@ -75,7 +75,7 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     """Yields a fresh temporary directory ``.NAME.XXXX.tmp`` next to ``target``; on success its files
     are flushed to disk and it is renamed to ``target``, on error it is removed. Readers never see a
     half-written directory; a killed writer leaves only the ``.tmp`` directory (pretraining removes
-    its own at start, :func:`cion_fast.pretrain.checkpoint.remove_stale_temporaries`).
+    its own at start, :func:`cion_fast.training.checkpoint.remove_stale_temporaries`).
 
     The one rule for every output directory: an existing ``target`` is replaced only with
     ``overwrite=True`` (else FileExistsError); missing parent directories are created.

@@ -175,14 +175,9 @@ command("synth", "generate the synthetic pedestrian world: noisy tracklets + a M
 
 def _extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="tracklet directory (cion-fast synth writes DIR/tracklets)")
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="stripe (training-free colour/texture descriptor), timm:NAME (a timm backbone, random "
-        "weights: nothing is downloaded), checkpoint:PATH (an exported backbone .safetensors or a "
-        "pre-training checkpoint, see cion-fast export) or oracle (ground truth + camera shift + "
-        "noise: only to measure denoising on synthetic data)",
-    )
+    from cion_fast.evaluate.features import MODEL_SPECS
+
+    parser.add_argument("--model", required=True, help=MODEL_SPECS)
     parser.add_argument("--out", required=True, help="output .npz (features, offsets and the index)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--batch-size", type=_positive_int, default=256)
@@ -195,40 +190,19 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _extract(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     import numpy as np
-    from tqdm.auto import tqdm
 
     from cion_fast.data import Tracklets
-    from cion_fast.features import oracle_features, stripe_histogram
+    from cion_fast.evaluate.features import extract_by_spec
     from cion_fast.features.io import save_features
-
-    from pathlib import Path
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
     tracklets = Tracklets.load(args.data)
     start = time.perf_counter()
-    kind, _, spec = args.model.partition(":")
-    if args.model == "stripe":
-        chunk = 4096
-        parts = []
-        for first in tqdm(range(0, tracklets.num_frames, chunk), desc="stripe", unit="chunk"):
-            parts.append(stripe_histogram(tracklets.images(np.arange(first, min(first + chunk, tracklets.num_frames)))))
-        features = np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
-    elif args.model == "oracle":
-        if not (tracklets.identity >= 0).any():
-            raise ValueError("--model oracle needs ground-truth identities (a synthetic world)")
-        features = oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))
-    elif kind in ("timm", "checkpoint") and spec:
-        from cion_fast.evaluate import extract_features
-        from cion_fast.models import build_backbone, load_pretrained
-
-        model = build_backbone(spec) if kind == "timm" else load_pretrained(spec)
-        features = extract_features(model, tracklets, args.batch_size, args.device, flip=args.flip, progress=True,
-                                    size=args.size)
-    else:
-        raise ValueError(f"--model must be stripe, oracle, timm:NAME or checkpoint:PATH, got {args.model!r}")
+    features = extract_by_spec(args.model, tracklets, args.batch_size, args.device, flip=args.flip, size=args.size, name="--model")
     seconds = time.perf_counter() - start
     if args.float16:
         features = features.astype(np.float16)
@@ -451,7 +425,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     overrides = _pretrain_config_overrides(args)
     if args.resume:
-        from cion_fast.pretrain import read_checkpoint
+        from cion_fast.training import read_checkpoint
 
         _, state = read_checkpoint(args.out, with_tensors=False)
         saved = PretrainConfig.from_dict(state["config"])
@@ -484,7 +458,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     """Writes a checkpoint's backbone for ``cion_fast.models.load_pretrained``."""
-    from cion_fast.pretrain import export_backbone
+    from cion_fast.training import export_backbone
 
     from pathlib import Path
 
@@ -542,7 +516,7 @@ def _finetune(args: argparse.Namespace) -> int:
         data.train = ImageSet(images=data.train.load_images(size=size), pids=data.train.pids, camids=data.train.camids,
                               frame_index=data.train.frame_index)
     if args.resume:
-        from cion_fast.pretrain import read_checkpoint
+        from cion_fast.training import read_checkpoint
 
         _, state = read_checkpoint(args.out, with_tensors=False)
         saved = {**state["config"], "device": args.device, **({} if args.progress is None else {"progress": args.progress})}
@@ -554,6 +528,12 @@ def _finetune(args: argparse.Namespace) -> int:
             raise ValueError("give --steps or --epochs")
         config = FinetuneConfig(**config_overrides(args, _FINETUNE_FIELDS))
     summary = finetune(config, data.train, args.out, resume=args.resume)
+    if summary["interrupted"]:
+        if summary["rank"] == 0:
+            print(f"interrupted at step {summary['step']}; checkpoint {summary['checkpoint']}; continue with --resume", file=sys.stderr)
+        return 128 + int(summary["interrupted"])
+    if summary["rank"] != 0:  # torchrun: one process evaluates and reports
+        return 0
     results = evaluate_finetuned(summary["checkpoint"], data.query, data.gallery, device=args.device, rerank=args.rerank,
                                  size=tuple(config.image_size))  # the training size, as torchreid's test transform
     atomic_write_json(f"{args.out}/results.json", {"train": summary, "evaluation": results})

@@ -364,6 +364,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     def pretrain_stage(method: str, seed: int, labels_path: Path | None, run_dir: Path) -> Callable[[], dict]:
         def work() -> dict:
             from cion_fast.pretrain import PretrainConfig, pretrain
+            from cion_fast.training import list_checkpoints
 
             labels = {"denoised": lambda: np.load(labels_path),
                       "tracker": lambda: np.asarray(tracklets.tracklet_of_frame),
@@ -375,8 +376,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
             cfg = PretrainConfig(**{**config.pretrain, "method": PRETRAINED_METHODS[method][0], "seed": seed,
                                     "device": config.device, "progress": progress, "checkpoint_every": every,
                                     "keep_checkpoints": config.curve_points + 1})
-            resume = (run_dir / "config.json").exists()
-            result = pretrain(cfg, np.asarray(tracklets.frames), labels, run_dir, resume=resume)
+            result = pretrain(cfg, np.asarray(tracklets.frames), labels, run_dir, resume=bool(list_checkpoints(run_dir)))
             if result.get("interrupted"):
                 raise KeyboardInterrupt
             return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}, "run_dir": str(run_dir)}
@@ -447,7 +447,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
             from cion_fast.evaluate.retrieval import evaluate_features, evaluate_model
             from cion_fast.features import stripe_histogram
             from cion_fast.models import build_backbone, load_pretrained
-            from cion_fast.pretrain.checkpoint import list_checkpoints
+            from cion_fast.training import list_checkpoints
 
             options = dict(metric="cosine", rerank=config.rerank, camera_norm=config.camera_norm)
             extract = dict(batch_size=config.eval_batch_size, device=config.device, size=train_size)
@@ -478,6 +478,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     def finetune_stage(method: str, seed: int) -> Callable[[], dict]:
         def work() -> dict:
             from cion_fast.finetune import FinetuneConfig, evaluate_finetuned, finetune
+            from cion_fast.training import list_checkpoints
 
             name = f"{method}{_seed_suffix(seed)}"
             run_dir = out / f"finetune_{name}"
@@ -486,10 +487,8 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
                                  init="random" if method == "random" else pretrained[name]["checkpoint"], batch_size=32,
                                  steps=config.finetune_steps, seed=seed, device=config.device, progress=progress,
                                  checkpoint_every=config.finetune_steps)
-            import torch
-
-            torch.manual_seed(seed)  # a random init is the trainer's of this seed
-            finetune(cfg, market.train, run_dir, resume=(run_dir / "config.json").exists())
+            if finetune(cfg, market.train, run_dir, resume=bool(list_checkpoints(run_dir)))["interrupted"]:
+                raise KeyboardInterrupt
             metrics = evaluate_finetuned(run_dir, query, gallery, device=config.device, batch_size=config.eval_batch_size,
                                          camera_norm=config.camera_norm)["bnneck"]
             return {k: v for k, v in metrics.items() if not k.startswith("cmc")}

@@ -9,7 +9,7 @@ The recipe, as implemented here:
 * head: BNNeck (:class:`cion_fast.models.BNNeckHead`): ID loss (cross-entropy with label smoothing
   0.1) on the classifier after the BN, batch-hard triplet loss (margin 0.3, Euclidean distance) on
   the feature before the BN;
-* batches of P identities x K = 4 images (:class:`cion_fast.pretrain.sampler.IdentityBatchSampler`);
+* batches of P identities x K = 4 images (:class:`cion_fast.training.IdentityBatchSampler`);
 * augmentation on the whole batch with tensor ops: resize to ``image_size``, random horizontal flip,
   zero padding 10 + random crop, ImageNet normalisation, random erasing p = 0.5 (filled with 0 after
   normalisation, i.e. the ImageNet mean colour);
@@ -17,8 +17,10 @@ The recipe, as implemented here:
   (capped at a quarter of the first phase, so short runs still train at the full rate; 120-epoch
   BoT runs are unaffected), then x 0.1 at 40 % and 70 % of the run.
 
-Checkpoints use :mod:`cion_fast.pretrain.checkpoint` (``OUT/checkpoints/step-*/``, atomic
-safetensors + JSON) with export prefix ``"backbone."``: ``load_pretrained(OUT/checkpoints/step-N)`` and
+The run is a :class:`cion_fast.training.TrainingRun` (:class:`FinetuneRun`), the loop pre-training
+uses: checkpoints of :mod:`cion_fast.training.checkpoint` (``OUT/checkpoints/step-*/``, atomic
+safetensors + JSON), exact resume, SIGINT/SIGTERM write a checkpoint and stop, ``torchrun`` for many
+processes (DDP; the batch is per process). The export prefix is ``"backbone."``: ``load_pretrained(OUT/checkpoints/step-N)`` and
 ``cion-fast evaluate --checkpoint OUT/checkpoints/step-N`` give the fine-tuned backbone, whose output is the pooled
 feature *before* the BNNeck. The BN-after feature (the recipe's test feature) needs the head:
 :func:`load_finetuned` returns backbone + BN as one module.
@@ -26,12 +28,9 @@ feature *before* the BNNeck. The BN-after feature (the recipe's test feature) ne
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,26 +42,23 @@ from torch import nn
 
 from cion_fast._checks import (check_choice, check_flag, check_int, check_positive, check_probability, check_real,
                                check_text, check_type, checked, validate_fields)
-from cion_fast._io import atomic_write_json
 from cion_fast.data import ImageSet
-from cion_fast.evaluate.features import IMAGENET_MEAN, IMAGENET_STD
 from cion_fast.models import BNNeckHead, backbone_from_config, build_backbone, load_pretrained
-from cion_fast.pretrain.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
-from cion_fast.pretrain.sampler import IdentityBatchSampler, KSchedule, TrainingPlan
-from cion_fast.pretrain.upreid import random_erasing
+from cion_fast.ops import IMAGENET_MEAN, IMAGENET_STD
+from cion_fast.training import (IdentityBatchSampler, KSchedule, TrainingPlan, TrainingRun, latest_checkpoint, list_checkpoints,
+                                mix_seed,
+                                optimizer_step, random_erasing, read_checkpoint)
+from cion_fast.training.config import RUNTIME_KEYS, RunConfig
 
-__all__ = ["FinetuneConfig", "FinetuneModel", "augment_batch", "batch_hard_triplet_loss", "difficulty_report",
+__all__ = ["FinetuneConfig", "FinetuneModel", "FinetuneRun", "augment_batch", "batch_hard_triplet_loss", "difficulty_report",
            "evaluate_finetuned", "finetune", "load_finetuned", "lr_at_step"]
 
-EXPORT_PREFIX = "backbone."
+CHECKPOINT_FORMAT = "cion_fast.finetune.checkpoint/1"
 RANDOM_INITS = ("random", "imagenet-free")
-# Fields a resumed run may change: runtime settings, and the length (extending a run; the lr
-# schedule is then recomputed over the new length).
-_RESUME_FREE = ("device", "progress", "checkpoint_every", "keep_checkpoints", "steps", "epochs")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(RunConfig):
     """Settings of a fine-tuning run (defaults: the Bag-of-Tricks recipe).
 
     Args:
@@ -79,7 +75,10 @@ class FinetuneConfig:
         flip_p, padding, erasing_p: augmentation.
         device: "cpu", "cuda", "cuda:N" or None (CUDA when available). seed: sampler/augmentation seed.
         checkpoint_every: steps between checkpoints (one is always written at the end).
-        keep_checkpoints: checkpoints kept. progress: tqdm bar.
+        keep_checkpoints: checkpoints kept. log_every: steps between log lines. progress: tqdm bar.
+
+    A resumed run may change the runtime fields and the length (``steps``/``epochs``: extending a
+    run; the lr schedule is then recomputed over the new length).
 
     Example:
         >>> FinetuneConfig(arch="resnet18", steps=10, batch_size=16).validate()
@@ -118,7 +117,10 @@ class FinetuneConfig:
     seed: int = checked(0, check_int, 0, help="sampler / augmentation seed")
     checkpoint_every: int = checked(500, check_int, 1, help="steps between checkpoints")
     keep_checkpoints: int = checked(2, check_int, 1, help="checkpoints kept")
+    log_every: int = checked(1, check_int, 1, help="steps between log lines")
     progress: bool = checked(True, check_flag, help="progress bar")
+
+    resume_free = RUNTIME_KEYS + ("steps", "epochs")
 
     def validate(self) -> None:
         """Raises ValueError/TypeError naming the first bad field."""
@@ -137,33 +139,6 @@ class FinetuneConfig:
         decay = tuple(check_real(d, "decay_at") for d in self.decay_at)
         if any(not 0.0 < d < 1.0 for d in decay) or any(a >= b for a, b in zip(decay, decay[1:])):
             raise ValueError(f"decay_at must increase strictly inside (0, 1), got {self.decay_at!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples as lists)."""
-        out = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, tuple) else str(value) if isinstance(value, os.PathLike) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
-        """Inverse of :meth:`to_dict` (unknown keys raise ValueError).
-
-        Example:
-            >>> c = FinetuneConfig(steps=5)
-            >>> FinetuneConfig.from_dict(c.to_dict()) == c
-            True
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig fields {unknown}")
-        data = dict(data)
-        for key in ("image_size", "decay_at"):
-            if key in data and data[key] is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
 
 
 def batch_hard_triplet_loss(features: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
@@ -313,7 +288,7 @@ def load_finetuned(run_dir: str | os.PathLike, bn_feature: bool = True) -> nn.Mo
     if not bn_feature:
         return load_pretrained(found)
     tensors, state = read_checkpoint(found)
-    if state.get("format") != "cion_fast.finetune.checkpoint/1":
+    if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"run_dir {run_dir}: not a fine-tuning checkpoint")
     bottleneck = nn.BatchNorm1d(int(tensors["head.bottleneck.weight"].shape[0]))
     bottleneck.load_state_dict({k[len("head.bottleneck."):]: v for k, v in tensors.items() if k.startswith("head.bottleneck.")})
@@ -387,8 +362,7 @@ def difficulty_report(train: ImageSet, query: ImageSet, gallery: ImageSet, out_d
     at_init, _ = evaluate_model(build_backbone(arch), query, gallery, device=device, camera_norm=True)
     size = tuple(int(v) for v in query.images.shape[1:3])
     config = FinetuneConfig(arch=arch, steps=steps, batch_size=32, image_size=size, device=device, progress=progress)
-    resume = (Path(out_dir) / "config.json").exists()
-    finetune(config, train, out_dir, resume=resume)
+    finetune(config, train, out_dir, resume=bool(list_checkpoints(out_dir)))
     trained = evaluate_finetuned(out_dir, query, gallery, device=device, camera_norm=True)["bnneck"]
     return {"stripe": {k: stripe[k] for k in keys}, "random": {k: at_init[k] for k in keys},
             "trained": {k: trained[k] for k in keys}}
@@ -429,148 +403,141 @@ def _fingerprint(labels: np.ndarray, images: np.ndarray) -> str:
     return hashlib.sha256(labels.tobytes() + str(images.shape).encode() + sample.tobytes()).hexdigest()[:16]
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drops log lines of steps after ``step`` (logged after the checkpoint a resumed run starts from)."""
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
-def finetune(config: FinetuneConfig, train: ImageSet, out_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
-    """Trains backbone + BNNeck on a labelled training split.
+class FinetuneRun(TrainingRun):
+    """A fine-tuning run (the shared loop of :class:`cion_fast.training.TrainingRun`).
 
     Args:
-        config: :class:`FinetuneConfig`. train: ImageSet with uint8 images [n, H, W, 3] and pids
-            (negative pids, Market junk, are dropped; pids are relabeled 0..C-1).
+        config: :class:`FinetuneConfig`; with ``resume=True`` None takes the checkpoint's, and a
+            given one may differ from it only in the runtime fields and the length.
+        train: ImageSet with uint8 images [n, H, W, 3] and pids (negative pids, Market junk, are
+            dropped; pids are relabeled 0..C-1).
         out_dir: run directory: ``config.json``, ``log.jsonl``, ``checkpoints/step-*/``.
-        resume: continue from the newest checkpoint in ``out_dir``: same config (except device,
-            progress, checkpointing and the length ``steps``/``epochs``, which may grow) and data.
-            Ctrl-C during training writes a checkpoint of the last finished step first.
+        resume: continue from the newest checkpoint in ``out_dir`` (same data).
+
+    Under ``torchrun`` every process trains on its own share of each epoch (``batch_size`` per
+    process) and DDP averages the gradients; BatchNorm becomes SyncBatchNorm on GPUs.
+
+    Example:
+        >>> import tempfile
+        >>> from cion_fast.data.synth import WorldConfig, generate
+        >>> world = generate(WorldConfig.quick(identities=3, train_identities=8, eval_identities=4, videos=2))
+        >>> cfg = FinetuneConfig(arch="resnet18", steps=2, batch_size=16, image_size=(64, 32), device="cpu", progress=False)
+        >>> run = FinetuneRun(cfg, world.train, tempfile.mkdtemp())
+        >>> run.num_classes, run.fit(until_step=1)["step"], run.fit()["finished"]
+        (8, 1, True)
+    """
+
+    config_class = FinetuneConfig
+    checkpoint_format = CHECKPOINT_FORMAT
+    export_prefix = "backbone."
+    progress_name = "finetune"
+
+    def __init__(self, config: FinetuneConfig | None, train: ImageSet, out_dir: str | os.PathLike, resume: bool = False):
+        super().__init__(config, out_dir, resume)
+        keep, self.labels, self.num_classes = _train_labels(train)
+        self.images = train.images[keep]
+        if self.resume_state is not None and self.resume_state.get("num_classes") != self.num_classes:
+            raise ValueError(f"train has {self.num_classes} identities, the checkpoint's classifier "
+                             f"{self.resume_state.get('num_classes')}")
+        self._start()
+
+    def _data_fingerprint(self) -> str:
+        return _fingerprint(self.labels, self.images)
+
+    def _build(self) -> None:
+        cfg, device = self.config, self.dist.device
+        self.sampler = IdentityBatchSampler(self.labels, cfg.batch_size, seed=cfg.seed, rank=self.dist.rank,
+                                            world_size=self.dist.world_size)
+        self.plan = TrainingPlan(self.sampler, KSchedule.constant(cfg.k), steps=cfg.steps, epochs=cfg.epochs)
+        self.steps_per_epoch = self.sampler.num_batches(cfg.k)
+        torch.manual_seed(cfg.seed)  # a random init (backbone and classifier) is a function of the seed
+        backbone = backbone_from_config(self.resume_state["backbone_config"]) if self.resume_state else _build_backbone(cfg)
+        model = FinetuneModel(backbone, self.num_classes)
+        self.backbone_config = dict(model.backbone.backbone_config)
+        if self.dist.enabled and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(device)
+        self.network: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.network = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.trainable, lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)  # the recipe trains in float32
+
+    def _checkpoint_module(self) -> nn.Module:
+        return self.model
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes}
+
+    def _step_seed(self, step: int) -> int:
+        # Rank 0 keeps the single-process stream (its figures stay those of earlier releases).
+        seed = self.config.seed
+        return seed * 1_000_003 + step if self.dist.rank == 0 else mix_seed(seed, step, self.dist.rank, 2)
+
+    def lr(self, step: int) -> float:
+        """The learning rate at ``step`` (:func:`lr_at_step` over this run's plan)."""
+        return lr_at_step(self.config, step, self.plan.total_steps, self.steps_per_epoch)
+
+    def _train_step(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, device = self.config, self.dist.device
+        index = self.plan.batch(step)
+        batch = torch.from_numpy(np.ascontiguousarray(self.images[index])).to(device)
+        target = torch.from_numpy(self.labels[index]).to(device)
+        x = augment_batch(batch, cfg.image_size, cfg.flip_p, cfg.padding, cfg.erasing_p)
+        self.timer.views_done()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(step)
+        out = self.network(x)
+        id_loss = F.cross_entropy(out.logits, target, label_smoothing=cfg.label_smoothing)
+        triplet_loss = batch_hard_triplet_loss(out.features, target, cfg.margin)
+        loss = cfg.id_weight * id_loss + cfg.triplet_weight * triplet_loss
+        optimizer_step(loss, self.optimizer, self.scaler, self.trainable, clip_grad=0.0)
+        return loss, {"id_loss": id_loss.detach(), "triplet_loss": triplet_loss.detach()}
+
+    def _log_fields(self, step: int) -> dict[str, Any]:
+        return {"lr": self.lr(step)}
+
+    def _progress_postfix(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}"}
+
+    def _summary(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {"id_loss": record.get("id_loss", float("nan")), "triplet_loss": record.get("triplet_loss", float("nan")),
+                "num_classes": self.num_classes}
+
+
+def finetune(config: FinetuneConfig | None, train: ImageSet, out_dir: str | os.PathLike, resume: bool = False,
+             until_step: int | None = None) -> dict[str, Any]:
+    """Trains backbone + BNNeck on a labelled training split: builds a :class:`FinetuneRun`, runs
+    :meth:`~cion_fast.training.TrainingRun.fit` and closes it.
+
+    Args:
+        config, train, out_dir, resume: as :class:`FinetuneRun`. until_step: stop (with a
+            checkpoint) after this step instead of the end.
 
     Returns:
-        dict with ``step`` (completed steps), ``total_steps``, ``loss`` (last step's total loss,
-        float, nan when no step ran), ``id_loss``, ``triplet_loss``, ``checkpoint`` (path str),
-        ``num_classes``, ``seconds``.
+        :meth:`~cion_fast.training.TrainingRun.fit`'s dict (``step``, ``total_steps``,
+        ``finished``, ``interrupted``: the signal number when SIGINT/SIGTERM stopped the run after
+        a checkpoint, ``checkpoint`` path str, ``loss``, ``images_per_s``, ``seconds``, ...) plus
+        ``id_loss``, ``triplet_loss`` (means of the last log interval) and ``num_classes``.
 
     Raises:
         ValueError / TypeError: bad config or data. FileNotFoundError: unknown init path, or
         ``resume`` with no checkpoint.
 
     Example:
+        >>> import tempfile
         >>> from cion_fast.data.synth import WorldConfig, generate
-        >>> world = generate(WorldConfig.quick(identities=20, train_identities=12, eval_identities=10))  # doctest: +SKIP
-        >>> finetune(FinetuneConfig(arch="resnet18", steps=2, batch_size=16, image_size=(64, 32)),
-        ...          world.train, "ft_run")["step"]  # doctest: +SKIP
-        2
+        >>> world = generate(WorldConfig.quick(identities=3, train_identities=8, eval_identities=4, videos=2))
+        >>> summary = finetune(FinetuneConfig(arch="resnet18", steps=2, batch_size=16, image_size=(64, 32), device="cpu",
+        ...                                   progress=False), world.train, tempfile.mkdtemp())
+        >>> summary["step"], summary["num_classes"], summary["interrupted"]
+        (2, 8, None)
     """
-    if not isinstance(config, FinetuneConfig):
-        raise TypeError(f"config must be a FinetuneConfig, got {type(config).__name__}")
-    config.validate()
-    keep, labels, num_classes = _train_labels(train)
-    images = train.images[keep]
-    out_dir = Path(out_dir)
-    device = torch.device(config.device if config.device else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {config.device!r} asked for but torch sees no CUDA device")
-
-    resume_tensors: dict[str, torch.Tensor] = {}
-    resume_state: dict[str, Any] = {}
-    if resume:
-        resume_tensors, resume_state = read_checkpoint(out_dir)
-        saved = FinetuneConfig.from_dict(resume_state["config"])
-        changed = {k: (v, getattr(config, k)) for k, v in saved.to_dict().items()
-                   if k not in _RESUME_FREE and v != config.to_dict()[k]}
-        if changed:
-            raise ValueError(f"resume: config differs from the checkpoint's: {changed}")
-        if resume_state.get("data") != _fingerprint(labels, images):
-            raise ValueError("resume: train differs from the data the checkpoint was trained on")
-
-    sampler = IdentityBatchSampler(labels, config.batch_size, seed=config.seed)
-    plan = TrainingPlan(sampler, KSchedule.constant(config.k), steps=config.steps, epochs=config.epochs)
-    steps_per_epoch = sampler.num_batches(config.k)
-    backbone = backbone_from_config(resume_state["backbone_config"]) if resume else _build_backbone(config)
-    model = FinetuneModel(backbone, num_classes).to(device)
-    backbone_config = dict(model.backbone.backbone_config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.base_lr, weight_decay=config.weight_decay)
-    step = 0
-    if resume:
-        own = model.state_dict()
-        missing = sorted(k for k in own if k not in resume_tensors)
-        if missing:
-            raise ValueError(f"checkpoint {resume_state['path']} is missing keys {missing[:8]}")
-        model.load_state_dict({k: resume_tensors[k] for k in own}, strict=True)
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in resume_tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                opt_state.setdefault(int(index), {})[name] = value.to(device)
-        optimizer.load_state_dict({"state": opt_state, "param_groups": resume_state["optimizer"]["param_groups"]})
-        step = int(resume_state["step"])
-        _truncate_log(out_dir / "log.jsonl", step)
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / "config.json", config.to_dict())
-    fingerprint = _fingerprint(labels, images)
-
-    def save() -> Path:
-        tensors = dict(model.state_dict())
-        for index, values in optimizer.state_dict()["state"].items():
-            for name, value in values.items():
-                tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
-        state = {"format": "cion_fast.finetune.checkpoint/1", "config": config.to_dict(), "step": step,
-                 "optimizer": {"param_groups": optimizer.state_dict()["param_groups"]}, "data": fingerprint,
-                 "num_classes": num_classes, "backbone_config": backbone_config,
-                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        return write_checkpoint(out_dir, step, tensors, state, backbone_config, EXPORT_PREFIX, keep=config.keep_checkpoints)
-
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=plan.total_steps, initial=step, desc="finetune", unit="step")
-    model.train()
-    start = time.time()
-    last = {"loss": float("nan"), "id_loss": float("nan"), "triplet_loss": float("nan")}
-    consistent = True  # False while the weights are one step ahead of ``step``
+    run = FinetuneRun(config, train, out_dir, resume=resume)
     try:
-        with open(out_dir / "log.jsonl", "a") as log:
-            while step < plan.total_steps:
-                torch.manual_seed(config.seed * 1_000_003 + step)
-                index = plan.batch(step)
-                batch = torch.from_numpy(np.ascontiguousarray(images[index])).to(device)
-                target = torch.from_numpy(labels[index]).to(device)
-                x = augment_batch(batch, config.image_size, config.flip_p, config.padding, config.erasing_p)
-                lr = lr_at_step(config, step, plan.total_steps, steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                out = model(x)
-                id_loss = F.cross_entropy(out.logits, target, label_smoothing=config.label_smoothing)
-                tri_loss = batch_hard_triplet_loss(out.features, target, config.margin)
-                loss = config.id_weight * id_loss + config.triplet_weight * tri_loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower base_lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                consistent = False
-                optimizer.step()
-                step += 1
-                consistent = True
-                last = {"loss": loss.item(), "id_loss": id_loss.item(), "triplet_loss": tri_loss.item()}
-                log.write(json.dumps({"step": step, "lr": lr, **last}) + "\n")
-                log.flush()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last['loss']:.3f}")
-                if step % config.checkpoint_every == 0 and step < plan.total_steps:
-                    save()
-    except KeyboardInterrupt:
-        if consistent and step:
-            save()  # Ctrl-C: keep the finished steps; ``resume=True`` continues from here
-        raise
+        return run.fit(until_step=until_step)
     finally:
-        if bar is not None:
-            bar.close()
-    checkpoint = save()
-    return {"step": step, "total_steps": plan.total_steps, **last, "checkpoint": str(checkpoint),
-            "num_classes": num_classes, "seconds": time.time() - start}
+        run.close()

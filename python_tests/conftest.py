@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,6 +49,30 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def run_ddp_worker(out: Path, *args: str) -> list[dict]:
+    """Runs ``torchrun --nproc_per_node 2 ddp_worker.py ARGS... OUT`` on the CPU (gloo) and returns
+    the two ranks' saved tensors (see ddp_worker.py). The workers import cion_fast from where this
+    process does (the installed package in CI, the source tree in a developer build), never from
+    the current directory."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    worker = Path(__file__).resolve().parent / "ddp_worker.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker), *args, str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=out)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [load_file(out / f"rank{r}.safetensors") for r in range(2)]
+
+
+def assert_ranks_agree(ranks: list[dict]) -> None:
+    """Both ranks end with the same parameters, after batches of different identities."""
+    params = [k for k in ranks[0] if not k.startswith("batch.")]
+    different = [k for k in params if not torch.equal(ranks[0][k], ranks[1][k])]
+    assert params and not different, different[:5]
+    first0, first1 = ranks[0]["batch.first"].tolist(), ranks[1]["batch.first"].tolist()
+    assert first0 and first1 and not set(first0) & set(first1)  # each rank its own frames
 
 
 POISON_FLOAT = 1.0e30

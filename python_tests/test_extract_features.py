@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cion_fast.evaluate import extract_features  # noqa: E402
-from cion_fast.evaluate.features import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from cion_fast.ops import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
 class MeanColumns(torch.nn.Module):

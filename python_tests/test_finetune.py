@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -14,10 +15,11 @@ import torch.nn.functional as F
 
 from cion_fast import cli
 from cion_fast.data.synth import WorldConfig, generate
-from cion_fast.evaluate.features import IMAGENET_MEAN, IMAGENET_STD
+from cion_fast.ops import IMAGENET_MEAN, IMAGENET_STD
 from cion_fast.finetune import (
     FinetuneConfig,
     FinetuneModel,
+    FinetuneRun,
     augment_batch,
     batch_hard_triplet_loss,
     evaluate_finetuned,
@@ -26,7 +28,8 @@ from cion_fast.finetune import (
     lr_at_step,
 )
 from cion_fast.models import build_backbone, load_pretrained
-from cion_fast.pretrain import read_checkpoint
+from cion_fast.training import read_checkpoint
+from conftest import assert_ranks_agree, run_ddp_worker
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -171,6 +174,56 @@ def test_resume_is_exact_and_extends(world, tmp_path):
     assert log == [1, 2, 3, 4]
     longer = finetune(tiny(steps=6), world.train, part, resume=True)
     assert longer["step"] == 6 and longer["checkpoint"].endswith("step-00000006")
+
+
+def test_sigint_writes_a_checkpoint_and_resume_is_bit_exact(world, tmp_path, monkeypatch):
+    straight = finetune(tiny(steps=5), world.train, tmp_path / "straight")
+    original = FinetuneRun.train_step
+
+    def step_then_signal(self):
+        out = original(self)
+        if self.step == 2:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(FinetuneRun, "train_step", step_then_signal)
+    stopped = finetune(tiny(steps=5), world.train, tmp_path / "resumed")
+    assert stopped["interrupted"] == signal.SIGINT and stopped["step"] == 2 and not stopped["finished"]
+    assert stopped["checkpoint"].endswith("step-00000002")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(FinetuneRun, "train_step", original)
+    resumed = finetune(None, world.train, tmp_path / "resumed", resume=True)  # the checkpoint's config
+    assert resumed["finished"] and resumed["step"] == 5
+    a, _ = read_checkpoint(straight["checkpoint"])
+    b, _ = read_checkpoint(resumed["checkpoint"])
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4, 5]
+
+
+def test_cli_finetune_interrupted_exits_128_plus_signal(tmp_path, monkeypatch, capsys):
+    original = FinetuneRun.train_step
+
+    def step_then_signal(self):
+        out = original(self)
+        signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(FinetuneRun, "train_step", step_then_signal)
+    code = cli.main(["finetune", "--synth-quick", "--out", str(tmp_path / "run"), "--arch", "resnet18", "--steps", "3",
+                     "--batch-size", "16", "--size", "64x32", "--device", "cpu", "--no-progress"])
+    assert code == 128 + signal.SIGINT
+    assert "continue with --resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "checkpoints" / "step-00000001").is_dir()
+
+
+def test_torchrun_two_processes_gloo_ranks_agree(tmp_path):
+    ranks = run_ddp_worker(tmp_path, "finetune")
+    assert_ranks_agree(ranks)
+    _, state = read_checkpoint(tmp_path / "run")
+    assert state["world_size"] == 2 and state["step"] == 3
 
 
 def test_bad_input_gives_clear_errors(world, tmp_path):

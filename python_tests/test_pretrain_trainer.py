@@ -6,10 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +18,11 @@ from cion_fast.data import synth
 from cion_fast.models import load_pretrained
 from cion_fast.pretrain import PretrainConfig, Trainer, pretrain, read_checkpoint
 from cion_fast.pretrain.trainer import collapse_warnings
+from conftest import assert_ranks_agree, run_ddp_worker
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -227,20 +224,8 @@ def test_resume_from_a_checkpoint_missing_keys_is_a_clear_error(world, tmp_path,
 
 
 def test_torchrun_two_processes_gloo_ranks_agree(world, tmp_path):
-    # The workers import cion_fast from where this process does (the installed package in CI, the
-    # source tree in a developer build), never from the current directory.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"),
-           str(world["root"] / "tracklets"), str(world["root"] / "labels.npy"), str(tmp_path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    from safetensors.torch import load_file
-
-    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
-    params = [k for k in ranks[0] if not k.startswith("batch.")]
-    assert params and all(torch.equal(ranks[0][k], ranks[1][k]) for k in params)
-    first0, first1 = ranks[0]["batch.first"], ranks[1]["batch.first"]
-    assert not set(first0.tolist()) & set(first1.tolist())  # each rank its own identities
+    ranks = run_ddp_worker(tmp_path, "pretrain", str(world["root"] / "tracklets"), str(world["root"] / "labels.npy"))
+    assert_ranks_agree(ranks)
     assert (tmp_path / "run" / "checkpoints" / "step-00000003").is_dir()
     assert log_lines(tmp_path / "run")[-1]["step"] == 3
 

@@ -7,9 +7,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cion_fast import _arrays
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from cion_fast.ops.multicrop import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _image_source(images: Any) -> Any:
@@ -131,3 +129,61 @@ def extract_features(
     if not outputs:
         return np.empty((0, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+# The feature sources `cion-fast extract --model` and extract_by_spec accept, with what each means.
+MODEL_SPECS = ("stripe (training-free colour/texture descriptor), timm:NAME (a timm backbone, random weights: nothing is "
+               "downloaded), checkpoint:PATH (an exported backbone .safetensors or a pre-training checkpoint, see cion-fast "
+               "export) or oracle (ground truth + camera shift + noise: only to measure denoising on synthetic data)")
+
+
+def extract_by_spec(spec: str, tracklets: Any, batch_size: int = 256, device: str | None = None, flip: bool = False,
+                    size: tuple[int, int] | None = None, progress: bool = True, name: str = "model") -> np.ndarray:
+    """Frame features of a tracklet set from a feature source named by ``spec`` (see :data:`MODEL_SPECS`).
+
+    Args:
+        spec: ``"stripe"``, ``"oracle"``, ``"timm:NAME"`` or ``"checkpoint:PATH"``.
+        tracklets: a :class:`cion_fast.data.Tracklets` (frames in memory or memory-mapped).
+        batch_size, device, flip, size: network sources only, as :func:`extract_features`.
+        progress: a progress bar over the chunks / batches.
+        name: what errors call ``spec`` (the CLI passes ``"--model"``).
+
+    Returns:
+        float32 [num_frames, D] numpy array, one row per frame in the tracklets' order.
+
+    Raises:
+        ValueError: an unknown ``spec``, or ``oracle`` on tracklets without ground truth.
+
+    Example:
+        >>> from cion_fast.data.synth import WorldConfig, generate
+        >>> tracklets = generate(WorldConfig.quick(identities=4, train_identities=2, eval_identities=2, videos=1)).tracklets
+        >>> extract_by_spec("stripe", tracklets, progress=False).shape[0] == tracklets.num_frames
+        True
+        >>> extract_by_spec("resnet", tracklets)
+        Traceback (most recent call last):
+        ...
+        ValueError: model must be stripe, oracle, timm:NAME or checkpoint:PATH, got 'resnet'
+    """
+    kind, _, source = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if spec == "stripe":
+        from tqdm.auto import tqdm
+
+        from cion_fast.features import stripe_histogram
+
+        chunk = 4096
+        starts = range(0, tracklets.num_frames, chunk)
+        parts = [stripe_histogram(tracklets.images(np.arange(first, min(first + chunk, tracklets.num_frames))))
+                 for first in tqdm(starts, desc="stripe", unit="chunk", disable=not progress)]
+        return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+    if spec == "oracle":
+        from cion_fast.features import oracle_features
+
+        if not (tracklets.identity >= 0).any():
+            raise ValueError(f"{name} oracle needs ground-truth identities (a synthetic world)")
+        return oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))
+    if kind in ("timm", "checkpoint") and source:
+        from cion_fast.models import build_backbone, load_pretrained
+
+        model = build_backbone(source) if kind == "timm" else load_pretrained(source)
+        return extract_features(model, tracklets, batch_size, device, flip=flip, progress=progress, size=size)
+    raise ValueError(f"{name} must be stripe, oracle, timm:NAME or checkpoint:PATH, got {spec!r}")

@@ -8,7 +8,7 @@ from cion_fast.ops.k_reciprocal import (
     k_reciprocal_rerank_from_distances,
     k_reciprocal_rerank_from_graph,
 )
-from cion_fast.ops.multicrop import MultiCropConfig, MultiCropResult, RaggedImages, multicrop
+from cion_fast.ops.multicrop import IMAGENET_MEAN, IMAGENET_STD, MultiCropConfig, MultiCropResult, RaggedImages, multicrop
 from cion_fast.ops.rank_metrics import RankResult, evaluate_rank, evaluate_rank_cuhk03, evaluate_rank_from_features
 from cion_fast.ops.sliding_range_link import connected_components, sliding_range_link
 from cion_fast.ops.tracklet_prune import tracklet_prune
@@ -28,6 +28,8 @@ __all__ = [
     "k_reciprocal_rerank",
     "k_reciprocal_rerank_from_distances",
     "k_reciprocal_rerank_from_graph",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "MultiCropConfig",
     "MultiCropResult",
     "RaggedImages",

@@ -42,8 +42,10 @@ MAX_VIEW_SIDE = 4096
 
 _OUT_DTYPES = ("float32", "float16", "bfloat16")
 _INTERPOLATIONS = ("bilinear", "bicubic")
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The normalisation every network input gets (RGB in [0, 1]): the one definition, passed to the
+#: multicrop kernel through its params struct and used by feature extraction and fine-tuning.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Parameter arrays: name -> (dtype, trailing dims after [B, V]).
 PARAM_SPEC: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -151,8 +153,8 @@ class MultiCropConfig:
     blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: tuple[float, float, float] = (0.0, 0.2, 0.0)
-    mean: tuple[float, float, float] = _IMAGENET_MEAN
-    std: tuple[float, float, float] = _IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
     out_dtype: str = "float32"
     _settings: dict = field(default=None, init=False, repr=False, compare=False, hash=False)

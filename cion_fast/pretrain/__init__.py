@@ -1,5 +1,6 @@
 """Pre-training: CION identity-guided self-distillation, instance-level DINO and UP-ReID on one
-trainer (AMP, DDP through torchrun, atomic checkpoints, exact resume).
+trainer, a :class:`cion_fast.training.TrainingRun` (AMP, DDP through torchrun, atomic checkpoints,
+exact resume).
 
 Quick tour::
 
@@ -21,15 +22,16 @@ Training (CPU here; a GPU and torchrun work the same way)::
     pretrain(cfg, tracklets.frames, labels, "runs/cion")  # checkpoints in runs/cion/checkpoints
 """
 
-from cion_fast.pretrain.checkpoint import export_backbone, latest_checkpoint, read_checkpoint
 from cion_fast.pretrain.config import METHODS, PretrainConfig
 from cion_fast.pretrain.distill import DistillationMethod, MultiCropWrapper
 from cion_fast.pretrain.loss import IdentityDINOLoss
-from cion_fast.pretrain.optim import clip_gradients, cosine_schedule, ema_update, optimizer_step, param_groups
-from cion_fast.pretrain.sampler import IdentityBatchSampler, KSchedule, TrainingPlan
+from cion_fast.pretrain.ema import ema_update
 from cion_fast.pretrain.trainer import Trainer, pretrain
-from cion_fast.pretrain.upreid import UPReIDEncoder, UPReIDMethod, random_erasing, stripe_rois
+from cion_fast.pretrain.upreid import UPReIDEncoder, UPReIDMethod, stripe_rois
 from cion_fast.pretrain.views import ViewBatch
+# The shared training layer's names most pre-training users reach for, re-exported (same objects).
+from cion_fast.training import (IdentityBatchSampler, KSchedule, TrainingPlan, clip_gradients, cosine_schedule, export_backbone,
+                                latest_checkpoint, optimizer_step, param_groups, random_erasing, read_checkpoint)
 
 __all__ = [
     "METHODS",

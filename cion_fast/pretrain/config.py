@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from cion_fast._checks import (check_choice, check_flag, check_int, check_positive, check_probability, check_real,
                                check_text, check_type, checked, validate_fields)
+from cion_fast.training.config import RunConfig
 
-__all__ = ["METHODS", "PretrainConfig", "RUNTIME_KEYS"]
+__all__ = ["METHODS", "PretrainConfig"]
 
 METHODS = ("cion", "dino", "upreid")
 UPREID_TERMS = ("nce", "gc", "icc")
-
-# Keys that only say how a run is executed, not what it computes: they may change on --resume.
-RUNTIME_KEYS = ("device", "checkpoint_every", "keep_checkpoints", "log_every", "progress")
 
 # Multicrop settings each method starts from (on top of MultiCropConfig.cion()); user overrides win.
 _METHOD_MULTICROP = {
@@ -31,7 +28,7 @@ _GLOBAL_VIEWS_ONLY = ("upreid",)
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     """Everything that defines a pre-training run (defaults: CION's recipe).
 
     Training length: exactly one of ``steps`` and ``epochs``. ``batch_size`` is per process
@@ -162,8 +159,8 @@ class PretrainConfig:
         self.k_schedule()
 
     def k_schedule(self):
-        """The :class:`~cion_fast.pretrain.sampler.KSchedule` of this method (K = 1 for dino/upreid)."""
-        from cion_fast.pretrain.sampler import KSchedule
+        """The :class:`~cion_fast.training.sampler.KSchedule` of this method (K = 1 for dino/upreid)."""
+        from cion_fast.training.sampler import KSchedule
 
         if self.method == "cion":
             return KSchedule(self.k_values, self.k_boundaries)
@@ -172,29 +169,3 @@ class PretrainConfig:
     def multicrop_overrides(self) -> dict[str, Any]:
         """MultiCropConfig field values on top of ``MultiCropConfig.cion()``: the method's own, then ours."""
         return {**_METHOD_MULTICROP[self.method], **self.multicrop}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists)."""
-
-        def plain(value):
-            if isinstance(value, (tuple, list)):
-                return [plain(v) for v in value]
-            if isinstance(value, dict):
-                return {k: plain(v) for k, v in value.items()}
-            return value
-
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (ValueError naming them)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}")
-        return cls(**data)
-
-    def differences(self, other: "PretrainConfig", ignore: tuple = RUNTIME_KEYS) -> dict[str, tuple]:
-        """``{field: (self value, other value)}`` for fields that differ, except ``ignore``."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return {k: (mine[k], theirs[k]) for k in mine if k not in ignore and mine[k] != theirs[k]}

@@ -16,7 +16,6 @@ outputs over both global crops and all ranks: ``c <- m c + (1 - m) mean(t)`` (al
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.distributed as dist
@@ -131,6 +130,7 @@ class IdentityDINOLoss(nn.Module):
                 onto a few prototypes.
 
         Example:
+            >>> import math
             >>> loss_fn = IdentityDINOLoss(out_dim=16, n_crops=2)
             >>> m = loss_fn.monitors(torch.zeros(4, 16))
             >>> round(float(m["teacher_entropy"]), 4) == round(math.log(16), 4), round(float(m["prototypes"]))

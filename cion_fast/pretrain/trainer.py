@@ -1,4 +1,4 @@
-"""The one trainer behind ``cion``, ``dino`` and ``upreid``.
+"""The one pre-trainer behind ``cion``, ``dino`` and ``upreid``: a :class:`cion_fast.training.TrainingRun`.
 
 Single process on the CPU or one GPU; many GPUs or nodes through ``torchrun`` (DDP: NCCL on GPUs,
 gloo on CPUs; BatchNorm becomes SyncBatchNorm on GPUs — PyTorch's SyncBatchNorm has no CPU kernel,
@@ -16,41 +16,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
-import signal
-import sys
-import threading
-import time
 import warnings
-from contextlib import contextmanager, nullcontext
-from pathlib import Path
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from cion_fast import ops
-from cion_fast._io import atomic_write, atomic_write_json
 from cion_fast.models import build_backbone
-from cion_fast.pretrain.checkpoint import (latest_checkpoint, list_checkpoints, read_checkpoint, remove_stale_temporaries,
-                                          write_checkpoint)
 from cion_fast.pretrain.config import PretrainConfig
 from cion_fast.pretrain.distill import DistillationMethod
-from cion_fast.pretrain.optim import cosine_schedule, ema_update, optimizer_step, param_groups
-from cion_fast.pretrain.sampler import IdentityBatchSampler, TrainingPlan
+from cion_fast.pretrain.ema import ema_update
 from cion_fast.pretrain.upreid import UPReIDMethod
 from cion_fast.pretrain.views import ViewBatch
+from cion_fast.training import IdentityBatchSampler, TrainingPlan, TrainingRun, cosine_schedule, mix_seed, optimizer_step, param_groups
 
 __all__ = ["Trainer", "pretrain"]
-
-
-def _mix(*values: int) -> int:
-    """A 32-bit seed derived from several integers (stable across runs and machines)."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
 
 
 # Collapse thresholds (DINO's two failure modes): a teacher whose per-image entropy is within 2 % of
@@ -86,110 +71,7 @@ def _labels_fingerprint(labels: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
 
 
-class _Distributed:
-    """torch.distributed set-up from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
-
-    def __init__(self, device: str | None):
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.world_size = world
-        self.owns_group = False
-        if device is None:
-            device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda":
-            device = f"cuda:{self.local_rank}"
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device {device!r} asked for but torch sees no CUDA device")
-            torch.cuda.set_device(self.device)
-        self.enabled = world > 1
-        self.flag_group = None
-        if self.enabled:
-            if not dist.is_initialized():
-                backend = "nccl" if self.device.type == "cuda" else "gloo"
-                dist.init_process_group(backend=backend)
-                self.owns_group = True
-            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-            # A CPU group for the stop flag: checking it every step needs no GPU synchronisation.
-            self.flag_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on any rank."""
-        if not self.enabled:
-            return flag
-        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.flag_group)
-        return bool(value.item())
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            value = value.clone()
-            dist.all_reduce(value)
-            value /= self.world_size
-        return value
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class _StepTimer:
-    """Time spent producing views and whole steps (CUDA events on GPUs, so no per-step sync)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.reset()
-
-    def reset(self) -> None:
-        self.pending: list[tuple[Any, Any, Any]] = []
-        self.view_s = 0.0
-        self.step_s = 0.0
-        self.steps = 0
-
-    def _mark(self):
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def start(self):
-        self._start = self._mark()
-
-    def views_done(self):
-        self._views = self._mark()
-
-    def step_done(self):
-        self.pending.append((self._start, self._views, self._mark()))
-        self.steps += 1
-
-    def collect(self) -> None:
-        for start, views, end in self.pending:
-            if self.cuda:
-                end.synchronize()
-                self.view_s += start.elapsed_time(views) / 1e3
-                self.step_s += start.elapsed_time(end) / 1e3
-            else:
-                self.view_s += views - start
-                self.step_s += end - start
-        self.pending = []
-
-    @property
-    def view_share(self) -> float:
-        return self.view_s / self.step_s if self.step_s > 0 else float("nan")
-
-
-class Trainer:
+class Trainer(TrainingRun):
     """A pre-training run: data, method, optimiser, schedules, checkpoints.
 
     Args:
@@ -221,49 +103,31 @@ class Trainer:
         (2, True, 4)
     """
 
+    config_class = PretrainConfig
+    checkpoint_format = "cion_fast.pretrain.checkpoint/1"
+
     def __init__(self, config: PretrainConfig | None, frames: np.ndarray, labels: np.ndarray | None, out_dir: str | os.PathLike,
                  resume: bool = False):
-        self.out_dir = Path(out_dir)
-        self._resume_state: dict[str, Any] | None = None
-        self._resume_tensors: dict[str, torch.Tensor] | None = None
-        if resume:
-            found = latest_checkpoint(self.out_dir)
-            if found is None:
-                raise FileNotFoundError(f"out_dir {self.out_dir}: no checkpoint to resume from")
-            self._resume_tensors, self._resume_state = read_checkpoint(found)
-            saved = PretrainConfig.from_dict(self._resume_state["config"])
-            if config is None:
-                config = saved
-            else:
-                diff = saved.differences(config)
-                if diff:
-                    listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-                    raise ValueError(f"config differs from the checkpoint's in {found}: {listed}")
-        else:
-            if config is None:
-                raise ValueError("config is required for a new run (it may be None only with resume=True)")
-            if list_checkpoints(self.out_dir):
-                raise ValueError(f"out_dir {self.out_dir} already holds checkpoints: pass resume=True (--resume) or choose another directory")
-        if not isinstance(config, PretrainConfig):
-            raise TypeError(f"config must be a PretrainConfig, got {type(config).__name__}")
-        self.config = config
+        super().__init__(config, out_dir, resume)
         self.frames, self.labels = self._check_data(frames, labels)
-        self.fingerprint = {"num_frames": int(self.frames.shape[0]), "frame_shape": list(self.frames.shape[1:]),
-                            "labels_sha1": _labels_fingerprint(self.labels)}
-        if self._resume_state is not None and self._resume_state.get("data") != self.fingerprint:
-            raise ValueError(
-                f"data/labels differ from the ones the checkpoint was trained on: checkpoint {self._resume_state.get('data')}, "
-                f"now {self.fingerprint}"
-            )
         self.multicrop_config = self._multicrop_config()
-        if config.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
-        self.dist = _Distributed(config.device)
-        try:
-            self._build()
-        except BaseException:
-            self.dist.close()
-            raise
+        self._start()
+
+    @property
+    def deterministic(self) -> bool:
+        return self.config.deterministic
+
+    @property
+    def export_prefix(self) -> str:
+        return self.method.export_prefix
+
+    @property
+    def progress_name(self) -> str:
+        return f"pretrain {self.config.method}"
+
+    def _data_fingerprint(self) -> dict[str, Any]:
+        return {"num_frames": int(self.frames.shape[0]), "frame_shape": list(self.frames.shape[1:]),
+                "labels_sha1": _labels_fingerprint(self.labels)}
 
     # ---------------------------------------------------------------- set-up
     def _check_data(self, frames: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -348,74 +212,13 @@ class Trainer:
             self.method.teacher.load_state_dict(self.method.student.state_dict())
         self.optimizer = torch.optim.AdamW(param_groups(self.method.student), lr=0.0, weight_decay=0.0)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.step = 0
-        if self._resume_state is not None:
-            self._restore()
 
     # ------------------------------------------------------------ checkpoint
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        tensors = dict(self.method.state_dict())
-        for index, values in self.optimizer.state_dict()["state"].items():
-            for name, value in values.items():
-                if not isinstance(value, torch.Tensor):
-                    raise TypeError(f"optimizer state {name} is not a tensor")
-                tensors[f"optimizer.{index}.{name}"] = value
-        return tensors
+    def _checkpoint_module(self) -> nn.Module:
+        return self.method
 
-    def _state(self) -> dict[str, Any]:
-        groups = [{k: v for k, v in g.items()} for g in self.optimizer.state_dict()["param_groups"]]
-        return {
-            "format": "cion_fast.pretrain.checkpoint/1",
-            "config": self.config.to_dict(),
-            "step": self.step,
-            "epoch": self.plan.state(self.step)["epoch"],
-            "sampler": self.plan.state(self.step),
-            "optimizer": {"param_groups": groups},
-            "scaler": self.scaler.state_dict(),
-            "data": self.fingerprint,
-            "world_size": self.dist.world_size,
-            "multicrop": {f.name: getattr(self.multicrop_config, f.name) for f in dataclasses.fields(self.multicrop_config) if f.init},
-            "backbone_config": self.backbone_config,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-
-    def save_checkpoint(self) -> Path | None:
-        """Writes a checkpoint of the current step (rank 0 writes; every rank waits for it)."""
-        path = None
-        if self.dist.is_main:
-            path = write_checkpoint(self.out_dir, self.step, self._tensors(), self._state(), self.backbone_config,
-                                    self.method.export_prefix, keep=self.config.keep_checkpoints)
-        self.dist.barrier()
-        return path
-
-    def _restore(self) -> None:
-        state, tensors = self._resume_state, self._resume_tensors
-        if state.get("world_size") != self.dist.world_size:
-            raise ValueError(f"the checkpoint was trained with {state.get('world_size')} processes, this run has "
-                             f"{self.dist.world_size}: the global batch and sampler would change")
-        own = self.method.state_dict()
-        missing = sorted(k for k in own if k not in tensors)
-        if missing:
-            raise ValueError(f"checkpoint {state['path']} is missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''} "
-                             f"({len(missing)} in all)")
-        wrong = [k for k in own if tensors[k].shape != own[k].shape]
-        if wrong:
-            raise ValueError(f"checkpoint {state['path']} has tensors of the wrong shape: {wrong[:8]}")
-        self.method.load_state_dict({k: tensors[k] for k in own}, strict=True)
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                opt_state.setdefault(int(index), {})[name] = value
-        groups = state["optimizer"]["param_groups"]
-        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.optimizer.param_groups]:
-            raise ValueError(f"checkpoint {state['path']}: optimiser parameter groups do not match the model")
-        self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        if self.step < self.plan.total_steps and state["sampler"] != self.plan.state(self.step):
-            raise ValueError(f"sampler state differs from the checkpoint's: {state['sampler']} vs {self.plan.state(self.step)}")
+    def _extra_state(self) -> dict[str, Any]:
+        return {"multicrop": {f.name: getattr(self.multicrop_config, f.name) for f in dataclasses.fields(self.multicrop_config) if f.init}}
 
     # ------------------------------------------------------------- schedules
     def initial_weight_share(self) -> float:
@@ -448,22 +251,22 @@ class Trainer:
         device = self.dist.device
         images = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
         need_boxes = self.config.method == "upreid" and "icc" in self.config.upreid_terms
-        out = ops.multicrop(images, self.multicrop_config, seed=_mix(self.config.seed, self.dist.rank), step=step, return_params=need_boxes)
+        out = ops.multicrop(images, self.multicrop_config, seed=mix_seed(self.config.seed, self.dist.rank), step=step, return_params=need_boxes)
         boxes = None
         if need_boxes:
             boxes = torch.as_tensor(out.params["box"], device=device)
         return ViewBatch(images, out.global_views, out.local_views, boxes)
 
-    def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One optimisation step at ``self.step`` (then ``self.step += 1``); returns the detached loss and metrics."""
-        cfg, step = self.config, self.step
+    def _step_seed(self, step: int) -> int:
+        return mix_seed(self.config.seed, step, self.dist.rank, 1)
+
+    def _train_step(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.config
         sched = self.schedules(step)
         for group in self.optimizer.param_groups:
             group["lr"] = sched["lr"]
             if group.get("name") == "decay":
                 group["weight_decay"] = sched["weight_decay"]
-        torch.manual_seed(_mix(cfg.seed, step, self.dist.rank, 1))
-        self.timer.start()
         views = self._views(step)
         self.timer.views_done()
         k = self.plan.k_at_step(step)
@@ -475,186 +278,33 @@ class Trainer:
         optimizer_step(loss, self.optimizer, self.scaler, trainable, cfg.clip_grad, frozen)
         teacher, student = self.method.ema_pairs()
         ema_update(teacher, student, sched["momentum"])
-        self.timer.step_done()
-        self.step += 1
-        return loss.detach(), metrics
+        return loss, metrics
 
-    @contextmanager
-    def _signals(self):
-        """SIGINT/SIGTERM set a flag; the loop writes a checkpoint and returns at the next step."""
-        self.stop_signal: int | None = None
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+    # -------------------------------------------------------------- logging
+    def _log_fields(self, step: int) -> dict[str, Any]:
+        return self.schedules(step)
 
-        def handler(signum, frame):
-            self.stop_signal = signum
+    def _record_warnings(self, record: dict[str, Any]) -> list[str]:
+        return collapse_warnings(record, self.config.out_dim)
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+    def _progress_postfix(self, record: dict[str, Any]) -> dict[str, Any]:
+        monitors = {"H_t": f"{record['teacher_entropy']:.2f}", "protos": f"{record['prototypes']:.0f}"} if "prototypes" in record else {}
+        return {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}", "K": record["k"], **monitors}
 
-    @contextmanager
-    def _determinism(self):
-        if not self.config.deterministic:
-            yield
-            return
-        previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-        # Exact on the CPU. On GPUs some kernels (roi_align's backward, scatter-adds) have no
-        # deterministic version: warn instead of failing there.
-        torch.use_deterministic_algorithms(True, warn_only=self.dist.device.type == "cuda")
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-
-    def _truncate_log(self, step: int) -> None:
-        """Drops the log lines after ``step`` (the resumed checkpoint): the resumed run logs those
-        steps again, so each step appears once. A line cut by a kill is dropped too."""
-        path = self.out_dir / "log.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("step", 0) <= step:
-                kept.append(line)
-        atomic_write(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
-
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _write_config_copy(self) -> None:
-        """RUN/config.json: the run's config for people and tools. The checkpoint holds the config a
-        resume uses; a copy that a resume finds missing, unreadable or stale is rewritten from it
-        (with a warning when it was damaged), so the directory always describes the run."""
-        path = self.out_dir / "config.json"
-        current = json.loads(json.dumps(self.config.to_dict()))
-        if self._resume_state is not None and path.exists():
-            try:
-                if json.loads(path.read_text()) == current:
-                    return
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-                warnings.warn(f"{path} was unreadable ({error}); rewritten from the checkpoint's config", stacklevel=3)
-        atomic_write_json(path, current)
+    def _summary(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {"k": record.get("k")}
 
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
-        """Trains from the current step to the end of the plan (or to ``until_step``).
-
-        A checkpoint is written every ``checkpoint_every`` steps, when the run stops (end,
-        ``until_step``, SIGINT/SIGTERM) and the log line of every ``log_every``-th step goes to
-        ``log.jsonl``. After a signal the method returns normally with ``interrupted`` set.
-
-        Returns:
-            dict with ``step``, ``total_steps``, ``finished``, ``interrupted`` (signal number or
-            None), ``rank``, ``world_size``, ``checkpoint`` (path of the last checkpoint), ``loss`` (mean over the last log
-            interval), ``k``, ``images_per_s`` (global images per second of step time, checkpoint
-            writes excluded), ``view_share`` (share of step time spent producing views) and
-            ``seconds`` (wall time of the call).
-        """
-        cfg, total = self.config, self.plan.total_steps
-        stop_at = total if until_step is None else int(until_step)
-        if not self.step <= stop_at <= total:
-            raise ValueError(f"until_step must be in [{self.step}, {total}], got {until_step}")
-        if self.dist.is_main:
-            remove_stale_temporaries(self.out_dir)
-            if self._resume_state is not None:
-                self._truncate_log(self.step)
-        if self.dist.is_main:
-            self._write_config_copy()
-        if self.dist.is_main and self._resume_state is None:
+        """Trains from the current step to the end of the plan (or to ``until_step``): the shared
+        loop (:meth:`cion_fast.training.TrainingRun.fit`; its return value, plus ``k``), after a
+        warning when the EMA schedule would leave the teacher near its random initialisation."""
+        if self.dist.is_main and self.resume_state is None:
             kept = self.initial_weight_share()
             if kept > 0.5:
-                warnings.warn(f"the EMA momentum schedule {cfg.momentum} keeps {100 * kept:.0f} % of the teacher's random "
-                              f"initialisation after {total} steps: the exported teacher will barely have learned; lower "
+                warnings.warn(f"the EMA momentum schedule {self.config.momentum} keeps {100 * kept:.0f} % of the teacher's random "
+                              f"initialisation after {self.plan.total_steps} steps: the exported teacher will barely have learned; lower "
                               "the momentum for short runs (1 / (1 - m) well below the number of steps)", stacklevel=2)
-        self.timer = _StepTimer(self.dist.device)
-        whole = _StepTimer(self.dist.device)
-        progress = None
-        if cfg.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=total, initial=self.step, desc=f"pretrain {cfg.method}", unit="step", dynamic_ncols=True, file=sys.stderr)
-        start_time = time.perf_counter()
-        start_step = self.step
-        interval_start, interval_steps = time.perf_counter(), 0
-        loss_sum: torch.Tensor | None = None
-        metric_sums: dict[str, torch.Tensor] = {}
-        last = {"loss": float("nan")}
-        checkpoint = None
-        warned_collapse = False
-        global_batch = cfg.batch_size * self.dist.world_size
-        self.method.train()
-        try:
-            with self._signals(), self._determinism():
-                while self.step < stop_at:
-                    loss, metrics = self.train_step()
-                    loss_sum = loss if loss_sum is None else loss_sum + loss
-                    for name, value in metrics.items():
-                        metric_sums[name] = metric_sums.get(name, 0) + value
-                    interval_steps += 1
-                    if progress is not None:
-                        progress.update(1)
-                    stopping = self.dist.any(self.stop_signal is not None)
-                    if self.step % cfg.log_every == 0 or self.step == stop_at or stopping:
-                        self.timer.collect()
-                        whole.view_s += self.timer.view_s
-                        whole.step_s += self.timer.step_s
-                        elapsed = time.perf_counter() - interval_start
-                        mean_loss = float(self.dist.mean(loss_sum.float() / interval_steps).item())
-                        if not math.isfinite(mean_loss):
-                            raise FloatingPointError(f"loss is {mean_loss} at step {self.step}; last checkpoint: {checkpoint or latest_checkpoint(self.out_dir)}")
-                        sched = self.schedules(self.step - 1)
-                        last = {
-                            "step": self.step, "epoch": self.plan.epoch_at_step(self.step - 1), "k": self.plan.k_at_step(self.step - 1),
-                            "loss": mean_loss, **{n: float(self.dist.mean(v.float() / interval_steps).item()) for n, v in metric_sums.items()},
-                            "lr": sched["lr"], "weight_decay": sched["weight_decay"], "momentum": sched["momentum"],
-                            "teacher_temp": sched["teacher_temp"], "images_per_s": interval_steps * global_batch / elapsed,
-                            "view_share": self.timer.view_share, "elapsed_s": time.perf_counter() - start_time,
-                        }
-                        collapse = collapse_warnings(last, cfg.out_dim)
-                        if collapse:
-                            last["collapse"] = collapse
-                        if self.dist.is_main:
-                            self._log(last)
-                            if collapse and not warned_collapse:  # once per call; every line is in the log
-                                warnings.warn(collapse[0] + " (further collapse reports go to log.jsonl only)", stacklevel=2)
-                                warned_collapse = True
-                        if progress is not None:
-                            monitors = {"H_t": f"{last['teacher_entropy']:.2f}", "protos": f"{last['prototypes']:.0f}"} if "prototypes" in last else {}
-                            progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{sched['lr']:.2e}", K=last["k"], **monitors,
-                                                 img_s=f"{last['images_per_s']:.1f}", views=f"{100 * last['view_share']:.0f}%")
-                        self.timer.reset()
-                        interval_start, interval_steps, loss_sum, metric_sums = time.perf_counter(), 0, None, {}
-                    if stopping:
-                        self.stop_signal = self.stop_signal or signal.SIGTERM
-                        break
-                    if self.step % cfg.checkpoint_every == 0 and self.step < stop_at:
-                        checkpoint = self.save_checkpoint()
-                checkpoint = self.save_checkpoint()
-        finally:
-            if progress is not None:
-                progress.close()
-        seconds = time.perf_counter() - start_time
-        done = self.step - start_step
-        return {
-            "step": self.step, "total_steps": total, "finished": self.step >= total, "interrupted": self.stop_signal,
-            "rank": self.dist.rank, "world_size": self.dist.world_size,
-            "checkpoint": str(checkpoint) if checkpoint else None, "loss": last["loss"], "k": last.get("k"),
-            "images_per_s": done * global_batch / whole.step_s if whole.step_s > 0 else float("nan"),
-            "view_share": whole.view_share, "seconds": seconds,
-        }
-
-    def close(self) -> None:
-        """Leaves the process group if this trainer created it."""
-        self.dist.close()
+        return super().fit(until_step)
 
 
 def pretrain(config: PretrainConfig | None, frames: np.ndarray, labels: np.ndarray | None, out_dir: str | os.PathLike,

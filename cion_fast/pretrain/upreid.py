@@ -37,7 +37,6 @@ Total: ``L = L_nce + gc_weight * L_gc + icc_weight * L_icc`` over the enabled te
 from __future__ import annotations
 
 import copy
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -46,48 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cion_fast.models import ProjectionMLP, pooled_features
+from cion_fast.ops.multicrop import IMAGENET_MEAN, IMAGENET_STD
 from cion_fast.pretrain.views import ViewBatch
+from cion_fast.training.augment import random_erasing
 
-__all__ = ["UPReIDEncoder", "UPReIDMethod", "random_erasing", "stripe_rois"]
-
-
-def random_erasing(images: torch.Tensor, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3), value: float = 0.0, tries: int = 10) -> torch.Tensor:
-    """torchvision's ``RandomErasing`` for a whole batch at once (new tensor, input untouched).
-
-    Each image, with probability p, gets one rectangle of area ``scale`` x image area and aspect
-    (h/w) log-uniform in ``ratio`` set to ``value``; the first of ``tries`` candidates that fits is
-    used, none when no candidate fits (torchvision's behaviour). Randomness: torch's global RNG on
-    the images' device.
-
-    Shapes: float [N, C, H, W] -> float [N, C, H, W], same device and dtype.
-
-    Example:
-        >>> x = torch.ones(4, 3, 32, 16)
-        >>> y = random_erasing(x, p=1.0)
-        >>> bool((y == 0).any()), y.shape
-        (True, torch.Size([4, 3, 32, 16]))
-    """
-    n, _, h, w = images.shape
-    device = images.device
-    area = h * w * torch.empty(n, tries, device=device).uniform_(*scale)
-    log_ratio = torch.empty(n, tries, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]))
-    aspect = torch.exp(log_ratio)
-    eh = torch.sqrt(area * aspect).round().long()
-    ew = torch.sqrt(area / aspect).round().long()
-    fits = (eh < h) & (ew < w)
-    first = torch.argmax(fits.int(), dim=1)
-    rows = torch.arange(n, device=device)
-    eh, ew = eh[rows, first], ew[rows, first]
-    apply = fits.any(dim=1) & (torch.rand(n, device=device) < p)
-    top = (torch.rand(n, device=device) * (h - eh + 1).clamp(min=1)).long()
-    left = (torch.rand(n, device=device) * (w - ew + 1).clamp(min=1)).long()
-    ys = torch.arange(h, device=device)[None, :]
-    xs = torch.arange(w, device=device)[None, :]
-    in_rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])
-    in_cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])
-    mask = (in_rows[:, :, None] & in_cols[:, None, :]) & apply[:, None, None]
-    return torch.where(mask[:, None], torch.as_tensor(value, dtype=images.dtype, device=device), images)
+__all__ = ["UPReIDEncoder", "UPReIDMethod", "stripe_rois"]
 
 
 def stripe_rois(boxes: torch.Tensor, source_height: int, view_size: tuple[int, int], n_stripes: int,
@@ -204,7 +166,7 @@ class UPReIDMethod(nn.Module):
     export_prefix = "student.backbone."
 
     def __init__(self, backbone: nn.Module, terms: Sequence[str] = ("nce", "gc", "icc"), global_size: tuple[int, int] = (256, 128),
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  queue_size: int = 65536, proj_dim: int = 128, moco_temp: float = 0.1, gc_weight: float = 1.0,
                  icc_weight: float = 1.0, n_stripes: int = 6, stripe_temp: float = 0.1, stripe_min_overlap: float = 0.5,
                  erase_p: float = 0.5, key_bn_splits: int = 2):

@@ -43,8 +43,10 @@ struct MultiCropSettings {
   double blur_p[3] = {1.0, 0.1, 0.5};      // global view 1, other global views, local views
   double blur_sigma[2] = {0.1, 2.0};
   double solarize_p[3] = {0.0, 0.2, 0.0};  // same grouping
-  float mean[3] = {0.485f, 0.456f, 0.406f};
-  float std[3] = {0.229f, 0.224f, 0.225f};
+  // Per-channel normalisation, always filled by the binding from MultiCropConfig (whose default is
+  // cion_fast.ops.IMAGENET_MEAN / IMAGENET_STD, the one definition); identity until then.
+  float mean[3] = {0.0f, 0.0f, 0.0f};
+  float std[3] = {1.0f, 1.0f, 1.0f};
   Interpolation interpolation = Interpolation::kBilinear;
 
   CION_HOST_DEVICE int64_t num_views() const { return n_global + n_local; }

@@ -1,9 +1,10 @@
-"""Schedules and optimisation helpers shared by every method (DINO's recipe, as CION uses it).
+"""Schedules and optimisation helpers shared by every training run (DINO's recipe, as CION uses it;
+fine-tuning uses :func:`optimizer_step` with its own schedule).
 
 * learning rate: ``base_lr * global_batch / 256``, linear warm-up from 0, then cosine to
   ``min_lr`` (per iteration);
 * weight decay: cosine 0.04 -> 0.4, applied to >= 2-D weights only;
-* teacher EMA momentum: cosine 0.996 -> 1;
+* teacher EMA momentum: cosine 0.996 -> 1 (:func:`cion_fast.pretrain.ema.ema_update`);
 * gradients clipped per parameter tensor at 3.0 (after the GradScaler has unscaled them).
 """
 
@@ -15,7 +16,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["clip_gradients", "cosine_schedule", "ema_update", "optimizer_step", "param_groups"]
+__all__ = ["clip_gradients", "cosine_schedule", "optimizer_step", "param_groups"]
 
 
 def cosine_schedule(step: int, total_steps: int, base: float, final: float, warmup_steps: int = 0, warmup_start: float = 0.0) -> float:
@@ -76,24 +77,6 @@ def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
     norms = torch._foreach_norm(grads)
     scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
     torch._foreach_mul_(grads, scales)
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """``teacher <- momentum * teacher + (1 - momentum) * student`` for every parameter pair
-    (same architecture; buffers are not averaged: each network keeps its own BN statistics).
-
-    Example:
-        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
-        >>> ema_update(a, b, 0.0); torch.equal(a.weight, b.weight)
-        True
-    """
-    t_params = list(teacher.parameters())
-    s_params = [p.detach() for p in student.parameters()]
-    if len(t_params) != len(s_params):
-        raise ValueError("teacher and student must have the same parameters")
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, parameters: list[torch.Tensor],

@@ -2,13 +2,13 @@
 
 Layout of a run directory::
 
-    RUN/config.json                 the run's PretrainConfig (written when the run starts)
+    RUN/config.json                 the run's config (PretrainConfig / FinetuneConfig), written when it starts
     RUN/log.jsonl                   one JSON object per logged step
     RUN/checkpoints/step-00000500/  weights.safetensors + state.json
 
-``weights.safetensors`` holds every tensor: the method's state dict (``student.*``, ``teacher.*``,
-``loss.center`` or ``queue``/``queue_ptr``) and the optimiser's per-parameter state
-(``optimizer.<index>.<name>``); its ``cion_fast`` metadata names the backbone config and the
+``weights.safetensors`` holds every tensor: the run's state dict (pre-training: ``student.*``,
+``teacher.*``, ``loss.center`` or ``queue``/``queue_ptr``; fine-tuning: ``backbone.*``, ``head.*``)
+and the optimiser's per-parameter state (``optimizer.<index>.<name>``, :func:`optimizer_tensors`); its ``cion_fast`` metadata names the backbone config and the
 prefix of the exported backbone, so :func:`cion_fast.models.load_pretrained` reads a checkpoint
 directory directly. ``state.json`` holds everything else: config, step, epoch, sampler position,
 optimiser hyper-parameters, GradScaler state, data fingerprint.
@@ -31,7 +31,8 @@ import torch
 from cion_fast._io import atomic_directory
 from cion_fast.models.pretrained import METADATA_KEY
 
-__all__ = ["export_backbone", "latest_checkpoint", "list_checkpoints", "read_checkpoint", "write_checkpoint"]
+__all__ = ["export_backbone", "latest_checkpoint", "list_checkpoints", "load_optimizer_tensors", "optimizer_tensors",
+           "read_checkpoint", "write_checkpoint"]
 
 _NAME = re.compile(r"^step-(\d{8,})$")
 WEIGHTS = "weights.safetensors"
@@ -85,6 +86,48 @@ def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimiser's per-parameter state as flat tensors ``optimizer.<index>.<name>`` (the hyper-
+    parameters go to state.json as ``param_groups``); inverse of :func:`load_optimizer_tensors`.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2)); opt = torch.optim.Adam([w])
+        >>> w.grad = torch.ones(2); opt.step()
+        >>> sorted(optimizer_tensors(opt))
+        ['optimizer.0.exp_avg', 'optimizer.0.exp_avg_sq', 'optimizer.0.step']
+    """
+    tensors = {}
+    for index, values in optimizer.state_dict()["state"].items():
+        for name, value in values.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"optimizer state {name} is not a tensor")
+            tensors[f"optimizer.{index}.{name}"] = value
+    return tensors
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], param_groups: list[dict],
+                           where: str | os.PathLike = "checkpoint") -> None:
+    """Loads the state :func:`optimizer_tensors` flattened (other keys of ``tensors`` are ignored)
+    with the saved ``param_groups``; ValueError naming ``where`` when the groups do not match.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2)); opt = torch.optim.Adam([w])
+        >>> w.grad = torch.ones(2); opt.step()
+        >>> fresh = torch.optim.Adam([w])
+        >>> load_optimizer_tensors(fresh, optimizer_tensors(opt), opt.state_dict()["param_groups"])
+        >>> torch.equal(fresh.state[w]["exp_avg"], opt.state[w]["exp_avg"])
+        True
+    """
+    if [len(g["params"]) for g in param_groups] != [len(g["params"]) for g in optimizer.param_groups]:
+        raise ValueError(f"{where}: optimiser parameter groups do not match the model")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
 def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any],

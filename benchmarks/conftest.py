@@ -1,0 +1,171 @@
+"""The benchmarks' one harness, on pytest-benchmark.
+
+    pytest benchmarks --benchmark-only                         # small sizes, a few minutes on 2 cores
+    pytest benchmarks --benchmark-only --full                  # Market-1501 / MSMT17 / LUPerson-NL sizes
+    pytest benchmarks --benchmark-only --device cuda           # on a GPU (tools/gpu_check.sh)
+    pytest benchmarks --benchmark-only --benchmark-json out.json && python benchmarks/report.py out.json
+
+Every ``bench_<op>.py`` builds its problem in a module-scoped fixture that **checks correctness
+first** (the op against its plain-PyTorch reference, or a float64 oracle), then times each
+implementation in its own test with :func:`bench`. The tests of one problem share a
+pytest-benchmark group, so the table compares them in the same run; each records its ``role``
+(``cion_fast``, ``reference`` = the plain-PyTorch reference, ``baseline`` = the code people use
+today, ``floor`` = the least work any implementation must do) and its peak memory, which
+``report.py`` turns into ratios. Speed is measured here, never asserted in unit tests.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import cion_fast
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("cion_fast benchmarks")
+    group.addoption("--full", action="store_true", help="the datasets' real sizes (Market-1501, MSMT17, LUPerson-NL): tens of minutes on 2 cores")
+    group.addoption("--device", choices=("cpu", "cuda"), default="cpu", help="where the ops run (default cpu)")
+
+
+def pytest_generate_tests(metafunc):
+    """A module's ``SIZES = {"default": {name: size}, "full": {name: size}}`` parametrises its
+    ``size`` fixture with the sizes of the chosen mode (``--full``)."""
+    if "size" in metafunc.fixturenames:
+        sizes = getattr(metafunc.module, "SIZES")["full" if metafunc.config.getoption("--full") else "default"]
+        metafunc.parametrize("size", list(sizes.values()), ids=list(sizes), scope="module")
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The device the ops run on; ``cuda`` needs a GPU and a CUDA build (else every test is skipped)."""
+    name = request.config.getoption("--device")
+    if name == "cuda":
+        import torch
+
+        if not (torch.cuda.is_available() and cion_fast.cuda_available()):
+            pytest.skip("--device cuda needs a GPU and cion_fast built with CUDA")
+    return name
+
+
+@pytest.fixture(scope="session")
+def full(request) -> bool:
+    return bool(request.config.getoption("--full"))
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """The machine named in every JSON: CPU model, cores, load, GPU, library versions, build."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu_model": cpu, "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
+                            "numpy": np.__version__, "cion_fast": cion_fast.build_info(),
+                            "device": config.getoption("--device"), "full": bool(config.getoption("--full"))}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        info["torch"] = None
+    machine_info["cion_fast_bench"] = info
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak resident memory above the starting point while the block runs (sampled every 2 ms),
+    plus the CUDA caching allocator's peak when ``cuda`` is set."""
+
+    def __init__(self, cuda: bool = False):
+        self.cuda = cuda
+        self.peak_bytes = 0
+        self.cuda_peak_bytes = 0
+
+    def __enter__(self):
+        self._start = self._peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda_start = torch.cuda.memory_allocated()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self._peak, _rss_bytes()) - self._start
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.cuda_peak_bytes = torch.cuda.max_memory_allocated() - self._cuda_start
+        return False
+
+
+ROLES = ("cion_fast", "reference", "baseline", "floor")
+
+
+def bench(benchmark, fn: Callable[[], Any], *, role: str, group: str, device: str = "cpu", rounds: int = 3,
+          warmup: bool = True, **info: Any) -> Any:
+    """Times ``fn`` with pytest-benchmark and records what report.py needs.
+
+    Args:
+        benchmark: the pytest-benchmark fixture.
+        fn: the call to time (no arguments). On CUDA the device is synchronised after each call,
+            so the time is the kernels', not the launch's.
+        role: one of :data:`ROLES`.
+        group: the comparison this row belongs to (op and size): rows of a group are compared.
+        rounds: timed calls (the median is the figure). warmup: one untimed call first (off for
+            references that take minutes).
+        info: more JSON-able facts for the report (sizes, floors, throughput units).
+
+    Returns:
+        ``fn``'s result of the last call.
+
+    The peak memory recorded is over the whole measurement; its first call is a cold one (the
+    allocator has not yet kept freed pages), so it is the peak of one cold call.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    cuda = device == "cuda"
+    if cuda:
+        import torch
+
+        def call():
+            out = fn()
+            torch.cuda.synchronize()
+            return out
+    else:
+        call = fn
+    benchmark.group = group
+    with PeakMemory(cuda=cuda) as memory:
+        result = benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1 if warmup else 0)
+    benchmark.extra_info.update(role=role, device=device, peak_mb=memory.peak_bytes / 2**20,
+                                cuda_peak_mb=memory.cuda_peak_bytes / 2**20, **info)
+    return result
