@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,21 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def signal_after_step(monkeypatch, run_class: type, sig: int, at_step: int | None = None) -> None:
+    """Makes every ``run_class`` (a ``cion_fast.training.TrainingRun``) raise ``sig`` on itself right
+    after step ``at_step`` (None: after every step), as a Ctrl-C or a scheduler's SIGTERM would.
+    ``monkeypatch.undo()`` restores the class."""
+    original = run_class.train_step
+
+    def step_then_signal(self):
+        out = original(self)
+        if at_step is None or self.step == at_step:
+            signal.raise_signal(sig)
+        return out
+
+    monkeypatch.setattr(run_class, "train_step", step_then_signal)
 
 
 def run_ddp_worker(out: Path, *args: str) -> list[dict]:

@@ -29,7 +29,7 @@ from cion_fast.finetune import (
 )
 from cion_fast.models import build_backbone, load_pretrained
 from cion_fast.training import read_checkpoint
-from conftest import assert_ranks_agree, run_ddp_worker
+from conftest import assert_ranks_agree, run_ddp_worker, signal_after_step
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -178,20 +178,12 @@ def test_resume_is_exact_and_extends(world, tmp_path):
 
 def test_sigint_writes_a_checkpoint_and_resume_is_bit_exact(world, tmp_path, monkeypatch):
     straight = finetune(tiny(steps=5), world.train, tmp_path / "straight")
-    original = FinetuneRun.train_step
-
-    def step_then_signal(self):
-        out = original(self)
-        if self.step == 2:
-            signal.raise_signal(signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(FinetuneRun, "train_step", step_then_signal)
+    signal_after_step(monkeypatch, FinetuneRun, signal.SIGINT, at_step=2)
     stopped = finetune(tiny(steps=5), world.train, tmp_path / "resumed")
     assert stopped["interrupted"] == signal.SIGINT and stopped["step"] == 2 and not stopped["finished"]
     assert stopped["checkpoint"].endswith("step-00000002")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    monkeypatch.setattr(FinetuneRun, "train_step", original)
+    monkeypatch.undo()
     resumed = finetune(None, world.train, tmp_path / "resumed", resume=True)  # the checkpoint's config
     assert resumed["finished"] and resumed["step"] == 5
     a, _ = read_checkpoint(straight["checkpoint"])
@@ -204,14 +196,7 @@ def test_sigint_writes_a_checkpoint_and_resume_is_bit_exact(world, tmp_path, mon
 
 
 def test_cli_finetune_interrupted_exits_128_plus_signal(tmp_path, monkeypatch, capsys):
-    original = FinetuneRun.train_step
-
-    def step_then_signal(self):
-        out = original(self)
-        signal.raise_signal(signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(FinetuneRun, "train_step", step_then_signal)
+    signal_after_step(monkeypatch, FinetuneRun, signal.SIGINT)
     code = cli.main(["finetune", "--synth-quick", "--out", str(tmp_path / "run"), "--arch", "resnet18", "--steps", "3",
                      "--batch-size", "16", "--size", "64x32", "--device", "cpu", "--no-progress"])
     assert code == 128 + signal.SIGINT

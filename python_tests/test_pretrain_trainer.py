@@ -18,7 +18,7 @@ from cion_fast.data import synth
 from cion_fast.models import load_pretrained
 from cion_fast.pretrain import PretrainConfig, Trainer, pretrain, read_checkpoint
 from cion_fast.pretrain.trainer import collapse_warnings
-from conftest import assert_ranks_agree, run_ddp_worker
+from conftest import assert_ranks_agree, run_ddp_worker, signal_after_step
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -81,21 +81,13 @@ def test_resume_after_the_k_switch_equals_an_uninterrupted_run(world, tmp_path):
 
 
 def test_sigterm_writes_a_checkpoint_and_returns(world, tmp_path, monkeypatch):
-    original = Trainer.train_step
-
-    def step_then_signal(self):
-        out = original(self)
-        if self.step == 2:
-            signal.raise_signal(signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    signal_after_step(monkeypatch, Trainer, signal.SIGTERM, at_step=2)
     cfg = tiny(steps=6, checkpoint_every=3, keep_checkpoints=2)
     summary = pretrain(cfg, world["frames"], world["labels"], tmp_path)
     assert summary["interrupted"] == signal.SIGTERM and summary["step"] == 2 and not summary["finished"]
     assert Path(summary["checkpoint"]).name == "step-00000002"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.undo()
     assert pretrain(None, world["frames"], world["labels"], tmp_path, resume=True)["finished"]
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert kept == ["step-00000003", "step-00000006"]  # every 3 steps + the end, the newest 2 kept
