@@ -1,31 +1,28 @@
-"""Benchmark: CION's three denoising levels on LUPerson-NL-shaped input.
-
-LUPerson-NL: 10.7M frames in 434K tracklets from 21K videos (CION denoised it to 3.9M images of
-247K identities). Its features at D = 256 are 11 GB in float32 / 5.5 GB in float16; this machine
-runs a documented fraction (``--fraction``, default 1/4, features stored as float16) and the
-full-size time is extrapolated linearly (every level is linear in frames up to sorts), labelled
-as such.
+"""CION's three denoising levels on LUPerson-NL-shaped input (10.7M frames in 434K tracklets from
+21K videos; CION denoised it to 3.9M images of 247K identities; its features at D = 256 are 11 GB
+in float32 / 5.5 GB in float16). The default runs 1/100 of it, ``--full`` 1/4; every level is
+linear in frames up to sorts, so the full-size time is about 4x the ``--full`` figure (the full
+size itself, 207 s and 13.2 GiB at peak, was measured by hand: NOTES.md).
 
 The features are synthetic but structured, so that every level has work to do (uniform random
 vectors would be pruned whole by level 1): each tracklet follows a person (a random unit vector;
 people reappear in nearby videos), frames add a per-camera offset and noise, a few frames are
-contaminated by another person, tracklets overlap in time (cannot-link pairs).
+contaminated by another person, tracklets overlap in time (cannot-link pairs). Each level is timed
+once on the previous level's output; the ground-truth quality after level 3 is recorded.
 
-    python benchmarks/bench_denoise.py                 # 1/4 of LUPerson-NL
-    python benchmarks/bench_denoise.py --fraction 1    # the full size (needs ~20 GB RAM)
-    python benchmarks/bench_denoise.py --quick         # a smoke run in seconds
+    pytest benchmarks/bench_denoise.py --benchmark-only [--full]
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+import pytest
 
-from _common import PeakMemory, parser, print_header, write_json
+from conftest import bench
 
 from cion_fast.denoise import DenoiseConfig, center_videos, level1, level2, level3, quality
 
+SIZES = {"default": {"luperson_1/100": 0.01}, "full": {"luperson_1/4": 0.25}}  # fractions of LUPerson-NL
 FULL = {"frames": 10_700_000, "tracklets": 434_000, "videos": 21_000}
 
 
@@ -63,70 +60,42 @@ def luperson_like(fraction: float, dim: int = 256, seed: int = 0):
     return features, offsets, video, frame_index, identity
 
 
-def main() -> None:
-    p = parser(__doc__.split("\n")[1])
-    p.add_argument("--fraction", type=float, default=0.25, help="fraction of LUPerson-NL's size (default 1/4)")
-    args = p.parse_args()
-    fraction = 0.002 if args.quick else args.fraction
-    env = print_header("denoise: CION levels 1-3 on LUPerson-NL-shaped input")
-    t0 = time.perf_counter()
-    features, offsets, video_ids, frame_index, identity = luperson_like(fraction)
-    print(
-        f"   input: {features.shape[0]:,} frames, {offsets.shape[0] - 1:,} tracklets, {len(np.unique(video_ids)):,} videos, "
-        f"D={features.shape[1]} {features.dtype} ({features.nbytes / 2**30:.2f} GiB); fraction {fraction:g} of LUPerson-NL; "
-        f"generated in {time.perf_counter() - t0:.1f} s"
-    )
-    config = DenoiseConfig()  # the defaults, center_videos included (timed as its own step)
+@pytest.fixture(scope="module")
+def pipeline(size):
+    """The input and every level's output (each timed level starts from the one before)."""
+    features, offsets, video_ids, frame_index, identity = luperson_like(size)
+    config = DenoiseConfig()
     frame_video = np.repeat(video_ids, np.diff(offsets))
-    centred = {}
-
-    def center(_):
-        centred["features"] = center_videos(features, offsets, video_ids)
-        return None, {"dtype": str(centred["features"].dtype)}
-
-    steps = (
-        ("center videos", center),
-        ("level 1", lambda _: level1(centred["features"], offsets, config)),
-        ("level 2", lambda labels: level2(centred["features"], frame_video, frame_index, labels, config)),
-        ("level 3", lambda labels: level3(centred["features"], frame_video, frame_index, labels, config)),
-    )
-    rows = {}
-    labels = None
-    for name, step in steps:
-        with PeakMemory() as memory:
-            start = time.perf_counter()
-            labels, summary = step(labels)
-            seconds = time.perf_counter() - start
-        rows[name] = {
-            "seconds": seconds,
-            "peak_mb": memory.peak_bytes / 2**20,
-            "extrapolated_full_seconds": seconds / fraction,
-            "summary": summary,
-        }
-        print(
-            f"   {name:13s}: {seconds:8.2f} s  peak +{memory.peak_bytes / 2**20:8.1f} MB  "
-            f"(full size, extrapolated: {seconds / fraction:8.1f} s)  {summary}"
-        )
-    total = sum(row["seconds"] for row in rows.values())
-    q = quality(labels, identity, frame_video)
-    print(f"   total {total:.1f} s (full size, extrapolated: {total / fraction:.0f} s = {total / fraction / 60:.1f} min)")
-    print(f"   ground truth of the synthetic input after level 3: BCubed F {q.bcubed_f:.3f}, {q.images_kept:,} images, {q.identities:,} identities")
-    write_json(
-        "denoise",
-        {
-            "environment": env,
-            "fraction": fraction,
-            "input": {"frames": int(features.shape[0]), "tracklets": int(offsets.shape[0] - 1), "videos": int(len(np.unique(video_ids))),
-                      "dim": int(features.shape[1]), "dtype": str(features.dtype), "feature_bytes": int(features.nbytes)},
-            "config": config.as_dict(),
-            "levels": rows,
-            "total_seconds": total,
-            "extrapolated_full_seconds": total / fraction,
-            "quality_level3": q.as_dict(),
-        },
-        args.json,
-    )
+    centred = center_videos(features, offsets, video_ids)
+    labels1, _ = level1(centred, offsets, config)
+    labels2, _ = level2(centred, frame_video, frame_index, labels1, config)
+    labels3, _ = level3(centred, frame_video, frame_index, labels2, config)
+    q = quality(labels3, identity, frame_video)
+    return {"features": features, "centred": centred, "offsets": offsets, "video_ids": video_ids, "frame_video": frame_video,
+            "frame_index": frame_index, "labels": (labels1, labels2), "config": config, "bcubed_f": q.bcubed_f,
+            "group": f"denoise {features.shape[0]:,} frames, {offsets.shape[0] - 1:,} tracklets ({size:g} of LUPerson-NL), D = 256 float16"}
 
 
-if __name__ == "__main__":
-    main()
+def _level(benchmark, pipeline, name, fn, **info):
+    bench(benchmark, fn, role="cion_fast", group=f"{pipeline['group']}: {name}", rounds=1, warmup=False, **info)
+
+
+def test_center_videos(benchmark, pipeline):
+    p = pipeline
+    _level(benchmark, p, "center videos", lambda: center_videos(p["features"], p["offsets"], p["video_ids"]))
+
+
+def test_level1(benchmark, pipeline):
+    p = pipeline
+    _level(benchmark, p, "level 1", lambda: level1(p["centred"], p["offsets"], p["config"]))
+
+
+def test_level2(benchmark, pipeline):
+    p = pipeline
+    _level(benchmark, p, "level 2", lambda: level2(p["centred"], p["frame_video"], p["frame_index"], p["labels"][0], p["config"]))
+
+
+def test_level3(benchmark, pipeline):
+    p = pipeline
+    _level(benchmark, p, "level 3", lambda: level3(p["centred"], p["frame_video"], p["frame_index"], p["labels"][1], p["config"]),
+           bcubed_f_level3=p["bcubed_f"])

@@ -1,28 +1,27 @@
-"""Benchmark: ReID ranking metrics (CMC / mAP / mINP) at Market-1501 and MSMT17 sizes.
+"""ReID ranking metrics (CMC / mAP / mINP): ``evaluate_rank`` against the plain-PyTorch reference
+(a full stable sort per row), a bare ``np.argsort`` of the matrix (what torchreid's / fast-reid's
+Cython evaluators pay before anything else: fast-reid's takes about one argsort) and the floor,
+one read of the distance matrix; at MSMT17 size also ``evaluate_rank_from_features`` (distance
+tiles, never the whole matrix) against its floor, the distance GEMM.
 
-Compares, in one run and on the same synthetic distance matrix:
-  * cion_fast.ops.evaluate_rank (this package),
-  * a bare ``np.argsort`` of the matrix: what torchreid's / fast-reid's Cython evaluators pay
-    before anything else (fast-reid's takes 1.2 s at Market size on the 2-core dev machine,
-    about one argsort),
-  * the plain-PyTorch reference (cion_fast.reference.rank_metrics), a full stable sort per row,
-and, at MSMT17 size, evaluate_rank_from_features (distance tiles, never the full matrix).
-
-The physical floor is one read of the distance matrix (214 MB at Market size, 3.8 GB at MSMT).
-
-    python benchmarks/bench_rank_metrics.py            # Market + MSMT sizes
-    python benchmarks/bench_rank_metrics.py --quick    # a few seconds
+    pytest benchmarks/bench_rank_metrics.py --benchmark-only [--full] [--device cuda]
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+import pytest
 
-from _common import measure, parser, print_header, print_row, write_json
+from conftest import as_torch, bench, equivalent_gemm, on_device, to_numpy
 
 from cion_fast.ops import evaluate_rank, evaluate_rank_from_features
+from cion_fast.reference.rank_metrics import evaluate_rank as reference
+
+SIZES = {  # (queries, gallery, identities, feature dim for evaluate_rank_from_features)
+    "default": {"small": (500, 4000, 300, 64), "market1501": (3368, 15913, 751, 256)},
+    "full": {"market1501": (3368, 15913, 751, 768), "msmt17": (11659, 82161, 3060, 768)},
+}
+REFERENCE_MAX_GALLERY = 20_000  # the reference sorts a copy of every row: MSMT17 takes minutes and GBs
 
 
 def synthetic_problem(num_query: int, num_gallery: int, num_pids: int, seed: int = 0):
@@ -37,75 +36,75 @@ def synthetic_problem(num_query: int, num_gallery: int, num_pids: int, seed: int
     return distmat, q_pids, g_pids, q_camids, g_camids
 
 
-def check_correctness(problem, rows: int = 300) -> float:
-    """Our per-query AP equals the plain-PyTorch reference on the first rows (float32 input)."""
-    import torch
-
-    from cion_fast.reference.rank_metrics import evaluate_rank as reference
-
-    distmat, q_pids, g_pids, q_camids, g_camids = problem
-    sub = (distmat[:rows], q_pids[:rows], g_pids, q_camids[:rows], g_camids)
-    ours = evaluate_rank(*sub, return_per_query=True)
-    ref = reference(*(torch.from_numpy(np.ascontiguousarray(a)) for a in sub))
-    error = float(np.nanmax(np.abs(ours.average_precision - ref.average_precision)))
-    assert error < 1e-9 and np.array_equal(ours.first_match, ref.first_match), error
-    return error
-
-
-def main() -> None:
-    args = parser(__doc__.split("\n")[1]).parse_args()
-    env = print_header("rank_metrics: CMC / mAP / mINP")
-    sizes = {"quick": (500, 4000, 300)} if args.quick else {"market1501": (3368, 15913, 751), "msmt17": (11659, 82161, 3060)}
-    results = {"environment": env, "cases": {}}
-    for name, (num_query, num_gallery, num_pids) in sizes.items():
-        t0 = time.perf_counter()
-        problem = synthetic_problem(num_query, num_gallery, num_pids)
-        matrix_mb = problem[0].nbytes / 2**20
-        print(f"-- {name}: Q={num_query}, G={num_gallery}, distmat {matrix_mb:.0f} MB (made in {time.perf_counter() - t0:.1f} s)")
-        error = check_correctness(problem)
-        print(f"   correctness vs plain-PyTorch reference (300 queries): max |dAP| = {error:.1e}")
-        case = {"num_query": num_query, "num_gallery": num_gallery, "matrix_mb": matrix_mb}
-
-        ours = measure(lambda: evaluate_rank(*problem), repeat=args.repeat)
-        case["cion_fast"] = ours
-        result = evaluate_rank(*problem)
-        case["mAP"] = result.mAP
-        if name != "msmt17" or args.quick:
-            argsort = measure(lambda: np.argsort(problem[0], axis=1), repeat=args.repeat)
-            case["np_argsort"] = argsort
-            print_row("np.argsort of the matrix (Cython evaluators' floor)", argsort)
-            print_row("cion_fast.evaluate_rank", ours, argsort, f"(extra memory {ours['peak_mb'] / matrix_mb:.1%} of the matrix)")
-            import torch
-
-            from cion_fast.reference.rank_metrics import evaluate_rank as reference
-
-            tensors = [torch.from_numpy(a) for a in problem]
-            ref = measure(lambda: reference(*tensors), repeat=1)
-            case["torch_reference"] = ref
-            print_row("plain-PyTorch reference (stable sort per row)", ref, argsort)
-            print(f"   -> cion_fast is {ref['seconds'] / ours['seconds']:.1f}x faster than the PyTorch reference, "
-                  f"{argsort['seconds'] / ours['seconds']:.1f}x faster than a bare argsort")
-        else:
-            print_row("cion_fast.evaluate_rank", ours, None, f"(extra memory {ours['peak_mb'] / matrix_mb:.1%} of the matrix)")
-        if name == "msmt17" or args.quick:
-            rng = np.random.default_rng(1)
-            dim = 768 if not args.quick else 64
-            centres = rng.normal(size=(num_pids, dim)).astype(np.float32)
-            _, q_pids, g_pids, q_camids, g_camids = problem
-            del problem
-            query = centres[q_pids] + rng.normal(size=(num_query, dim)).astype(np.float32)
-            gallery = centres[g_pids] + rng.normal(size=(num_gallery, dim)).astype(np.float32)
-            features = measure(
-                lambda: evaluate_rank_from_features(query, gallery, q_pids, g_pids, q_camids, g_camids),
-                repeat=1,
-            )
-            case["from_features"] = features
-            gemm_flops = 2.0 * num_query * num_gallery * dim
-            print_row(f"evaluate_rank_from_features (D={dim}, tiled GEMM)", features, None,
-                      f"(GEMM {gemm_flops / 1e12:.2f} TFLOP -> {gemm_flops / features['seconds'] / 1e9:.0f} GFLOP/s)")
-        results["cases"][name] = case
-    write_json("bench_rank_metrics", results, args.json)
+@pytest.fixture(scope="module")
+def problem(size, device):
+    """The problem on the device, after the correctness check: per-query AP and first match equal
+    the reference on the first 300 queries."""
+    num_query, num_gallery, num_pids, dim = size
+    arrays = synthetic_problem(num_query, num_gallery, num_pids)
+    rows = (arrays[0][:300], arrays[1][:300], arrays[2], arrays[3][:300], arrays[4])
+    ours = evaluate_rank(*(on_device(a, device) for a in rows), return_per_query=True)
+    expected = reference(*(as_torch(a, "cpu") for a in rows))
+    np.testing.assert_allclose(to_numpy(ours.average_precision), to_numpy(expected.average_precision), rtol=0, atol=1e-9)
+    group = f"evaluate_rank {num_query} x {num_gallery}"
+    return {"arrays": arrays, "device_arrays": [on_device(a, device) for a in arrays], "group": group,
+            "matrix_mb": arrays[0].nbytes / 2**20, "dim": dim}
 
 
-if __name__ == "__main__":
-    main()
+def test_cion_fast(benchmark, problem, device):
+    result = bench(benchmark, lambda: evaluate_rank(*problem["device_arrays"]), role="cion_fast", group=problem["group"],
+                   device=device, matrix_mb=problem["matrix_mb"])
+    benchmark.extra_info["mAP"] = float(result.mAP)
+
+
+def test_reference(benchmark, problem, device):
+    if problem["arrays"][0].shape[1] > REFERENCE_MAX_GALLERY:
+        pytest.skip(f"the reference at a gallery over {REFERENCE_MAX_GALLERY} takes minutes and a sorted copy of the matrix")
+    tensors = [as_torch(a, device) for a in problem["arrays"]]
+    bench(benchmark, lambda: reference(*tensors), role="reference", group=problem["group"], device=device, rounds=1, warmup=False)
+
+
+def test_np_argsort_baseline(benchmark, problem, device):
+    if problem["arrays"][0].shape[1] > REFERENCE_MAX_GALLERY:
+        pytest.skip("a full argsort at MSMT17 size needs 7 GB of int64 indices (the Cython evaluators' 11-20 GB)")
+    distmat = problem["arrays"][0]
+    bench(benchmark, lambda: np.argsort(distmat, axis=1), role="baseline", group=problem["group"], device="cpu",
+          note="np.argsort of the matrix on the CPU: what torchreid's / fast-reid's Cython evaluators pay first")
+
+
+def test_floor_one_read(benchmark, problem, device):
+    distmat = as_torch(problem["arrays"][0], device)
+    bench(benchmark, lambda: distmat.sum(), role="floor", group=problem["group"], device=device, note="one read of the matrix")
+
+
+@pytest.fixture(scope="module")
+def feature_problem(problem, device):
+    """Query / gallery features of the same identities (D from the size), for the tiled path."""
+    rng = np.random.default_rng(1)
+    _, q_pids, g_pids, q_camids, g_camids = problem["arrays"]
+    dim = problem["dim"]
+    centres = rng.normal(size=(int(max(q_pids.max(), g_pids.max())) + 1, dim)).astype(np.float32)
+    query = centres[q_pids] + rng.normal(size=(len(q_pids), dim)).astype(np.float32)
+    gallery = centres[g_pids] + rng.normal(size=(len(g_pids), dim)).astype(np.float32)
+    ids = (q_pids, g_pids, q_camids, g_camids)
+    # Correctness first: on 200 queries x 2,000 gallery images, equal to evaluate_rank of the
+    # explicit float64 squared-Euclidean matrix (the same ranking as Euclidean).
+    q, g = query[:200], gallery[:2000]
+    sub_ids = (q_pids[:200], g_pids[:2000], q_camids[:200], g_camids[:2000])
+    explicit = ((q[:, None, :].astype(np.float64) - g[None, :, :]) ** 2).sum(-1)
+    got = evaluate_rank_from_features(on_device(q, device), on_device(g, device), *(on_device(a, device) for a in sub_ids))
+    expected = evaluate_rank(explicit, *sub_ids)
+    assert abs(got.mAP - expected.mAP) < 1e-5, (got.mAP, expected.mAP)
+    inputs = [on_device(a, device) for a in (query, gallery, *ids)]
+    return {"inputs": inputs, "flops": 2.0 * len(q_pids) * len(g_pids) * dim, "dim": dim,
+            "group": f"evaluate_rank_from_features {len(q_pids)} x {len(g_pids)}, D = {dim}"}
+
+
+def test_from_features(benchmark, feature_problem, device):
+    bench(benchmark, lambda: evaluate_rank_from_features(*feature_problem["inputs"]), role="cion_fast",
+          group=feature_problem["group"], device=device, rounds=1, gemm_tflop=feature_problem["flops"] / 1e12)
+
+
+def test_from_features_floor_gemm(benchmark, feature_problem, device):
+    bench(benchmark, equivalent_gemm(feature_problem["flops"], device, feature_problem["dim"]), role="floor",
+          group=feature_problem["group"], device=device, rounds=1, note="the Q x G distance GEMM")

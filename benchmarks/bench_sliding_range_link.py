@@ -1,23 +1,29 @@
-"""Benchmark: sliding_range_link (level-3 linking + connected components) against the plain-PyTorch
-reference (a dense similarity matrix per range, torch.unique, label propagation).
+"""``sliding_range_link`` (level-3 linking + connected components) against the plain-PyTorch
+reference (a dense similarity matrix per range, torch.unique, label propagation) and the floor, a
+GEMM worth one dot product per distinct cross-video pair in a range (similarities do not depend
+on the range).
 
-Issue target: 400k identities over 20k videos (D = 256, window 8) in under 5 s on this machine,
-with memory O(identities * D).
+Target (the issue): 400k identities over 20k videos (D = 256, window 8) in under 5 s on the
+2-core machine, with memory O(identities x D).
 
-    python benchmarks/bench_sliding_range_link.py [--quick] [--device cuda]
+    pytest benchmarks/bench_sliding_range_link.py --benchmark-only [--full] [--device cuda]
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from _common import measure, parser, print_header, print_row, write_json  # noqa: E402  (sets sys.path)
-from _tools import floor_seconds, gemm_gflops, stream_gbps, timed_once
+from conftest import as_torch, bench, equivalent_gemm, on_device, to_numpy
 
-import torch  # noqa: E402
+from cion_fast.ops import sliding_range_link
+from cion_fast.reference import sliding_range_link as reference
 
-from cion_fast.ops import sliding_range_link  # noqa: E402
-from cion_fast.reference import sliding_range_link as reference  # noqa: E402
+SIZES = {  # (identities, videos, D)
+    "default": {"small": (100_000, 5_000, 256)},
+    "full": {"issue": (400_000, 20_000, 256)},
+}
+WINDOW, STRIDE, THRESHOLD = 8, 4, 0.7
 
 
 def make_problem(num_identities: int, num_videos: int, dim: int, seed: int = 0):
@@ -28,7 +34,7 @@ def make_problem(num_identities: int, num_videos: int, dim: int, seed: int = 0):
     person = 5 * video_ids + rng.integers(0, 40, num_identities)
     centres = rng.standard_normal((int(person.max()) + 1, dim), dtype=np.float32)
     features = centres[person] + 0.5 * rng.standard_normal((num_identities, dim), dtype=np.float32)
-    return features, video_ids, person
+    return features, video_ids
 
 
 def distinct_pairs(video_ids: np.ndarray, window: int, stride: int) -> float:
@@ -46,64 +52,45 @@ def distinct_pairs(video_ids: np.ndarray, window: int, stride: int) -> float:
         previous_end, start = end, start + stride
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    env = print_header("sliding_range_link")
-    print("   note: a shared 2-core machine; timings move with the other users' load")
-    cuda = args.device == "cuda"
-    num_identities, num_videos, dim = (20_000, 1_000, 256) if args.quick else (400_000, 20_000, 256)
-    window, stride, threshold = 8, 4, 0.7
-    features, video_ids, person = make_problem(num_identities, num_videos, dim)
-    device = "cuda" if cuda else "cpu"
-    tf, tv = torch.from_numpy(features).to(device), torch.from_numpy(video_ids).to(device)
-    ours_in = (tf, tv) if cuda else (features, video_ids)
-    gflops, gbps = gemm_gflops(device), stream_gbps(device)
-    pairs = distinct_pairs(video_ids, window, stride)
-    print(f"   {num_identities} identities over {num_videos} videos, D={dim}, window {window}, stride {stride}, "
-          f"threshold {threshold}; {pairs / 1e6:.1f}M distinct cross-video pairs in ranges; features "
-          f"{features.nbytes / 2**20:.0f} MB; machine now: GEMM {gflops:.0f} GFLOP/s, copy {gbps:.1f} GB/s")
-
-    timing = dict(repeat=1, warmup=0) if args.quick else dict(repeat=args.repeat)
-    rows = []
+@pytest.fixture(scope="module")
+def problem(size, device):
+    """Inputs after the correctness check, in float64 on both sides so that no similarity sits
+    within rounding of the threshold or of a mutual-k boundary: the same links (as a set: the
+    reference sorts them) and the same partition, with and without mutual_k."""
+    features, video_ids = make_problem(*size)
+    ours = (on_device(features, device), on_device(video_ids, device))
+    ref = (as_torch(features, device), as_torch(video_ids, device))
+    check = 20_000  # identities in the float64 check (the reference is slow at full size)
     for mutual_k in (None, 5):
-        ours = lambda: sliding_range_link(*ours_in, window, stride, threshold, mutual_k)  # noqa: E731
-        # Correctness first, in float64 on both sides so that no similarity sits within rounding of
-        # a threshold or of a mutual-k boundary: the same links (as a set: the reference sorts
-        # them) and the same partition.
-        labels, links = sliding_range_link(tf.double(), tv, window, stride, threshold, mutual_k)
-        labels, links = (labels.cpu().numpy(), links.cpu().numpy()) if cuda else (labels.numpy(), links.numpy())
-        ref_labels, ref_links = reference.sliding_range_link(tf.cpu().double(), tv.cpu(), window, stride, threshold, mutual_k)
-        np.testing.assert_array_equal(np.array(sorted(map(tuple, links.tolist()))).reshape(-1, 2), ref_links.numpy())
-        np.testing.assert_array_equal(labels, ref_labels.numpy())
-        same_person = float(np.mean(person[links[:, 0]] == person[links[:, 1]])) if len(links) else 1.0
-        # Timing in float32 (the reference once: it is slow at full size).
-        _, t_ref = timed_once(lambda: reference.sliding_range_link(tf.cpu(), tv.cpu(), window, stride, threshold, mutual_k))
-        t_ours = measure(ours, cuda=cuda, **timing)
-        links32 = ours()[1]
-        links32 = links32.cpu().numpy() if cuda else links32
-        borderline = len(set(map(tuple, links32.tolist())) ^ set(map(tuple, links.tolist())))
-        # Floor: one dot product per distinct pair (similarities do not depend on the range) and one
-        # read of the features. (The CPU kernel computes the pairs once without mutual_k; with it,
-        # once for the thresholds and once more for the links.)
-        floor = floor_seconds(2 * dim * pairs, features.nbytes, gflops, gbps)
-        name = f"mutual_k={mutual_k}"
-        print(f"   {name}: {len(links)} links ({same_person:.1%} join the same person), {int(labels.max()) + 1} "
-              f"identities; float32 vs float64 links differ in {borderline} borderline pairs")
-        print_row(f"reference {name}", t_ref)
-        print_row(f"cion_fast {name}", t_ours, t_ref,
-                  f"speed-up {t_ref['seconds'] / t_ours['seconds']:.1f}x, {t_ours['seconds'] / floor:.1f}x the floor, "
-                  f"peak {t_ours['peak_mb'] / (features.nbytes / 2**20):.2f}x the features")
-        rows.append(dict(mutual_k=mutual_k, links=int(len(links)), identities=int(labels.max()) + 1,
-                         borderline_float32=borderline, reference=t_ref, ours=t_ours, floor_seconds=floor,
-                         speedup=t_ref["seconds"] / t_ours["seconds"]))
-        if not args.quick:
-            met = t_ours["seconds"] < 5.0
-            print(f"   target (400k identities in < 5 s): {t_ours['seconds']:.2f} s -> {'met' if met else 'NOT met'}")
-    write_json("sliding_range_link" + ("_quick" if args.quick else "") + ("_cuda" if cuda else ""),
-               dict(environment=env, identities=num_identities, videos=num_videos, dim=dim, window=window,
-                    stride=stride, threshold=threshold, pairs=pairs, gemm_gflops=gflops, copy_gbps=gbps, rows=rows),
-               args.json)
+        labels, links = sliding_range_link(as_torch(features[:check], device).double(), ref[1][:check], WINDOW, STRIDE, THRESHOLD, mutual_k)
+        ref_labels, ref_links = reference.sliding_range_link(as_torch(features[:check], "cpu").double(), as_torch(video_ids[:check], "cpu"),
+                                                             WINDOW, STRIDE, THRESHOLD, mutual_k)
+        links = to_numpy(links)
+        np.testing.assert_array_equal(np.array(sorted(map(tuple, links.tolist()))).reshape(-1, 2), to_numpy(ref_links))
+        np.testing.assert_array_equal(to_numpy(labels), to_numpy(ref_labels))
+    return {"ours": ours, "ref": ref, "pairs": distinct_pairs(video_ids, WINDOW, STRIDE), "dim": size[2],
+            "feature_mb": features.nbytes / 2**20, "size": size}
 
 
-if __name__ == "__main__":
-    main()
+def _group(problem, mutual_k):
+    identities, videos, dim = problem["size"]
+    return f"sliding_range_link {identities} identities, {videos} videos, D = {dim}, mutual_k = {mutual_k}"
+
+
+@pytest.mark.parametrize("mutual_k", [None, 5])
+def test_cion_fast(benchmark, problem, device, mutual_k):
+    bench(benchmark, lambda: sliding_range_link(*problem["ours"], WINDOW, STRIDE, THRESHOLD, mutual_k), role="cion_fast",
+          group=_group(problem, mutual_k), device=device, feature_mb=problem["feature_mb"])
+
+
+@pytest.mark.parametrize("mutual_k", [None, 5])
+def test_reference(benchmark, problem, device, mutual_k):
+    bench(benchmark, lambda: reference.sliding_range_link(*problem["ref"], WINDOW, STRIDE, THRESHOLD, mutual_k), role="reference",
+          group=_group(problem, mutual_k), device=device, rounds=1, warmup=False)
+
+
+@pytest.mark.parametrize("mutual_k", [None, 5])
+def test_floor(benchmark, problem, device, mutual_k):
+    bench(benchmark, equivalent_gemm(2 * problem["dim"] * problem["pairs"], device, problem["dim"]), role="floor",
+          group=_group(problem, mutual_k), device=device, note="one dot product per distinct pair in a range",
+          million_pairs=problem["pairs"] / 1e6)

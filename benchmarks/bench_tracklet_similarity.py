@@ -1,22 +1,31 @@
-"""Benchmark: tracklet_similarity against the plain-PyTorch padded batched-matmul reference.
+"""``tracklet_similarity`` against the plain-PyTorch reference (padded batched matmul), every mode,
+over candidate pairs and dense, and the floor: a GEMM worth the useful dot products (the frame
+pairs of the candidate tracklet pairs for max/min/topk_mean; the centroids for mean/centroid).
 
-Issue target: pairwise ``max`` for 4,000 tracklets of 4-28 frames (D = 256) over 200,000 candidate
+Target (the issue): pairwise ``max`` for 4,000 tracklets of 4-28 frames (D = 256) over 200,000
 pairs at least 5x faster than the reference (reach for 20x), at a fraction of its memory.
 
-    python benchmarks/bench_tracklet_similarity.py [--quick] [--device cuda]
+    pytest benchmarks/bench_tracklet_similarity.py --benchmark-only [--full] [--device cuda]
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from _common import measure, parser, print_header, print_row, write_json  # noqa: E402  (sets sys.path)
-from _tools import floor_seconds, gemm_gflops, stream_gbps
+from conftest import as_torch, bench, equivalent_gemm, on_device, to_numpy
 
-import torch  # noqa: E402
+from cion_fast.ops import tracklet_similarity
+from cion_fast.reference import tracklet_similarity as reference
 
-from cion_fast.ops import tracklet_similarity  # noqa: E402
-from cion_fast.reference import tracklet_similarity as reference  # noqa: E402
+SIZES = {  # (tracklets, candidate pairs, D)
+    "default": {"small": (1_000, 50_000, 256)},
+    "full": {"issue": (4_000, 200_000, 256)},
+}
+# (mode, k, over candidate pairs?)
+CASES = [("max", None, True), ("min", None, True), ("topk_mean", 5, True), ("mean", None, True), ("centroid", None, True),
+         ("centroid", None, False)]
+CASE_IDS = ["max", "min", "topk_mean", "mean", "centroid", "centroid_dense"]
 
 
 def make_problem(num_tracklets: int, num_pairs: int, dim: int, seed: int = 0):
@@ -29,63 +38,53 @@ def make_problem(num_tracklets: int, num_pairs: int, dim: int, seed: int = 0):
     return features, offsets, pairs, lengths
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    env = print_header("tracklet_similarity")
-    print("   note: a shared 2-core machine; timings move with the other users' load")
-    cuda = args.device == "cuda"
-    num_tracklets, num_pairs, dim = (200, 4_000, 256) if args.quick else (4000, 200_000, 256)
-    timing = dict(repeat=1, warmup=0) if args.quick else dict(repeat=args.repeat)
-    features, offsets, pairs, lengths = make_problem(num_tracklets, num_pairs, dim)
-    device = "cuda" if cuda else "cpu"
-    tf, to, tp = (torch.from_numpy(a).to(device) for a in (features, offsets, pairs))
-    ours_in = (tf, to) if cuda else (features, offsets)
-    ours_pairs = tp if cuda else pairs
-    useful = 2 * dim * float((lengths[pairs[:, 0]] * lengths[pairs[:, 1]]).sum())
-    padded = 2 * dim * float(num_pairs) * lengths.max() ** 2
-    gflops, gbps = gemm_gflops(device), stream_gbps(device)
-    print(f"   {num_tracklets} tracklets of 4-28 frames, D={dim}, {num_pairs} pairs; useful work "
-          f"{useful / 1e9:.1f} GFLOP (padded reference: {padded / 1e9:.1f}); machine now: GEMM "
-          f"{gflops:.0f} GFLOP/s, copy {gbps:.1f} GB/s")
-
-    rows = []
-    for mode, k in (("max", None), ("min", None), ("topk_mean", 5), ("mean", None), ("centroid", None)):
-        ours = lambda: tracklet_similarity(*ours_in, mode=mode, k=k, pairs=ours_pairs)  # noqa: E731
-        ref = lambda: reference.tracklet_similarity(tf, to, mode=mode, k=k, pairs=tp)  # noqa: E731
-        got, expected = ours(), ref()
-        got = got.cpu().numpy() if cuda else got
-        np.testing.assert_allclose(got, expected.cpu().numpy(), rtol=0, atol=2e-5)  # correctness first
-        # Pairwise modes read every frame pair; centroid / mean reduce tracklets first.
-        flops = useful if mode in ("max", "min", "topk_mean") else 2 * dim * (features.shape[0] + num_pairs)
-        bytes_moved = features.nbytes + pairs.nbytes + 4 * num_pairs
-        floor = floor_seconds(flops, bytes_moved, gflops, gbps)
-        t_ref = measure(ref, cuda=cuda, **timing)
-        t_ours = measure(ours, cuda=cuda, **timing)
-        name = f"{mode}{'' if k is None else f' k={k}'}, {num_pairs} pairs"
-        print_row(f"reference (padded bmm) {name}", t_ref)
-        print_row(f"cion_fast {name}", t_ours, t_ref,
-                  f"speed-up {t_ref['seconds'] / t_ours['seconds']:.1f}x, {t_ours['seconds'] / floor:.1f}x the floor")
-        rows.append(dict(mode=mode, k=k, pairs=num_pairs, reference=t_ref, ours=t_ours, floor_seconds=floor,
-                         speedup=t_ref["seconds"] / t_ours["seconds"]))
-
-    # Dense centroid mode: one GEMM of the centroids.
-    ours = lambda: tracklet_similarity(*ours_in, mode="centroid")  # noqa: E731
-    ref = lambda: reference.tracklet_similarity(tf, to, mode="centroid")  # noqa: E731
-    got = ours()
-    np.testing.assert_allclose(got.cpu().numpy() if cuda else got, ref().cpu().numpy(), rtol=0, atol=2e-5)
-    t_ref, t_ours = measure(ref, cuda=cuda, **timing), measure(ours, cuda=cuda, **timing)
-    flops = 2 * dim * (features.shape[0] + num_tracklets**2)
-    floor = floor_seconds(flops, features.nbytes + 4 * num_tracklets**2, gflops, gbps)
-    print_row(f"reference centroid dense {num_tracklets}^2", t_ref)
-    print_row(f"cion_fast centroid dense {num_tracklets}^2", t_ours, t_ref, f"{t_ours['seconds'] / floor:.1f}x the floor")
-    rows.append(dict(mode="centroid", dense=True, reference=t_ref, ours=t_ours, floor_seconds=floor,
-                     speedup=t_ref["seconds"] / t_ours["seconds"]))
-
-    target = rows[0]["speedup"]
-    print(f"   target (max over pairs >= 5x the reference): {target:.1f}x -> {'met' if target >= 5 else 'NOT met'}")
-    write_json("tracklet_similarity" + ("_quick" if args.quick else "") + ("_cuda" if cuda else ""),
-               dict(environment=env, gemm_gflops=gflops, copy_gbps=gbps, rows=rows), args.json)
+@pytest.fixture(scope="module")
+def problem(size, device):
+    """Inputs on the device (numpy on the CPU, torch on the GPU) and torch for the reference,
+    after the correctness check of every case against the reference."""
+    features, offsets, pairs, lengths = make_problem(*size)
+    ours = tuple(on_device(a, device) for a in (features, offsets, pairs))
+    ref = tuple(as_torch(a, device) for a in (features, offsets, pairs))
+    for mode, k, paired in CASES:
+        got = tracklet_similarity(ours[0], ours[1], mode=mode, k=k, pairs=ours[2] if paired else None)
+        expected = reference.tracklet_similarity(ref[0], ref[1], mode=mode, k=k, pairs=ref[2] if paired else None)
+        np.testing.assert_allclose(to_numpy(got), to_numpy(expected), rtol=0, atol=2e-5, err_msg=f"mode {mode}")
+    num_tracklets, num_pairs, dim = size
+    pair_flops = 2 * dim * float((lengths[pairs[:, 0]] * lengths[pairs[:, 1]]).sum())
+    return {"ours": ours, "ref": ref, "dim": dim, "num_tracklets": num_tracklets, "num_pairs": num_pairs,
+            "frames": features.shape[0], "pair_flops": pair_flops}
 
 
-if __name__ == "__main__":
-    main()
+def _case(problem, index):
+    mode, k, paired = CASES[index]
+    what = f"{problem['num_pairs']} pairs" if paired else f"dense {problem['num_tracklets']}^2"
+    group = f"tracklet_similarity {CASE_IDS[index]}, {problem['num_tracklets']} tracklets, {what}, D = {problem['dim']}"
+    if mode in ("max", "min", "topk_mean"):
+        flops = problem["pair_flops"]
+    else:  # centroids first, then one dot product per pair (or per entry of the dense matrix)
+        outputs = problem["num_pairs"] if paired else problem["num_tracklets"] ** 2
+        flops = 2 * problem["dim"] * (problem["frames"] + outputs)
+    return mode, k, paired, group, flops
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
+def test_cion_fast(benchmark, problem, device, case):
+    mode, k, paired, group, _ = _case(problem, case)
+    features, offsets, pairs = problem["ours"]
+    bench(benchmark, lambda: tracklet_similarity(features, offsets, mode=mode, k=k, pairs=pairs if paired else None),
+          role="cion_fast", group=group, device=device)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
+def test_reference(benchmark, problem, device, case):
+    mode, k, paired, group, _ = _case(problem, case)
+    features, offsets, pairs = problem["ref"]
+    bench(benchmark, lambda: reference.tracklet_similarity(features, offsets, mode=mode, k=k, pairs=pairs if paired else None),
+          role="reference", group=group, device=device, rounds=1)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
+def test_floor(benchmark, problem, device, case):
+    *_, group, flops = _case(problem, case)
+    bench(benchmark, equivalent_gemm(flops, device, problem["dim"]), role="floor", group=group, device=device,
+          note="a GEMM worth the useful dot products", gflop=flops / 1e9)

@@ -132,7 +132,7 @@ ROLES = ("cion_fast", "reference", "baseline", "floor")
 
 
 def bench(benchmark, fn: Callable[[], Any], *, role: str, group: str, device: str = "cpu", rounds: int = 3,
-          warmup: bool = True, **info: Any) -> Any:
+          warmup: bool = True, items: int | None = None, **info: Any) -> Any:
     """Times ``fn`` with pytest-benchmark and records what report.py needs.
 
     Args:
@@ -143,7 +143,8 @@ def bench(benchmark, fn: Callable[[], Any], *, role: str, group: str, device: st
         group: the comparison this row belongs to (op and size): rows of a group are compared.
         rounds: timed calls (the median is the figure). warmup: one untimed call first (off for
             references that take minutes).
-        info: more JSON-able facts for the report (sizes, floors, throughput units).
+        items: images (or other units) one call processes: ``images_per_s`` is recorded.
+        info: more JSON-able facts for the report (sizes, floors, notes).
 
     Returns:
         ``fn``'s result of the last call.
@@ -168,4 +169,48 @@ def bench(benchmark, fn: Callable[[], Any], *, role: str, group: str, device: st
         result = benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1 if warmup else 0)
     benchmark.extra_info.update(role=role, device=device, peak_mb=memory.peak_bytes / 2**20,
                                 cuda_peak_mb=memory.cuda_peak_bytes / 2**20, **info)
+    if items is not None and benchmark.stats is not None:  # no stats under --benchmark-disable
+        benchmark.extra_info["images_per_s"] = items / benchmark.stats.stats.median
     return result
+
+
+def on_device(array: np.ndarray, device: str):
+    """The op's input as a user would hand it: the numpy array on the CPU, a torch tensor on the GPU."""
+    if device == "cpu":
+        return array
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
+def as_torch(array: Any, device: str):
+    """A torch tensor on ``device`` (the references' input)."""
+    import torch
+
+    return torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array).to(device)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A numpy copy of an op's output (numpy, torch CPU/GPU)."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+def equivalent_gemm(flops: float, device: str, dim: int = 256) -> Callable[[], Any]:
+    """Float32 matrix products worth ``flops`` ([8192, dim] @ [dim, 1024] tiles, results dropped):
+    the floor of an op whose unavoidable work is that many dot-product FLOPs, at this machine's
+    GEMM rate (MKL/oneDNN or cuBLAS, near the hardware's peak)."""
+    import torch
+
+    columns, tile = 1024, 8192
+    rows = max(1, int(round(flops / (2.0 * dim * columns))))
+    a = torch.randn(min(rows, tile), dim, device=device)
+    b = torch.randn(dim, columns, device=device)
+    repeats, rest = divmod(rows, tile) if rows > tile else (1, 0)
+    tail = a[:rest]
+
+    def run():
+        for _ in range(repeats):
+            a @ b
+        if rest:
+            tail @ b
+    return run

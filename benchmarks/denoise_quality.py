@@ -17,13 +17,15 @@ chose the defaults (each level must improve BCubed F over the previous one, for 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
-from _common import parser, print_header, write_json
-
+import cion_fast
 from cion_fast.data.synth import WorldConfig, generate
 from cion_fast.denoise import DenoiseConfig, denoise_tracklets, format_quality_table
 from cion_fast.features import oracle_features, stripe_histogram
@@ -56,10 +58,14 @@ def run(tracklets, features, config: DenoiseConfig) -> dict:
 
 
 def main() -> None:
-    p = parser(__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="the quick world: seconds")
     p.add_argument("--sweep", action="store_true", help="also vary each threshold around its default")
+    p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "out" / "denoise_quality.json",
+                   help="where the tables go (default benchmarks/out/denoise_quality.json)")
     args = p.parse_args()
-    env = print_header("denoise quality on the synthetic world (ground truth)")
+    env = {"cion_fast": cion_fast.build_info(), "numpy": np.__version__}
+    print(f"== denoise quality on the synthetic world (ground truth); cion_fast {env['cion_fast']['version']}")
     world_config = WorldConfig.quick() if args.quick else WorldConfig()
     start = time.perf_counter()
     tracklets = generate(world_config).tracklets
@@ -100,7 +106,9 @@ def main() -> None:
                 payload["sweep"].append(entry)
                 default = " (default)" if getattr(config, field) == value else ""
                 print(f"   {field}={value}{default}: " + " | ".join(cells), flush=True)
-    write_json("denoise_quality", payload, args.json)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2, default=float))
+    print(f"   results written to {args.json}")
 
 
 if __name__ == "__main__":

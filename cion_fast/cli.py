@@ -189,31 +189,26 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    import time
+    """Frame features of a tracklet directory; under torchrun, sharded across the ranks."""
     from pathlib import Path
 
-    import numpy as np
-
     from cion_fast.data import Tracklets
-    from cion_fast.evaluate.features import extract_by_spec
-    from cion_fast.features.io import save_features
+    from cion_fast.evaluate.features import extract_to_file
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
     tracklets = Tracklets.load(args.data)
-    start = time.perf_counter()
-    features = extract_by_spec(args.model, tracklets, args.batch_size, args.device, flip=args.flip, size=args.size, name="--model")
-    seconds = time.perf_counter() - start
-    if args.float16:
-        features = features.astype(np.float16)
-    path = save_features(args.out, features, tracklets, args.model)
-    print(f"{tracklets.num_frames} frames -> {tuple(features.shape)} {features.dtype} in {seconds:.1f} s "
-          f"({tracklets.num_frames / max(seconds, 1e-9):.0f} frames/s); wrote {path}")
+    done = extract_to_file(args.model, tracklets, args.out, args.batch_size, args.device, flip=args.flip, size=args.size,
+                           float16=args.float16, name="--model")
+    if done["rank"] == 0:
+        ranks = f" on {done['world_size']} ranks" if done["world_size"] > 1 else ""
+        print(f"{tracklets.num_frames} frames -> {done['shape']}{' float16' if args.float16 else ''}{ranks} in {done['seconds']:.1f} s "
+              f"({tracklets.num_frames / max(done['seconds'], 1e-9):.0f} frames/s); wrote {done['path']}")
     return 0
 
 
 _extract.add_arguments = _extract_arguments
-command("extract", "frame features of a tracklet directory (stripe descriptor or a timm backbone)")(_extract)
+command("extract", "frame features of a tracklet directory (stripe descriptor or a timm backbone); torchrun shards the frames")(_extract)
 
 
 _THRESHOLD_FIELDS = ("prune_threshold", "reallocation_threshold", "merge_threshold", "link_threshold")

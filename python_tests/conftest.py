@@ -67,18 +67,23 @@ def signal_after_step(monkeypatch, run_class: type, sig: int, at_step: int | Non
     monkeypatch.setattr(run_class, "train_step", step_then_signal)
 
 
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs ``torchrun --standalone --nproc_per_node 2 ARGS...`` on the CPU and asserts it succeeded.
+    The ranks import cion_fast from where this process does (the installed package in CI, the
+    source tree in a developer build), never from the current directory."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 def run_ddp_worker(out: Path, *args: str) -> list[dict]:
-    """Runs ``torchrun --nproc_per_node 2 ddp_worker.py ARGS... OUT`` on the CPU (gloo) and returns
-    the two ranks' saved tensors (see ddp_worker.py). The workers import cion_fast from where this
-    process does (the installed package in CI, the source tree in a developer build), never from
-    the current directory."""
+    """Runs ``ddp_worker.py ARGS... OUT`` on 2 ranks (:func:`torchrun`) and returns the two ranks'
+    saved tensors (see ddp_worker.py)."""
     from safetensors.torch import load_file
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    worker = Path(__file__).resolve().parent / "ddp_worker.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker), *args, str(out)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=out)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    torchrun(str(Path(__file__).resolve().parent / "ddp_worker.py"), *args, str(out), cwd=out)
     return [load_file(out / f"rank{r}.safetensors") for r in range(2)]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,46 @@ def test_cuda_autocast_close_to_cpu(crops):
     cpu = extract_features(MeanColumns(), crops, device="cpu")
     gpu = extract_features(MeanColumns(), crops, device="cuda")
     np.testing.assert_allclose(gpu, cpu, rtol=1e-2, atol=1e-2)
+
+
+# ---- sharded extraction under torchrun (cion-fast extract; cion_fast.evaluate.features.extract_to_file)
+
+
+@pytest.fixture(scope="module")
+def tracklet_dir(tmp_path_factory):
+    from cion_fast.data.synth import WorldConfig, generate
+
+    root = tmp_path_factory.mktemp("sharded") / "tracklets"
+    generate(WorldConfig.quick(identities=6, train_identities=2, eval_identities=2, videos=2, seed=3)).tracklets.save(root)
+    return root
+
+
+def test_torchrun_sharded_extraction_equals_one_process_and_reuses_finished_shards(tracklet_dir, tmp_path, torch_one_thread):
+    # One thread here as in each rank (OMP_NUM_THREADS=1): the same batches then give the same bits.
+    from cion_fast import cli
+    from cion_fast.data import Tracklets
+    from cion_fast.features.io import load_features
+    from conftest import torchrun
+
+    flags = ["--data", str(tracklet_dir), "--model", "timm:test_resnet", "--batch-size", "16", "--size", "32x16", "--device", "cpu"]
+    assert cli.main(["extract", *flags, "--out", str(tmp_path / "one.npz")]) == 0
+    torchrun("-m", "cion_fast.cli", "extract", *flags, "--out", str(tmp_path / "two.npz"), cwd=tmp_path)
+    one, two = load_features(tmp_path / "one.npz"), load_features(tmp_path / "two.npz")
+    assert np.array_equal(one.features, two.features) and one.features.shape[0] == Tracklets.load(tracklet_dir).num_frames
+    assert np.array_equal(one.offsets, two.offsets) and one.model == two.model
+    assert not (tmp_path / "two.npz.shards").exists()  # merged, then removed
+
+    # A rerun after an interruption: rank 1's shard is already there (poisoned here, to see that it
+    # is reused, not recomputed); rank 0's is computed; the merge takes both.
+    frames, batch = one.features.shape[0], 16
+    batches = -(-frames // batch)
+    lo, hi = (batches * 1 // 2) * batch, frames
+    shards = tmp_path / "two.npz.shards"
+    shards.mkdir()
+    np.save(shards / f"shard-{lo:012d}-{hi:012d}.npy", np.full((hi - lo, one.features.shape[1]), 7.0, np.float32))
+    manifest = {"spec": "timm:test_resnet", "num_frames": frames, "batch_size": batch, "flip": False, "size": [32, 16],
+                "float16": False, "world_size": 2}
+    (shards / f"shard-{lo:012d}-{hi:012d}.json").write_text(json.dumps(manifest))
+    torchrun("-m", "cion_fast.cli", "extract", *flags, "--out", str(tmp_path / "two.npz"), "--overwrite", cwd=tmp_path)
+    again = load_features(tmp_path / "two.npz").features
+    assert np.array_equal(again[:lo], one.features[:lo]) and (again[lo:] == 7.0).all()

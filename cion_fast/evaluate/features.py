@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -138,18 +139,21 @@ MODEL_SPECS = ("stripe (training-free colour/texture descriptor), timm:NAME (a t
 
 
 def extract_by_spec(spec: str, tracklets: Any, batch_size: int = 256, device: str | None = None, flip: bool = False,
-                    size: tuple[int, int] | None = None, progress: bool = True, name: str = "model") -> np.ndarray:
+                    size: tuple[int, int] | None = None, progress: bool = True, name: str = "model",
+                    frames: tuple[int, int] | None = None) -> np.ndarray:
     """Frame features of a tracklet set from a feature source named by ``spec`` (see :data:`MODEL_SPECS`).
 
     Args:
-        spec: ``"stripe"``, ``"oracle"``, ``"timm:NAME"`` or ``"checkpoint:PATH"``.
-        tracklets: a :class:`cion_fast.data.Tracklets` (frames in memory or memory-mapped).
+        spec: ``"stripe"``, ``"oracle"``, ``"timm:NAME"`` (random weights, seeded with 0 so every
+            run and every rank has the same network) or ``"checkpoint:PATH"``.
+        tracklets: a :class:`cion_fast.data.Tracklets` (frames in memory, memory-mapped or paths).
         batch_size, device, flip, size: network sources only, as :func:`extract_features`.
         progress: a progress bar over the chunks / batches.
         name: what errors call ``spec`` (the CLI passes ``"--model"``).
+        frames: ``(start, stop)``: only these frames (a shard), default all.
 
     Returns:
-        float32 [num_frames, D] numpy array, one row per frame in the tracklets' order.
+        float32 [stop - start, D] numpy array, one row per frame in the tracklets' order.
 
     Raises:
         ValueError: an unknown ``spec``, or ``oracle`` on tracklets without ground truth.
@@ -159,31 +163,151 @@ def extract_by_spec(spec: str, tracklets: Any, batch_size: int = 256, device: st
         >>> tracklets = generate(WorldConfig.quick(identities=4, train_identities=2, eval_identities=2, videos=1)).tracklets
         >>> extract_by_spec("stripe", tracklets, progress=False).shape[0] == tracklets.num_frames
         True
+        >>> extract_by_spec("stripe", tracklets, progress=False, frames=(2, 5)).shape[0]
+        3
         >>> extract_by_spec("resnet", tracklets)
         Traceback (most recent call last):
         ...
         ValueError: model must be stripe, oracle, timm:NAME or checkpoint:PATH, got 'resnet'
     """
     kind, _, source = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    start, stop = (0, tracklets.num_frames) if frames is None else (int(frames[0]), int(frames[1]))
+    if not 0 <= start <= stop <= tracklets.num_frames:
+        raise ValueError(f"frames must be a range inside [0, {tracklets.num_frames}], got {frames!r}")
     if spec == "stripe":
         from tqdm.auto import tqdm
 
         from cion_fast.features import stripe_histogram
 
-        chunk = 4096
-        starts = range(0, tracklets.num_frames, chunk)
-        parts = [stripe_histogram(tracklets.images(np.arange(first, min(first + chunk, tracklets.num_frames))))
-                 for first in tqdm(starts, desc="stripe", unit="chunk", disable=not progress)]
+        # Chunks of about 2 MB of pixels (the descriptor needs ~20x that): frames may be memory-mapped
+        # and larger than memory.
+        frame_bytes = max(1, int(np.prod(tracklets.frames.shape[1:]))) if tracklets.has_pixels else 128 * 64 * 3
+        chunk = max(1, min(4096, (2 << 20) // frame_bytes))
+        parts = [stripe_histogram(tracklets.images(np.arange(first, min(first + chunk, stop))))
+                 for first in tqdm(range(start, stop, chunk), desc="stripe", unit="chunk", disable=not progress)]
         return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
     if spec == "oracle":
         from cion_fast.features import oracle_features
 
         if not (tracklets.identity >= 0).any():
             raise ValueError(f"{name} oracle needs ground-truth identities (a synthetic world)")
-        return oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))
+        return oracle_features(tracklets.identity, np.repeat(tracklets.camera, tracklets.lengths))[start:stop]
     if kind in ("timm", "checkpoint") and source:
+        import torch
+
         from cion_fast.models import build_backbone, load_pretrained
 
-        model = build_backbone(source) if kind == "timm" else load_pretrained(source)
-        return extract_features(model, tracklets, batch_size, device, flip=flip, progress=progress, size=size)
+        if kind == "timm":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = build_backbone(source)
+        else:
+            model = load_pretrained(source)
+        return extract_features(model, tracklets.frames[start:stop], batch_size, device, flip=flip, progress=progress, size=size)
     raise ValueError(f"{name} must be stripe, oracle, timm:NAME or checkpoint:PATH, got {spec!r}")
+
+
+def extract_to_file(spec: str, tracklets: Any, out: str | os.PathLike, batch_size: int = 256, device: str | None = None,
+                    flip: bool = False, size: tuple[int, int] | None = None, float16: bool = False, progress: bool = True,
+                    name: str = "model") -> dict[str, Any]:
+    """Extracts the frame features of ``tracklets`` (:func:`extract_by_spec`) into the features file
+    ``out`` (:func:`cion_fast.features.io.save_features`), on one process or sharded under ``torchrun``.
+
+    With ``WORLD_SIZE`` > 1 (torchrun, one node or many with its usual rendezvous) each rank embeds
+    one contiguous range of frames (whole batches, so every batch is the one a single process
+    would run: the features are identical), writes it atomically to ``OUT.shards/`` with a manifest,
+    and rank 0 merges the shards into ``out`` and removes them. A rerun skips the shards already
+    written for the same spec, frames and settings (an interrupted job keeps its finished ranks'
+    work). Ranks meet on a gloo process group (the device's, NCCL, is not needed: nothing but
+    files is exchanged).
+
+    Args:
+        spec, tracklets, batch_size, device, flip, size, progress, name: as :func:`extract_by_spec`.
+        out: the features file (``.npz``); written atomically.
+        float16: store the features as float16 (half the size).
+
+    Returns:
+        dict with ``path`` (``out``; None on ranks other than 0), ``frames`` (this rank's count),
+        ``shape`` (the merged features' shape on rank 0), ``seconds``, ``rank``, ``world_size``,
+        ``skipped`` (True when this rank's shard was already there).
+
+    Example:
+        >>> import tempfile, os
+        >>> from cion_fast.data.synth import WorldConfig, generate
+        >>> from cion_fast.features.io import load_features
+        >>> tracklets = generate(WorldConfig.quick(identities=4, train_identities=2, eval_identities=2, videos=1)).tracklets
+        >>> done = extract_to_file("stripe", tracklets, os.path.join(tempfile.mkdtemp(), "f.npz"), progress=False)
+        >>> load_features(done["path"]).features.shape[0] == tracklets.num_frames, done["world_size"]
+        (True, 1)
+    """
+    import json
+    import shutil
+    import time
+    from pathlib import Path
+
+    from cion_fast._io import atomic_write, atomic_write_json, load_numpy
+    from cion_fast.features.io import save_features
+
+    start_time = time.perf_counter()
+    out = Path(out)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        features = extract_by_spec(spec, tracklets, batch_size, device, flip=flip, size=size, progress=progress, name=name)
+        features = features.astype(np.float16) if float16 else features
+        path = save_features(out, features, tracklets, spec)
+        return {"path": path, "frames": tracklets.num_frames, "shape": tuple(features.shape),
+                "seconds": time.perf_counter() - start_time, "rank": 0, "world_size": 1, "skipped": False}
+
+    from cion_fast.training.distributed import Distributed
+
+    dist = Distributed("cpu" if device is None or str(device) == "cpu" else device, backend="gloo")
+    try:
+        rank, world = dist.rank, dist.world_size
+        batches = -(-tracklets.num_frames // batch_size)
+        bounds = [min(tracklets.num_frames, (batches * r // world) * batch_size) for r in range(world + 1)]
+        shard_dir = out.with_name(out.name + ".shards")
+        settings = {"spec": spec, "num_frames": int(tracklets.num_frames), "batch_size": batch_size, "flip": bool(flip),
+                    "size": list(size) if size else None, "float16": bool(float16), "world_size": world}
+
+        def shard_paths(r: int) -> tuple[Path, Path]:
+            stem = f"shard-{bounds[r]:012d}-{bounds[r + 1]:012d}"
+            return shard_dir / f"{stem}.npy", shard_dir / f"{stem}.json"
+
+        def finished(r: int) -> bool:
+            data, manifest = shard_paths(r)
+            try:
+                return data.is_file() and json.loads(manifest.read_text()) == settings
+            except (OSError, ValueError):
+                return False
+
+        skipped = finished(rank)
+        if not skipped:
+            features = extract_by_spec(spec, tracklets, batch_size, device, flip=flip, size=size, progress=progress and rank == 0,
+                                       name=name, frames=(bounds[rank], bounds[rank + 1]))
+            features = features.astype(np.float16) if float16 else features
+            data, manifest = shard_paths(rank)
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            def write_shard(temporary: Path) -> None:
+                with open(temporary, "wb") as f:  # a file object: np.save would append ".npy" to a name
+                    np.save(f, np.ascontiguousarray(features))
+
+            atomic_write(data, write_shard)
+            atomic_write_json(manifest, settings)  # after the data: a manifest means a whole shard
+        dist.barrier()
+        path, shape = None, None
+        if dist.is_main:
+            missing = [r for r in range(world) if not finished(r)]
+            if missing:
+                raise RuntimeError(f"shards of ranks {missing} are missing in {shard_dir}")
+            parts = [load_numpy(shard_paths(r)[0], "feature shard", mmap_mode="r") for r in range(world)]
+            width = {p.shape[1] for p in parts if p.shape[0]}
+            merged = np.concatenate([p for p in parts if p.shape[0]]) if width else np.empty((0, 0), np.float32)
+            path = save_features(out, merged, tracklets, spec)
+            shape = tuple(merged.shape)
+            del parts
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        dist.barrier()
+        return {"path": path, "frames": bounds[rank + 1] - bounds[rank], "shape": shape, "seconds": time.perf_counter() - start_time,
+                "rank": rank, "world_size": world, "skipped": skipped}
+    finally:
+        dist.close()

@@ -24,9 +24,15 @@ def mix_seed(*values: int) -> int:
 
 
 class Distributed:
-    """torch.distributed set-up from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
+    """torch.distributed set-up from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
 
-    def __init__(self, device: str | None):
+    Args:
+        device: "cpu", "cuda" (this process's GPU, cuda:LOCAL_RANK), "cuda:N" or None (CUDA when available).
+        backend: the process group's backend; default NCCL on GPUs, gloo on CPUs (gloo for jobs
+            that only meet at barriers, such as sharded extraction).
+    """
+
+    def __init__(self, device: str | None, backend: str | None = None):
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -45,7 +51,7 @@ class Distributed:
         self.flag_group = None
         if self.enabled:
             if not dist.is_initialized():
-                backend = "nccl" if self.device.type == "cuda" else "gloo"
+                backend = backend or ("nccl" if self.device.type == "cuda" else "gloo")
                 dist.init_process_group(backend=backend)
                 self.owns_group = True
             self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
