@@ -1,19 +1,22 @@
 """CION's three denoising levels on LUPerson-NL-shaped input (10.7M frames in 434K tracklets from
 21K videos; CION denoised it to 3.9M images of 247K identities; its features at D = 256 are 11 GB
-in float32 / 5.5 GB in float16). The default runs 1/100 of it, ``--full`` 1/4; every level is
-linear in frames up to sorts, so the full-size time is about 4x the ``--full`` figure (the full
-size itself, 207 s and 13.2 GiB at peak, was measured by hand: NOTES.md).
+in float32 / 5.5 GB in float16). The default runs 1/100 of it, ``--full`` 1/4,
+``--denoise-fraction 1`` the whole (about 4 minutes on 2 cores; 6 GB of disk).
 
 The features are synthetic but structured, so that every level has work to do (uniform random
 vectors would be pruned whole by level 1): each tracklet follows a person (a random unit vector;
 people reappear in nearby videos), frames add a per-camera offset and noise, a few frames are
-contaminated by another person, tracklets overlap in time (cannot-link pairs). Each level is timed
-once on the previous level's output; the ground-truth quality after level 3 is recorded.
+contaminated by another person, tracklets overlap in time (cannot-link pairs). The features are
+memory-mapped from a file and the video-centred copy written to another (``cion-fast denoise
+--scratch``), so the heap holds only the levels' working sets. Each level is timed once on the
+previous level's output; the ground-truth quality after level 3 is recorded.
 
-    pytest benchmarks/bench_denoise.py --benchmark-only [--full]
+    pytest benchmarks/bench_denoise.py --benchmark-only [--full | --denoise-fraction 1]
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +29,10 @@ SIZES = {"default": {"luperson_1/100": 0.01}, "full": {"luperson_1/4": 0.25}}  #
 FULL = {"frames": 10_700_000, "tracklets": 434_000, "videos": 21_000}
 
 
-def luperson_like(fraction: float, dim: int = 256, seed: int = 0):
-    """(features float16 [M, D], offsets [N+1], video per tracklet [N], frame index [M], identity [M])."""
+def luperson_like(fraction: float, directory, dim: int = 256, seed: int = 0):
+    """(features float16 [M, D] memory-mapped read-only from ``directory/features.npy``, as
+    ``cion-fast denoise`` maps a features file; offsets [N+1], video per tracklet [N], frame
+    index [M], identity [M])."""
     rng = np.random.default_rng(seed)
     num_tracklets = max(int(FULL["tracklets"] * fraction), 2)
     num_videos = max(int(FULL["videos"] * fraction), 1)
@@ -50,52 +55,57 @@ def luperson_like(fraction: float, dim: int = 256, seed: int = 0):
     people /= np.linalg.norm(people, axis=1, keepdims=True)
     cameras = rng.standard_normal((50, dim), dtype=np.float32)
     cameras *= 0.5 / np.linalg.norm(cameras, axis=1, keepdims=True)
-    features = np.empty((num_frames, dim), dtype=np.float16)
+    path = Path(directory) / "features.npy"
+    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(num_frames, dim))
     chunk = 1 << 20
     for lo in range(0, num_frames, chunk):
         hi = min(lo + chunk, num_frames)
         rows = people[identity[lo:hi]] + cameras[camera[lo:hi]]
         rows += rng.standard_normal(rows.shape, dtype=np.float32) * np.float32(0.5 / np.sqrt(dim))
         features[lo:hi] = rows
-    return features, offsets, video, frame_index, identity
+    features.flush()
+    del features
+    return np.load(path, mmap_mode="r"), offsets, video, frame_index, identity
 
 
 @pytest.fixture(scope="module")
-def pipeline(size):
-    """The input and every level's output (each timed level starts from the one before)."""
-    features, offsets, video_ids, frame_index, identity = luperson_like(size)
-    config = DenoiseConfig()
-    frame_video = np.repeat(video_ids, np.diff(offsets))
-    centred = center_videos(features, offsets, video_ids)
-    labels1, _ = level1(centred, offsets, config)
-    labels2, _ = level2(centred, frame_video, frame_index, labels1, config)
-    labels3, _ = level3(centred, frame_video, frame_index, labels2, config)
-    q = quality(labels3, identity, frame_video)
-    return {"features": features, "centred": centred, "offsets": offsets, "video_ids": video_ids, "frame_video": frame_video,
-            "frame_index": frame_index, "labels": (labels1, labels2), "config": config, "bcubed_f": q.bcubed_f,
-            "group": f"denoise {features.shape[0]:,} frames, {offsets.shape[0] - 1:,} tracklets ({size:g} of LUPerson-NL), D = 256 float16"}
+def pipeline(size, request, tmp_path_factory):
+    """The input; each level's output is kept for the next (a test that runs alone computes the
+    levels before it untimed)."""
+    fraction = request.config.getoption("--denoise-fraction") or size
+    directory = tmp_path_factory.mktemp("denoise")
+    features, offsets, video_ids, frame_index, identity = luperson_like(fraction, directory)
+    return {"features": features, "scratch": directory / "centred.npy", "offsets": offsets, "video_ids": video_ids, "frame_video": np.repeat(video_ids, np.diff(offsets)),
+            "frame_index": frame_index, "identity": identity, "config": DenoiseConfig(), "done": {},
+            "group": f"denoise {features.shape[0]:,} frames, {offsets.shape[0] - 1:,} tracklets ({fraction:g} of LUPerson-NL), "
+                     "D = 256 float16 memory-mapped"}
 
 
-def _level(benchmark, pipeline, name, fn, **info):
-    bench(benchmark, fn, role="cion_fast", group=f"{pipeline['group']}: {name}", rounds=1, warmup=False, **info)
+STAGES = ("center videos", "level 1", "level 2", "level 3")
 
 
-def test_center_videos(benchmark, pipeline):
-    p = pipeline
-    _level(benchmark, p, "center videos", lambda: center_videos(p["features"], p["offsets"], p["video_ids"]))
+def _stage(p, name):
+    """The call of stage ``name`` on the outputs of the stages before it."""
+    done, config = p["done"], p["config"]
+    if name == "center videos":  # into a memory-mapped file, as `cion-fast denoise --scratch DIR` does
+        out = lambda: np.lib.format.open_memmap(p["scratch"], mode="w+", dtype=np.float16, shape=p["features"].shape)  # noqa: E731
+        return lambda: center_videos(p["features"], p["offsets"], p["video_ids"], out=out())
+    centred = done["center videos"]
+    if name == "level 1":
+        return lambda: level1(centred, p["offsets"], config)[0]
+    previous = done[STAGES[STAGES.index(name) - 1]]
+    level = level2 if name == "level 2" else level3
+    return lambda: level(centred, p["frame_video"], p["frame_index"], previous, config)[0]
 
 
-def test_level1(benchmark, pipeline):
-    p = pipeline
-    _level(benchmark, p, "level 1", lambda: level1(p["centred"], p["offsets"], p["config"]))
-
-
-def test_level2(benchmark, pipeline):
-    p = pipeline
-    _level(benchmark, p, "level 2", lambda: level2(p["centred"], p["frame_video"], p["frame_index"], p["labels"][0], p["config"]))
-
-
-def test_level3(benchmark, pipeline):
-    p = pipeline
-    _level(benchmark, p, "level 3", lambda: level3(p["centred"], p["frame_video"], p["frame_index"], p["labels"][1], p["config"]),
-           bcubed_f_level3=p["bcubed_f"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage(benchmark, pipeline, stage):
+    for before in STAGES[:STAGES.index(stage)]:
+        if before not in pipeline["done"]:
+            pipeline["done"][before] = _stage(pipeline, before)()
+    result = bench(benchmark, _stage(pipeline, stage), role="cion_fast", group=f"{pipeline['group']}: {stage}", rounds=1,
+                   warmup=False)
+    pipeline["done"][stage] = result
+    if stage == "level 3":
+        q = quality(result, pipeline["identity"], pipeline["frame_video"])
+        benchmark.extra_info.update(bcubed_f=q.bcubed_f, images_kept=q.images_kept, identities=q.identities)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-NOTE_KEYS_SKIPPED = {"role", "device", "peak_mb", "cuda_peak_mb"}
+NOTE_KEYS_SKIPPED = {"role", "device", "peak_mb", "cuda_peak_mb"}  # heap_peak_mb stays in the notes
 
 
 def _time(seconds: float) -> str:

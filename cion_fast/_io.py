@@ -119,11 +119,41 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
 DAMAGED_FILE_ERRORS = (OSError, ValueError, EOFError, KeyError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile)
 
 
+def _map_npz_member(path: str | os.PathLike, archive: zipfile.ZipFile, member: str) -> Any:
+    """A read-only ``np.memmap`` of ``member`` (``NAME.npy``) of an .npz written by ``np.savez``,
+    or None when it cannot be mapped (compressed by ``np.savez_compressed``, Fortran order, objects)."""
+    import struct
+
+    import numpy as np
+
+    info = archive.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the local file header; its name and extra field lengths say where the data starts
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"member {member}: bad local header")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        offset = f.tell()
+    if fortran_order or dtype.hasobject or int(np.prod(shape)) == 0:  # (an empty array cannot be mapped)
+        return None
+    if offset + dtype.itemsize * int(np.prod(shape)) > info.header_offset + 30 + name_length + extra_length + info.file_size:
+        raise ValueError(f"member {member}: array larger than its archive entry")
+    return np.memmap(path, dtype=dtype, mode="r", shape=tuple(shape), offset=offset)
+
+
 def load_numpy(path: str | os.PathLike, what: str, **kwargs: Any) -> Any:
     """``np.load(path, allow_pickle=False, **kwargs)``; a damaged file is a ValueError naming it.
 
     For ``.npz`` archives every member is read before returning (a dict), so damage inside the
-    archive is found here too.
+    archive is found here too. With ``mmap_mode="r"`` the members of an uncompressed archive
+    (``np.savez``) are memory-mapped instead (numpy itself maps only ``.npy`` files), so a large
+    feature matrix is paged in as it is used, never copied whole into memory.
 
     Example:
         >>> import tempfile
@@ -133,6 +163,12 @@ def load_numpy(path: str | os.PathLike, what: str, **kwargs: Any) -> Any:
         Traceback (most recent call last):
         ...
         ValueError: frame array ... is unreadable (truncated or corrupt?): ...
+        >>> import numpy as np
+        >>> archive = Path(tempfile.mkdtemp()) / "a.npz"
+        >>> np.savez(archive, x=np.arange(6.0).reshape(2, 3))
+        >>> mapped = load_numpy(archive, "archive", mmap_mode="r")["x"]
+        >>> type(mapped).__name__, mapped[1].tolist()
+        ('memmap', [3.0, 4.0, 5.0])
     """
     import numpy as np
 
@@ -140,7 +176,11 @@ def load_numpy(path: str | os.PathLike, what: str, **kwargs: Any) -> Any:
         loaded = np.load(path, allow_pickle=False, **kwargs)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
-                return {name: loaded[name] for name in loaded.files}
+                if kwargs.get("mmap_mode") is None:
+                    return {name: loaded[name] for name in loaded.files}
+                with zipfile.ZipFile(path) as archive:
+                    mapped = {name: _map_npz_member(path, archive, f"{name}.npy") for name in loaded.files}
+                return {name: loaded[name] if mapped[name] is None else mapped[name] for name in loaded.files}
         return loaded
     except DAMAGED_FILE_ERRORS as error:
         raise ValueError(f"{what} {path} is unreadable (truncated or corrupt?): {type(error).__name__}: {error}") from error

@@ -51,6 +51,15 @@ def test_extract_then_denoise(world_dir, tmp_path, capsys):
 
     assert main(args) == 2  # exists, no --overwrite
     assert "already exists" in capsys.readouterr().err
+    # --scratch: the centred copy in a memory-mapped file there, the same labels, nothing left behind
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert main(args + ["--overwrite", "--link-threshold", "0.5", "--mutual-k", "none", "--scratch", str(scratch)]) == 0
+    np.testing.assert_array_equal(np.load(out / "labels.npy"), expected.labels)
+    assert list(scratch.iterdir()) == []
+    with pytest.raises(SystemExit) as exited:  # an argparse error: one line, exit 2
+        main(args + ["--overwrite", "--scratch", str(tmp_path / "nowhere")])
+    assert exited.value.code == 2 and "not an existing directory" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--no-cannot-link"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["cannot_link"] is False

@@ -293,8 +293,10 @@ def test_missing_image_file(tmp_path):
     d = Tracklets(paths, [0, 3], [0], [0], [0, 1, 2]).save(tmp_path / "t")
     victim = sorted(os.listdir(d / "images"))[1]
     os.remove(d / "images" / victim)
+    loaded = Tracklets.load(d)  # the index lists the files: nothing is scanned at start-up
+    assert loaded.images([0]).shape[0] == 1
     with pytest.raises(FileNotFoundError, match=victim):
-        Tracklets.load(d)
+        loaded.images([0, 1, 2])
 
 
 def test_corrupt_image_file_is_reported_on_read(tmp_path):

@@ -431,3 +431,18 @@ def test_unsorted_video_ids_are_refused_as_by_sliding_range_link():
         denoise(features, [0, 2, 4, 6], [1, 0, 2], np.arange(6))
     with pytest.raises(ValueError, match=r"video_ids must be sorted \(features ordered by video\), got video_ids\[1\] = 0 < video_ids\[0\] = 1"):
         sliding_range_link(features[:3], [1, 0, 2])
+
+
+def test_scratch_keeps_the_centred_copy_on_disk_with_the_same_labels(tmp_path):
+    rng = np.random.default_rng(4)
+    people = rng.normal(size=(4, 16))
+    identity = np.repeat([0, 0, 1, 2, 1, 3, 3, 2], 5)
+    features = (people[identity] + 0.2 * rng.normal(size=(40, 16))).astype(np.float16)
+    offsets, videos = np.arange(0, 41, 5), np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    frame_index = np.tile(np.arange(5), 8)
+    in_memory = denoise(features, offsets, videos, frame_index)
+    on_disk = denoise(features, offsets, videos, frame_index, scratch=tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(in_memory.levels, on_disk.levels))
+    assert list(tmp_path.iterdir()) == []  # the scratch file is removed
+    with pytest.raises(ValueError, match="out must be a writable float16"):
+        center_videos(features, offsets, videos, out=np.empty((40, 16), np.float32))

@@ -132,3 +132,54 @@ def test_torchrun_sharded_extraction_equals_one_process_and_reuses_finished_shar
     torchrun("-m", "cion_fast.cli", "extract", *flags, "--out", str(tmp_path / "two.npz"), "--overwrite", cwd=tmp_path)
     again = load_features(tmp_path / "two.npz").features
     assert np.array_equal(again[:lo], one.features[:lo]) and (again[lo:] == 7.0).all()
+
+
+def test_features_file_is_memory_mapped_and_damage_is_named(tmp_path):
+    from types import SimpleNamespace
+
+    from cion_fast.features.io import load_features, save_features
+
+    index = SimpleNamespace(offsets=np.array([0, 3, 5]), video=np.array([0, 1]), camera=np.array([0, 0]),
+                            frame_index=np.arange(5), identity=np.full(5, -1))
+    values = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float16)
+    path = save_features(tmp_path / "f.npz", values, index, "demo")
+    mapped = load_features(path)
+    assert isinstance(mapped.features, np.memmap) and not mapped.features.flags.writeable
+    assert np.array_equal(mapped.features, values) and mapped.features.dtype == np.float16
+    read = load_features(path, mmap=False)
+    assert not isinstance(read.features, np.memmap) and np.array_equal(read.features, values)
+    # A compressed archive cannot be mapped: it is read instead, with the same result.
+    compressed = tmp_path / "c.npz"
+    with np.load(path) as archive:
+        np.savez_compressed(compressed, **{name: archive[name] for name in archive.files})
+    assert np.array_equal(load_features(compressed).features, values)
+    # A damaged archive is one ValueError naming the file, mapped or not.
+    damaged = tmp_path / "d.npz"
+    damaged.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    for mmap in (True, False):
+        with pytest.raises(ValueError, match="d.npz"):
+            load_features(damaged, mmap=mmap)
+
+
+def test_prefetch_keeps_order_bounds_the_work_ahead_and_raises_at_the_failing_key():
+    import threading
+
+    from cion_fast.data.prefetch import prefetch
+
+    started, lock = [], threading.Lock()
+
+    def load(key):
+        with lock:
+            started.append(key)
+        if key == 6:
+            raise OSError("image 6 is unreadable")
+        return key * 10
+
+    results = prefetch(load, range(10), workers=3, depth=2)
+    assert [next(results) for _ in range(3)] == [0, 10, 20]
+    assert max(started) <= 4  # at most `depth` keys past the last one handed out
+    with pytest.raises(OSError, match="image 6"):
+        list(results)
+    for bad in ({"workers": 0}, {"depth": 0}, {"workers": True}):
+        with pytest.raises(ValueError):
+            list(prefetch(load, range(2), **bad))

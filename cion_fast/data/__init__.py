@@ -8,6 +8,8 @@ Pure numpy (+ Pillow for image files); never imports the compiled kernels.
 * :class:`ImageSet`, :func:`read_market1501`, :func:`write_market1501`: labelled person images and
   the Market-1501 layout.
 * :func:`read_tracklet_folders`: tracker output as ``<video>/<track>/<frame>.jpg|png``.
+* :func:`cion_fast.data.prefetch.prefetch`: the next batches of image files decoded by threads,
+  a bounded number ahead (feature extraction from image files uses it).
 * :mod:`cion_fast.data.synth`: the synthetic pedestrian world (:class:`~cion_fast.data.synth.WorldConfig`,
   :func:`~cion_fast.data.synth.generate`, :func:`~cion_fast.data.synth.measure_tracker_noise`).
 

@@ -297,7 +297,8 @@ class Tracklets:
             mmap: memory-map ``frames.npy`` (read-only) instead of reading it into memory.
 
         Raises:
-            FileNotFoundError: the directory, its index, its frame array or an image is missing.
+            FileNotFoundError: the directory, its index or its frame array is missing (a missing
+                image file is reported when it is read: the files are not scanned at start-up).
             ValueError: the index is truncated/unreadable or inconsistent, or an array has the wrong
                 dtype/shape (the message names the file and the field).
 
@@ -363,12 +364,11 @@ class Tracklets:
             if rel.ndim != 1 or rel.dtype.kind != "U":
                 raise ValueError(f"{index_path}: field 'paths' must be a 1-D str array, got {rel.dtype} {list(rel.shape)}")
             _check_slots(slot, len(rel), index_path)
-            frames = []
-            for i, s in enumerate(slot):
-                path = root / str(rel[s])
-                if not path.is_file():
-                    raise FileNotFoundError(f"image {path} of frame {i} (tracklet {int(tracklet[i])}) is missing")
-                frames.append(str(path))
+            # The index lists the files: no scan and no stat of each at start-up (minutes for the
+            # 10M crops of LUPerson-NL on a network filesystem). A missing or damaged file is
+            # reported, by name, when it is read.
+            prefix = str(root)
+            frames = [os.path.join(prefix, str(rel[s])) for s in slot]
         else:
             raise ValueError(f"{index_path}: unknown storage {storage!r} (expected 'array' or 'files')")
 

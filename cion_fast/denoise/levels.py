@@ -359,7 +359,7 @@ def constrained_forest(num_nodes: int, edges: np.ndarray, cannot: np.ndarray) ->
 # input normalisation
 
 
-def center_videos(features: Any, offsets: Any, video_ids: Any) -> np.ndarray:
+def center_videos(features: Any, offsets: Any, video_ids: Any, out: np.ndarray | None = None) -> np.ndarray:
     """Removes each video's common component (scene, camera, lighting) from its frame features.
 
     Every frame feature is L2-normalised, then ``w_v`` times the mean normalised feature of its
@@ -374,9 +374,13 @@ def center_videos(features: Any, offsets: Any, video_ids: Any) -> np.ndarray:
         features: float [M, D] (float16 stays float16, anything else becomes float32).
         offsets: int64 [N+1] tracklet offsets.
         video_ids: int64 [N] video of each tracklet.
+        out: where to write the result: a writable [M, D] array of the result's dtype, e.g. a
+            memory-mapped file (``np.lib.format.open_memmap(path, "w+", ...)``) so that the copy
+            lives on disk, not in memory; None allocates it.
 
     Returns:
-        the centred features [M, D] (not re-normalised; cosine similarity is used downstream).
+        the centred features [M, D] (not re-normalised; cosine similarity is used downstream):
+        ``out`` when given. Memory besides the result: O(videos x D) and one chunk of rows.
 
     Example:
         >>> scene = np.array([0, 0, 2.0])                   # what every frame of the video shares
@@ -397,7 +401,12 @@ def center_videos(features: Any, offsets: Any, video_ids: Any) -> np.ndarray:
     frames = np.bincount(frame_video, minlength=num_videos)
     weight = 1.0 - 1.0 / np.bincount(video_rank, minlength=num_videos)
     shift = sums * (weight / np.maximum(frames, 1))[:, None].astype(np.float32)
-    out = np.empty(features.shape, dtype=np.float16 if features.dtype == np.float16 else np.float32)
+    dtype = np.float16 if features.dtype == np.float16 else np.float32
+    if out is None:
+        out = np.empty(features.shape, dtype=dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != features.shape or out.dtype != dtype or not out.flags.writeable:
+        raise ValueError(f"out must be a writable {np.dtype(dtype).name} numpy array of shape {features.shape}, got "
+                         f"{type(out).__name__} {getattr(out, 'dtype', None)} {getattr(out, 'shape', None)}")
     for start in range(0, features.shape[0], _CHUNK_ROWS):
         stop = start + _CHUNK_ROWS
         out[start:stop] = _normalised(features[start:stop]) - shift[frame_video[start:stop]]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +82,7 @@ def denoise(
     frame_index: Any,
     config: DenoiseConfig = DenoiseConfig(),
     progress: bool = False,
+    scratch: str | os.PathLike | None = None,
 ) -> DenoiseResult:
     """CION's progressive denoising: tracklets -> identities consistent across videos.
 
@@ -96,6 +99,9 @@ def denoise(
         frame_index: int64 [M] frame index of each frame within its video, >= 0.
         config: thresholds and windows (:class:`DenoiseConfig`).
         progress: show a tqdm progress bar over the levels.
+        scratch: a directory for the video-centred copy of the features, memory-mapped and removed
+            at the end (None: in memory). With memory-mapped input features, memory then holds
+            only the levels' working sets (LUPerson-NL: 5 GB of disk instead of 5 GB of RAM).
 
     Returns:
         :class:`DenoiseResult` (``.levels``: three int64 [M] label arrays, ``.summary``).
@@ -119,8 +125,26 @@ def denoise(
     frame_index = _check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
-    if config.center_videos:
-        features = center_videos(features, offsets, video_ids)
+    scratch_file = None
+    try:
+        if config.center_videos:
+            out = None
+            if scratch is not None:
+                handle, scratch_file = tempfile.mkstemp(prefix="centred-", suffix=".npy", dir=scratch)
+                os.close(handle)
+                dtype = np.float16 if features.dtype == np.float16 else np.float32
+                out = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=dtype, shape=features.shape)
+            features = center_videos(features, offsets, video_ids, out=out)
+        return _levels(features, offsets, video_ids, frame_index, config, progress)
+    finally:
+        features = None  # drop the mapping before the file goes (POSIX would keep it until then anyway)
+        if scratch_file is not None:
+            os.unlink(scratch_file)
+
+
+def _levels(features: np.ndarray, offsets: np.ndarray, video_ids: np.ndarray, frame_index: np.ndarray, config: DenoiseConfig,
+            progress: bool) -> DenoiseResult:
+    """Thresholds (when automatic), then the three levels on checked, centred features."""
     calibration = None
     if config.thresholds == "auto":
         from cion_fast.denoise.auto import auto_thresholds
@@ -161,13 +185,14 @@ def denoise_tracklets(
     features: Any = None,
     config: DenoiseConfig = DenoiseConfig(),
     progress: bool = False,
+    scratch: str | os.PathLike | None = None,
 ) -> DenoiseResult:
     """:func:`denoise` on a ``cion_fast.data.Tracklets``.
 
     Args:
         tracklets: a ``Tracklets`` (``offsets``, ``video``, ``frame_index`` are used).
         features: float [M, D]; defaults to ``tracklets.features``.
-        config, progress: as in :func:`denoise`.
+        config, progress, scratch: as in :func:`denoise`.
 
     Example:
         >>> from cion_fast.data.synth import WorldConfig, generate      # doctest: +SKIP
@@ -181,4 +206,4 @@ def denoise_tracklets(
         features = getattr(tracklets, "features", None)
         if features is None:
             raise ValueError("features: none given and tracklets.features is None; extract features first")
-    return denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress)
+    return denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress, scratch)

@@ -40,8 +40,13 @@ def _batches(source: Any, batch_size: int, size: tuple[int, int] | None = None) 
         host = _arrays.to_numpy(source)
         return host.shape[0], (host[i : i + batch_size] for i in range(0, host.shape[0], batch_size))
     if isinstance(source, (list, tuple)) and all(isinstance(p, (str, bytes)) or hasattr(p, "__fspath__") for p in source):
+        from cion_fast.data.prefetch import prefetch
+
+        # Image files are decoded by a few threads, the next batches while the network runs on this one.
         paths = list(source)
-        return len(paths), (_load_paths(paths[i : i + batch_size], size) for i in range(0, len(paths), batch_size))
+        workers = max(1, min(4, os.cpu_count() or 1))
+        return len(paths), prefetch(lambda i: _load_paths(paths[i : i + batch_size], size), range(0, len(paths), batch_size),
+                                    workers=workers, depth=workers + 1)
     raise TypeError(
         "images must be a uint8 [M, H, W, 3] array, a list of image paths, or an object with "
         f"an .images/.frames attribute holding one; got {type(source).__name__}"

@@ -77,8 +77,13 @@ def save_features(path: str | os.PathLike, features: Any, tracklets: Any, model:
     return atomic_write(path, write)
 
 
-def load_features(path: str | os.PathLike) -> FeatureFile:
+def load_features(path: str | os.PathLike, mmap: bool = True) -> FeatureFile:
     """Reads a file written by :func:`save_features`, checking its fields.
+
+    Args:
+        path: the ``.npz`` file.
+        mmap: memory-map the feature matrix (read-only; the file is uncompressed), so a matrix
+            larger than memory is paged in as it is used; False reads it into memory.
 
     Returns:
         :class:`FeatureFile` (features keep their stored dtype, float16 or float32).
@@ -100,7 +105,7 @@ def load_features(path: str | os.PathLike) -> FeatureFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"features file {path} does not exist")
-    fields = load_numpy(path, "features file")
+    fields = load_numpy(path, "features file", mmap_mode="r" if mmap else None)
     if not isinstance(fields, dict):
         raise ValueError(f"features file {path} is a single array, not a cion_fast features archive (.npz)")
     if str(fields.get("format", "")) != FORMAT_NAME:
