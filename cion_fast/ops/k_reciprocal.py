@@ -25,6 +25,14 @@ Departures from the reference code, on purpose:
 
 The torchreid adapter (:func:`cion_fast.integrations.torchreid.re_ranking`) takes the same three
 blocks as :func:`k_reciprocal_rerank_from_distances` and squares them first, as torchreid does.
+
+Synchronisation (CUDA): every kernel is enqueued on the caller's current stream, but a call reads
+four scalars to the host, each of which waits for the work queued before it: the non-finite flag
+of the distance pass (to raise ValueError on NaN/inf, once per call, not per tile) and the sizes
+of the three sparse matrices it builds (the encodings V, the query-expanded V, the inverted
+index), to allocate them; the graph variant reads a fifth, the count of estimated distances.
+Making the call fully asynchronous needs buffers sized from bounds known in advance (each row's
+sets are bounded by k1 and k2) instead of the counts: not done yet.
 """
 
 from __future__ import annotations
