@@ -73,7 +73,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         pass
     info: dict[str, Any] = {"cpu_model": cpu, "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
                             "numpy": np.__version__, "cion_fast": cion_fast.build_info(),
-                            "device": config.getoption("--device"), "full": bool(config.getoption("--full"))}
+                            "device": config.getoption("--device"), "full": bool(config.getoption("--full")),
+                            "denoise_fraction": config.getoption("--denoise-fraction")}
     try:
         import torch
 

@@ -42,7 +42,9 @@ def _machine(data: dict[str, Any]) -> str:
              f"Python {machine.get('python_version', '?')}, numpy {ours.get('numpy', '?')}, torch {ours.get('torch', '?')} "
              f"({ours.get('torch_threads', '?')} threads), cion_fast {build.get('version', '?')} "
              f"(OpenMP {build.get('openmp', '?')}, CUDA {build.get('cuda', '?')})",
-             f"sizes: {'--full' if ours.get('full') else 'default (small)'}", f"run {data.get('datetime', '?')[:19]}"]
+             f"sizes: {'--full' if ours.get('full') else 'default'}"
+             + (f", --denoise-fraction {ours['denoise_fraction']:g}" if ours.get("denoise_fraction") else ""),
+             f"run {data.get('datetime', '?')[:19]}"]
     return "; ".join(parts)
 
 
