@@ -80,6 +80,33 @@ def test_resume_after_the_k_switch_equals_an_uninterrupted_run(world, tmp_path):
     assert not different, different[:5]
 
 
+def test_image_files_train_as_the_same_pixels_in_memory(world, tmp_path):
+    # A tracklet set stored as image files: each step's crops are decoded (by the read-ahead
+    # threads) and resized to the global view size. The run equals, bit for bit, a run on the
+    # same resized pixels held as one array.
+    from cion_fast.data import write_image
+    from cion_fast.data._io import read_images
+
+    paths = []
+    for i, frame in enumerate(world["frames"]):
+        paths.append(str(tmp_path / "frames" / f"{i:05d}.png"))
+        if i == 0:
+            (tmp_path / "frames").mkdir()
+        write_image(paths[-1], frame)
+    cfg = tiny(deterministic=True, steps=3)
+    from_files = pretrain(cfg, paths, world["labels"], tmp_path / "files")
+    resized = read_images(paths, size=(64, 32), resize_all=True)
+    from_array = pretrain(cfg, resized, world["labels"], tmp_path / "array")
+    assert from_files["finished"] and from_array["finished"]
+    a, state = read_checkpoint(tmp_path / "files")
+    b, _ = read_checkpoint(tmp_path / "array")
+    assert state["data"]["frame_shape"] == "files"
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    with pytest.raises(TypeError, match="image paths"):
+        Trainer(cfg, [1, 2, 3], None, tmp_path / "bad")
+
+
 def test_sigterm_writes_a_checkpoint_and_returns(world, tmp_path, monkeypatch):
     signal_after_step(monkeypatch, Trainer, signal.SIGTERM, at_step=2)
     cfg = tiny(steps=6, checkpoint_every=3, keep_checkpoints=2)

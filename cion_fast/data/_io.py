@@ -46,14 +46,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-def read_images(paths: list, hint: str = "resize them first", size: tuple[int, int] | None = None) -> np.ndarray:
+def read_images(paths: list, hint: str = "resize them first", size: tuple[int, int] | None = None,
+                resize_all: bool = False) -> np.ndarray:
     """Reads image files into uint8 [k, H, W, 3]. Images of different sizes (real DukeMTMC, CUHK03,
     MSMT17 crops) are a ValueError with ``hint`` unless ``size=(H, W)`` is given: then every image
     not of that size is resized to it (PIL bilinear, which antialiases when shrinking); a set of one
-    size is returned as read."""
+    size is returned as read, unless ``resize_all`` (then the result is always [k, *size, 3])."""
     imgs = [read_image(p) for p in paths]
     shapes = sorted({im.shape for im in imgs})
-    if len(shapes) > 1:
+    if len(shapes) > 1 or (resize_all and size is not None):
         if size is None:
             raise ValueError(f"images have different sizes {shapes[:4]}; {hint}")
         image_mod = pil()

@@ -1,5 +1,5 @@
-"""Reading ahead: the next batches of image files decoded by a pool of threads while the current
-one is used (Pillow releases the GIL while it decodes, so threads run in parallel), with a bounded
+"""Reading ahead: the next batches (of image files, of a memory-mapped array) read by a pool of
+threads while the current one is used (Pillow releases the GIL while it decodes, so threads run in parallel), with a bounded
 number in flight, so memory holds at most ``depth`` batches whatever the dataset's size."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
-__all__ = ["prefetch"]
+__all__ = ["StepReader", "prefetch"]
 
 Key = TypeVar("Key")
 Value = TypeVar("Value")
@@ -47,3 +47,48 @@ def prefetch(load: Callable[[Key], Value], keys: Iterable[Key], workers: int = 4
         finally:
             for future in pending:
                 future.cancel()
+
+
+class StepReader:
+    """Batches keyed by training step, read ``depth`` steps ahead by a thread pool: a run's plan
+    says which frames every step takes, so the reads of the next steps overlap the current one.
+
+    Args:
+        load: ``load(step)`` -> the batch of that step (thread-safe, a pure function of the step).
+        num_steps: steps of the plan (nothing is read at or past it).
+        workers, depth: as :func:`prefetch`.
+
+    ``get(step)`` returns the batch of ``step`` (read now when it was not ahead) and schedules the
+    next ``depth`` steps; steps asked out of order are simply read again. ``close()`` stops the
+    threads.
+
+    Example:
+        >>> reader = StepReader(lambda s: s * 2, num_steps=5, depth=2)
+        >>> [reader.get(s) for s in (0, 1, 2, 4)], sorted(reader.pending)
+        ([0, 2, 4, 8], [])
+        >>> reader.close()
+    """
+
+    def __init__(self, load: Callable[[int], Value], num_steps: int, workers: int = 4, depth: int = 2):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+        self.load, self.num_steps, self.depth = load, int(num_steps), depth
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cion_fast-steps")
+        self.pending: dict = {}
+
+    def get(self, step: int) -> Value:
+        future = self.pending.pop(step, None)
+        for stale in [s for s in self.pending if s < step or s > step + self.depth]:
+            self.pending.pop(stale).cancel()
+        for ahead in range(step + 1, min(step + 1 + self.depth, self.num_steps)):
+            if ahead not in self.pending:
+                self.pending[ahead] = self.pool.submit(self.load, ahead)
+        return future.result() if future is not None else self.load(step)
+
+    def close(self) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        self.pending.clear()
+        self.pool.shutdown(wait=True)

@@ -78,7 +78,10 @@ class Trainer(TrainingRun):
         config: the run's :class:`PretrainConfig`. With ``resume=True`` it may be None (taken from
             the checkpoint); when given, it must agree with the checkpoint's except for the
             bookkeeping keys (device, checkpoint_every, keep_checkpoints, log_every, progress).
-        frames: uint8 [M, H, W, 3] numpy array (in memory or memory-mapped), the training images.
+        frames: the training images: a uint8 [M, H, W, 3] numpy array (in memory or memory-mapped),
+            or a sequence of M image paths (a tracklet directory stored as files: never scanned
+            or loaded whole; each step's crops are decoded and resized to the global view size
+            by a few threads, the next steps' ahead of time).
         labels: int [M] identity per frame, -1 = dropped. Required for ``cion``; optional for
             ``dino``/``upreid`` (instance level: only its -1 entries matter, every other frame is
             its own instance).
@@ -126,16 +129,21 @@ class Trainer(TrainingRun):
         return f"pretrain {self.config.method}"
 
     def _data_fingerprint(self) -> dict[str, Any]:
-        return {"num_frames": int(self.frames.shape[0]), "frame_shape": list(self.frames.shape[1:]),
-                "labels_sha1": _labels_fingerprint(self.labels)}
+        shape = list(self.frames.shape[1:]) if isinstance(self.frames, np.ndarray) else "files"
+        return {"num_frames": len(self.frames), "frame_shape": shape, "labels_sha1": _labels_fingerprint(self.labels)}
 
     # ---------------------------------------------------------------- set-up
-    def _check_data(self, frames: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(frames, np.ndarray):
-            raise TypeError(f"frames must be a numpy array (uint8 [M, H, W, 3], memory-mapped is fine), got {type(frames).__name__}")
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    def _check_data(self, frames: Any, labels: Any) -> tuple[Any, np.ndarray]:
+        if isinstance(frames, (list, tuple)):
+            if not all(isinstance(p, str) or hasattr(p, "__fspath__") for p in frames):
+                raise TypeError("frames: a sequence of frames must hold image paths (str or os.PathLike)")
+            frames = [os.fspath(p) for p in frames]
+        elif not isinstance(frames, np.ndarray):
+            raise TypeError(f"frames must be a numpy array (uint8 [M, H, W, 3], memory-mapped is fine) or a list of image "
+                            f"paths, got {type(frames).__name__}")
+        elif frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be uint8 [M, H, W, 3], got {frames.dtype} {frames.shape}")
-        m = frames.shape[0]
+        m = len(frames)
         if labels is None:
             if self.config.method == "cion":
                 raise ValueError("labels are required for method 'cion' (one identity per frame, -1 = dropped)")
@@ -212,6 +220,11 @@ class Trainer(TrainingRun):
             self.method.teacher.load_state_dict(self.method.student.state_dict())
         self.optimizer = torch.optim.AdamW(param_groups(self.method.student), lr=0.0, weight_decay=0.0)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        from cion_fast.data.prefetch import StepReader
+
+        # The next steps' batches are read while this one trains (decoded by threads for image files).
+        files = not isinstance(self.frames, np.ndarray)
+        self.reader = StepReader(self._read_batch, self.plan.total_steps, workers=4 if files else 1, depth=2)
 
     # ------------------------------------------------------------ checkpoint
     def _checkpoint_module(self) -> nn.Module:
@@ -245,9 +258,17 @@ class Trainer(TrainingRun):
         }
 
     # -------------------------------------------------------------- training
-    def _views(self, step: int) -> ViewBatch:
+    def _read_batch(self, step: int) -> np.ndarray:
+        """uint8 [B, H, W, 3] host pixels of this rank's batch at ``step`` (run by the read-ahead threads)."""
         index = self.plan.batch(step)
-        host = torch.from_numpy(np.ascontiguousarray(self.frames[index]))
+        if isinstance(self.frames, np.ndarray):
+            return np.ascontiguousarray(self.frames[index])
+        from cion_fast.data._io import read_images
+
+        return read_images([self.frames[int(i)] for i in index], size=tuple(self.multicrop_config.global_size), resize_all=True)
+
+    def _views(self, step: int) -> ViewBatch:
+        host = torch.from_numpy(self.reader.get(step))
         device = self.dist.device
         images = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
         need_boxes = self.config.method == "upreid" and "icc" in self.config.upreid_terms
@@ -305,6 +326,13 @@ class Trainer(TrainingRun):
                               f"initialisation after {self.plan.total_steps} steps: the exported teacher will barely have learned; lower "
                               "the momentum for short runs (1 / (1 - m) well below the number of steps)", stacklevel=2)
         return super().fit(until_step)
+
+    def close(self) -> None:
+        """Stops the read-ahead threads and leaves the process group if this run created it."""
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.close()
+        super().close()
 
 
 def pretrain(config: PretrainConfig | None, frames: np.ndarray, labels: np.ndarray | None, out_dir: str | os.PathLike,

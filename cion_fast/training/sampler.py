@@ -286,9 +286,11 @@ class TrainingPlan:
     def batch(self, step: int) -> np.ndarray:
         """int64 [batch_size] frame indices of this rank's batch at ``step`` (identity-contiguous)."""
         segment = self._segment(step)
-        if self._cache is None or self._cache[0] != segment.epoch:
-            self._cache = (segment.epoch, self.sampler.epoch_batches(segment.epoch, segment.k))
-        return self._cache[1][step - segment.start]
+        cache = self._cache  # one read: read-ahead threads may call this concurrently
+        if cache is None or cache[0] != segment.epoch:
+            cache = (segment.epoch, self.sampler.epoch_batches(segment.epoch, segment.k))
+            self._cache = cache
+        return cache[1][step - segment.start]
 
     def state(self, step: int) -> dict[str, int]:
         """Where the sampler stands before ``step`` runs (stored in checkpoints and compared on resume).
