@@ -148,6 +148,14 @@ def test_features_file_is_memory_mapped_and_damage_is_named(tmp_path):
     assert np.array_equal(mapped.features, values) and mapped.features.dtype == np.float16
     read = load_features(path, mmap=False)
     assert not isinstance(read.features, np.memmap) and np.array_equal(read.features, values)
+    # Row blocks (shards) are streamed into the same file as the whole matrix gives.
+    blocks = save_features(tmp_path / "b.npz", [values[:2], values[2:3], values[3:]], index, "demo")
+    assert np.array_equal(load_features(blocks).features, values)
+    with np.load(blocks) as a, np.load(path) as b:
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    for bad in ([values[:2], values[2:4]], [values[:2], values[2:].astype(np.float32)], []):
+        with pytest.raises(ValueError, match="features must be"):
+            save_features(tmp_path / "x.npz", bad, index, "demo")
     # A compressed archive cannot be mapped: it is read instead, with the same result.
     compressed = tmp_path / "c.npz"
     with np.load(path) as archive:

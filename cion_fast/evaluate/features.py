@@ -305,10 +305,9 @@ def extract_to_file(spec: str, tracklets: Any, out: str | os.PathLike, batch_siz
             if missing:
                 raise RuntimeError(f"shards of ranks {missing} are missing in {shard_dir}")
             parts = [load_numpy(shard_paths(r)[0], "feature shard", mmap_mode="r") for r in range(world)]
-            width = {p.shape[1] for p in parts if p.shape[0]}
-            merged = np.concatenate([p for p in parts if p.shape[0]]) if width else np.empty((0, 0), np.float32)
-            path = save_features(out, merged, tracklets, spec)
-            shape = tuple(merged.shape)
+            parts = [p for p in parts if p.shape[0]] or [np.empty((0, 0), np.float32)]
+            path = save_features(out, parts, tracklets, spec)  # streamed from the mapped shards
+            shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
             del parts
             shutil.rmtree(shard_dir, ignore_errors=True)
         dist.barrier()

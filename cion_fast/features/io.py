@@ -5,6 +5,7 @@ stage needs nothing else to run."""
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ def save_features(path: str | os.PathLike, features: Any, tracklets: Any, model:
     Args:
         path: output file; written under a temporary name and renamed, so a reader never sees a
             half-written file.
-        features: float [M, D] one row per frame of ``tracklets``.
+        features: float [M, D] one row per frame of ``tracklets``, or a list of row blocks
+            [m_i, D] of one dtype whose rows add up to M (e.g. memory-mapped shards): written one
+            after the other, never concatenated in memory.
         tracklets: a ``cion_fast.data.Tracklets`` (offsets, video, camera, frame_index, identity).
         model: a description of the feature extractor, stored in the file.
 
@@ -64,15 +67,32 @@ def save_features(path: str | os.PathLike, features: Any, tracklets: Any, model:
         >>> load_features(path).model
         'demo'
     """
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[0] != np.asarray(tracklets.frame_index).shape[0]:
-        raise ValueError(
-            f"features must be [M, D] with M = {np.asarray(tracklets.frame_index).shape[0]} frames, got shape {features.shape}"
-        )
+    blocks = [np.asarray(b) for b in features] if isinstance(features, (list, tuple)) else [np.asarray(features)]
+    num_frames = np.asarray(tracklets.frame_index).shape[0]
+    widths, dtypes = {b.shape[1] for b in blocks if b.ndim == 2}, {b.dtype for b in blocks}
+    rows = sum(b.shape[0] for b in blocks if b.ndim == 2)
+    if not blocks or any(b.ndim != 2 for b in blocks) or len(widths) > 1 or len(dtypes) > 1 or rows != num_frames:
+        raise ValueError(f"features must be [M, D] (or row blocks of one width and dtype) with M = {num_frames} frames, "
+                         f"got {[tuple(b.shape) for b in blocks][:4]} {sorted(str(d) for d in dtypes)}")
+    width = widths.pop() if widths else 0
     arrays = {name: np.asarray(getattr(tracklets, name), dtype=np.int64) for name in _FIELDS[1:]}
+    arrays.update(format=np.asarray(FORMAT_NAME), version=np.asarray(FORMAT_VERSION), model=np.asarray(str(model)))
+
     def write(temporary: Path) -> None:
-        with open(temporary, "wb") as out:  # a file object: np.savez would append ".npz" to a name
-            np.savez(out, features=features, format=FORMAT_NAME, version=FORMAT_VERSION, model=str(model), **arrays)
+        # The layout np.savez writes (uncompressed members NAME.npy), with the feature matrix
+        # streamed block by block, a bounded number of rows at a time.
+        with zipfile.ZipFile(temporary, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("features.npy", mode="w", force_zip64=True) as member:
+                header = {"descr": np.lib.format.dtype_to_descr(blocks[0].dtype), "fortran_order": False,
+                          "shape": (rows, width)}
+                np.lib.format.write_array_header_1_0(member, header)
+                step = max(1, (16 << 20) // max(1, width * blocks[0].dtype.itemsize))
+                for block in blocks:
+                    for start in range(0, block.shape[0], step):
+                        member.write(np.ascontiguousarray(block[start:start + step]).data)
+            for name, value in arrays.items():
+                with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, value, allow_pickle=False)
 
     return atomic_write(path, write)
 
