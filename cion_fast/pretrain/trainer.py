@@ -5,6 +5,11 @@ gloo on CPUs; BatchNorm becomes SyncBatchNorm on GPUs — PyTorch's SyncBatchNor
 so CPU ranks keep per-rank BatchNorm). Views come from the fused multicrop op
 (:func:`cion_fast.ops.multicrop`) on the training device, fed uint8 batches.
 
+Data path: each step's uint8 batch is gathered (or decoded, for image files) by read-ahead
+threads, pinned when training on a GPU and uploaded once, non-blocking; the views are made there
+by the fused multicrop op. Our ops run before the networks' forward, outside any module, so
+``torch.compile`` of the student/teacher sees no graph break from them.
+
 Reproducibility: the sampler is a pure function of (seed, epoch); the multicrop op is keyed by
 (seed, rank, step); torch's RNG (dropout, drop-path, random erasing, shuffle BN) is re-seeded from
 (seed, step, rank) before every step. A checkpoint therefore needs only the tensors and the step
@@ -258,19 +263,24 @@ class Trainer(TrainingRun):
         }
 
     # -------------------------------------------------------------- training
-    def _read_batch(self, step: int) -> np.ndarray:
-        """uint8 [B, H, W, 3] host pixels of this rank's batch at ``step`` (run by the read-ahead threads)."""
+    def _read_batch(self, step: int) -> torch.Tensor:
+        """uint8 [B, H, W, 3] host pixels of this rank's batch at ``step``, in pinned memory when
+        training on a GPU (run by the read-ahead threads, as a DataLoader's pin-memory thread)."""
         index = self.plan.batch(step)
         if isinstance(self.frames, np.ndarray):
-            return np.ascontiguousarray(self.frames[index])
-        from cion_fast.data._io import read_images
+            pixels = np.ascontiguousarray(self.frames[index])
+        else:
+            from cion_fast.data._io import read_images
 
-        return read_images([self.frames[int(i)] for i in index], size=tuple(self.multicrop_config.global_size), resize_all=True)
+            pixels = read_images([self.frames[int(i)] for i in index], size=tuple(self.multicrop_config.global_size),
+                                 resize_all=True)
+        host = torch.from_numpy(pixels)
+        return host.pin_memory() if self.dist.device.type == "cuda" else host
 
     def _views(self, step: int) -> ViewBatch:
-        host = torch.from_numpy(self.reader.get(step))
+        host = self.reader.get(step)
         device = self.dist.device
-        images = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        images = host.to(device, non_blocking=True) if device.type == "cuda" else host  # one upload per batch
         need_boxes = self.config.method == "upreid" and "icc" in self.config.upreid_terms
         out = ops.multicrop(images, self.multicrop_config, seed=mix_seed(self.config.seed, self.dist.rank), step=step, return_params=need_boxes)
         boxes = None
