@@ -256,3 +256,21 @@ def test_cli_synth_quick(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "results.json").read_text())["train"]["step"] == 3
     assert cli.main(["finetune", "--synth-quick", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "give --steps or --epochs" in capsys.readouterr().err
+
+
+def test_a_non_finite_loss_is_never_checkpointed_and_a_resume_cannot_shrink(world, tmp_path, monkeypatch):
+    original = FinetuneRun._train_step
+
+    def nan_at_step_1(self, step):
+        loss, metrics = original(self, step)
+        return (loss * float("nan") if step == 1 else loss), metrics
+
+    monkeypatch.setattr(FinetuneRun, "_train_step", nan_at_step_1)
+    # checkpoint_every 2 is not a log step (log_every 10): the check runs before the save anyway
+    with pytest.raises(FloatingPointError, match="not finite"):
+        finetune(tiny(steps=6, log_every=10, checkpoint_every=2), world.train, tmp_path / "nan")
+    assert not (tmp_path / "nan" / "checkpoints").exists() or not any((tmp_path / "nan" / "checkpoints").iterdir())
+    monkeypatch.undo()
+    finetune(tiny(steps=3), world.train, tmp_path / "run")
+    with pytest.raises(ValueError, match="may grow, not shrink"):
+        finetune(tiny(steps=2), world.train, tmp_path / "run", resume=True)

@@ -129,6 +129,7 @@ def extract_features(
                 if bar is not None:
                     bar.update(x.shape[0])
     finally:
+        batches.close()  # the generator's: stops the read-ahead threads on an error too
         model.train(was_training)
         if bar is not None:
             bar.close()
@@ -265,7 +266,10 @@ def extract_to_file(spec: str, tracklets: Any, out: str | os.PathLike, batch_siz
 
     from cion_fast.training.distributed import Distributed
 
-    dist = Distributed("cpu" if device is None or str(device) == "cpu" else device, backend="gloo")
+    # device None: this rank's GPU (cuda:LOCAL_RANK) when there is one. Ranks meet only at the end,
+    # after uneven work (a rerun skips finished shards): the barrier may wait as long as a shard takes.
+    dist = Distributed(device, backend="gloo", timeout_s=7 * 24 * 3600.0)
+    device = str(dist.device)
     try:
         rank, world = dist.rank, dist.world_size
         batches = -(-tracklets.num_frames // batch_size)

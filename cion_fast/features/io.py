@@ -67,7 +67,8 @@ def save_features(path: str | os.PathLike, features: Any, tracklets: Any, model:
         >>> load_features(path).model
         'demo'
     """
-    blocks = [np.asarray(b) for b in features] if isinstance(features, (list, tuple)) else [np.asarray(features)]
+    as_blocks = isinstance(features, (list, tuple)) and all(getattr(b, "ndim", None) == 2 for b in features) and len(features) > 0
+    blocks = [np.asarray(b) for b in features] if as_blocks else [np.asarray(features)]
     num_frames = np.asarray(tracklets.frame_index).shape[0]
     widths, dtypes = {b.shape[1] for b in blocks if b.ndim == 2}, {b.dtype for b in blocks}
     rows = sum(b.shape[0] for b in blocks if b.ndim == 2)

@@ -30,9 +30,11 @@ class Distributed:
         device: "cpu", "cuda" (this process's GPU, cuda:LOCAL_RANK), "cuda:N" or None (CUDA when available).
         backend: the process group's backend; default NCCL on GPUs, gloo on CPUs (gloo for jobs
             that only meet at barriers, such as sharded extraction).
+        timeout_s: how long a collective may wait (default torch's); jobs whose ranks meet only
+            once at the end of long, uneven work (a rerun of sharded extraction) need more.
     """
 
-    def __init__(self, device: str | None, backend: str | None = None):
+    def __init__(self, device: str | None, backend: str | None = None, timeout_s: float | None = None):
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -52,7 +54,12 @@ class Distributed:
         if self.enabled:
             if not dist.is_initialized():
                 backend = backend or ("nccl" if self.device.type == "cuda" else "gloo")
-                dist.init_process_group(backend=backend)
+                if timeout_s is None:
+                    dist.init_process_group(backend=backend)
+                else:
+                    import datetime
+
+                    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
                 self.owns_group = True
             self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
             # A CPU group for the stop flag: checking it every step needs no GPU synchronisation.

@@ -198,6 +198,9 @@ class TrainingRun:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        if self.step > self.plan.total_steps:
+            raise ValueError(f"the checkpoint is at step {self.step}, past this run's length of {self.plan.total_steps} steps: "
+                             "a resumed run may grow, not shrink")
         # The same plan must stand where the checkpoint left it; a run whose length changed on resume
         # (FinetuneConfig allows it) has a new plan, whose epochs no longer end where the old one's did.
         saved_plan = state.get("sampler", {})
@@ -367,6 +370,7 @@ class TrainingRun:
                         self.stop_signal = self.stop_signal or signal.SIGTERM
                         break
                     if self.step % cfg.checkpoint_every == 0 and self.step < stop_at:
+                        self._check_finite(loss_sum, checkpoint)  # never checkpoint weights a NaN step wrote
                         checkpoint = self.save_checkpoint()
                 checkpoint = self.save_checkpoint()
         finally:
@@ -380,6 +384,12 @@ class TrainingRun:
             "images_per_s": done * global_batch / whole.step_s if whole.step_s > 0 else float("nan"),
             "view_share": whole.view_share, "seconds": time.perf_counter() - start_time, **self._summary(last),
         }
+
+    def _check_finite(self, loss_sum: torch.Tensor | None, checkpoint: Path | None) -> None:
+        """FloatingPointError on every rank when a loss of the current (unlogged) interval is not finite."""
+        if loss_sum is not None and self.dist.any(not bool(torch.isfinite(loss_sum).all().item())):
+            raise FloatingPointError(f"a loss between the last log line and step {self.step} is not finite; last checkpoint: "
+                                     f"{checkpoint or latest_checkpoint(self.out_dir)}")
 
     def close(self) -> None:
         """Leaves the process group if this run created it."""
