@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import bench, to_numpy
+from conftest import bench
 
+from cion_fast._arrays import to_numpy
 from cion_fast.ops import k_reciprocal_rerank
 from cion_fast.ops._distance import gram
 from cion_fast.reference import k_reciprocal as reference

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import as_torch, bench, equivalent_gemm, on_device, to_numpy
+from conftest import as_torch, bench, equivalent_gemm, on_device
 
+from cion_fast._arrays import to_numpy
 from cion_fast.ops import evaluate_rank, evaluate_rank_from_features
 from cion_fast.reference.rank_metrics import evaluate_rank as reference
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import as_torch, bench, on_device, to_numpy
+from conftest import as_torch, bench, on_device
 
+from cion_fast._arrays import to_numpy
 from cion_fast.ops import tracklet_prune
 from cion_fast.reference import tracklet_prune as reference
 

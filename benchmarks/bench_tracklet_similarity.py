@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import as_torch, bench, equivalent_gemm, on_device, to_numpy
+from conftest import as_torch, bench, equivalent_gemm, on_device
 
+from cion_fast._arrays import to_numpy
 from cion_fast.ops import tracklet_similarity
 from cion_fast.reference import tracklet_similarity as reference
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 import platform
-import threading
-import time
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 
 import cion_fast
+from cion_fast._memory import PeakMemory
 
 
 def pytest_addoption(parser):
@@ -33,7 +32,7 @@ def pytest_addoption(parser):
     group.addoption("--full", action="store_true", help="the datasets' real sizes (Market-1501, MSMT17, LUPerson-NL): tens of minutes on 2 cores")
     group.addoption("--device", choices=("cpu", "cuda"), default="cpu", help="where the ops run (default cpu)")
     group.addoption("--denoise-fraction", type=float, default=None,
-                    help="bench_denoise: this fraction of LUPerson-NL instead of the size list (1 = 10.7M frames: ~6 GB of disk, 8 GB of RAM)")
+                    help="bench_denoise: this fraction of LUPerson-NL instead of the size list (1 = 10.7M frames: about 4 min on 2 cores, 11 GB of disk, 3 GB of RAM)")
 
 
 def pytest_generate_tests(metafunc):
@@ -85,62 +84,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     except ImportError:
         info["torch"] = None
     machine_info["cion_fast_bench"] = info
-
-
-def _resident_bytes() -> tuple[int, int]:
-    """(resident, anonymous resident) bytes of this process. Anonymous memory is the heap: what
-    the process itself holds; the rest of the resident set is mapped files (page cache, which the
-    kernel reclaims under pressure)."""
-    rss = anon = 0
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith("RssAnon:"):
-                anon = int(line.split()[1]) * 1024
-    return rss, anon
-
-
-class PeakMemory:
-    """Peak resident and peak anonymous (heap) memory above the starting point while the block
-    runs (sampled every 2 ms), plus the CUDA caching allocator's peak when ``cuda`` is set."""
-
-    def __init__(self, cuda: bool = False):
-        self.cuda = cuda
-        self.peak_bytes = self.anon_peak_bytes = self.cuda_peak_bytes = 0
-
-    def __enter__(self):
-        self._start = self._peak = _resident_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._cuda_start = torch.cuda.memory_allocated()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            now = _resident_bytes()
-            self._peak = (max(self._peak[0], now[0]), max(self._peak[1], now[1]))
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        now = _resident_bytes()
-        self.peak_bytes = max(self._peak[0], now[0]) - self._start[0]
-        self.anon_peak_bytes = max(self._peak[1], now[1]) - self._start[1]
-        self.process_anon_peak_bytes = max(self._peak[1], now[1])
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-            self.cuda_peak_bytes = torch.cuda.max_memory_allocated() - self._cuda_start
-        return False
 
 
 ROLES = ("cion_fast", "reference", "baseline", "floor")
@@ -206,11 +149,6 @@ def as_torch(array: Any, device: str):
     import torch
 
     return torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array).to(device)
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """A numpy copy of an op's output (numpy, torch CPU/GPU)."""
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
 def equivalent_gemm(flops: float, device: str, dim: int = 256) -> Callable[[], Any]:

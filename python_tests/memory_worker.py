@@ -1,6 +1,7 @@
 """Worker of test_large_worlds.py: a memory-mapped tracklet world of WORLD_MB megabytes of frames
-goes through extraction (stripe, a timm backbone) and pre-training while a thread samples the
-process's anonymous resident memory (RssAnon: heap, not the page cache of the mapped file).
+goes through extraction (stripe, a timm backbone) and pre-training while
+``cion_fast._memory.PeakMemory`` samples the process's anonymous resident memory (the heap, not
+the page cache of the mapped file).
 Prints one JSON line: the growth of each stage in MB, after a warm-up of each on a few frames.
 
     python memory_worker.py DIR WORLD_MB
@@ -11,41 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def anonymous_bytes() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
-
-
-class AnonymousPeak:
-    """Peak growth of anonymous resident memory while the block runs (sampled every 5 ms)."""
-
-    def __enter__(self):
-        self.start = self.peak = anonymous_bytes()
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, anonymous_bytes())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, anonymous_bytes())
-        self.growth_mb = (self.peak - self.start) / 2**20
-        return False
 
 
 def write_world(root: Path, world_mb: int):
@@ -68,6 +37,7 @@ def write_world(root: Path, world_mb: int):
 
 
 def main(directory: str, world_mb: str) -> None:
+    from cion_fast._memory import PeakMemory
     from cion_fast.data import Tracklets
     from cion_fast.evaluate.features import extract_to_file
     from cion_fast.pretrain import PretrainConfig, Trainer
@@ -80,17 +50,17 @@ def main(directory: str, world_mb: str) -> None:
     growth = {"frames_mb": tracklets.frames.nbytes / 2**20}
     for spec, size in (("stripe", None), ("timm:test_resnet", (64, 32))):
         extract_to_file(spec, few, root / "warm.npz", batch_size=64, size=size, progress=False)  # imports, first allocations
-        with AnonymousPeak() as peak:
+        with PeakMemory() as peak:
             extract_to_file(spec, tracklets, root / f"{spec.replace(':', '_')}.npz", batch_size=64, size=size, progress=False)
-        growth[spec] = peak.growth_mb
+        growth[spec] = peak.anon_peak_bytes / 2**20
     cfg = PretrainConfig(method="cion", arch="test_vit", steps=6, batch_size=8, k_values=(2,), k_boundaries=(), out_dim=64,
                          head_hidden_dim=32, head_bottleneck_dim=16, progress=False, device="cpu", checkpoint_every=10**6,
                          multicrop={"global_size": (64, 32), "local_size": (32, 16), "n_local": 2})
     trainer = Trainer(cfg, tracklets.frames, tracklets.identity, tempfile.mkdtemp())
     trainer.fit(until_step=1)
-    with AnonymousPeak() as peak:
+    with PeakMemory() as peak:
         trainer.fit()
-    growth["pretrain"] = peak.growth_mb
+    growth["pretrain"] = peak.anon_peak_bytes / 2**20
     trainer.close()
     print(json.dumps(growth))
 

@@ -188,6 +188,6 @@ def test_prefetch_keeps_order_bounds_the_work_ahead_and_raises_at_the_failing_ke
     assert max(started) <= 4  # at most `depth` keys past the last one handed out
     with pytest.raises(OSError, match="image 6"):
         list(results)
-    for bad in ({"workers": 0}, {"depth": 0}, {"workers": True}):
-        with pytest.raises(ValueError):
+    for bad, error in (({"workers": 0}, ValueError), ({"depth": 0}, ValueError), ({"workers": True}, TypeError)):
+        with pytest.raises(error, match=next(iter(bad))):
             list(prefetch(load, range(2), **bad))

@@ -8,6 +8,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from cion_fast._checks import check_int
+
 __all__ = ["StepReader", "prefetch"]
 
 Key = TypeVar("Key")
@@ -30,10 +32,7 @@ def prefetch(load: Callable[[Key], Value], keys: Iterable[Key], workers: int = 4
         >>> list(prefetch(lambda k: k * k, range(5), workers=2, depth=2))
         [0, 1, 4, 9, 16]
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    workers, depth = check_int(workers, "workers", 1), check_int(depth, "depth", 1)
     pending: deque = deque()
     keys = iter(keys)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cion_fast-prefetch") as pool:
@@ -70,10 +69,7 @@ class StepReader:
     """
 
     def __init__(self, load: Callable[[int], Value], num_steps: int, workers: int = 4, depth: int = 2):
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+        workers, depth = check_int(workers, "workers", 1), check_int(depth, "depth", 1)
         self.load, self.num_steps, self.depth = load, int(num_steps), depth
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cion_fast-steps")
         self.pending: dict = {}

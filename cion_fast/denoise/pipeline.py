@@ -137,8 +137,7 @@ def denoise(
             features = center_videos(features, offsets, video_ids, out=out)
         return _levels(features, offsets, video_ids, frame_index, config, progress)
     finally:
-        features = None  # drop the mapping before the file goes (POSIX would keep it until then anyway)
-        if scratch_file is not None:
+        if scratch_file is not None:  # (POSIX keeps a mapped file's pages until the mapping goes)
             os.unlink(scratch_file)
 
 
