@@ -9,10 +9,12 @@ vectors would be pruned whole by level 1): each tracklet follows a person (a ran
 people reappear in nearby videos), frames add a per-camera offset and noise, a few frames are
 contaminated by another person, tracklets overlap in time (cannot-link pairs). The features are
 memory-mapped from a file and the video-centred copy written to another (``cion-fast denoise
---scratch``), so the heap holds only the levels' working sets. Each level is timed once on the
-previous level's output; the ground-truth quality after level 3 is recorded.
+--scratch``), so the heap holds only the levels' working sets. With ``--device cuda`` the features
+are uploaded to the GPU first (untimed) and every level runs there, the centred copy included.
+Each level is timed once on the previous level's output; the ground-truth quality after level 3
+is recorded.
 
-    pytest benchmarks/bench_denoise.py --benchmark-only [--full | --denoise-fraction 1]
+    pytest benchmarks/bench_denoise.py --benchmark-only [--full | --denoise-fraction 1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import bench
+from conftest import bench, on_device
 
 from cion_fast.denoise import DenoiseConfig, center_videos, level1, level2, level3, quality
 
@@ -70,16 +72,19 @@ def luperson_like(fraction: float, directory, dim: int = 256, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def pipeline(size, request, tmp_path_factory):
+def pipeline(size, device, request, tmp_path_factory):
     """The input; each level's output is kept for the next (a test that runs alone computes the
     levels before it untimed)."""
     fraction = request.config.getoption("--denoise-fraction") or size
     directory = tmp_path_factory.mktemp("denoise")
     features, offsets, video_ids, frame_index, identity = luperson_like(fraction, directory)
-    return {"features": features, "scratch": directory / "centred.npy", "offsets": offsets, "video_ids": video_ids, "frame_video": np.repeat(video_ids, np.diff(offsets)),
+    where = "memory-mapped"
+    if device == "cuda":
+        features, where = on_device(np.asarray(features), device), "on the GPU"
+    return {"features": features, "device": device, "scratch": None if device == "cuda" else directory / "centred.npy", "offsets": offsets, "video_ids": video_ids, "frame_video": np.repeat(video_ids, np.diff(offsets)),
             "frame_index": frame_index, "identity": identity, "config": DenoiseConfig(), "done": {},
             "group": f"denoise {features.shape[0]:,} frames, {offsets.shape[0] - 1:,} tracklets ({fraction:g} of LUPerson-NL), "
-                     "D = 256 float16 memory-mapped"}
+                     f"D = 256 float16 {where}"}
 
 
 STAGES = ("center videos", "level 1", "level 2", "level 3")
@@ -88,7 +93,9 @@ STAGES = ("center videos", "level 1", "level 2", "level 3")
 def _stage(p, name):
     """The call of stage ``name`` on the outputs of the stages before it."""
     done, config = p["done"], p["config"]
-    if name == "center videos":  # into a memory-mapped file, as `cion-fast denoise --scratch DIR` does
+    if name == "center videos":  # on the host into a memory-mapped file, as `cion-fast denoise --scratch DIR` does
+        if p["scratch"] is None:
+            return lambda: center_videos(p["features"], p["offsets"], p["video_ids"])
         out = lambda: np.lib.format.open_memmap(p["scratch"], mode="w+", dtype=np.float16, shape=p["features"].shape)  # noqa: E731
         return lambda: center_videos(p["features"], p["offsets"], p["video_ids"], out=out())
     centred = done["center videos"]
@@ -105,7 +112,7 @@ def test_stage(benchmark, pipeline, stage):
         if before not in pipeline["done"]:
             pipeline["done"][before] = _stage(pipeline, before)()
     result = bench(benchmark, _stage(pipeline, stage), role="cion_fast", group=f"{pipeline['group']}: {stage}", rounds=1,
-                   warmup=False)
+                   warmup=False, device=pipeline["device"])
     pipeline["done"][stage] = result
     if stage == "level 3":
         q = quality(result, pipeline["identity"], pipeline["frame_video"])

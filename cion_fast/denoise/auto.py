@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from cion_fast import _arrays
+from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import _normalised, _pair_cosines, cannot_link_pairs
 
@@ -63,7 +65,8 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     """The four similarity samples of the module docstring (float32 1-D arrays, maybe empty).
 
     Args:
-        features: float [M, D] frame features, already video-centred when the pipeline centres.
+        features: float [M, D] frame features, already video-centred when the pipeline centres:
+            numpy, torch (CPU or CUDA) or cupy; the [M, D] sums run on their device.
         offsets: int64 [N+1] tracklet boundaries; video_ids: int64 [N]; frame_index: int64 [M].
         seed: the sampling seed.
 
@@ -76,28 +79,30 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
         True
     """
     rng = np.random.default_rng(seed)
-    unit = _normalised(np.asarray(features, dtype=np.float32))
+    # The [M, D] work runs where the features are (numpy on the host, torch on its device); only
+    # the sampled rows come to the host.
+    unit = _normalised(_dense.as_dense(_arrays.as_array(features, "features")))
     lengths = np.diff(offsets)
     tracklet = np.repeat(np.arange(lengths.shape[0]), lengths)
-    sums = np.zeros((lengths.shape[0], unit.shape[1]), np.float64)
-    np.add.at(sums, tracklet, unit)
+    sums = _dense.segment_sums_float64(unit, tracklet, lengths.shape[0])
     # frame vs the mean of the other frames of its tracklet (tracklets of >= 2 frames)
     frames = np.flatnonzero(lengths[tracklet] >= 2)
     if frames.shape[0] > _MAX_SAMPLES:
         frames = np.sort(rng.choice(frames, _MAX_SAMPLES, replace=False))
-    rest = sums[tracklet[frames]] - unit[frames]
-    frame_positive = _cosine_rows(unit[frames], rest)
+    sampled_unit = _dense.host(_dense.take(unit, frames))
+    rest = _dense.host(_dense.take(sums, tracklet[frames])) - sampled_unit
+    frame_positive = _cosine_rows(sampled_unit, rest)
     # cannot-link tracklet pairs (present at the same frame index of one video)
     frame_video = np.repeat(video_ids, lengths)
     pairs = cannot_link_pairs(tracklet, frame_video, frame_index)
     if pairs.shape[0] > _MAX_SAMPLES:
         pairs = pairs[np.sort(rng.choice(pairs.shape[0], _MAX_SAMPLES, replace=False))]
-    centroids = _normalised(sums.astype(np.float32))
+    centroids = _normalised(sums)
     centroid_negative = _pair_cosines(centroids, None, pairs) if pairs.shape[0] else np.empty(0, np.float32)
     # one random frame of the first tracklet vs the other tracklet's mean, for each pair
     if pairs.shape[0]:
         pick = offsets[pairs[:, 0]] + (rng.random(pairs.shape[0]) * lengths[pairs[:, 0]]).astype(np.int64)
-        frame_negative = _cosine_rows(unit[pick], sums[pairs[:, 1]])
+        frame_negative = _cosine_rows(_dense.host(_dense.take(unit, pick)), _dense.host(_dense.take(sums, pairs[:, 1])))
     else:
         frame_negative = np.empty(0, np.float32)
     # the two halves of each tracklet of >= 4 frames
@@ -105,9 +110,10 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     if long.shape[0] > _MAX_SAMPLES:
         long = np.sort(rng.choice(long, _MAX_SAMPLES, replace=False))
     starts, halves = offsets[long], lengths[long] // 2
-    csum = np.vstack([np.zeros((1, unit.shape[1])), np.cumsum(unit, axis=0, dtype=np.float64)])
-    first = csum[starts + halves] - csum[starts]
-    second = csum[offsets[long + 1]] - csum[starts + halves]
+    csum = _dense.prefix_sums_float64(unit)
+    at_start, at_half, at_end = (_dense.host(_dense.take(csum, rows)) for rows in (starts, starts + halves, offsets[long + 1]))
+    first = at_half - at_start
+    second = at_end - at_half
     centroid_positive = _cosine_rows(first, second)
     return {"frame_positive": frame_positive, "frame_negative": frame_negative,
             "centroid_positive": centroid_positive, "centroid_negative": centroid_negative}

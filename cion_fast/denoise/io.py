@@ -46,6 +46,7 @@ def write_denoise_output(
         >>> np.load(out / "labels.npy").tolist(), sorted(os.listdir(out))
         ([0, 0, -1], ['labels.npy', 'levels.npz', 'report.json'])
     """
+    from cion_fast import _arrays
     from cion_fast._io import atomic_directory
 
     report = {
@@ -56,8 +57,8 @@ def write_denoise_output(
         **(extra or {}),
     }
     with atomic_directory(directory, overwrite=overwrite) as tmp:
-        np.save(tmp / "labels.npy", np.asarray(result.labels, dtype=np.int64))
-        levels = {name.replace(" ", "_"): labels for name, labels in zip(LEVEL_NAMES, result.levels)}
-        np.savez(tmp / "levels.npz", tracklets=result.tracklet_labels, **levels)
+        np.save(tmp / "labels.npy", _arrays.to_numpy(result.labels).astype(np.int64, copy=False))
+        levels = {name.replace(" ", "_"): _arrays.to_numpy(labels) for name, labels in zip(LEVEL_NAMES, result.levels)}
+        np.savez(tmp / "levels.npz", tracklets=_arrays.to_numpy(result.tracklet_labels), **levels)
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
     return Path(directory)

@@ -3,6 +3,12 @@
 Labels are int64 per frame, -1 = not in any identity. Groups are handled as ragged sets (frames
 sorted by label) and every similarity goes through :mod:`cion_fast.ops`; the Python loops are per
 chunk of frames, per guard round or per accepted merge, never per frame.
+
+The features, and every dense array made from them (group sums, centroids), stay in the caller's
+library and on its device: a CUDA tensor is denoised on its GPU by the CUDA kernels
+(:mod:`cion_fast.denoise._dense` says what crosses to the host: index arrays and scores, never
+the feature matrix). The public functions validate their input once and call the private
+``_level*``/``_center_videos``, which take checked input (the pipeline calls those directly).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cion_fast import _arrays, ops
+from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 
 # Frames gathered and normalised at a time (bounds temporary memory at ~CHUNK x D x 4 bytes).
@@ -27,17 +34,19 @@ _SEGMENT_BLOCK = 64
 # validation
 
 
-def _check_features(features: Any) -> np.ndarray:
-    """Host numpy view of a 2-D float feature matrix [M, D], checked finite (chunked).
+def _check_features(features: Any) -> Any:
+    """A 2-D float feature matrix [M, D] checked finite (chunked), as the dense array the levels
+    work on (:func:`_dense.as_dense`: numpy stays on the host, torch/cupy on their device).
 
     Raises TypeError for a non-float array and ValueError for a wrong rank or NaN/inf.
     """
     features = _arrays.as_float_array(features, "features", 2, "[M, D]")
-    host = _arrays.to_numpy(features)
-    for start in range(0, host.shape[0], _CHUNK_ROWS):
-        if not np.isfinite(host[start : start + _CHUNK_ROWS]).all():
-            raise ValueError("features contain NaN or inf (rows from %d on)" % start)
-    return host
+    _arrays.placement_of(features, "features")  # TypeError for a torch device other than CPU/CUDA
+    features = _dense.as_dense(features)
+    finite, start = _dense.all_finite(features, _CHUNK_ROWS)
+    if not finite:
+        raise ValueError("features contain NaN or inf (rows from %d on)" % start)
+    return features
 
 
 def _check_labels(labels: Any, num_frames: int, name: str = "labels") -> np.ndarray:
@@ -94,16 +103,10 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, np.arange(total, dtype=np.int64) - starts[owner]
 
 
-def _normalised(rows: np.ndarray) -> np.ndarray:
-    """float32 rows scaled to unit L2 norm (zero rows stay zero)."""
-    rows = rows.astype(np.float32, copy=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-    norms[norms == 0] = 1.0
-    rows /= norms[:, None]
-    return rows
+_normalised = _dense.normalised
 
 
-def _sorted_segment_sums(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _sorted_segment_sums(rows: Any, starts: np.ndarray) -> Any:
     """[S, D] sums of consecutive row runs ``rows[starts[s]:starts[s + 1]]`` (``starts[0] == 0``,
     strictly increasing; the last run ends at the last row).
 
@@ -121,25 +124,26 @@ def _sorted_segment_sums(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
     by_length = np.argsort(-lengths, kind="stable")
     negative_length = -lengths[by_length]
     first = starts[by_length]
-    acc = rows[first].astype(np.float32)
+    acc = _dense.float32(_dense.take(rows, first))
     for position in range(1, longest):
         alive = int(np.searchsorted(negative_length, -position, side="left"))
-        acc[:alive] += rows[first[:alive] + position]
-    out = np.empty_like(acc)
-    out[by_length] = acc
+        acc[:alive] += _dense.take(rows, first[:alive] + position)
+    out = _dense.empty_like(acc)
+    _dense.put(out, by_length, acc)
     return out
 
 
-def _segment_sums(rows: np.ndarray, segment: np.ndarray, num_segments: int, out: np.ndarray | None = None) -> np.ndarray:
-    """out[s] += sum of rows with segment s (rows [n, D] float32, segment [n] in 0..S-1)."""
+def _segment_sums(rows: Any, segment: np.ndarray, num_segments: int, out: Any = None) -> Any:
+    """out[s] += sum of rows with segment s (dense rows [n, D] float32, host segment [n] in
+    0..S-1; ``out`` None: zeros [S, D] like ``rows``)."""
     if out is None:
-        out = np.zeros((num_segments, rows.shape[1]), dtype=np.float32)
+        out = _dense.zeros(rows, num_segments, rows.shape[1])
     if rows.shape[0] == 0:
         return out
     order = np.argsort(segment, kind="stable")
     sorted_segment = segment[order]
     starts = _first_of_runs(sorted_segment)
-    out[sorted_segment[starts]] += _sorted_segment_sums(rows[order], starts)
+    _dense.add_rows(out, sorted_segment[starts], _sorted_segment_sums(_dense.take(rows, order), starts))
     return out
 
 
@@ -190,36 +194,47 @@ def _groups_of(labels: np.ndarray, num_groups: int, frame_video: np.ndarray, fra
     )
 
 
-def _grouped_input(features: Any, labels: Any, frame_video: Any, frame_index: Any):
-    """The checked inputs of levels 2 and 3 and their groups: (features float [M, D],
-    frame_video int64 [M], frame_index int64 [M], dense labels int64 [M], number of groups,
-    :class:`_Groups`, per-group sums of the normalised features float32 [K, D])."""
+def _check_grouped_input(features: Any, frame_video: Any, frame_index: Any, labels: Any):
+    """The checked inputs of levels 2 and 3: (dense features float [M, D], frame_video int64 [M],
+    frame_index int64 [M], labels int64 [M])."""
     features = _check_features(features)
     num_frames = features.shape[0]
     frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
     frame_index = _check_frame_index(frame_index, num_frames)
-    labels, num_groups = dense_labels(_check_labels(labels, num_frames))
+    return features, frame_video, frame_index, _check_labels(labels, num_frames)
+
+
+def _grouped(features: Any, labels: np.ndarray, frame_video: np.ndarray, frame_index: np.ndarray):
+    """The groups of checked level-2/3 input: (dense labels int64 [M], number of groups K,
+    :class:`_Groups`, per-group sums of the normalised features float32 [K, D] on the features'
+    device)."""
+    labels, num_groups = dense_labels(labels)
     groups = _groups_of(labels, num_groups, frame_video, frame_index)
-    return features, frame_video, frame_index, labels, num_groups, groups, _group_sums(features, groups)
+    return labels, num_groups, groups, _group_sums(features, groups)
 
 
-def _set_sums(features: np.ndarray, offsets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """float32 [N, D]: the sum of the L2-normalised rows of each ragged set
-    ``features[rows[offsets[t]:offsets[t + 1]]]`` (``rows`` None: the features' own rows; an
+def _rows(features: Any, lo: int, hi: int, rows: np.ndarray | None) -> Any:
+    """``features[lo:hi]`` (``rows`` None) or ``features[rows[lo:hi]]``."""
+    return features[lo:hi] if rows is None else _dense.take(features, rows[lo:hi])
+
+
+def _set_sums(features: Any, offsets: np.ndarray, rows: np.ndarray | None = None) -> Any:
+    """float32 [N, D] on the features' device: the sum of the L2-normalised rows of each ragged
+    set ``features[rows[offsets[t]:offsets[t + 1]]]`` (``rows`` None: the features' own rows; an
     empty set sums to 0), a chunk of sets at a time."""
-    sums = np.zeros((offsets.shape[0] - 1, features.shape[1]), dtype=np.float32)
+    sums = _dense.zeros(features, offsets.shape[0] - 1, features.shape[1])
     for first, last in _ragged_chunks(offsets):
         lo, hi = int(offsets[first]), int(offsets[last])
         if hi == lo:
             continue
-        chunk = _normalised(features[lo:hi] if rows is None else features[rows[lo:hi]])
+        chunk = _normalised(_rows(features, lo, hi, rows))
         starts = offsets[first:last] - lo
         filled = np.flatnonzero(np.diff(offsets[first : last + 1]) > 0)
-        sums[first + filled] = _sorted_segment_sums(chunk, starts[filled])
+        _dense.put(sums, first + filled, _sorted_segment_sums(chunk, starts[filled]))
     return sums
 
 
-def _group_sums(features: np.ndarray, groups: _Groups) -> np.ndarray:
+def _group_sums(features: Any, groups: _Groups) -> Any:
     """float32 [K, D]: the sum of each group's L2-normalised frame features (its unnormalised
     centroid; cosine to it equals cosine to the centroid)."""
     return _set_sums(features, groups.offsets, groups.order)
@@ -234,34 +249,34 @@ def _ragged_chunks(offsets: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
-def _prune(features: np.ndarray, offsets: np.ndarray, rows: np.ndarray | None, config: DenoiseConfig) -> np.ndarray:
+def _prune(features: Any, offsets: np.ndarray, rows: np.ndarray | None, config: DenoiseConfig) -> np.ndarray:
     """bool [n] keep-mask of ``ops.tracklet_prune`` over ragged sets, run a chunk of sets at a time
     (the op widens its input to float32: chunks bound that copy). The sets are
     ``features[rows[offsets[t]:offsets[t + 1]]]`` (``rows`` None: the features' own rows)."""
     keep = np.empty(int(offsets[-1]), dtype=bool)
     for first, last in _ragged_chunks(offsets):
         lo, hi = int(offsets[first]), int(offsets[last])
-        chunk = features[lo:hi] if rows is None else features[rows[lo:hi]]
-        keep[lo:hi] = _arrays.to_numpy(
+        chunk = _rows(features, lo, hi, rows)
+        keep[lo:hi] = _dense.host(
             ops.tracklet_prune(chunk, offsets[first : last + 1] - lo, threshold=config.prune_threshold, min_frames=config.min_frames)
         ).astype(bool)
     return keep
 
 
-def _single_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _single_rows(rows: Any) -> tuple[Any, np.ndarray]:
     """Rows as one-frame tracklets for ``ops.tracklet_similarity``: (rows, offsets 0..n)."""
     return rows, np.arange(rows.shape[0] + 1, dtype=np.int64)
 
 
-def _pair_cosines(rows_a: np.ndarray, rows_b: np.ndarray | None, pairs: np.ndarray) -> np.ndarray:
-    """float32 [P] cosine of rows_a[pairs[:, 0]] and rows_b[pairs[:, 1]] (rows_b None: rows_a),
-    through ``ops.tracklet_similarity`` on one-row sets, in chunks of pairs."""
+def _pair_cosines(rows_a: Any, rows_b: Any, pairs: np.ndarray) -> np.ndarray:
+    """Host float32 [P] cosine of dense rows_a[pairs[:, 0]] and rows_b[pairs[:, 1]] (rows_b None:
+    rows_a), through ``ops.tracklet_similarity`` on one-row sets, in chunks of host pairs."""
     out = np.empty(pairs.shape[0], dtype=np.float32)
     a, a_offsets = _single_rows(rows_a)
     b, b_offsets = (None, None) if rows_b is None else _single_rows(rows_b)
     for start in range(0, pairs.shape[0], _CHUNK_PAIRS):
         chunk = np.ascontiguousarray(pairs[start : start + _CHUNK_PAIRS])
-        out[start : start + chunk.shape[0]] = _arrays.to_numpy(
+        out[start : start + chunk.shape[0]] = _dense.host(
             ops.tracklet_similarity(a, a_offsets, b, b_offsets, mode="centroid", pairs=chunk)
         )
     return out
@@ -359,7 +374,7 @@ def constrained_forest(num_nodes: int, edges: np.ndarray, cannot: np.ndarray) ->
 # input normalisation
 
 
-def center_videos(features: Any, offsets: Any, video_ids: Any, out: np.ndarray | None = None) -> np.ndarray:
+def center_videos(features: Any, offsets: Any, video_ids: Any, out: Any = None) -> Any:
     """Removes each video's common component (scene, camera, lighting) from its frame features.
 
     Every frame feature is L2-normalised, then ``w_v`` times the mean normalised feature of its
@@ -371,16 +386,19 @@ def center_videos(features: Any, offsets: Any, video_ids: Any, out: np.ndarray |
     in two cameras).
 
     Args:
-        features: float [M, D] (float16 stays float16, anything else becomes float32).
+        features: float [M, D] (float16 stays float16, anything else becomes float32): numpy,
+            torch (CPU or CUDA) or cupy; the work runs on the features' device.
         offsets: int64 [N+1] tracklet offsets.
         video_ids: int64 [N] video of each tracklet.
-        out: where to write the result: a writable [M, D] array of the result's dtype, e.g. a
-            memory-mapped file (``np.lib.format.open_memmap(path, "w+", ...)``) so that the copy
-            lives on disk, not in memory; None allocates it.
+        out: where to write the result: a writable [M, D] array of the result's dtype in the
+            features' library and device, e.g. for numpy features a memory-mapped file
+            (``np.lib.format.open_memmap(path, "w+", ...)``) so that the copy lives on disk, not in
+            memory; None allocates it.
 
     Returns:
-        the centred features [M, D] (not re-normalised; cosine similarity is used downstream):
-        ``out`` when given. Memory besides the result: O(videos x D) and one chunk of rows.
+        the centred features [M, D] in the features' library and device (not re-normalised;
+        cosine similarity is used downstream): ``out`` when given. Memory besides the result:
+        O(videos x D) and one chunk of rows.
 
     Example:
         >>> scene = np.array([0, 0, 2.0])                   # what every frame of the video shares
@@ -391,25 +409,47 @@ def center_videos(features: Any, offsets: Any, video_ids: Any, out: np.ndarray |
         >>> cosine(f[0], f[2]), cosine(c[0], c[2])             # the two people, before and after
         (0.8, 0.38)
     """
-    features = _check_features(features)
-    offsets = _check_offsets(offsets, features.shape[0])
+    dense = _check_features(features)
+    offsets = _check_offsets(offsets, dense.shape[0])
     video_ids = _arrays.as_index_array(video_ids, "video_ids", offsets.shape[0] - 1)
+    if out is not None:
+        _check_out(out, features)
+    centred = _center_videos(dense, offsets, video_ids, None if out is None else _dense.as_dense(out))
+    return out if out is not None else _dense.to_caller(centred, features)
+
+
+def _centred_dtype(features: Any) -> str:
+    """The dtype of the centred copy: float16 stays float16, anything else becomes float32."""
+    return "float16" if _arrays.dtype_name(features) == "float16" else "float32"
+
+
+def _check_out(out: Any, features: Any) -> None:
+    """ValueError unless ``out`` can hold the centred copy of the caller's (checked) ``features``:
+    same library, device and shape, the centred dtype, writable."""
+    dtype = _centred_dtype(features)
+    framework = _arrays.framework_of(out)
+    fits = (framework == _arrays.framework_of(features) and tuple(out.shape) == tuple(features.shape)
+            and _arrays.dtype_name(out) == dtype and _arrays.placement_of(out, "out") == _arrays.placement_of(features, "features")
+            and (framework != "numpy" or out.flags.writeable))
+    if not fits:
+        raise ValueError(f"out must be a writable {dtype} array of shape {tuple(features.shape)} on the features' device, got "
+                         f"{type(out).__name__} {getattr(out, 'dtype', None)} {tuple(getattr(out, 'shape', ()))}")
+
+
+def _center_videos(features: Any, offsets: np.ndarray, video_ids: np.ndarray, out: Any = None) -> Any:
+    """:func:`center_videos` on checked input (dense features; ``out`` checked or None)."""
     _, video_rank = np.unique(video_ids, return_inverse=True)
     num_videos = int(video_rank.max()) + 1 if video_rank.size else 0
     frame_video = np.repeat(video_rank, np.diff(offsets))
     sums = _segment_sums(_set_sums(features, offsets), video_rank, num_videos)
     frames = np.bincount(frame_video, minlength=num_videos)
     weight = 1.0 - 1.0 / np.bincount(video_rank, minlength=num_videos)
-    shift = sums * (weight / np.maximum(frames, 1))[:, None].astype(np.float32)
-    dtype = np.float16 if features.dtype == np.float16 else np.float32
+    shift = _dense.scale_rows(sums, weight / np.maximum(frames, 1))
     if out is None:
-        out = np.empty(features.shape, dtype=dtype)
-    elif not isinstance(out, np.ndarray) or out.shape != features.shape or out.dtype != dtype or not out.flags.writeable:
-        raise ValueError(f"out must be a writable {np.dtype(dtype).name} numpy array of shape {features.shape}, got "
-                         f"{type(out).__name__} {getattr(out, 'dtype', None)} {getattr(out, 'shape', None)}")
+        out = _dense.empty(features, tuple(features.shape), _centred_dtype(features))
     for start in range(0, features.shape[0], _CHUNK_ROWS):
         stop = start + _CHUNK_ROWS
-        out[start:stop] = _normalised(features[start:stop]) - shift[frame_video[start:stop]]
+        out[start:stop] = _normalised(features[start:stop]) - _dense.take(shift, frame_video[start:stop])
     return out
 
 
@@ -417,25 +457,31 @@ def center_videos(features: Any, offsets: Any, video_ids: Any, out: np.ndarray |
 # level 1
 
 
-def level1(features: Any, offsets: Any, config: DenoiseConfig = DenoiseConfig()) -> tuple[np.ndarray, dict]:
+def level1(features: Any, offsets: Any, config: DenoiseConfig = DenoiseConfig()) -> tuple[Any, dict]:
     """Level 1, single-tracklet denoising: ``ops.tracklet_prune`` on every tracklet.
 
     Args:
-        features: float [M, D] frame features (any scale: cosine similarity is used).
+        features: float [M, D] frame features (any scale: cosine similarity is used): numpy,
+            torch (CPU or CUDA) or cupy; the work runs on the features' device.
         offsets: int64 [N+1] tracklet t is frames ``offsets[t]:offsets[t+1]``.
         config: ``prune_threshold`` and ``min_frames`` are used.
 
     Returns:
-        (labels int64 [M]: the surviving tracklet of each frame renumbered 0..K-1, -1 for frames
-        removed into the pool; summary dict).
+        (labels int64 [M] in the features' library and device: the surviving tracklet of each
+        frame renumbered 0..K-1, -1 for frames removed into the pool; summary dict).
 
     Example:
         >>> f = np.array([[1, 0], [1, 0.1], [0, 1], [1, 0.05]], dtype=np.float32)
         >>> level1(f, np.array([0, 4]))[0]
         array([ 0,  0, -1,  0])
     """
-    features = _check_features(features)
-    offsets = _check_offsets(offsets, features.shape[0])
+    dense = _check_features(features)
+    labels, summary = _level1(dense, _check_offsets(offsets, dense.shape[0]), config)
+    return _dense.to_caller(labels, features), summary
+
+
+def _level1(features: Any, offsets: np.ndarray, config: DenoiseConfig) -> tuple[np.ndarray, dict]:
+    """:func:`level1` on checked input; host labels."""
     keep = _prune(features, offsets, None, config)
     tracklet = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
     labels, num_groups = dense_labels(np.where(keep, tracklet, -1))
@@ -453,10 +499,10 @@ def level1(features: Any, offsets: Any, config: DenoiseConfig = DenoiseConfig())
 
 
 def _reallocate(
-    features: np.ndarray,
+    features: Any,
     labels: np.ndarray,
     groups: _Groups,
-    sums: np.ndarray,
+    sums: Any,
     frame_video: np.ndarray,
     frame_index: np.ndarray,
     config: DenoiseConfig,
@@ -476,7 +522,7 @@ def _reallocate(
         stride = int(frame_index.max()) + 1
         kept = np.flatnonzero(labels >= 0)
         occupied = np.sort(labels[kept] * stride + frame_index[kept])
-    pool_rows = features[pool]
+    pool_rows = _dense.take(features, pool)
     frames, targets, scores = [], [], []
     total = np.cumsum(candidates)
     cuts = np.searchsorted(total, np.arange(_CHUNK_PAIRS, int(total[-1]), _CHUNK_PAIRS), side="right")
@@ -525,7 +571,7 @@ def _video_pairs(groups: _Groups) -> np.ndarray:
     return np.stack([by_video[first], by_video[first + 1 + step]], axis=1)
 
 
-def _recheck(features: np.ndarray, labels: np.ndarray, changed: np.ndarray, config: DenoiseConfig) -> np.ndarray:
+def _recheck(features: Any, labels: np.ndarray, changed: np.ndarray, config: DenoiseConfig) -> np.ndarray:
     """Level 1's check (``ops.tracklet_prune``) on the groups flagged in ``changed`` [K];
     returns the labels with removed frames set to -1."""
     members = np.flatnonzero((labels >= 0) & changed[labels.clip(min=0)])
@@ -561,7 +607,7 @@ def level2(
     3. ``ops.tracklet_prune`` (level 1's check) runs again on every identity that changed.
 
     Args:
-        features: float [M, D].
+        features: float [M, D]: numpy, torch (CPU or CUDA) or cupy; the work runs on its device.
         frame_video: int64 [M] video id of each frame.
         frame_index: int64 [M] frame index (time) of each frame, >= 0.
         labels: int64 [M] level-1 labels (each group within one video), -1 = pooled.
@@ -569,16 +615,23 @@ def level2(
             ``merge_threshold``, ``prune_threshold`` and ``min_frames`` are used.
 
     Returns:
-        (labels int64 [M] renumbered 0..K-1 with -1 = dropped; summary dict).
+        (labels int64 [M] in the features' library and device, renumbered 0..K-1 with -1 =
+        dropped; summary dict).
 
     Example:
         >>> f = np.array([[1, 0], [1, 0.1], [1, 0.05], [0.98, 0.1], [0, 1]], dtype=np.float32)
         >>> level2(f, np.zeros(5, dtype=np.int64), np.array([0, 1, 5, 6, 2]), np.array([0, 0, 1, 1, -1]))[0]
         array([ 0,  0,  0,  0, -1])
     """
-    features, frame_video, frame_index, labels, num_groups, groups, sums = _grouped_input(
-        features, labels, frame_video, frame_index
-    )
+    dense, *checked = _check_grouped_input(features, frame_video, frame_index, labels)
+    labels, summary = _level2(dense, *checked, config)
+    return _dense.to_caller(labels, features), summary
+
+
+def _level2(features: Any, frame_video: np.ndarray, frame_index: np.ndarray, labels: np.ndarray,
+            config: DenoiseConfig) -> tuple[np.ndarray, dict]:
+    """:func:`level2` on checked input; host labels."""
+    labels, num_groups, groups, sums = _grouped(features, labels, frame_video, frame_index)
     if num_groups == 0:  # an earlier level kept no frame: an empty labelling is a valid result
         summary = dict.fromkeys(("images", "identities", "frames_reallocated", "frames_discarded", "merges",
                                  "merges_refused_cannot_link", "frames_removed_by_recheck"), 0)
@@ -587,7 +640,7 @@ def level2(
     frames, targets, pooled = _reallocate(features, labels, groups, sums, frame_video, frame_index, config)
     labels = labels.copy()
     labels[frames] = targets
-    _segment_sums(_normalised(features[frames]), targets, num_groups, sums)
+    _segment_sums(_normalised(_dense.take(features, frames)), targets, num_groups, sums)
 
     pairs = _video_pairs(groups)
     cosine = _pair_cosines(sums, None, pairs)
@@ -622,7 +675,7 @@ def level2(
 
 
 def _guard(
-    centroids: np.ndarray, sums: np.ndarray, forest: np.ndarray, forest_cosine: np.ndarray, threshold: float
+    centroids: Any, sums: Any, forest: np.ndarray, forest_cosine: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, int]:
     """Splits linked identities that fail the intra-identity check, along their weakest links.
 
@@ -641,8 +694,8 @@ def _guard(
     cut = 0
     while dirty.shape[0]:
         comps, local = np.unique(component[dirty], return_inverse=True)
-        centre = _normalised(_segment_sums(sums[dirty], local, comps.shape[0]))
-        part_cosine = np.einsum("ij,ij->i", centroids[dirty], centre[local])
+        centre = _normalised(_segment_sums(_dense.take(sums, dirty), local, comps.shape[0]))
+        part_cosine = _dense.row_dots(_dense.take(centroids, dirty), _dense.take(centre, local))
         failing = np.unique(comps[local[part_cosine < threshold]])
         if failing.shape[0] == 0:
             break
@@ -681,7 +734,7 @@ def level3(
     Video ids are taken to be in time order (their sort order is the long sequence).
 
     Args:
-        features: float [M, D].
+        features: float [M, D]: numpy, torch (CPU or CUDA) or cupy; the work runs on its device.
         frame_video: int64 [M] video id of each frame.
         frame_index: int64 [M] frame index of each frame, >= 0.
         labels: int64 [M] level-2 labels, -1 = dropped.
@@ -689,7 +742,8 @@ def level3(
             ``min_images`` are used.
 
     Returns:
-        (labels int64 [M] renumbered 0..K-1, -1 = dropped; summary dict).
+        (labels int64 [M] in the features' library and device, renumbered 0..K-1, -1 = dropped;
+        summary dict).
 
     Example:
         >>> f = np.array([[1, 0], [1, 0.1], [0.9, 0.1], [1, 0], [0, 1]], dtype=np.float32)
@@ -697,9 +751,15 @@ def level3(
         >>> level3(f, video, np.array([0, 1, 0, 1, 0]), np.array([0, 0, 1, 1, 2]), DenoiseConfig(min_images=1))[0]
         array([0, 0, 0, 0, 1])
     """
-    features, frame_video, frame_index, labels, num_groups, groups, sums = _grouped_input(
-        features, labels, frame_video, frame_index
-    )
+    dense, *checked = _check_grouped_input(features, frame_video, frame_index, labels)
+    labels, summary = _level3(dense, *checked, config)
+    return _dense.to_caller(labels, features), summary
+
+
+def _level3(features: Any, frame_video: np.ndarray, frame_index: np.ndarray, labels: np.ndarray,
+            config: DenoiseConfig) -> tuple[np.ndarray, dict]:
+    """:func:`level3` on checked input; host labels."""
+    labels, num_groups, groups, sums = _grouped(features, labels, frame_video, frame_index)
     if num_groups == 0:  # an earlier level kept no frame: an empty labelling is a valid result
         return labels.copy(), dict.fromkeys(("images", "identities", "links", "links_refused_cannot_link", "links_cut_by_guard",
                                              "identities_linked", "identities_dropped_min_images", "frames_dropped_min_images"), 0)
@@ -710,14 +770,14 @@ def level3(
     links = np.empty((0, 2), dtype=np.int64)
     if num_groups:
         _, sorted_links = ops.sliding_range_link(
-            centroids[order],
+            _dense.take(centroids, order),
             video_rank[order].astype(np.int64),
             window=config.window,
             stride=config.stride,
             threshold=config.link_threshold,
             mutual_k=config.mutual_k,
         )
-        links = order[_arrays.to_numpy(sorted_links).astype(np.int64).reshape(-1, 2)]
+        links = order[_dense.host(sorted_links).astype(np.int64).reshape(-1, 2)]
     link_cosine = _pair_cosines(centroids, None, links) if links.shape[0] else np.empty(0, np.float32)
     strongest_first = np.argsort(-link_cosine, kind="stable")
     cannot = cannot_link_pairs(labels, frame_video, frame_index) if config.cannot_link else np.empty((0, 2), np.int64)

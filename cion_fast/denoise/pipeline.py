@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 
 from cion_fast.ops import _ragged
+from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
-from cion_fast.denoise.levels import _check_features, _check_frame_index, _check_offsets, center_videos, level1, level2, level3
+from cion_fast.denoise.levels import (_center_videos, _centred_dtype, _check_features, _check_frame_index, _check_offsets,
+                                      _level1, _level2, _level3)
 from cion_fast.denoise.quality import Quality, quality
 
 LEVEL_NAMES = ("level 1", "level 2", "level 3")
@@ -24,12 +26,14 @@ class DenoiseResult:
     """Labels after each level, and what each level did.
 
     Attributes:
-        levels: three int64 [M] label arrays (after level 1, 2, 3); -1 = dropped frame; labels
-            renumbered 0..K-1 at every level.
+        levels: three int64 [M] label arrays (after level 1, 2, 3) in the library and on the
+            device of the features that were denoised; -1 = dropped frame; labels renumbered
+            0..K-1 at every level.
         summary: one dict per level: ``images`` kept, ``identities``, ``seconds`` and the level's
             own counts (frames pooled, reallocated, merges refused by cannot-link, links cut by
             the guard, ...).
-        tracklet_labels: int64 [M] the input: tracklet index of every frame (level "0").
+        tracklet_labels: int64 [M] the input: tracklet index of every frame (level "0"), where
+            ``levels`` are.
         config: the :class:`DenoiseConfig` used (with ``thresholds="auto"``: the chosen values).
         calibration: with ``thresholds="auto"``, the report of
             :func:`~cion_fast.denoise.auto.auto_thresholds` (chosen thresholds, the similarity
@@ -92,19 +96,24 @@ def denoise(
     :func:`~cion_fast.denoise.level3` (long range, across videos) run in turn.
 
     Args:
-        features: float16/32/64 [M, D] frame features (numpy, torch or cupy; used on the host).
+        features: float16/bfloat16/float32/float64 [M, D] frame features: numpy, torch (CPU or
+            CUDA) or cupy. They stay where they are: a CUDA tensor or cupy array is centred and
+            denoised on its GPU (the kernels run there; index arrays and scores cross to the
+            host, never the features; cupy needs torch installed).
         offsets: int64 [N+1] tracklet t is frames ``offsets[t]:offsets[t+1]``.
         video_ids: int64 [N] video of each tracklet, non-decreasing (tracklets grouped by video, videos
             in time order), as :func:`~cion_fast.ops.sliding_range_link` requires too.
         frame_index: int64 [M] frame index of each frame within its video, >= 0.
         config: thresholds and windows (:class:`DenoiseConfig`).
         progress: show a tqdm progress bar over the levels.
-        scratch: a directory for the video-centred copy of the features, memory-mapped and removed
-            at the end (None: in memory). With memory-mapped input features, memory then holds
-            only the levels' working sets (LUPerson-NL: 5 GB of disk instead of 5 GB of RAM).
+        scratch: a directory for the video-centred copy of numpy features, memory-mapped and
+            removed at the end (None: in memory). With memory-mapped input features, memory then
+            holds only the levels' working sets (LUPerson-NL: 5 GB of disk instead of 5 GB of
+            RAM). Device features are centred on their device: ``scratch`` is then a ValueError.
 
     Returns:
-        :class:`DenoiseResult` (``.levels``: three int64 [M] label arrays, ``.summary``).
+        :class:`DenoiseResult` (``.levels``: three int64 [M] label arrays in the features'
+        library and device, ``.summary``).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -118,13 +127,16 @@ def denoise(
         >>> bool((result.labels[identity == 1] == result.labels[8]).all())
         True
     """
-    features = _check_features(features)
+    caller_features = features
+    features = _check_features(features)  # the one validation of the [M, D] matrix
     num_frames = features.shape[0]
     offsets = _check_offsets(offsets, num_frames)
     video_ids = _ragged.as_sorted_video_ids(video_ids, offsets.shape[0] - 1, "tracklets")
     frame_index = _check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
+    if scratch is not None and _dense.is_torch(features):
+        raise ValueError("scratch: a scratch file holds host features; device features are centred on their device")
     scratch_file = None
     try:
         if config.center_videos:
@@ -132,18 +144,21 @@ def denoise(
             if scratch is not None:
                 handle, scratch_file = tempfile.mkstemp(prefix="centred-", suffix=".npy", dir=scratch)
                 os.close(handle)
-                dtype = np.float16 if features.dtype == np.float16 else np.float32
-                out = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=dtype, shape=features.shape)
-            features = center_videos(features, offsets, video_ids, out=out)
-        return _levels(features, offsets, video_ids, frame_index, config, progress)
+                out = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=_centred_dtype(features), shape=features.shape)
+            features = _center_videos(features, offsets, video_ids, out=out)
+        result = _levels(features, offsets, video_ids, frame_index, config, progress)
+        result.levels = [_dense.to_caller(labels, caller_features) for labels in result.levels]
+        result.tracklet_labels = _dense.to_caller(result.tracklet_labels, caller_features)
+        return result
     finally:
         if scratch_file is not None:  # (POSIX keeps a mapped file's pages until the mapping goes)
             os.unlink(scratch_file)
 
 
-def _levels(features: np.ndarray, offsets: np.ndarray, video_ids: np.ndarray, frame_index: np.ndarray, config: DenoiseConfig,
+def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_index: np.ndarray, config: DenoiseConfig,
             progress: bool) -> DenoiseResult:
-    """Thresholds (when automatic), then the three levels on checked, centred features."""
+    """Thresholds (when automatic), then the three levels on checked, centred (dense) features;
+    host labels."""
     calibration = None
     if config.thresholds == "auto":
         from cion_fast.denoise.auto import auto_thresholds
@@ -153,9 +168,9 @@ def _levels(features: np.ndarray, offsets: np.ndarray, video_ids: np.ndarray, fr
     tracklet_labels = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
 
     steps = (
-        lambda _: level1(features, offsets, config),
-        lambda labels: level2(features, frame_video, frame_index, labels, config),
-        lambda labels: level3(features, frame_video, frame_index, labels, config),
+        lambda _: _level1(features, offsets, config),
+        lambda labels: _level2(features, frame_video, frame_index, labels, config),
+        lambda labels: _level3(features, frame_video, frame_index, labels, config),
     )
     bar = None
     if progress:

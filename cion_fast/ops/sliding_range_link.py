@@ -60,6 +60,8 @@ def connected_components(num_nodes: int, edges: Any) -> Any:
         ValueError: edges of the wrong shape or out of range, negative num_nodes.
         TypeError: unsupported array types or dtypes, CUDA arrays without a CUDA build.
 
+    On CUDA the call waits once, to read the edges' smallest and largest node for the range check.
+
     Example:
         >>> from cion_fast.ops import connected_components
         >>> connected_components(6, [[4, 1], [2, 0], [1, 5]])

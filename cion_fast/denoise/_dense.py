@@ -1,0 +1,197 @@
+"""The dense float work of denoising, done where the caller's features live.
+
+The levels hold two kinds of arrays. The dense float ones — frame features [M, D], group sums and
+centroids [K, D] — stay in the features' own library and device: a numpy array on the host, or a
+torch tensor on its device (CPU or CUDA; cupy features are viewed as a torch tensor through DLPack,
+no copy). The integer bookkeeping — labels, groups, candidate pairs, the union-find of the
+cannot-link forest — is host numpy: it is O(M) int64, and the forest is sequential. So what crosses
+between host and device per level is index arrays going in and scores or keep-masks coming back
+(O(M + pairs) numbers), never the [M, D] matrix; on a GPU each such copy is also a synchronisation.
+
+Every function here takes and returns the dense arrays of one library; ``index`` arguments are
+host int64 numpy arrays. Nothing else in the levels touches a dense array directly except through
+slicing (``x[a:b]``) and arithmetic, which both libraries share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cion_fast import _arrays
+
+
+def as_dense(features: Any) -> Any:
+    """The features as the dense array the levels work on: numpy stays numpy, torch stays torch
+    (detached), cupy becomes a torch tensor on its GPU sharing its memory (needs torch).
+
+    Raises:
+        TypeError: cupy features without torch installed.
+    """
+    framework = _arrays.framework_of(features)
+    if framework == "numpy":
+        return features
+    try:
+        import torch
+    except ImportError as error:  # only cupy can get here without torch
+        raise TypeError("features: denoising cupy arrays needs torch (pip install torch), or pass a numpy array") from error
+    if framework == "cupy":
+        return torch.from_dlpack(features)
+    return features.detach()
+
+
+def is_torch(x: Any) -> bool:
+    return not isinstance(x, np.ndarray)
+
+
+def _index(x: Any, index: np.ndarray) -> Any:
+    """``index`` in the form that indexes ``x`` (a tensor on x's device for torch)."""
+    if isinstance(x, np.ndarray):
+        return index
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)).to(x.device, non_blocking=True)
+
+
+def take(x: Any, index: np.ndarray) -> Any:
+    """``x[index]``: the rows of ``x`` at the host int64 ``index`` (a new array)."""
+    return x[_index(x, index)]
+
+
+def put(x: Any, index: np.ndarray, values: Any) -> None:
+    """``x[index] = values`` in place."""
+    x[_index(x, index)] = values
+
+
+def add_rows(x: Any, index: np.ndarray, values: Any) -> None:
+    """``x[index] += values`` in place, for an ``index`` without repeats (one add per row, so the
+    result does not depend on the order of the adds on any device)."""
+    if isinstance(x, np.ndarray):
+        x[index] += values
+    else:
+        x.index_add_(0, _index(x, index), values.to(x.dtype))
+
+
+def zeros(like: Any, rows: int, cols: int, dtype: str = "float32") -> Any:
+    """A zero [rows, cols] array of ``dtype`` in ``like``'s library and device."""
+    if isinstance(like, np.ndarray):
+        return np.zeros((rows, cols), dtype=dtype)
+    import torch
+
+    return torch.zeros((rows, cols), dtype=getattr(torch, dtype), device=like.device)
+
+
+def empty(like: Any, shape: tuple[int, ...], dtype: str) -> Any:
+    """An uninitialised array of ``shape`` and ``dtype`` in ``like``'s library and device."""
+    if isinstance(like, np.ndarray):
+        return np.empty(shape, dtype=dtype)
+    import torch
+
+    return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+
+
+def empty_like(x: Any) -> Any:
+    return np.empty_like(x) if isinstance(x, np.ndarray) else x.new_empty(x.shape)
+
+
+def float32(x: Any) -> Any:
+    """``x`` as float32 (a copy, always: callers update the result in place)."""
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float32, copy=True)
+    import torch
+
+    return x.to(torch.float32, copy=True)
+
+
+def normalised(rows: Any) -> Any:
+    """float32 rows scaled to unit L2 norm (zero rows stay zero)."""
+    rows = float32(rows)
+    if isinstance(rows, np.ndarray):
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        norms[norms == 0] = 1.0
+        rows /= norms[:, None]
+        return rows
+    norms = rows.norm(dim=1)
+    rows /= norms.masked_fill_(norms == 0, 1.0)[:, None]
+    return rows
+
+
+def scale_rows(x: Any, scale: np.ndarray) -> Any:
+    """``x * scale[:, None]`` for a host float vector ``scale`` [rows] (in x's dtype)."""
+    if isinstance(x, np.ndarray):
+        return x * scale[:, None].astype(x.dtype)
+    import torch
+
+    return x * torch.from_numpy(np.ascontiguousarray(scale)).to(device=x.device, dtype=x.dtype)[:, None]
+
+
+def row_dots(a: Any, b: Any) -> np.ndarray:
+    """Host float32 [n]: the dot product of each row of ``a`` with the same row of ``b``."""
+    if isinstance(a, np.ndarray):
+        return np.einsum("ij,ij->i", a, b)
+    return host((a * b).sum(dim=1))
+
+
+def segment_sums_float64(x: Any, segment: np.ndarray, num_segments: int) -> Any:
+    """float64 [S, D]: the sum of the rows of ``x`` [n, D] of each host ``segment`` [n] (0..S-1)."""
+    if isinstance(x, np.ndarray):
+        sums = np.zeros((num_segments, x.shape[1]), np.float64)
+        np.add.at(sums, segment, x)
+        return sums
+    sums = zeros(x, num_segments, x.shape[1], "float64")
+    sums.index_add_(0, _index(x, segment), x.double())
+    return sums
+
+
+def prefix_sums_float64(x: Any) -> Any:
+    """float64 [n + 1, D]: row 0 is zero, row i the sum of the first i rows of ``x`` [n, D]."""
+    if isinstance(x, np.ndarray):
+        return np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
+    import torch
+
+    return torch.cat([zeros(x, 1, x.shape[1], "float64"), torch.cumsum(x, 0, dtype=torch.float64)])
+
+
+def all_finite(x: Any, chunk_rows: int) -> tuple[bool, int]:
+    """(whether every entry of the 2-D ``x`` is finite, the first chunk start with one that is not).
+
+    Chunked so that the temporary mask is one chunk; on a device the chunk verdicts are gathered
+    there and read back once.
+    """
+    starts = range(0, x.shape[0], chunk_rows)
+    if isinstance(x, np.ndarray):
+        for start in starts:
+            if not np.isfinite(x[start : start + chunk_rows]).all():
+                return False, start
+        return True, 0
+    import torch
+
+    verdicts = [torch.isfinite(x[start : start + chunk_rows]).all() for start in starts]
+    if not verdicts:
+        return True, 0
+    good = host(torch.stack(verdicts))
+    bad = np.flatnonzero(~good)
+    return (True, 0) if bad.shape[0] == 0 else (False, int(bad[0]) * chunk_rows)
+
+
+def host(x: Any) -> np.ndarray:
+    """A host numpy array of ``x`` (no copy for numpy)."""
+    return _arrays.to_numpy(x)
+
+
+def to_caller(x: Any, features: Any) -> Any:
+    """``x`` (a host numpy array, or a dense array of the levels) in the library and on the device
+    of the caller's ``features`` (numpy, torch or cupy), as the ops return their results."""
+    framework = _arrays.framework_of(features)
+    if framework == "numpy":
+        return host(x)
+    import torch
+
+    device = features.device if framework == "torch" else torch.device("cuda", int(features.device.id))
+    out = torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x
+    if framework == "torch":
+        return out
+    import cupy
+
+    return cupy.from_dlpack(out)
