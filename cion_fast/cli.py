@@ -228,6 +228,9 @@ def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scratch", metavar="DIR", type=_existing_directory,
                         help="keep the video-centred copy of the features in a memory-mapped file there, not in memory "
                              "(LUPerson-NL: 5 GB of disk instead of 5 GB of RAM); removed at the end")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the levels run (default cpu); cuda uploads the features to the GPU and centres and "
+                             "denoises them there (needs a CUDA build and torch; not with --scratch)")
     group = parser.add_argument_group("the levels (cion_fast.denoise.DenoiseConfig)")
     # user data: the thresholds are chosen from the data unless fixed values are asked for
     group.add_argument("--thresholds", choices=THRESHOLD_MODES,
@@ -256,8 +259,11 @@ def _denoise(args: argparse.Namespace) -> int:
     stored = load_features(args.features)
     if not (np.array_equal(stored.offsets, tracklets.offsets) and np.array_equal(stored.frame_index, tracklets.frame_index)):
         raise ValueError(f"{args.features} was not extracted from {args.tracklets} (offsets / frame indices differ)")
+    features = stored.features
+    if args.device == "cuda":
+        features = _to_gpu(features, args.scratch)
     start = time.perf_counter()
-    result = denoise(stored.features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=not args.no_progress,
+    result = denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=not args.no_progress,
                      scratch=args.scratch)
     seconds = time.perf_counter() - start
     rows = None
@@ -272,11 +278,31 @@ def _denoise(args: argparse.Namespace) -> int:
         "model": stored.model,
         "frames": int(tracklets.num_frames),
         "tracklets": int(tracklets.num_tracklets),
+        "device": args.device,
     }
     out = write_denoise_output(args.out, result, rows, {"inputs": inputs, "seconds": seconds}, overwrite=args.overwrite)
     final = result.summary[-1]
     print(f"{final['images']} frames in {final['identities']} identities; wrote {out}")
     return 0
+
+
+def _to_gpu(features, scratch):
+    """The (memory-mapped, read-only) features as a torch tensor on the current GPU, copied a
+    block of rows at a time so the host holds one block, never a second copy of the matrix."""
+    import cion_fast
+
+    if scratch is not None:
+        raise ValueError("--scratch keeps host features on disk; with --device cuda they are centred on the GPU: drop one")
+    if not cion_fast.cuda_available():
+        raise ValueError("--device cuda: no usable GPU, or cion_fast was built without CUDA (cion-fast info)")
+    import numpy as np
+    import torch
+
+    out = torch.empty(features.shape, dtype=getattr(torch, features.dtype.name), device="cuda")
+    block = max(1, (64 << 20) // max(1, features.shape[1] * features.dtype.itemsize))  # 64 MB of rows
+    for start in range(0, features.shape[0], block):
+        out[start : start + block].copy_(torch.from_numpy(np.array(features[start : start + block])))
+    return out
 
 
 _denoise.add_arguments = _denoise_arguments

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import cion_fast
 from cion_fast.cli import main
 from cion_fast.data import Tracklets
 from cion_fast.denoise import DenoiseConfig, denoise
@@ -68,6 +69,38 @@ def test_extract_then_denoise(world_dir, tmp_path, capsys):
     assert set(report["calibration"]["separation"]) == {"frame_auc", "centroid_auc"}
     assert main(args + ["--overwrite", "--thresholds", "auto", "--link-threshold", "0.5"]) == 2
     assert "--thresholds fixed" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def stripe_file(world_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("features") / "stripe.npz"
+    assert main(["extract", "--data", str(world_dir), "--model", "stripe", "--out", str(path)]) == 0
+    return path
+
+
+def test_denoise_device_errors_are_one_line(world_dir, stripe_file, tmp_path, capsys):
+    args = ["denoise", "--tracklets", str(world_dir), "--features", str(stripe_file), "--out", str(tmp_path / "labels"),
+            "--no-progress", "--device", "cuda"]
+    assert main(args + ["--scratch", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--scratch" in err and len(err.strip().splitlines()) == 1
+    if not cion_fast.cuda_available():
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "--device cuda" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "labels").exists()
+
+
+@pytest.mark.cuda
+def test_denoise_on_the_gpu_writes_the_cpu_labels(world_dir, stripe_file, tmp_path):
+    from cion_fast.denoise import quality
+
+    args = ["denoise", "--tracklets", str(world_dir), "--features", str(stripe_file), "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "cpu")]) == 0
+    assert main(args + ["--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 0
+    assert json.loads((tmp_path / "gpu" / "report.json").read_text())["inputs"]["device"] == "cuda"
+    cpu, gpu = (np.load(tmp_path / name / "labels.npy") for name in ("cpu", "gpu"))
+    assert quality(gpu, cpu).bcubed_f > 0.995  # float rounding may move a value at a threshold
 
 
 def test_extract_oracle_and_timm(world_dir, tmp_path):
