@@ -293,10 +293,13 @@ def _to_gpu(features, scratch):
 
     if scratch is not None:
         raise ValueError("--scratch keeps host features on disk; with --device cuda they are centred on the GPU: drop one")
-    if not cion_fast.cuda_available():
-        raise ValueError("--device cuda: no usable GPU, or cion_fast was built without CUDA (cion-fast info)")
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("--device cuda needs torch (pip install torch)") from None
+    if not (cion_fast.cuda_available() and torch.cuda.is_available()):
+        raise ValueError("--device cuda: no usable GPU, a CPU-only torch, or cion_fast built without CUDA (cion-fast info)")
     import numpy as np
-    import torch
 
     out = torch.empty(features.shape, dtype=getattr(torch, features.dtype.name), device="cuda")
     block = max(1, (64 << 20) // max(1, features.shape[1] * features.dtype.itemsize))  # 64 MB of rows

@@ -18,6 +18,12 @@ from cion_fast.denoise.auto import similarity_distributions
 pytestmark = requires_torch
 
 
+def _arrays_host(x):
+    from cion_fast import _arrays
+
+    return _arrays.to_numpy(x)
+
+
 def _agreement(labels, expected):
     """BCubed F of ``labels`` (any library) scored against ``expected`` as the truth: 1.0 when
     the two partitions are the same."""
@@ -78,8 +84,9 @@ def test_each_level_and_centring_return_in_the_features_library():
     out = torch.full_like(tensor, float("nan"))  # poisoned: every row must be written
     assert center_videos(tensor, offsets, video_ids, out=out) is out
     np.testing.assert_array_equal(out.numpy(), centred_tensor.numpy())
-    with pytest.raises(ValueError, match="out must be a writable float32 array"):
-        center_videos(tensor, offsets, video_ids, out=np.empty(features.shape, np.float32))  # not on the features' side
+    for wrong in (np.empty(features.shape, np.float32), torch.zeros(1, features.shape[1]).expand(*features.shape)):
+        with pytest.raises(ValueError, match="out must be a writable float32 array"):  # numpy; rows aliased
+            center_videos(tensor, offsets, video_ids, out=wrong)
 
     one, _ = level1(centred, offsets)
     one_tensor, _ = level1(centred_tensor, offsets)
@@ -89,6 +96,39 @@ def test_each_level_and_centring_return_in_the_features_library():
     np.testing.assert_array_equal(two_tensor.numpy(), two)
     three, _ = level3(centred, frame_video, index, two)
     np.testing.assert_array_equal(level3(centred_tensor, frame_video, index, two)[0].numpy(), three)
+
+
+def test_no_tensor_is_turned_into_numpy_and_the_features_never_come_back(monkeypatch):
+    """On a GPU an implicit ``tensor.__array__`` fails and a host copy of [M, D] is the cost the
+    device path avoids: on the CPU, both are caught here. Only 1-D results and [L, 2] links may
+    come to the host."""
+    from cion_fast import _arrays
+
+    features, offsets, video_ids, index, _, _ = toy_world(seed=5, identities=40, videos=12)
+    expected = denoise(features, offsets, video_ids, index)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a tensor was converted to numpy implicitly")
+
+    read_back = []
+    to_numpy = _arrays.to_numpy
+    monkeypatch.setattr(torch.Tensor, "__array__", refuse)
+    monkeypatch.setattr(_arrays, "to_numpy", lambda x: read_back.append(tuple(x.shape)) or to_numpy(x))
+    got = denoise(torch.from_numpy(features), offsets, video_ids, index)
+    monkeypatch.undo()
+    assert read_back and all(len(shape) == 1 or shape[1] == 2 for shape in read_back), sorted(set(read_back))
+    _assert_same_result(expected, got, "cpu")
+
+
+def test_lists_and_torch_cpu_with_scratch_still_work(tmp_path):
+    rows = [[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [1.0, 0.05]]
+    labels, _ = level1(rows, [0, 4])
+    assert isinstance(labels, np.ndarray) and labels.tolist() == [0, 0, -1, 0]
+    assert isinstance(center_videos(rows, [0, 2, 4], [0, 0], out=np.empty((4, 2), np.float32)), np.ndarray)
+    features, offsets, video_ids, index, _, _ = toy_world(seed=6, identities=20, videos=6)
+    expected = denoise(features, offsets, video_ids, index)
+    _assert_same_result(expected, denoise(torch.from_numpy(features), offsets, video_ids, index, scratch=tmp_path), "cpu")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_features_are_validated_once_per_call(monkeypatch):
@@ -106,8 +146,6 @@ def test_hostile_torch_features_are_clear_errors():
     poisoned[len(features) - 1, 3] = float("nan")
     with pytest.raises(ValueError, match="features contain NaN or inf"):
         denoise(poisoned, offsets, video_ids, index)
-    with pytest.raises(ValueError, match="scratch: "):
-        denoise(torch.from_numpy(features), offsets, video_ids, index, scratch=".")
     with pytest.raises(TypeError, match="features"):
         denoise(torch.from_numpy(features).to(torch.int32), offsets, video_ids, index)
     with pytest.raises(TypeError, match="features"):
@@ -143,9 +181,31 @@ def test_cuda_features_are_denoised_on_their_gpu_with_the_cpu_result(kind, confi
     expected = denoise(features, offsets, video_ids, index, config)
     got = denoise(_gpu_inputs(kind, features), offsets, video_ids, index, config)
     # The kernels' float rounding differs between devices: a value at a threshold may go either way.
-    for want, labels in zip(expected.levels, got.levels):
+    for want, labels in zip([expected.tracklet_labels, *expected.levels], [got.tracklet_labels, *got.levels]):
         assert (torch.is_tensor(labels) and labels.is_cuda) if kind == "torch" else isinstance(labels, cupy.ndarray)
         assert _agreement(labels, want) > 0.999
+    with pytest.raises(ValueError, match="scratch: "):
+        denoise(_gpu_inputs(kind, features), offsets, video_ids, index, scratch=".")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", ["torch", "cupy"])
+def test_cuda_levels_and_centring_one_by_one(kind):
+    features, offsets, video_ids, index, _, frame_video = toy_world(seed=1, identities=20, videos=6)
+    gpu = _gpu_inputs(kind, features)
+    centred = center_videos(features, offsets, video_ids)
+    centred_gpu = center_videos(gpu, offsets, video_ids)
+    assert type(centred_gpu) is type(gpu)
+    np.testing.assert_allclose(_arrays_host(centred_gpu), centred, rtol=1e-5, atol=1e-5)
+    out = torch.full_like(gpu, float("nan")) if kind == "torch" else cupy.full(gpu.shape, float("nan"), dtype=gpu.dtype)
+    assert center_videos(gpu, offsets, video_ids, out=out) is out
+    np.testing.assert_allclose(_arrays_host(out), centred, rtol=1e-5, atol=1e-5)
+    one = level1(centred, offsets)[0]
+    one_gpu = level1(centred_gpu, offsets)[0]
+    assert _agreement(one_gpu, one) > 0.999
+    two = level2(centred, frame_video, index, one)[0]
+    assert _agreement(level2(centred_gpu, frame_video, index, one)[0], two) > 0.999
+    assert _agreement(level3(centred_gpu, frame_video, index, two)[0], level3(centred, frame_video, index, two)[0]) > 0.999
 
 
 @pytest.mark.cuda

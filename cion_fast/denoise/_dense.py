@@ -27,18 +27,20 @@ def as_dense(features: Any) -> Any:
     (detached), cupy becomes a torch tensor on its GPU sharing its memory (needs torch).
 
     Raises:
-        TypeError: cupy features without torch installed.
+        TypeError: cupy features without a torch that sees their GPU.
     """
     framework = _arrays.framework_of(features)
     if framework == "numpy":
         return features
+    if framework == "torch":
+        return features.detach()
     try:
         import torch
-    except ImportError as error:  # only cupy can get here without torch
-        raise TypeError("features: denoising cupy arrays needs torch (pip install torch), or pass a numpy array") from error
-    if framework == "cupy":
+
         return torch.from_dlpack(features)
-    return features.detach()
+    except (ImportError, RuntimeError, BufferError) as error:  # no torch, or a CPU-only build of it
+        raise TypeError("features: cupy arrays are denoised through torch, which is missing or cannot see their GPU "
+                        f"({error}); install a CUDA build of torch, or pass a numpy array") from error
 
 
 def is_torch(x: Any) -> bool:
@@ -91,6 +93,16 @@ def empty(like: Any, shape: tuple[int, ...], dtype: str) -> Any:
     return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
 
 
+def host_view(like: Any, array: np.ndarray) -> Any:
+    """A host numpy ``array`` (e.g. a memory-mapped file) as ``like``'s library sees it: itself
+    for numpy, a torch tensor sharing its memory for a torch CPU ``like``."""
+    if isinstance(like, np.ndarray):
+        return array
+    import torch
+
+    return torch.from_numpy(array)
+
+
 def empty_like(x: Any) -> Any:
     return np.empty_like(x) if isinstance(x, np.ndarray) else x.new_empty(x.shape)
 
@@ -133,24 +145,29 @@ def row_dots(a: Any, b: Any) -> np.ndarray:
     return host((a * b).sum(dim=1))
 
 
-def segment_sums_float64(x: Any, segment: np.ndarray, num_segments: int) -> Any:
-    """float64 [S, D]: the sum of the rows of ``x`` [n, D] of each host ``segment`` [n] (0..S-1)."""
-    if isinstance(x, np.ndarray):
-        sums = np.zeros((num_segments, x.shape[1]), np.float64)
-        np.add.at(sums, segment, x)
-        return sums
-    sums = zeros(x, num_segments, x.shape[1], "float64")
-    sums.index_add_(0, _index(x, segment), x.double())
-    return sums
-
-
 def prefix_sums_float64(x: Any) -> Any:
     """float64 [n + 1, D]: row 0 is zero, row i the sum of the first i rows of ``x`` [n, D]."""
     if isinstance(x, np.ndarray):
         return np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
     import torch
 
-    return torch.cat([zeros(x, 1, x.shape[1], "float64"), torch.cumsum(x, 0, dtype=torch.float64)])
+    out = zeros(x, x.shape[0] + 1, x.shape[1], "float64")
+    torch.cumsum(x, 0, dtype=torch.float64, out=out[1:])  # no float64 copy of x, no second [n + 1, D]
+    return out
+
+
+def set_sums_float64(x: Any, prefix: Any, offsets: np.ndarray) -> Any:
+    """float64 [N, D]: the sum of the rows ``x[offsets[t]:offsets[t + 1]]`` of each set ``t``.
+
+    numpy adds the rows (``np.add.at``, as the thresholds were calibrated); torch takes differences
+    of the ``prefix`` sums of x (:func:`prefix_sums_float64`): the same sums to float64 rounding,
+    deterministic on a GPU (no atomic adds) and without a float64 copy of x.
+    """
+    if isinstance(x, np.ndarray):
+        sums = np.zeros((offsets.shape[0] - 1, x.shape[1]), np.float64)
+        np.add.at(sums, np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets)), x)
+        return sums
+    return take(prefix, offsets[1:]) - take(prefix, offsets[:-1])
 
 
 def all_finite(x: Any, chunk_rows: int) -> tuple[bool, int]:
@@ -184,7 +201,7 @@ def to_caller(x: Any, features: Any) -> Any:
     """``x`` (a host numpy array, or a dense array of the levels) in the library and on the device
     of the caller's ``features`` (numpy, torch or cupy), as the ops return their results."""
     framework = _arrays.framework_of(features)
-    if framework == "numpy":
+    if framework in ("numpy", None):  # None: a list, which the checks turned into numpy
         return host(x)
     import torch
 

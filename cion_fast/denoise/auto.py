@@ -84,7 +84,8 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     unit = _normalised(_dense.as_dense(_arrays.as_array(features, "features")))
     lengths = np.diff(offsets)
     tracklet = np.repeat(np.arange(lengths.shape[0]), lengths)
-    sums = _dense.segment_sums_float64(unit, tracklet, lengths.shape[0])
+    csum = _dense.prefix_sums_float64(unit)
+    sums = _dense.set_sums_float64(unit, csum, offsets)
     # frame vs the mean of the other frames of its tracklet (tracklets of >= 2 frames)
     frames = np.flatnonzero(lengths[tracklet] >= 2)
     if frames.shape[0] > _MAX_SAMPLES:
@@ -110,7 +111,6 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     if long.shape[0] > _MAX_SAMPLES:
         long = np.sort(rng.choice(long, _MAX_SAMPLES, replace=False))
     starts, halves = offsets[long], lengths[long] // 2
-    csum = _dense.prefix_sums_float64(unit)
     at_start, at_half, at_end = (_dense.host(_dense.take(csum, rows)) for rows in (starts, starts + halves, offsets[long + 1]))
     first = at_half - at_start
     second = at_end - at_half

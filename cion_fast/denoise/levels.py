@@ -40,8 +40,12 @@ def _check_features(features: Any) -> Any:
 
     Raises TypeError for a non-float array and ValueError for a wrong rank or NaN/inf.
     """
+    from cion_fast.ops._extension import check_device_supported
+
     features = _arrays.as_float_array(features, "features", 2, "[M, D]")
-    _arrays.placement_of(features, "features")  # TypeError for a torch device other than CPU/CUDA
+    # TypeError now, not after the first pass: a torch device other than CPU/CUDA, or CUDA
+    # features with a build of cion_fast without CUDA.
+    check_device_supported(_arrays.placement_of(features, "features"), "features")
     features = _dense.as_dense(features)
     finite, start = _dense.all_finite(features, _CHUNK_ROWS)
     if not finite:
@@ -413,7 +417,7 @@ def center_videos(features: Any, offsets: Any, video_ids: Any, out: Any = None) 
     offsets = _check_offsets(offsets, dense.shape[0])
     video_ids = _arrays.as_index_array(video_ids, "video_ids", offsets.shape[0] - 1)
     if out is not None:
-        _check_out(out, features)
+        _check_out(out, _arrays.as_array(features, "features"))
     centred = _center_videos(dense, offsets, video_ids, None if out is None else _dense.as_dense(out))
     return out if out is not None else _dense.to_caller(centred, features)
 
@@ -425,12 +429,13 @@ def _centred_dtype(features: Any) -> str:
 
 def _check_out(out: Any, features: Any) -> None:
     """ValueError unless ``out`` can hold the centred copy of the caller's (checked) ``features``:
-    same library, device and shape, the centred dtype, writable."""
+    same library, device and shape, the centred dtype, writable (a torch ``out`` contiguous: an
+    expanded tensor would alias its rows)."""
     dtype = _centred_dtype(features)
     framework = _arrays.framework_of(out)
     fits = (framework == _arrays.framework_of(features) and tuple(out.shape) == tuple(features.shape)
             and _arrays.dtype_name(out) == dtype and _arrays.placement_of(out, "out") == _arrays.placement_of(features, "features")
-            and (framework != "numpy" or out.flags.writeable))
+            and (out.flags.writeable if framework == "numpy" else out.is_contiguous() if framework == "torch" else True))
     if not fits:
         raise ValueError(f"out must be a writable {dtype} array of shape {tuple(features.shape)} on the features' device, got "
                          f"{type(out).__name__} {getattr(out, 'dtype', None)} {tuple(getattr(out, 'shape', ()))}")

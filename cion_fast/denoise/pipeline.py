@@ -106,10 +106,11 @@ def denoise(
         frame_index: int64 [M] frame index of each frame within its video, >= 0.
         config: thresholds and windows (:class:`DenoiseConfig`).
         progress: show a tqdm progress bar over the levels.
-        scratch: a directory for the video-centred copy of numpy features, memory-mapped and
-            removed at the end (None: in memory). With memory-mapped input features, memory then
-            holds only the levels' working sets (LUPerson-NL: 5 GB of disk instead of 5 GB of
-            RAM). Device features are centred on their device: ``scratch`` is then a ValueError.
+        scratch: a directory for the video-centred copy of host features (numpy or a torch CPU
+            tensor), memory-mapped and removed at the end (None: in memory). With memory-mapped
+            input features, memory then holds only the levels' working sets (LUPerson-NL: 5 GB of
+            disk instead of 5 GB of RAM). GPU features are centred on their GPU: ``scratch`` is
+            then a ValueError.
 
     Returns:
         :class:`DenoiseResult` (``.levels``: three int64 [M] label arrays in the features'
@@ -135,8 +136,8 @@ def denoise(
     frame_index = _check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
-    if scratch is not None and _dense.is_torch(features):
-        raise ValueError("scratch: a scratch file holds host features; device features are centred on their device")
+    if scratch is not None and _dense.is_torch(features) and features.device.type != "cpu":
+        raise ValueError("scratch: a scratch file holds host features; GPU features are centred on their GPU")
     scratch_file = None
     try:
         if config.center_videos:
@@ -144,7 +145,8 @@ def denoise(
             if scratch is not None:
                 handle, scratch_file = tempfile.mkstemp(prefix="centred-", suffix=".npy", dir=scratch)
                 os.close(handle)
-                out = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=_centred_dtype(features), shape=features.shape)
+                out = _dense.host_view(features, np.lib.format.open_memmap(scratch_file, mode="w+", dtype=_centred_dtype(features),
+                                                                           shape=tuple(features.shape)))
             features = _center_videos(features, offsets, video_ids, out=out)
         result = _levels(features, offsets, video_ids, frame_index, config, progress)
         result.levels = [_dense.to_caller(labels, caller_features) for labels in result.levels]
