@@ -145,31 +145,6 @@ def row_dots(a: Any, b: Any) -> np.ndarray:
     return host((a * b).sum(dim=1))
 
 
-def prefix_sums_float64(x: Any) -> Any:
-    """float64 [n + 1, D]: row 0 is zero, row i the sum of the first i rows of ``x`` [n, D]."""
-    if isinstance(x, np.ndarray):
-        return np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
-    import torch
-
-    out = zeros(x, x.shape[0] + 1, x.shape[1], "float64")
-    torch.cumsum(x, 0, dtype=torch.float64, out=out[1:])  # no float64 copy of x, no second [n + 1, D]
-    return out
-
-
-def set_sums_float64(x: Any, prefix: Any, offsets: np.ndarray) -> Any:
-    """float64 [N, D]: the sum of the rows ``x[offsets[t]:offsets[t + 1]]`` of each set ``t``.
-
-    numpy adds the rows (``np.add.at``, as the thresholds were calibrated); torch takes differences
-    of the ``prefix`` sums of x (:func:`prefix_sums_float64`): the same sums to float64 rounding,
-    deterministic on a GPU (no atomic adds) and without a float64 copy of x.
-    """
-    if isinstance(x, np.ndarray):
-        sums = np.zeros((offsets.shape[0] - 1, x.shape[1]), np.float64)
-        np.add.at(sums, np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets)), x)
-        return sums
-    return take(prefix, offsets[1:]) - take(prefix, offsets[:-1])
-
-
 def all_finite(x: Any, chunk_rows: int) -> tuple[bool, int]:
     """(whether every entry of the 2-D ``x`` is finite, the first chunk start with one that is not).
 

@@ -42,7 +42,7 @@ import numpy as np
 from cion_fast import _arrays
 from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
-from cion_fast.denoise.levels import _normalised, _pair_cosines, cannot_link_pairs
+from cion_fast.denoise.levels import _expand, _normalised, _pair_cosines, _set_sums, cannot_link_pairs
 
 __all__ = ["RULES", "auto_thresholds", "separation_auc", "similarity_distributions"]
 
@@ -66,7 +66,8 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
 
     Args:
         features: float [M, D] frame features, already video-centred when the pipeline centres:
-            numpy, torch (CPU or CUDA) or cupy; the [M, D] sums run on their device.
+            numpy, torch (CPU or CUDA) or cupy; read once, a chunk of rows at a time, on their
+            device (memory: the [N, D] float64 tracklet sums and one chunk).
         offsets: int64 [N+1] tracklet boundaries; video_ids: int64 [N]; frame_index: int64 [M].
         seed: the sampling seed.
 
@@ -79,18 +80,17 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
         True
     """
     rng = np.random.default_rng(seed)
-    # The [M, D] work runs where the features are (numpy on the host, torch on its device); only
-    # the sampled rows come to the host.
-    unit = _normalised(_dense.as_dense(_arrays.as_array(features, "features")))
+    # One pass over the features, where they are (numpy on the host, torch on its device), a chunk
+    # of rows at a time: the tracklet sums [N, D] float64. Everything else reads sampled rows only.
+    features = _dense.as_dense(_arrays.as_array(features, "features"))
     lengths = np.diff(offsets)
     tracklet = np.repeat(np.arange(lengths.shape[0]), lengths)
-    csum = _dense.prefix_sums_float64(unit)
-    sums = _dense.set_sums_float64(unit, csum, offsets)
+    sums = _set_sums(features, offsets, dtype="float64")
     # frame vs the mean of the other frames of its tracklet (tracklets of >= 2 frames)
     frames = np.flatnonzero(lengths[tracklet] >= 2)
     if frames.shape[0] > _MAX_SAMPLES:
         frames = np.sort(rng.choice(frames, _MAX_SAMPLES, replace=False))
-    sampled_unit = _dense.host(_dense.take(unit, frames))
+    sampled_unit = _dense.host(_normalised(_dense.take(features, frames)))
     rest = _dense.host(_dense.take(sums, tracklet[frames])) - sampled_unit
     frame_positive = _cosine_rows(sampled_unit, rest)
     # cannot-link tracklet pairs (present at the same frame index of one video)
@@ -103,18 +103,21 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     # one random frame of the first tracklet vs the other tracklet's mean, for each pair
     if pairs.shape[0]:
         pick = offsets[pairs[:, 0]] + (rng.random(pairs.shape[0]) * lengths[pairs[:, 0]]).astype(np.int64)
-        frame_negative = _cosine_rows(_dense.host(_dense.take(unit, pick)), _dense.host(_dense.take(sums, pairs[:, 1])))
+        frame_negative = _cosine_rows(_dense.host(_normalised(_dense.take(features, pick))),
+                                      _dense.host(_dense.take(sums, pairs[:, 1])))
     else:
         frame_negative = np.empty(0, np.float32)
     # the two halves of each tracklet of >= 4 frames
     long = np.flatnonzero(lengths >= 4)
     if long.shape[0] > _MAX_SAMPLES:
         long = np.sort(rng.choice(long, _MAX_SAMPLES, replace=False))
-    starts, halves = offsets[long], lengths[long] // 2
-    at_start, at_half, at_end = (_dense.host(_dense.take(csum, rows)) for rows in (starts, starts + halves, offsets[long + 1]))
-    first = at_half - at_start
-    second = at_end - at_half
-    centroid_positive = _cosine_rows(first, second)
+    counts, halves = lengths[long], lengths[long] // 2
+    owner, step = _expand(counts)
+    base = np.cumsum(counts) - counts  # where each sampled tracklet's frames start among `rows`
+    half_offsets = np.zeros(2 * long.shape[0] + 1, dtype=np.int64)
+    half_offsets[1::2], half_offsets[2::2] = base + halves, base + counts
+    half_sums = _dense.host(_set_sums(features, half_offsets, offsets[long][owner] + step, dtype="float64"))
+    centroid_positive = _cosine_rows(half_sums[0::2], half_sums[1::2])
     return {"frame_positive": frame_positive, "frame_negative": frame_negative,
             "centroid_positive": centroid_positive, "centroid_negative": centroid_negative}
 

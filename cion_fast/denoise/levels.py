@@ -128,7 +128,7 @@ def _sorted_segment_sums(rows: Any, starts: np.ndarray) -> Any:
     by_length = np.argsort(-lengths, kind="stable")
     negative_length = -lengths[by_length]
     first = starts[by_length]
-    acc = _dense.float32(_dense.take(rows, first))
+    acc = _dense.take(rows, first)  # a new array, in the rows' dtype
     for position in range(1, longest):
         alive = int(np.searchsorted(negative_length, -position, side="left"))
         acc[:alive] += _dense.take(rows, first[:alive] + position)
@@ -222,16 +222,17 @@ def _rows(features: Any, lo: int, hi: int, rows: np.ndarray | None) -> Any:
     return features[lo:hi] if rows is None else _dense.take(features, rows[lo:hi])
 
 
-def _set_sums(features: Any, offsets: np.ndarray, rows: np.ndarray | None = None) -> Any:
-    """float32 [N, D] on the features' device: the sum of the L2-normalised rows of each ragged
-    set ``features[rows[offsets[t]:offsets[t + 1]]]`` (``rows`` None: the features' own rows; an
-    empty set sums to 0), a chunk of sets at a time."""
-    sums = _dense.zeros(features, offsets.shape[0] - 1, features.shape[1])
+def _set_sums(features: Any, offsets: np.ndarray, rows: np.ndarray | None = None, dtype: str = "float32") -> Any:
+    """[N, D] of ``dtype`` (float32 or float64, the accumulation's) on the features' device: the
+    sum of the L2-normalised rows of each ragged set ``features[rows[offsets[t]:offsets[t + 1]]]``
+    (``rows`` None: the features' own rows; an empty set sums to 0), a chunk of sets at a time:
+    memory beyond the result is one chunk of rows."""
+    sums = _dense.zeros(features, offsets.shape[0] - 1, features.shape[1], dtype)
     for first, last in _ragged_chunks(offsets):
         lo, hi = int(offsets[first]), int(offsets[last])
         if hi == lo:
             continue
-        chunk = _normalised(_rows(features, lo, hi, rows))
+        chunk = _arrays.astype(_normalised(_rows(features, lo, hi, rows)), dtype)
         starts = offsets[first:last] - lo
         filled = np.flatnonzero(np.diff(offsets[first : last + 1]) > 0)
         _dense.put(sums, first + filled, _sorted_segment_sums(chunk, starts[filled]))
