@@ -154,3 +154,16 @@ def test_shape_errors_name_the_argument(student_shape, teacher_shape, message):
 def test_bad_constructor_arguments(kwargs):
     with pytest.raises(ValueError):
         IdentityDINOLoss(**kwargs)
+
+
+def test_the_training_step_traces_as_one_graph_for_torch_compile():
+    """No graph break (and so no hidden device sync such as a boolean mask's nonzero) in the CION
+    step: networks, monitors and loss trace as one graph under torch.compile's tracer."""
+    from cion_fast.models import build_backbone
+    from cion_fast.pretrain.distill import DistillationMethod, ViewBatch
+
+    method = DistillationMethod(build_backbone("test_resnet"), n_crops=4, out_dim=64, hidden_dim=32, bottleneck_dim=16)
+    views = ViewBatch.random(batch=6, n_local=2, global_size=(64, 32), local_size=(32, 16))
+    explained = torch._dynamo.explain(method.training_step)(method.student, views, 2, 0.04)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    assert list(method.loss.state_dict()) == ["center"]  # DINO's layout: the pair index is not saved

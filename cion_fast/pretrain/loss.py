@@ -66,6 +66,11 @@ class IdentityDINOLoss(nn.Module):
         self.teacher_temp = float(teacher_temp)
         self.center_momentum = float(center_momentum)
         self.register_buffer("center", torch.zeros(1, out_dim))
+        # The (teacher crop g, student crop v != g) pairs as flat indices into [2, C]: a gather
+        # with a fixed index, where a boolean mask would need nonzero (a device sync on a GPU and
+        # a graph break under torch.compile). Not part of the state dict (DINO's layout).
+        kept = [g * n_crops + v for g in range(2) for v in range(n_crops) if v != g]
+        self.register_buffer("kept_pairs", torch.tensor(kept, dtype=torch.int64), persistent=False)
 
     def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor, k: int, teacher_temp: float | None = None) -> torch.Tensor:
         """The loss, then the centre update.
@@ -112,10 +117,7 @@ class IdentityDINOLoss(nn.Module):
         same_mean = same.mean(dim=(-2, -1))
         other_sum = (cross.sum(dim=(-3, -2, -1)) - same.sum(dim=(-2, -1))) / identities
         pair_loss = (same_mean + other_sum) / (k * (k - 1) + 1)  # [2, C]
-        keep = torch.ones(2, crops, dtype=torch.bool, device=student.device)
-        keep[0, 0] = False
-        keep[1, 1] = False
-        return pair_loss[keep].sum() / (2 * (crops - 1))
+        return pair_loss.flatten()[self.kept_pairs].sum() / (2 * (crops - 1))
 
     @torch.no_grad()
     def monitors(self, teacher_output: torch.Tensor, teacher_temp: float | None = None) -> dict[str, torch.Tensor]:

@@ -7,8 +7,9 @@ so CPU ranks keep per-rank BatchNorm). Views come from the fused multicrop op
 
 Data path: each step's uint8 batch is gathered (or decoded, for image files) by read-ahead
 threads, pinned when training on a GPU and uploaded once, non-blocking; the views are made there
-by the fused multicrop op. Our ops run before the networks' forward, outside any module, so
-``torch.compile`` of the student/teacher sees no graph break from them.
+by the fused multicrop op. Our ops run before the networks' forward, outside any module, and the
+step itself (teacher, monitors, student, loss) traces as one graph with no break (test in
+``test_pretrain_loss.py``), so ``torch.compile`` of the step or of the networks sees no break.
 
 Reproducibility: the sampler is a pure function of (seed, epoch); the multicrop op is keyed by
 (seed, rank, step); torch's RNG (dropout, drop-path, random erasing, shuffle BN) is re-seeded from
