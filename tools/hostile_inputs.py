@@ -178,6 +178,8 @@ CLI_CASES = [
     "denoise --tracklets {w}/nope --features {f} --out {x}",
     "denoise --tracklets {w}/tracklets --features {w}/summary.json --out {x}",
     "denoise --tracklets {w}/tracklets --features {f} --out {w}",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --device cuda --scratch {w}",
+    "denoise --tracklets {w}/tracklets --features {f} --out {x} --device tpu",
     "extract --data {w}/tracklets --model stripe --out {x}.npz --batch-size 0",
     "extract --data {w}/tracklets --model stripe --out {x}.npz --size 0x0",
     "extract --data {w}/tracklets --model stripe --out {x}.npz --size abc",
