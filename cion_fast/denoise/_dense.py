@@ -110,7 +110,8 @@ def empty_like(x: Any) -> Any:
 def float32(x: Any) -> Any:
     """``x`` as float32 (a copy, always: callers update the result in place)."""
     if isinstance(x, np.ndarray):
-        return x.astype(np.float32, copy=True)
+        out = _arrays.astype(x, "float32")  # float16: the extension's widening, not numpy's cast
+        return out.copy() if out is x else out
     import torch
 
     return x.to(torch.float32, copy=True)

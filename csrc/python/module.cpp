@@ -13,6 +13,7 @@ void bind_tracklet_prune(py::module_& m);
 void bind_sliding_range_link(py::module_& m);
 void bind_k_reciprocal(py::module_& m);
 void bind_multicrop(py::module_& m);
+void bind_widen_half(py::module_& m);
 }  // namespace cion
 
 #ifndef CION_FAST_VERSION
@@ -52,4 +53,5 @@ PYBIND11_MODULE(_C, m) {
   cion::bind_sliding_range_link(m);
   cion::bind_k_reciprocal(m);
   cion::bind_multicrop(m);
+  cion::bind_widen_half(m);
 }
