@@ -77,17 +77,20 @@ def luperson_like(fraction: float, directory, dim: int = 256, seed: int = 0):
 @pytest.fixture(scope="module")
 def pipeline(size, device, request, tmp_path_factory):
     """The input; each level's output is kept for the next (a test that runs alone computes the
-    levels before it untimed)."""
+    levels before it untimed). The features file and the centred copy (10 GB at full size) are
+    deleted when the module ends: pytest keeps its last temporary directories."""
     fraction = request.config.getoption("--denoise-fraction") or size
     directory = tmp_path_factory.mktemp("denoise")
     features, offsets, video_ids, frame_index, identity = luperson_like(fraction, directory)
     where = "memory-mapped"
     if device == "cuda":
         features, where = on_device(np.asarray(features), device), "on the GPU"
-    return {"features": features, "device": device, "scratch": None if device == "cuda" else directory / "centred.npy", "offsets": offsets, "video_ids": video_ids, "frame_video": np.repeat(video_ids, np.diff(offsets)),
+    yield {"features": features, "device": device, "scratch": None if device == "cuda" else directory / "centred.npy", "offsets": offsets, "video_ids": video_ids, "frame_video": np.repeat(video_ids, np.diff(offsets)),
             "frame_index": frame_index, "identity": identity, "config": DenoiseConfig(), "done": {},
             "group": f"denoise {features.shape[0]:,} frames, {offsets.shape[0] - 1:,} tracklets ({fraction:g} of LUPerson-NL), "
                      f"D = 256 float16 {where}"}
+    for path in directory.iterdir():  # (a memory-mapped file stays readable until its last map goes)
+        path.unlink()
 
 
 # "auto thresholds" is what `cion-fast denoise` does by default before level 1; the levels here keep
