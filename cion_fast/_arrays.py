@@ -190,6 +190,10 @@ def rows_contiguous(x: Any) -> Any:
     return x if x.strides[1] == item or x.shape[1] <= 1 else contiguous(x)
 
 
+# Below this many elements numpy's own float16 cast is as fast as a call into the extension.
+_WIDEN_MIN_SIZE = 4096
+
+
 def astype(x: Any, dtype: str) -> Any:
     """Casts with the array's own library (no copy when the dtype already matches).
 
@@ -214,9 +218,6 @@ def astype(x: Any, dtype: str) -> Any:
         return out
     return x.astype(dtype)
 
-
-# Below this many elements numpy's own cast is as fast as a call into the extension.
-_WIDEN_MIN_SIZE = 4096
 
 
 def require_dtype(x: Any, name: str, allowed: tuple[str, ...]) -> str:

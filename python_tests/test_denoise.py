@@ -397,14 +397,20 @@ def test_center_videos_weights_by_tracklets_per_video():
     assert center_videos(features.astype(np.float16), offsets, np.array([4, 4, 2])).dtype == np.float16
 
 
-def test_chunk_boundaries_do_not_change_the_result(monkeypatch):
+def small_chunks(monkeypatch):
+    """Chunks of frames, of pairs and of segment rows far smaller than any real input: every
+    chunk boundary of the levels falls inside the toy worlds."""
     from cion_fast.denoise import levels
 
-    features, offsets, video_ids, index, _, _ = toy_world(seed=3, identities=30, videos=10)
-    expected = denoise(features, offsets, video_ids, index)
     monkeypatch.setattr(levels, "_CHUNK_ROWS", 37)
     monkeypatch.setattr(levels, "_CHUNK_PAIRS", 101)
     monkeypatch.setattr(levels, "_SEGMENT_BLOCK", 3)
+
+
+def test_chunk_boundaries_do_not_change_the_result(monkeypatch):
+    features, offsets, video_ids, index, _, _ = toy_world(seed=3, identities=30, videos=10)
+    expected = denoise(features, offsets, video_ids, index)
+    small_chunks(monkeypatch)
     chunked = denoise(features, offsets, video_ids, index)
     for a, b in zip(expected.levels, chunked.levels):
         np.testing.assert_array_equal(a, b)

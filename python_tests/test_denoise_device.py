@@ -10,26 +10,18 @@ import numpy as np
 import pytest
 
 from conftest import cupy, requires_torch, torch
-from test_denoise import toy_world
+from test_denoise import small_chunks, toy_world
 
-from cion_fast.denoise import DenoiseConfig, _dense, center_videos, denoise, level1, level2, level3
+from cion_fast import _arrays
+from cion_fast.denoise import DenoiseConfig, _dense, center_videos, denoise, level1, level2, level3, quality
 from cion_fast.denoise.auto import similarity_distributions
 
 pytestmark = requires_torch
 
 
-def _arrays_host(x):
-    from cion_fast import _arrays
-
-    return _arrays.to_numpy(x)
-
-
 def _agreement(labels, expected):
     """BCubed F of ``labels`` (any library) scored against ``expected`` as the truth: 1.0 when
     the two partitions are the same."""
-    from cion_fast import _arrays
-    from cion_fast.denoise import quality
-
     return quality(_arrays.to_numpy(labels), expected).bcubed_f
 
 
@@ -64,13 +56,9 @@ def test_torch_float16_and_a_stripe_world_match_numpy():
 
 
 def test_chunk_boundaries_do_not_change_the_torch_result(monkeypatch):
-    from cion_fast.denoise import levels
-
     features, offsets, video_ids, index, _, _ = toy_world(seed=3, identities=30, videos=10)
     expected = denoise(features, offsets, video_ids, index)
-    monkeypatch.setattr(levels, "_CHUNK_ROWS", 37)
-    monkeypatch.setattr(levels, "_CHUNK_PAIRS", 101)
-    monkeypatch.setattr(levels, "_SEGMENT_BLOCK", 3)
+    small_chunks(monkeypatch)
     _assert_same_result(expected, denoise(torch.from_numpy(features), offsets, video_ids, index), "cpu")
 
 
@@ -102,8 +90,6 @@ def test_no_tensor_is_turned_into_numpy_and_the_features_never_come_back(monkeyp
     """On a GPU an implicit ``tensor.__array__`` fails and a host copy of [M, D] is the cost the
     device path avoids: on the CPU, both are caught here. Only 1-D results and [L, 2] links may
     come to the host."""
-    from cion_fast import _arrays
-
     features, offsets, video_ids, index, _, _ = toy_world(seed=5, identities=40, videos=12)
     expected = denoise(features, offsets, video_ids, index)
 
@@ -196,10 +182,10 @@ def test_cuda_levels_and_centring_one_by_one(kind):
     centred = center_videos(features, offsets, video_ids)
     centred_gpu = center_videos(gpu, offsets, video_ids)
     assert type(centred_gpu) is type(gpu)
-    np.testing.assert_allclose(_arrays_host(centred_gpu), centred, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_arrays.to_numpy(centred_gpu), centred, rtol=1e-5, atol=1e-5)
     out = torch.full_like(gpu, float("nan")) if kind == "torch" else cupy.full(gpu.shape, float("nan"), dtype=gpu.dtype)
     assert center_videos(gpu, offsets, video_ids, out=out) is out
-    np.testing.assert_allclose(_arrays_host(out), centred, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_arrays.to_numpy(out), centred, rtol=1e-5, atol=1e-5)
     one = level1(centred, offsets)[0]
     one_gpu = level1(centred_gpu, offsets)[0]
     assert _agreement(one_gpu, one) > 0.999

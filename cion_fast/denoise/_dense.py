@@ -53,7 +53,7 @@ def _index(x: Any, index: np.ndarray) -> Any:
         return index
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)).to(x.device, non_blocking=True)
+    return torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)).to(x.device)
 
 
 def take(x: Any, index: np.ndarray) -> Any:
@@ -75,22 +75,9 @@ def add_rows(x: Any, index: np.ndarray, values: Any) -> None:
         x.index_add_(0, _index(x, index), values.to(x.dtype))
 
 
-def zeros(like: Any, rows: int, cols: int, dtype: str = "float32") -> Any:
-    """A zero [rows, cols] array of ``dtype`` in ``like``'s library and device."""
-    if isinstance(like, np.ndarray):
-        return np.zeros((rows, cols), dtype=dtype)
-    import torch
-
-    return torch.zeros((rows, cols), dtype=getattr(torch, dtype), device=like.device)
-
-
-def empty(like: Any, shape: tuple[int, ...], dtype: str) -> Any:
-    """An uninitialised array of ``shape`` and ``dtype`` in ``like``'s library and device."""
-    if isinstance(like, np.ndarray):
-        return np.empty(shape, dtype=dtype)
-    import torch
-
-    return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+def placement(x: Any) -> _arrays.Placement:
+    """Where the dense array ``x`` lives: new dense arrays are made with its ``empty``/``zeros``."""
+    return _arrays.placement_of(x, "features")
 
 
 def host_view(like: Any, array: np.ndarray) -> Any:
@@ -179,12 +166,10 @@ def to_caller(x: Any, features: Any) -> Any:
     framework = _arrays.framework_of(features)
     if framework in ("numpy", None):  # None: a list, which the checks turned into numpy
         return host(x)
-    import torch
-
-    device = features.device if framework == "torch" else torch.device("cuda", int(features.device.id))
-    out = torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x
+    if isinstance(x, np.ndarray):
+        return _arrays.placement_of(features, "features").from_numpy(x)
     if framework == "torch":
-        return out
-    import cupy
+        return x
+    import cupy  # a dense torch array made from cupy features goes back through DLPack, no copy
 
-    return cupy.from_dlpack(out)
+    return cupy.from_dlpack(x)

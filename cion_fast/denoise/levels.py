@@ -20,6 +20,7 @@ import numpy as np
 
 from cion_fast import _arrays, ops
 from cion_fast.denoise import _dense
+from cion_fast.ops._extension import check_device_supported
 from cion_fast.denoise.config import DenoiseConfig
 
 # Frames gathered and normalised at a time (bounds temporary memory at ~CHUNK x D x 4 bytes).
@@ -40,8 +41,6 @@ def _check_features(features: Any) -> Any:
 
     Raises TypeError for a non-float array and ValueError for a wrong rank or NaN/inf.
     """
-    from cion_fast.ops._extension import check_device_supported
-
     features = _arrays.as_float_array(features, "features", 2, "[M, D]")
     # TypeError now, not after the first pass: a torch device other than CPU/CUDA, or CUDA
     # features with a build of cion_fast without CUDA.
@@ -141,7 +140,7 @@ def _segment_sums(rows: Any, segment: np.ndarray, num_segments: int, out: Any = 
     """out[s] += sum of rows with segment s (dense rows [n, D] float32, host segment [n] in
     0..S-1; ``out`` None: zeros [S, D] like ``rows``)."""
     if out is None:
-        out = _dense.zeros(rows, num_segments, rows.shape[1])
+        out = _dense.placement(rows).zeros((num_segments, rows.shape[1]), "float32")
     if rows.shape[0] == 0:
         return out
     order = np.argsort(segment, kind="stable")
@@ -198,14 +197,15 @@ def _groups_of(labels: np.ndarray, num_groups: int, frame_video: np.ndarray, fra
     )
 
 
-def _check_grouped_input(features: Any, frame_video: Any, frame_index: Any, labels: Any):
-    """The checked inputs of levels 2 and 3: (dense features float [M, D], frame_video int64 [M],
-    frame_index int64 [M], labels int64 [M])."""
-    features = _check_features(features)
-    num_frames = features.shape[0]
+def _checked_and_returned(level, features: Any, frame_video: Any, frame_index: Any, labels: Any, config: DenoiseConfig):
+    """Public level 2 or 3: checks the input, runs ``level`` (``_level2``/``_level3``) on it and
+    returns its labels where the caller's features are."""
+    dense = _check_features(features)
+    num_frames = dense.shape[0]
     frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
     frame_index = _check_frame_index(frame_index, num_frames)
-    return features, frame_video, frame_index, _check_labels(labels, num_frames)
+    result, summary = level(dense, frame_video, frame_index, _check_labels(labels, num_frames), config)
+    return _dense.to_caller(result, features), summary
 
 
 def _grouped(features: Any, labels: np.ndarray, frame_video: np.ndarray, frame_index: np.ndarray):
@@ -227,7 +227,7 @@ def _set_sums(features: Any, offsets: np.ndarray, rows: np.ndarray | None = None
     sum of the L2-normalised rows of each ragged set ``features[rows[offsets[t]:offsets[t + 1]]]``
     (``rows`` None: the features' own rows; an empty set sums to 0), a chunk of sets at a time:
     memory beyond the result is one chunk of rows."""
-    sums = _dense.zeros(features, offsets.shape[0] - 1, features.shape[1], dtype)
+    sums = _dense.placement(features).zeros((offsets.shape[0] - 1, features.shape[1]), dtype)
     for first, last in _ragged_chunks(offsets):
         lo, hi = int(offsets[first]), int(offsets[last])
         if hi == lo:
@@ -452,7 +452,7 @@ def _center_videos(features: Any, offsets: np.ndarray, video_ids: np.ndarray, ou
     weight = 1.0 - 1.0 / np.bincount(video_rank, minlength=num_videos)
     shift = _dense.scale_rows(sums, weight / np.maximum(frames, 1))
     if out is None:
-        out = _dense.empty(features, tuple(features.shape), _centred_dtype(features))
+        out = _dense.placement(features).empty(tuple(features.shape), _centred_dtype(features))
     for start in range(0, features.shape[0], _CHUNK_ROWS):
         stop = start + _CHUNK_ROWS
         out[start:stop] = _normalised(features[start:stop]) - _dense.take(shift, frame_video[start:stop])
@@ -629,9 +629,7 @@ def level2(
         >>> level2(f, np.zeros(5, dtype=np.int64), np.array([0, 1, 5, 6, 2]), np.array([0, 0, 1, 1, -1]))[0]
         array([ 0,  0,  0,  0, -1])
     """
-    dense, *checked = _check_grouped_input(features, frame_video, frame_index, labels)
-    labels, summary = _level2(dense, *checked, config)
-    return _dense.to_caller(labels, features), summary
+    return _checked_and_returned(_level2, features, frame_video, frame_index, labels, config)
 
 
 def _level2(features: Any, frame_video: np.ndarray, frame_index: np.ndarray, labels: np.ndarray,
@@ -757,9 +755,7 @@ def level3(
         >>> level3(f, video, np.array([0, 1, 0, 1, 0]), np.array([0, 0, 1, 1, 2]), DenoiseConfig(min_images=1))[0]
         array([0, 0, 0, 0, 1])
     """
-    dense, *checked = _check_grouped_input(features, frame_video, frame_index, labels)
-    labels, summary = _level3(dense, *checked, config)
-    return _dense.to_caller(labels, features), summary
+    return _checked_and_returned(_level3, features, frame_video, frame_index, labels, config)
 
 
 def _level3(features: Any, frame_video: np.ndarray, frame_index: np.ndarray, labels: np.ndarray,

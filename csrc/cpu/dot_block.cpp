@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/cpu_features.h"
 #include "common/parallel.h"
 
 namespace cion {
@@ -107,7 +108,7 @@ CION_ALWAYS_INLINE void block(const T* a, int64_t lda, int64_t na, const T* b, i
   }
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#if defined(CION_X86_DISPATCH)
 #define CION_DOT_BLOCK_AVX2 1
 __attribute__((target("avx2,fma"))) void block_avx2(const float* a, int64_t lda, int64_t na,
                                                     const float* b, int64_t ldb, int64_t nb,
@@ -120,13 +121,6 @@ __attribute__((target("avx2,fma"))) void block_avx2(const double* a, int64_t lda
   block(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
-bool cpu_has_avx2_fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
 #endif
 
 template <class T>

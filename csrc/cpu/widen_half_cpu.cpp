@@ -2,12 +2,12 @@
 // binary runs everywhere), else an exact scalar conversion; blocks of elements over OpenMP threads.
 #include <cstring>
 
+#include "common/cpu_features.h"
 #include "common/parallel.h"
 #include "ops/widen_half.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(CION_X86_DISPATCH)
 #include <immintrin.h>
-#define CION_HAVE_X86 1
 #endif
 
 namespace cion {
@@ -45,7 +45,7 @@ void widen_scalar(const uint16_t* src, float* dst, int64_t count) {
   for (int64_t i = 0; i < count; ++i) dst[i] = half_to_float(src[i]);
 }
 
-#if defined(CION_HAVE_X86)
+#if defined(CION_X86_DISPATCH)
 __attribute__((target("avx,f16c"))) void widen_f16c(const uint16_t* src, float* dst, int64_t count) {
   int64_t i = 0;
   for (; i + 8 <= count; i += 8) {
@@ -54,21 +54,13 @@ __attribute__((target("avx,f16c"))) void widen_f16c(const uint16_t* src, float* 
   }
   widen_scalar(src + i, dst + i, count - i);
 }
-
-bool cpu_has_f16c() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  }();
-  return has;
-}
 #endif
 
 }  // namespace
 
 void widen_half_cpu(const WidenHalfParams& p) {
   void (*widen)(const uint16_t*, float*, int64_t) = widen_scalar;
-#if defined(CION_HAVE_X86)
+#if defined(CION_X86_DISPATCH)
   if (cpu_has_f16c()) widen = widen_f16c;
 #endif
   const int64_t blocks = (p.count + kBlock - 1) / kBlock;
