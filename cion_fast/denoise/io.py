@@ -52,6 +52,7 @@ def write_denoise_output(
     report = {
         "config": result.config.as_dict(),
         "calibration": result.calibration,
+        "estimate": result.estimate,
         "levels": result.summary,
         "quality": None if quality_rows is None else {name: q.as_dict() for name, q in quality_rows.items()},
         **(extra or {}),

@@ -38,6 +38,10 @@ class DenoiseResult:
         calibration: with ``thresholds="auto"``, the report of
             :func:`~cion_fast.denoise.auto.auto_thresholds` (chosen thresholds, the similarity
             distributions they came from, the rules); None otherwise.
+        estimate: the label-free quality estimate of the final labels
+            (:func:`cion_fast.denoise.auto.label_free_estimate`: cannot-link violations inside
+            identities, estimated false-merge rate, separation), JSON-ready; None when it could
+            not be computed.
 
     Example:
         >>> features = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)   # 3 tracklets, 3 people
@@ -51,6 +55,7 @@ class DenoiseResult:
     tracklet_labels: np.ndarray
     config: DenoiseConfig = field(default_factory=DenoiseConfig)
     calibration: dict | None = None
+    estimate: dict | None = None
 
     @property
     def labels(self) -> np.ndarray:
