@@ -211,9 +211,6 @@ _extract.add_arguments = _extract_arguments
 command("extract", "frame features of a tracklet directory (stripe descriptor or a timm backbone); torchrun shards the frames")(_extract)
 
 
-_THRESHOLD_FIELDS = ("prune_threshold", "reallocation_threshold", "merge_threshold", "link_threshold")
-
-
 def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
@@ -240,17 +237,16 @@ def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _denoise(args: argparse.Namespace) -> int:
-    import time
     from dataclasses import fields
 
     import numpy as np
 
     from cion_fast.data import Tracklets
-    from cion_fast.denoise import DenoiseConfig, denoise, format_quality_table
-    from cion_fast.denoise.io import write_denoise_output
+    from cion_fast.denoise import DenoiseConfig, format_quality_table
+    from cion_fast.denoise.io import THRESHOLD_NAMES, denoise_to_directory, estimate_items
     from cion_fast.features.io import load_features
 
-    given = [name for name in _THRESHOLD_FIELDS if getattr(args, name) is not None]
+    given = [name for name in THRESHOLD_NAMES if getattr(args, name) is not None]
     if given and args.thresholds == "auto":
         raise ValueError(f"--thresholds auto chooses {', '.join(given)} from the data; drop them or use --thresholds fixed")
     values = config_overrides(args, tuple(field.name for field in fields(DenoiseConfig) if field.name != "thresholds"))
@@ -259,30 +255,19 @@ def _denoise(args: argparse.Namespace) -> int:
     stored = load_features(args.features)
     if not (np.array_equal(stored.offsets, tracklets.offsets) and np.array_equal(stored.frame_index, tracklets.frame_index)):
         raise ValueError(f"{args.features} was not extracted from {args.tracklets} (offsets / frame indices differ)")
-    features = stored.features
-    if args.device == "cuda":
-        features = _to_gpu(features, args.scratch)
-    start = time.perf_counter()
-    result = denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=not args.no_progress,
-                     scratch=args.scratch)
-    seconds = time.perf_counter() - start
-    rows = None
-    if (tracklets.identity >= 0).any():
-        rows = result.quality(tracklets.identity, np.repeat(tracklets.video, tracklets.lengths))
-        print(format_quality_table(rows))
-    for summary in result.summary:
+    features = _to_gpu(stored.features, args.scratch) if args.device == "cuda" else stored.features
+    inputs = {"tracklet_directory": str(args.tracklets), "features_file": str(args.features), "model": stored.model,
+              "frames": int(tracklets.num_frames), "tracklets": int(tracklets.num_tracklets), "device": args.device}
+    done = denoise_to_directory(args.out, tracklets, features, config, progress=not args.no_progress, scratch=args.scratch,
+                                inputs=inputs, overwrite=args.overwrite)
+    if done.quality is not None:
+        print(format_quality_table(done.quality))
+    for summary in done.result.summary:
         print("  ".join(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}" for key, value in summary.items()))
-    inputs = {
-        "tracklet_directory": str(args.tracklets),
-        "features_file": str(args.features),
-        "model": stored.model,
-        "frames": int(tracklets.num_frames),
-        "tracklets": int(tracklets.num_tracklets),
-        "device": args.device,
-    }
-    out = write_denoise_output(args.out, result, rows, {"inputs": inputs, "seconds": seconds}, overwrite=args.overwrite)
-    final = result.summary[-1]
-    print(f"{final['images']} frames in {final['identities']} identities; wrote {out}")
+    if done.result.estimate is not None:
+        print("label-free estimate: " + "  ".join(f"{k}={v}" for k, v in estimate_items(done.result.estimate)))
+    final = done.result.summary[-1]
+    print(f"{final['images']} frames in {final['identities']} identities; wrote {done.directory}")
     return 0
 
 
@@ -594,8 +579,9 @@ def _positive_int(text: str) -> int:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="cion_demo", metavar="DIR",
-                        help="run directory (default ./cion_demo); re-running skips finished stages")
+    parser.add_argument("--out", metavar="DIR",
+                        help="run directory (default ./cion_demo, ./cion_demo_quick with --quick); re-running reuses "
+                             "every stage whose inputs did not change and recomputes the rest")
     parser.add_argument("--quick", action="store_true", help="a small world and a short training (~2-3 min on 2 cores)")
     parser.add_argument("--steps", type=_positive_int, help="pre-training steps (overrides the preset)")
     parser.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
@@ -611,31 +597,31 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo_config(args: argparse.Namespace):
+    """The preset with the flags' overrides."""
+    from dataclasses import replace
+
     from cion_fast.demo import DemoConfig
 
     config = DemoConfig.quick() if args.quick else DemoConfig.default()
-    if args.steps is not None:
-        config.pretrain["steps"] = args.steps
-    if args.arch:
-        config.pretrain["arch"] = args.arch
-    if args.rounds is not None:
-        config.rounds = args.rounds
-    if args.finetune_steps is not None:
-        if args.finetune_steps < 0:
-            raise ValueError(f"--finetune-steps must be >= 0, got {args.finetune_steps}")
-        config.finetune_steps = args.finetune_steps
-    config.seeds = tuple(range(args.seeds))
-    config.device = args.device
-    config.rerank = not args.no_rerank
-    return config
+    given = {"steps": args.steps, "arch": args.arch}
+    pretrain = replace(config.pretrain, **{k: v for k, v in given.items() if v is not None})
+    given = {"rounds": args.rounds, "finetune_steps": args.finetune_steps}
+    return replace(config, pretrain=pretrain, seeds=tuple(range(args.seeds)), device=args.device, rerank=not args.no_rerank,
+                   **{k: v for k, v in given.items() if v is not None})
+
+
+def _demo_out(args: argparse.Namespace) -> str:
+    """--out, or the preset's own directory (the quick and the default world never share one)."""
+    return args.out or ("cion_demo_quick" if args.quick else "cion_demo")
 
 
 @command("demo", "the whole pipeline on the built-in synthetic world: synth -> denoise -> CION pre-training -> evaluation -> report")
 def _demo(args: argparse.Namespace) -> int:
     from cion_fast.demo import run_demo
 
-    report = run_demo(args.out, _demo_config(args))
-    print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
+    out = _demo_out(args)
+    report = run_demo(out, _demo_config(args))
+    print(f"report: {out}/report.md, {out}/report.html, {out}/report.json")
     return 0 if report["methods"] else 1
 
 
@@ -657,8 +643,9 @@ def _compare(args: argparse.Namespace) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.finetune_steps is None:
         args.finetune_steps = 100 if args.quick else 300
-    report = run_demo(args.out, _demo_config(args), methods=methods)
-    print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
+    out = _demo_out(args)
+    report = run_demo(out, _demo_config(args), methods=methods)
+    print(f"report: {out}/report.md, {out}/report.html, {out}/report.json")
     return 0 if report["methods"] else 1
 
 

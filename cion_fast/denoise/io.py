@@ -1,18 +1,92 @@
-"""The pseudo-label artefact (DESIGN.md, "Data on disk"): ``labels.npy`` (int64 per frame, the
-final level), ``levels.npz`` (all three levels and the input tracklet labels) and
-``report.json`` (configuration, per-level summary and timings, per-level quality)."""
+"""The pseudo-label artefact: ``labels.npy`` (int64 per frame, the final level), ``levels.npz``
+(all three levels and the input tracklet labels) and ``report.json`` (one schema, whoever writes
+it: ``config``, ``calibration``, ``estimate``, ``levels``, ``quality`` keyed by ``"tracklets"`` and
+:data:`~cion_fast.denoise.pipeline.LEVEL_NAMES`, then the caller's ``inputs`` and ``seconds``).
+
+:func:`denoise_to_directory` is the one way from tracklets and features to that directory (the
+``cion-fast denoise`` command and the demo take it)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from cion_fast.denoise.pipeline import LEVEL_NAMES, DenoiseResult
+from cion_fast.denoise.auto import RULES
+from cion_fast.denoise.config import DenoiseConfig
+from cion_fast.denoise.pipeline import LEVEL_NAMES, DenoiseResult, denoise
 from cion_fast.denoise.quality import Quality
+
+# The four thresholds by name, in level order (the configuration fields ``thresholds="auto"`` sets).
+THRESHOLD_NAMES = tuple(RULES)
+
+
+@dataclass
+class DenoiseOutput:
+    """What :func:`denoise_to_directory` did: the result, its ground-truth quality (None without
+    ground truth), the ``report.json`` it wrote and the directory."""
+
+    result: DenoiseResult
+    quality: dict[str, Quality] | None
+    report: dict[str, Any]
+    directory: Path
+
+
+def denoise_to_directory(directory: str | os.PathLike, tracklets: Any, features: Any, config: DenoiseConfig,
+                         progress: bool = False, scratch: str | os.PathLike | None = None,
+                         inputs: Mapping[str, Any] | None = None, overwrite: bool = False) -> DenoiseOutput:
+    """Denoises ``tracklets`` with ``features`` and writes the pseudo-label directory; the quality
+    against ground truth is measured (after the levels, which never read it) when the tracklets
+    carry any.
+
+    Args:
+        directory, overwrite: as :func:`write_denoise_output`.
+        tracklets: a ``cion_fast.data.Tracklets`` (index; ``identity`` = ground truth, -1 unknown).
+        features: float [M, D] frame features (numpy, torch or cupy; see :func:`~cion_fast.denoise.denoise`).
+        config, progress, scratch: as :func:`~cion_fast.denoise.denoise`.
+        inputs: JSON-ready description of the inputs for ``report.json``.
+
+    Example:
+        >>> import tempfile, os
+        >>> from cion_fast.data import Tracklets
+        >>> t = Tracklets(np.zeros((12, 8, 4, 3), np.uint8), offsets=np.arange(0, 13, 4), video=np.arange(3),
+        ...               camera=np.zeros(3, np.int64), frame_index=np.tile(np.arange(4), 3), identity=np.repeat([5, 6, 7], 4))
+        >>> done = denoise_to_directory(os.path.join(tempfile.mkdtemp(), "labels"), t,
+        ...                             np.repeat(np.eye(3, dtype=np.float32), 4, axis=0), DenoiseConfig())
+        >>> sorted(done.report["quality"]), done.quality["level 3"].bcubed_f
+        (['level 1', 'level 2', 'level 3', 'tracklets'], 1.0)
+    """
+    start = time.perf_counter()
+    result = denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=progress,
+                     scratch=scratch)
+    extra = {"inputs": dict(inputs or {}), "seconds": time.perf_counter() - start}
+    rows = None
+    if (np.asarray(tracklets.identity) >= 0).any():
+        rows = result.quality(tracklets.identity, np.repeat(tracklets.video, tracklets.lengths))
+    out = write_denoise_output(directory, result, rows, extra, overwrite=overwrite)
+    return DenoiseOutput(result, rows, json.loads((out / "report.json").read_text()), out)
+
+
+def estimate_items(estimate: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The label-free estimate (``DenoiseResult.estimate``) as (name, value) rows: nested keys
+    dotted, numbers to 4 significant digits; none for None.
+
+    Example:
+        >>> estimate_items({"false_merge_rate": 0.012345, "separation": {"auc": 0.9}})
+        [('false_merge_rate', '0.01235'), ('separation.auc', '0.9')]
+    """
+    rows = []
+    for key, value in (estimate or {}).items():
+        if isinstance(value, Mapping):
+            rows += [(f"{key}.{name}", text) for name, text in estimate_items(value)]
+        else:
+            rows.append((key, f"{value:.4g}" if isinstance(value, float) else str(value)))
+    return rows
 
 
 def write_denoise_output(

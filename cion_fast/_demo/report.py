@@ -1,0 +1,363 @@
+"""The demo's report: seed statistics, the verdict against every baseline, tables, plots and the
+Markdown / HTML pages (written atomically)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cion_fast._io import atomic_write
+
+# The order the paper claims, worst to best (the report says whether it holds).
+CLAIMED_ORDER = ("random", "dino", "tracklet", "cion")
+REPORT_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10", "mAP_rerank", "rank1_rerank", "mAP_camnorm", "rank1_camnorm",
+                  "student_mAP", "student_rank1")
+QUALITY_COLUMNS = (
+    "images_kept", "identities", "purity", "pairwise_precision", "pairwise_recall", "pairwise_f1",
+    "bcubed_precision", "bcubed_recall", "bcubed_f", "fragmentation", "cross_video_linked",
+)
+
+
+def seed_suffix(seed: int) -> str:
+    """The stage-name suffix of a seed: none for seed 0.
+
+    Example:
+        >>> seed_suffix(0), seed_suffix(2)
+        ('', '_seed2')
+    """
+    return "" if seed == 0 else f"_seed{seed}"
+
+
+def aggregate_seeds(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """Mean and std (population, ``ddof=0``) over seeds of every scalar metric.
+
+    Example:
+        >>> r = aggregate_seeds({0: {"mAP": 0.2}, 1: {"mAP": 0.4}})
+        >>> round(r["mAP"], 3), round(r["mAP_std"], 3), r["seeds"]
+        (0.3, 0.1, [0, 1])
+    """
+    seeds = sorted(per_seed)
+    keys = [k for k, v in per_seed[seeds[0]].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = np.array([per_seed[s][key] for s in seeds], dtype=np.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std())
+    out["seeds"] = seeds
+    return out
+
+
+def nest_finetuned(values: dict[str, Any]) -> dict[str, Any]:
+    """Moves the ``finetuned_*`` figures (and their ``_std``) into ``values["finetuned"]``.
+
+    Example:
+        >>> nest_finetuned({"mAP": 0.1, "finetuned_mAP": 0.5, "seeds": [0]})
+        {'mAP': 0.1, 'seeds': [0], 'finetuned': {'mAP': 0.5, 'seeds': [0]}}
+    """
+    tuned = {k[len("finetuned_"):]: v for k, v in values.items() if k.startswith("finetuned_")}
+    out = {k: v for k, v in values.items() if not k.startswith("finetuned_")}
+    if tuned:
+        out["finetuned"] = {**tuned, "seeds": values["seeds"]}
+    return out
+
+
+def _gap(methods: dict[str, dict], low: str, high: str, metric: str) -> tuple[float, float, str]:
+    """(gap high - low, the larger std of the two, ", N.Nx the larger std" or "")."""
+    gap = methods[high][metric] - methods[low][metric]
+    std = max(methods[low].get(f"{metric}_std", 0.0), methods[high].get(f"{metric}_std", 0.0))
+    return gap, std, (f", {gap / std:.1f}x the larger std" if std > 0 else "")
+
+
+def ordering_sentence(methods: dict[str, dict], metric: str = "mAP", label: str = "plain mAP") -> str:
+    """One sentence: does the claimed order random < DINO < tracklet < CION hold, and by how much
+    (each gap against the larger std of the pair)?
+
+    Example:
+        >>> ordering_sentence({"random": {"mAP": 0.05, "mAP_std": 0.01}, "cion": {"mAP": 0.30, "mAP_std": 0.02}})
+        'random < cion holds on plain mAP: random 5.0 < cion 30.0 (gap 25.0, 12.5x the larger std).'
+    """
+    present = [m for m in CLAIMED_ORDER if m in methods and metric in methods[m]]
+    if len(present) < 2:
+        return f"(the ordering needs at least two of {', '.join(CLAIMED_ORDER)})"
+    parts, holds = [], True
+    for low, high in zip(present, present[1:]):
+        gap, std, ratio = _gap(methods, low, high, metric)
+        holds = holds and gap > std
+        parts.append(f"{low} {100 * methods[low][metric]:.1f} {'<' if gap > 0 else '>='} {high} "
+                     f"{100 * methods[high][metric]:.1f} (gap {100 * gap:.1f}{ratio})")
+    return f"{' < '.join(present)} {'holds' if holds else 'does NOT hold'} on {label}: " + "; ".join(parts) + "."
+
+
+def baselines_sentence(methods: dict[str, dict], metric: str = "mAP", label: str = "plain mAP") -> str:
+    """CION against every other method of the table, the training-free stripe descriptor included;
+    says plainly which baselines CION does not beat.
+
+    Example:
+        >>> baselines_sentence({"stripe": {"mAP": 0.4}, "random": {"mAP": 0.05}, "cion": {"mAP": 0.3}})
+        'CION against every baseline on plain mAP: above random 5.0 (+25.0); BELOW stripe 40.0 (-10.0). CION does NOT beat stripe.'
+    """
+    if "cion" not in methods or metric not in methods["cion"]:
+        return "(no CION in this run: nothing to compare the baselines with)"
+    others = sorted((m for m in methods if m != "cion" and metric in methods[m]), key=lambda m: methods[m][metric])
+    parts, below = [], []
+    for name in others:
+        gap, _, ratio = _gap(methods, name, "cion", metric)
+        word = "above" if gap > 0 else "BELOW"
+        parts.append(f"{word} {name} {100 * methods[name][metric]:.1f} ({100 * gap:+.1f}{ratio})")
+        below += [name] if gap <= 0 else []
+    end = f"CION does NOT beat {', '.join(below)}." if below else "CION beats every baseline."
+    return f"CION against every baseline on {label}: " + "; ".join(parts) + ". " + end
+
+
+def verdict(methods: dict[str, dict], finetune_steps: int) -> str:
+    """The claimed ordering and CION against every baseline, frozen and (when run) fine-tuned.
+
+    Example:
+        >>> verdict({"random": {"mAP": 0.05}, "cion": {"mAP": 0.3}}, 0).split(". ")[1]
+        'CION against every baseline on plain mAP: above random 5.0 (+25.0)'
+    """
+    text = ordering_sentence(methods) + " " + baselines_sentence(methods)
+    tuned = {m: v["finetuned"] for m, v in methods.items() if "finetuned" in v}
+    if tuned:
+        label = f"plain mAP after {finetune_steps} fine-tuning steps"
+        text += " Fine-tuned: " + ordering_sentence(tuned, label=label) + " " + baselines_sentence(tuned, label=label)
+    return text
+
+
+def learning_curves(per_seed: dict[str, dict[int, dict]]) -> dict[str, dict[str, list]]:
+    """name -> {"steps", "mAP", "mAP_std"}: plain mAP over steps, mean and std over seeds; step 0
+    is the ``random`` evaluation of the same seed (the trainer's own step 0).
+
+    Example:
+        >>> curves = learning_curves({"random": {0: {"mAP": 0.1}}, "cion": {0: {"curve": [[10, 0.3], [20, 0.5]]}}})
+        >>> curves["cion"]["steps"], curves["cion"]["mAP"]
+        ([0, 10, 20], [0.1, 0.3, 0.5])
+    """
+    curves = {}
+    for method, runs in per_seed.items():
+        if not all("curve" in r for r in runs.values()):
+            continue
+        steps = sorted(set.intersection(*(set(step for step, _ in r["curve"]) for r in runs.values())))
+        start = [0] if all(seed in per_seed.get("random", {}) for seed in runs) else []
+        rows = [[per_seed["random"][seed]["mAP"]] * len(start) + [dict(map(tuple, r["curve"]))[s] for s in steps]
+                for seed, r in runs.items()]
+        values = np.array(rows, dtype=np.float64)
+        curves[method] = {"steps": start + steps, "mAP": values.mean(0).tolist(), "mAP_std": values.std(0).tolist()}
+    return curves
+
+
+def _loss_curves(runs: dict[str, Path]) -> dict[str, tuple[list, list]]:
+    """name -> (steps, losses) from each pre-training run directory's ``log.jsonl``."""
+    curves = {}
+    for method, run_dir in runs.items():
+        log_path = Path(run_dir) / "log.jsonl"
+        rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.exists() else []
+        rows = [r for r in rows if "loss" in r and "step" in r]
+        if rows:
+            curves[method] = ([r["step"] for r in rows], [r["loss"] for r in rows])
+    return curves
+
+
+def _level_order(name: str) -> tuple[bool, str]:
+    return (name != "tracklets", name)
+
+
+def quality_table(rows: dict[str, dict]) -> str:
+    """Markdown table of per-level quality rows (the tracklets first).
+
+    Example:
+        >>> print(quality_table({"level 1": dict.fromkeys(QUALITY_COLUMNS, 1)}).splitlines()[2][:15])
+        | level 1 | 1 |
+    """
+    lines = ["| level | " + " | ".join(QUALITY_COLUMNS) + " |", "|" + "---|" * (len(QUALITY_COLUMNS) + 1)]
+    for level in sorted(rows, key=_level_order):
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in (rows[level][c] for c in QUALITY_COLUMNS)]
+        lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(values: dict, metric: str) -> str:
+    if metric not in values:
+        return "—"
+    if len(values.get("seeds", ())) > 1 and f"{metric}_std" in values:
+        return f"{100 * values[metric]:.1f} ± {100 * values[metric + '_std']:.1f}"
+    return f"{100 * values[metric]:.1f}"
+
+
+def methods_table(methods: dict[str, dict]) -> str:
+    """Markdown table of retrieval figures (%), mean ± std over seeds when there are several.
+
+    Example:
+        >>> print(methods_table({"cion": {"mAP": 0.25, "seeds": [0]}}).splitlines()[2])
+        | cion | 25.0 |
+    """
+    present = [m for m in REPORT_METRICS if any(m in v for v in methods.values())]
+    lines = ["| method | " + " | ".join(present) + " |", "|" + "---|" * (len(present) + 1)]
+    lines += [f"| {name} | " + " | ".join(_cell(values, m) for m in present) + " |" for name, values in methods.items()]
+    return "\n".join(lines)
+
+
+def estimate_table(estimate: dict | None) -> str:
+    """Markdown table of the label-free quality estimate of the labels CION trains on ("" without one).
+
+    Example:
+        >>> print(estimate_table({"false_merge_rate": 0.01}).splitlines()[-1])
+        | false_merge_rate | 0.01 |
+    """
+    from cion_fast.denoise.io import estimate_items
+
+    rows = estimate_items(estimate)
+    return "\n".join(["| estimate (label-free) | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) if rows else ""
+
+
+def _figures(out: Path, report: dict, results: dict, market: Any) -> dict[str, Path]:
+    """The report's PNG plots under ``out/figures``: name -> path."""
+    from cion_fast.evaluate import plots
+
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    quality = {level: {"purity": row["purity"], "pairwise F1": row["pairwise_f1"], "BCubed F": row["bcubed_f"]}
+               for level, row in sorted(report["denoise"].items(), key=lambda item: _level_order(item[0]))}
+    shown = {"mAP": "mAP", "rank1": "Rank-1", "mAP_rerank": "mAP (re-ranked)", "mAP_camnorm": "mAP (camera-normalised)"}
+    bars = {name: {label: 100 * values[key] for key, label in shown.items() if key in values}
+            for name, values in report["methods"].items()}
+    paths = {
+        "denoise": plots.plot_bars(quality, figures / "denoise_quality.png", "denoising quality (ground truth)"),
+        "methods": plots.plot_bars(bars, figures / "methods.png", "retrieval on held-out identities (frozen features)", "%"),
+        "cmc": plots.plot_cmc({name: values["cmc"] for name, values in results.items()}, figures / "cmc.png"),
+    }
+    if all("cmc_camnorm" in v for v in results.values()):
+        paths["cmc_camnorm"] = plots.plot_cmc({name: v["cmc_camnorm"] for name, v in results.items()},
+                                              figures / "cmc_camnorm.png", title="CMC, camera-normalised features")
+    return {**paths, **_curve_figures(out, report), "grid": _grid_figure(out, report, results, market)}
+
+
+def _curve_figures(out: Path, report: dict) -> dict[str, Path]:
+    """The pre-training loss and the learning curves (when there are any)."""
+    from cion_fast.evaluate import plots
+
+    paths = {}
+    runs = {name: r["run_dir"] for name, r in report["pretrain"].items() if "_seed" not in name}
+    losses = _loss_curves(runs)
+    if losses:
+        paths["loss"] = plots.plot_curves(losses, out / "figures" / "pretrain_loss.png", "pre-training loss", "loss")
+    if report.get("curves"):
+        bands = {name: (c["steps"], [100 * v for v in c["mAP"]], [100 * v for v in c["mAP_std"]])
+                 for name, c in report["curves"].items()}
+        seeds = len(report["config"]["demo"]["seeds"])
+        title = f"held-out plain mAP during pre-training (mean ± std, {seeds} seed{'s' * (seeds > 1)})"
+        paths["learning"] = plots.plot_bands(bands, out / "figures" / "learning_curves.png", title, "mAP (%)")
+    return paths
+
+
+def _grid_figure(out: Path, report: dict, results: dict, market: Any) -> Path:
+    """Top-10 gallery matches of 8 queries with CION's features (or the last method's)."""
+    from cion_fast._io import load_numpy
+    from cion_fast.evaluate import plots
+    from cion_fast.evaluate.retrieval import top_k_gallery
+
+    shown = "cion" if "cion" in results else list(results)[-1]
+    path = out / "eval" / f"{shown}{seed_suffix(report['config']['demo']['seeds'][0])}.npz"
+    features = load_numpy(path, "evaluation features")
+    rows = np.arange(min(8, len(market.query)))
+    ranked = top_k_gallery(features["query"][rows], features["gallery"], top_k=10)
+    hits = market.gallery.pids[ranked] == market.query.pids[rows, None]
+    return plots.plot_retrieval_grid(market.query.images[rows], market.gallery.images, ranked, hits,
+                                     out / "figures" / "retrieval_grid.png")
+
+
+def _rounds_rows(report: dict) -> str:
+    return "\n".join(f"| {r['round']} | {r['bcubed_f']:.3f} ± {r['bcubed_f_std']:.3f} | {r.get('separation')} | "
+                     + ", ".join(f"{k.split('_')[0]} {v:.3f}" for k, v in r["thresholds"].items())
+                     + f" | {r.get('used_by_seeds', '')} |" for r in report.get("denoise_rounds", []))
+
+
+def _image(paths: dict[str, Path], key: str, caption: str) -> str:
+    return f"![{caption}](figures/{paths[key].name})" if key in paths else ""
+
+
+def _finetuned_section(methods: dict[str, dict]) -> str:
+    tuned = {m: v["finetuned"] for m, v in methods.items() if "finetuned" in v}
+    if not tuned:
+        return ""
+    return ("\n### After supervised fine-tuning on the labelled train split (same recipe and steps for every "
+            "initialisation, BNNeck feature, %)\n\n" + methods_table(tuned) + "\n")
+
+
+def markdown(report: dict, paths: dict[str, Path]) -> str:
+    """``report.md``: the rounds, the quality of the labels CION trains on, the methods, the verdict."""
+    timings = "\n".join(f"| {k} | {v:.1f} |" for k, v in report["timings"].items())
+    estimate = estimate_table(report.get("estimate"))
+    return f"""# cion_fast demo report
+
+## Denoising rounds (thresholds chosen from the data; ground truth only measures)
+
+| round | BCubed F (last level) | separation AUC (label-free) | thresholds | seeds training CION on it |
+|---|---|---|---|---|
+{_rounds_rows(report)}
+
+A round's identities are used only when its features separate the tracker's positives (frames of
+one tracklet) from its certain negatives (tracklets sharing a frame) better than the previous
+round's. The round CION trains on, per level:
+
+{quality_table(report["denoise"])}
+
+{estimate}
+
+{_image(paths, "denoise", "denoising quality")}
+
+## Retrieval on held-out identities (frozen features, %)
+
+{methods_table(report["methods"])}
+
+**{report["verdict"]}**
+{_finetuned_section(report["methods"])}
+
+`student_*`: the student network of the same run (the exported network is the teacher for
+DINO / tracklet / CION, the query encoder for UP-ReID). `random`: the trainer's own step-0 backbone.
+
+{_image(paths, "learning", "learning curves")}
+
+{_image(paths, "methods", "methods")}
+
+{_image(paths, "cmc", "CMC")} {_image(paths, "cmc_camnorm", "CMC, camera-normalised")}
+
+`*_camnorm`: the same features after test-time camera normalisation (each camera's mean feature
+subtracted; label-free but transductive, see `cion_fast.evaluate.retrieval.camera_centered`).
+
+{_image(paths, "loss", "pre-training loss")}
+
+{_image(paths, "grid", "retrieval grid, green = same identity")}
+
+## Timings (s)
+
+| stage | seconds |
+|---|---|
+{timings}
+"""
+
+
+def html_page(report: dict, paths: dict[str, Path]) -> str:
+    """``report.html``: the tables, the verdict and the figures."""
+    images = "".join(f'<figure><img src="figures/{p.name}"><figcaption>{html.escape(k)}</figcaption></figure>'
+                     for k, p in paths.items())
+    blocks = (quality_table(report["denoise"]), estimate_table(report.get("estimate")), methods_table(report["methods"]),
+              report["verdict"])
+    body = "".join(f"<pre>{html.escape(block)}</pre>" for block in blocks if block)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>cion_fast demo report</title>"
+            f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{max-width:100%}}</style></head>"
+            f"<body><h1>cion_fast demo report</h1>{body}{images}</body></html>")
+
+
+def write_report(out: Path, report: dict, results: dict, market: Any) -> None:
+    """Plots, ``report.md``, ``report.html`` and ``report.json``, each written atomically."""
+    from cion_fast._io import atomic_write_json
+
+    paths = _figures(out, report, results, market)
+    atomic_write(out / "report.md", lambda p: p.write_text(markdown(report, paths)))
+    atomic_write(out / "report.html", lambda p: p.write_text(html_page(report, paths)))
+    atomic_write_json(out / "report.json", report)

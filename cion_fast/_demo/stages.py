@@ -1,0 +1,107 @@
+"""Stages keyed by what they were computed from.
+
+A stage's marker ``out/stages/<name>.json`` holds the digest of its inputs: its config slice and
+the digests of the stages it reads. A marker with the same digest and a result is reused; a stage
+whose marker has the same digest but no result (interrupted) resumes from its outputs; any other
+stage removes its outputs and runs afresh, and every stage downstream follows, since its inputs
+hold this stage's digest. The log says which and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from cion_fast._io import atomic_write_json
+
+
+def digest(inputs: Any) -> str:
+    """A short stable digest of JSON-ready ``inputs`` (key order does not matter).
+
+    Example:
+        >>> digest({"a": 1, "b": [2]}) == digest({"b": [2], "a": 1}), len(digest({}))
+        (True, 16)
+    """
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two JSON-ready dicts, with old -> new values.
+
+    Example:
+        >>> changes({"config": {"steps": 40, "lr": 1}}, {"config": {"steps": 80, "lr": 1}})
+        ['config.steps 40 -> 80']
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for key in sorted(set(old) | set(new)) for c in changes(old.get(key), new.get(key), f"{prefix}{key}.")]
+    if old == new:
+        return []
+    return [f"{prefix.rstrip('.')} {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
+
+
+class Stages:
+    """Runs named stages once per set of inputs (see the module docstring).
+
+    Example:
+        >>> import tempfile
+        >>> out, said = Path(tempfile.mkdtemp()), []
+        >>> stages = Stages(out, said.append)
+        >>> stages.run("a", lambda: {"x": 1}, config={"steps": 40})
+        {'x': 1}
+        >>> _ = Stages(out, said.append).run("a", lambda: {"x": 2}, config={"steps": 80})
+        >>> said[-2]
+        '[a] recomputing: config.steps 40 -> 80'
+    """
+
+    def __init__(self, out: Path, log: Callable[[str], None]):
+        self.out = Path(out)
+        self.log = log
+        self.timings: dict[str, float] = {}
+        self.digests: dict[str, str] = {}
+        self.results: dict[str, dict] = {}
+        (self.out / "stages").mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, work: Callable[[], dict], config: Any = None, after: Iterable[str] = (),
+            outputs: Iterable[Path] = ()) -> dict:
+        """``work()``'s result for these inputs: ``config`` (JSON-ready) and the stages ``after``
+        reads; ``outputs`` (files or directories) are removed before a fresh computation."""
+        inputs = {"config": config, "after": {stage: self.digests[stage] for stage in after}}
+        key = digest(inputs)
+        marker = self.out / "stages" / f"{name}.json"
+        record = json.loads(marker.read_text()) if marker.exists() else {}
+        self.digests[name] = key
+        if record.get("digest") == key and "result" in record:
+            self.timings[name] = record["seconds"]
+            self.log(f"[{name}] reused: inputs unchanged since an earlier run ({record['seconds']:.1f} s)")
+            self.results[name] = record["result"]
+            return record["result"]
+        self._announce(name, record, inputs, key, outputs)
+        atomic_write_json(marker, {"digest": key, "inputs": inputs})
+        start = time.perf_counter()
+        result = work()
+        self.timings[name] = time.perf_counter() - start
+        atomic_write_json(marker, {"digest": key, "inputs": inputs, "seconds": self.timings[name], "result": result})
+        self.log(f"[{name}] done in {self.timings[name]:.1f} s")
+        self.results[name] = result
+        return result
+
+    def _announce(self, name: str, record: dict, inputs: dict, key: str, outputs: Iterable[Path]) -> None:
+        """Says why the stage runs; clears its outputs unless it resumes an interrupted run."""
+        if record.get("digest") == key:
+            self.log(f"[{name}] resuming: interrupted earlier with the same inputs")
+            return
+        for path in map(Path, outputs):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        if not record:
+            self.log(f"[{name}] computing: not run before")
+        else:
+            why = changes(record.get("inputs", {}), inputs) or ["a marker without inputs"]
+            self.log(f"[{name}] recomputing: {'; '.join(why[:4])}{' ...' if len(why) > 4 else ''}")
