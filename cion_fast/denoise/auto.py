@@ -6,35 +6,52 @@ Two facts every tracker output gives for free:
 * **certain negatives**: two tracklets present in the same frame of a video are two different
   people (the cannot-link constraint the levels already use).
 
-From the (video-centred) features this module measures four similarity distributions:
+From the (video-centred) features this module measures five similarity samples:
 
 ====================  ==========================================================================
 ``frame_positive``    a frame vs the mean of the *other* frames of its tracklet
 ``frame_negative``    a frame vs the mean of a tracklet that shares one of its frame indices
 ``centroid_positive`` the centroids of the two halves of one tracklet
 ``centroid_negative`` the centroids of two tracklets that share a frame index
+``cross_video``       the centroids of a tracklet and a random tracklet of another video of one
+                      of its sliding ranges: level 3's candidates, almost all different people
 ====================  ==========================================================================
 
-and sets each level's threshold from them (rules in :data:`RULES`):
+**Each decision faces many candidates.** A pooled frame is compared with every tracklet of its
+video, a tracklet with every other tracklet of its video, an identity with every identity of the
+other videos of its sliding ranges (hundreds). A threshold that lets a share ``q`` of the
+negatives through makes about ``q x candidates`` wrong merges per decision, and connected
+components chain them into giant identities. So every threshold is the point where the
+*expected number of wrong merges per decision* equals ``DenoiseConfig.false_merge_rate``: the
+``1 - rate / candidates`` quantile of the matching negative sample (:func:`tail_threshold`: the
+sample's own quantile while it has one, a Gaussian tail beyond it). The negatives of each
+decision are:
 
-* level 1 prune (tau1): frames *below* it leave their tracklet: the midpoint between the frame
-  negatives' and positives' medians (a frame closer to the typical other person than to its
-  tracklet's typical frame is an outlier);
-* level 2 reallocation (tau2): a pooled frame joins a tracklet only above the ``REALLOCATE_Q``
-  quantile of the frame negatives (almost no other person reaches it);
-* level 2 merge (tau3) and level 3 link (tau4): above the ``MERGE_Q`` / ``LINK_Q`` quantiles of
-  the centroid negatives, never above the centroid positives' median (so an identity can link
-  at all).
+* reallocation (tau2): ``frame_negative``, candidates = tracklets per video;
+* merge (tau3): ``centroid_negative`` (pairs of one video, centred alike), candidates = tracklets
+  per video;
+* link (tau4): ``cross_video``. Same-frame pairs are *not* used here: two tracklets of one video
+  are centred by one mean that holds both, which pulls their cosine down (to -1 in a video of two
+  tracklets), so their tail says little about pairs of different videos. Among the cross-video
+  candidates the true matches are a small share (a person meets a few of hundreds), which leaves
+  the sample's body and its 0.95 quantile the negatives', and the tail model starts there;
+  candidates = cross-video tracklets in the ranges of a tracklet (median).
 
-The quantiles were fixed once on the default synthetic world with the stripe descriptor, where
-they reproduce the hand-tuned defaults' quality (``cion_fast.denoise`` docs); at run time nothing
-reads ground truth. They adapt to any feature: a trained network's similarities live on another
-scale than the stripe descriptor's, and these rules follow them.
+Merge and link never go above the median of ``centroid_positive`` (so that identities can merge
+at all; the report says when that cap binds). Level 1 (tau1) decides one frame against its own
+tracklet: the midpoint between the medians of ``frame_negative`` and ``frame_positive`` (a frame
+closer to the typical other person than to its tracklet's typical frame is an outlier).
+
+Nothing was fitted to one world: the rule has one knob (the rate) and its only constants are the
+anchor quantile of the tail model (0.95) and the sample sizes. The world family of
+:mod:`cion_fast.denoise.worlds` measures it against the best thresholds found with ground truth
+(docs/DENOISE_FAMILY.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -42,27 +59,110 @@ import numpy as np
 from cion_fast import _arrays
 from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
-from cion_fast.denoise.levels import _expand, _normalised, _pair_cosines, _set_sums, cannot_link_pairs
+from cion_fast.denoise.levels import _expand, _normalised, _pair_cosines, _segment_sums, _set_sums, cannot_link_pairs
 
-__all__ = ["RULES", "auto_thresholds", "separation_auc", "similarity_distributions"]
+__all__ = ["RULES", "auto_thresholds", "range_partners", "label_free_estimate", "separation_auc", "similarity_distributions", "tail_rate",
+           "tail_threshold"]
 
-REALLOCATE_Q = 0.95
-MERGE_Q = 0.995
-LINK_Q = 0.99
 RULES = {
     "prune_threshold": "midpoint of the medians of frame_negative and frame_positive",
-    "reallocation_threshold": f"quantile {REALLOCATE_Q} of frame_negative",
-    "merge_threshold": f"quantile {MERGE_Q} of centroid_negative (at most the median of centroid_positive)",
-    "link_threshold": f"quantile {LINK_Q} of centroid_negative (at most the median of centroid_positive)",
+    "reallocation_threshold": "tail_threshold(frame_negative, rate / tracklets per video)",
+    "merge_threshold": "tail_threshold(centroid_negative, rate / tracklets per video), at most the median of centroid_positive",
+    "link_threshold": "tail_threshold(cross_video, rate / cross-video candidates), at most the median of centroid_positive",
 }
 # At most this many tracklets / cannot-link pairs are sampled (seeded): the quantiles are stable
 # long before, and the cost stays O(sample * D).
 _MAX_SAMPLES = 20000
+# The tail model starts at this upper quantile: below it a sample's own quantiles are used.
+TAIL_ANCHOR = 0.05
+_GAUSS = NormalDist()
+
+
+def tail_threshold(sample: np.ndarray, rate: float) -> float:
+    """The cosine that a share ``rate`` of the population behind ``sample`` (cosines) reaches.
+
+    For ``rate >= TAIL_ANCHOR`` the sample's ``1 - rate`` quantile. Beyond, where a few thousand
+    samples hold no information, a Gaussian tail *of the Fisher transform* ``atanh(cosine)``
+    (cosines are bounded by 1; in few dimensions their tail is much thinner than a Gaussian's,
+    and atanh makes the cosine of random directions nearly Gaussian at any dimension): from the
+    ``1 - TAIL_ANCHOR`` quantile (a heavier shoulder of the sample moves it up) onwards with the
+    scale of the sample's body (median minus the 15.9 % quantile: the left side, which the few
+    positives mixed into ``cross_video`` do not reach). :func:`tail_rate` is its inverse.
+
+    Example:
+        >>> sample = np.tanh(np.random.default_rng(0).normal(0, 0.1, size=100_000))
+        >>> round(tail_threshold(sample, 0.5), 2), round(tail_threshold(sample, 1e-4), 2)
+        (0.0, 0.36)
+    """
+    sample = _fisher(sample)
+    if rate >= TAIL_ANCHOR:
+        return float(np.tanh(np.quantile(sample, 1.0 - rate)))
+    anchor, scale = _tail_model(sample)
+    return float(np.tanh(anchor + scale * (_GAUSS.inv_cdf(1.0 - rate) - _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR))))
+
+
+def tail_rate(sample: np.ndarray, value: float) -> float:
+    """The share of the population behind ``sample`` at or above the cosine ``value`` (inverse
+    of :func:`tail_threshold`).
+
+    Example:
+        >>> sample = np.tanh(np.random.default_rng(0).normal(0, 0.1, size=100_000))
+        >>> round(tail_rate(sample, 0.0), 2), f"{tail_rate(sample, 0.36):.0e}"
+        (0.5, '1e-04')
+    """
+    sample = _fisher(sample)
+    value = float(_fisher(np.array([value]))[0])
+    anchor, scale = _tail_model(sample)
+    if value <= anchor:
+        return float(np.mean(sample >= value))
+    z = _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR) + (value - anchor) / scale
+    return float(1.0 - _GAUSS.cdf(z))
+
+
+def _fisher(cosines: np.ndarray) -> np.ndarray:
+    return np.arctanh(np.clip(np.asarray(cosines, np.float64), -1 + 1e-7, 1 - 1e-7))
+
+
+def _tail_model(sample: np.ndarray) -> tuple[float, float]:
+    """(the 1 - TAIL_ANCHOR quantile, the body's scale) of a (transformed) sample."""
+    median, low, anchor = np.quantile(sample, [0.5, _GAUSS.cdf(-1.0), 1.0 - TAIL_ANCHOR])
+    return float(anchor), max(float(median - low), 1e-6)
+
+
+def range_partners(video_rank: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last video rank that shares a sliding range with each video rank (int64 [n]
+    each): ranges cover ranks ``[r * stride, r * stride + window)`` as in
+    :func:`cion_fast.ops.sliding_range_link`, and the ranges holding one rank are consecutive.
+
+    Example:
+        >>> [a.tolist() for a in range_partners(np.arange(6), window=4, stride=2)]
+        [[0, 0, 0, 0, 2, 2], [3, 3, 5, 5, 5, 5]]
+    """
+    last = int(video_rank.max()) if video_rank.shape[0] else 0
+    last_range = max(0, -(-(last - window + 1) // stride))
+    first_range = np.maximum(0, -(-(video_rank - window + 1) // stride))
+    final_range = np.minimum(video_rank // stride, last_range)
+    return first_range * stride, np.minimum(final_range * stride + window - 1, last)
+
+
+def _candidates(video_ids: np.ndarray, config: DenoiseConfig) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates per decision (medians over tracklets) and, per tracklet, where its cross-video
+    candidates lie: (counts, first candidate tracklet, count of its candidates, own video's
+    first tracklet and length packed as [n, 2])."""
+    _, rank = np.unique(video_ids, return_inverse=True)
+    per_video = np.bincount(rank)
+    video_start = np.r_[0, np.cumsum(per_video)]
+    low, high = range_partners(rank, config.window, config.stride)
+    own = per_video[rank]
+    cross = video_start[high + 1] - video_start[low] - own
+    counts = {"within_video": max(1, int(np.median(own - 1)) if own.shape[0] else 1),
+              "cross_video": max(1, int(np.median(cross)) if cross.shape[0] else 1)}
+    return counts, video_start[low], cross, np.stack([video_start[rank], own], axis=1)
 
 
 def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_ids: np.ndarray, frame_index: np.ndarray,
-                             seed: int = 0) -> dict[str, np.ndarray]:
-    """The four similarity samples of the module docstring (float32 1-D arrays, maybe empty).
+                             seed: int = 0, config: DenoiseConfig = DenoiseConfig()) -> dict[str, np.ndarray]:
+    """The five similarity samples of the module docstring (float32 1-D arrays, maybe empty).
 
     Args:
         features: float [M, D] frame features, already video-centred when the pipeline centres:
@@ -70,6 +170,7 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
             device (memory: the [N, D] float64 tracklet sums and one chunk).
         offsets: int64 [N+1] tracklet boundaries; video_ids: int64 [N]; frame_index: int64 [M].
         seed: the sampling seed.
+        config: its ``window`` and ``stride`` define the cross-video candidates.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -119,7 +220,22 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     half_sums = _dense.host(_set_sums(features, half_offsets, offsets[long][owner] + step, dtype="float64"))
     centroid_positive = _cosine_rows(half_sums[0::2], half_sums[1::2])
     return {"frame_positive": frame_positive, "frame_negative": frame_negative,
-            "centroid_positive": centroid_positive, "centroid_negative": centroid_negative}
+            "centroid_positive": centroid_positive, "centroid_negative": centroid_negative,
+            "cross_video": _cross_video(centroids, video_ids, config, rng)}
+
+
+def _cross_video(centroids: Any, video_ids: np.ndarray, config: DenoiseConfig, rng: np.random.Generator) -> np.ndarray:
+    """Cosines of sampled tracklets with one uniformly drawn cross-video candidate each."""
+    _, first, count, own = _candidates(video_ids, config)
+    tracklets = np.flatnonzero(count > 0)
+    if tracklets.shape[0] > _MAX_SAMPLES:
+        tracklets = np.sort(rng.choice(tracklets, _MAX_SAMPLES, replace=False))
+    if tracklets.shape[0] == 0:
+        return np.empty(0, np.float32)
+    pick = first[tracklets] + (rng.random(tracklets.shape[0]) * count[tracklets]).astype(np.int64)
+    own_start, own_length = own[tracklets, 0], own[tracklets, 1]
+    partner = np.where(pick >= own_start, pick + own_length, pick)  # skip the tracklet's own video
+    return _pair_cosines(centroids, None, np.stack([tracklets, partner], axis=1))
 
 
 def separation_auc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -163,12 +279,16 @@ def auto_thresholds(features: np.ndarray, offsets: np.ndarray, video_ids: np.nda
         features, offsets, video_ids, frame_index: as :func:`similarity_distributions` (features
             video-centred when ``config.center_videos``; :func:`cion_fast.denoise.denoise` passes
             them so).
-        config: the other fields are kept.
+        config: ``false_merge_rate``, ``window`` and ``stride`` are read; the other fields are kept.
 
     Returns:
         (the config with ``thresholds="fixed"`` and the chosen values, a report:
-        ``{"thresholds": {name: value}, "distributions": {name: {"n", "median", "q05", "q95"}},
-        "separation": {"frame_auc", "centroid_auc"} (:func:`separation_auc`), "rules": RULES}``).
+        ``{"thresholds": {name: value}, "decisions": {name: {"value", "candidates",
+        "false_merges_per_decision", "capped"}}, "distributions": {name: {"n", "median", "q05",
+        "q95"}}, "separation": {"frame_auc", "centroid_auc"}`` (:func:`separation_auc`),
+        ``"rules": RULES, "false_merge_rate"}``. ``false_merges_per_decision`` is the expected
+        number of wrong merges a decision makes at the chosen value (candidates x the negatives'
+        tail share): the rate, unless the positives' cap moved the value).
 
     Raises:
         ValueError: the data hold no cannot-link pair or no tracklet of >= 4 frames (nothing to
@@ -184,23 +304,105 @@ def auto_thresholds(features: np.ndarray, offsets: np.ndarray, video_ids: np.nda
         >>> -1 <= cfg.link_threshold <= 1, sorted(report["thresholds"]) == sorted(RULES)
         (True, True)
     """
-    d = similarity_distributions(features, offsets, video_ids, frame_index)
+    d = similarity_distributions(features, offsets, video_ids, frame_index, config=config)
     if d["centroid_negative"].shape[0] == 0 or d["centroid_positive"].shape[0] == 0:
         raise ValueError('thresholds="auto" needs tracklets that share a frame index in one video (certain negatives) '
                          "and tracklets of >= 4 frames (positives); these data have "
                          f"{d['centroid_negative'].shape[0]} and {d['centroid_positive'].shape[0]}: give fixed thresholds")
-    pos_median = float(np.median(d["centroid_positive"]))
-    chosen = {
-        "prune_threshold": 0.5 * (float(np.median(d["frame_negative"])) + float(np.median(d["frame_positive"]))),
-        "reallocation_threshold": float(np.quantile(d["frame_negative"], REALLOCATE_Q)),
-        "merge_threshold": min(float(np.quantile(d["centroid_negative"], MERGE_Q)), pos_median),
-        "link_threshold": min(float(np.quantile(d["centroid_negative"], LINK_Q)), pos_median),
-    }
-    chosen = {k: round(float(np.clip(v, -1.0, 1.0)), 4) for k, v in chosen.items()}
+    counts, _, _, _ = _candidates(video_ids, config)
+    cap = float(np.median(d["centroid_positive"]))
+    rate = config.false_merge_rate
+    decisions = {}
+    for name, sample, candidates, capped in (
+            ("reallocation_threshold", d["frame_negative"], counts["within_video"], False),
+            ("merge_threshold", d["centroid_negative"], counts["within_video"], True),
+            ("link_threshold", d["cross_video"] if d["cross_video"].shape[0] else d["centroid_negative"],
+             counts["cross_video"], True)):
+        value = tail_threshold(sample, rate / candidates)
+        value = round(float(np.clip(min(value, cap) if capped else value, -1.0, 1.0)), 4)
+        decisions[name] = {"value": value, "candidates": candidates, "capped": bool(capped and value >= round(cap, 4)),
+                           "false_merges_per_decision": round(candidates * tail_rate(sample, value), 5)}
+    prune = 0.5 * (float(np.median(d["frame_negative"])) + float(np.median(d["frame_positive"])))
+    chosen = {"prune_threshold": round(float(np.clip(prune, -1.0, 1.0)), 4),
+              **{name: decision["value"] for name, decision in decisions.items()}}
     summary = {name: {"n": int(v.shape[0]), "median": round(float(np.median(v)), 4) if v.shape[0] else None,
                       "q05": round(float(np.quantile(v, 0.05)), 4) if v.shape[0] else None,
                       "q95": round(float(np.quantile(v, 0.95)), 4) if v.shape[0] else None} for name, v in d.items()}
     separation = {"frame_auc": round(separation_auc(d["frame_positive"], d["frame_negative"]), 5),
                   "centroid_auc": round(separation_auc(d["centroid_positive"], d["centroid_negative"]), 5)}
-    return dataclasses.replace(config, thresholds="fixed", **chosen), {"thresholds": chosen, "distributions": summary,
-                                                                         "separation": separation, "rules": RULES}
+    report = {"thresholds": chosen, "decisions": decisions, "false_merge_rate": rate, "distributions": summary,
+              "separation": separation, "rules": RULES}
+    return dataclasses.replace(config, thresholds="fixed", **chosen), report
+
+
+def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarray, frame_index: np.ndarray,
+                        cross_video: np.ndarray, candidates: int) -> dict[str, Any]:
+    """How pure the final identities look, measured without ground truth.
+
+    An identity spread over several videos is made of *parts* (its frames in one video). A part
+    that joined by chance resembles the rest of its identity only as much as the best of the
+    ``candidates`` negatives it was compared with; so a part whose cosine to the rest of its
+    identity is ``s`` is wrong with probability about ``min(1, candidates x P(negative >= s))``,
+    the negatives' tail taken from ``cross_video`` (:func:`tail_rate`). From these:
+
+    * ``false_part_rate``: the expected share of wrong parts among the parts of linked identities;
+    * ``precision``: the expected BCubed precision of the labels if every wrong part were another
+      person (a frame of a wrong part shares its identity with its own part only; a frame of a
+      right part loses the frames of the wrong parts);
+    * ``cannot_link_violations``: pairs of an identity's groups seen at the same moment of one
+      video (0 whenever the levels ran with ``cannot_link``);
+    * ``parts``, ``linked_identities``.
+
+    Errors inside a part (a frame of another person kept in a tracklet) are not counted: the
+    estimate speaks for the merging and linking decisions.
+
+    Args:
+        features: float [M, D] the (video-centred) features the labels were made from.
+        labels: int64 [M] final labels (-1 = dropped); frame_video, frame_index: int64 [M].
+        cross_video: float cosines of cross-video candidate pairs
+            (:func:`similarity_distributions`); candidates: comparisons per linking decision.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> f = np.repeat(rng.normal(size=(2, 32)), 5, axis=0) + 0.05 * rng.normal(size=(10, 32))
+        >>> est = label_free_estimate(f, np.zeros(10, np.int64), np.repeat([0, 1], 5), np.tile(np.arange(5), 2),
+        ...                           rng.normal(0, 0.1, 1000), candidates=100)
+        >>> est["parts"], est["precision"] < 0.6      # two different people in one identity
+        (2, True)
+    """
+    kept = np.flatnonzero(labels >= 0)
+    part_key = labels[kept] * (int(frame_video.max()) + 1) + frame_video[kept] if kept.shape[0] else kept
+    parts, part_of_frame, part_frames = np.unique(part_key, return_inverse=True, return_counts=True)
+    part_identity = parts // (int(frame_video.max()) + 1) if kept.shape[0] else parts
+    identity_parts = np.bincount(part_identity) if parts.shape[0] else np.zeros(0, np.int64)
+    linked = np.flatnonzero(identity_parts[part_identity] > 1) if parts.shape[0] else parts
+    wrong = np.zeros(parts.shape[0])
+    if linked.shape[0]:
+        order = np.argsort(part_of_frame, kind="stable")
+        offsets = np.r_[0, np.cumsum(part_frames)].astype(np.int64)
+        part_sums = _set_sums(features, offsets, kept[order])
+        identity_sums = _segment_sums(part_sums, part_identity, int(part_identity.max()) + 1)
+        rest = _normalised(_dense.take(identity_sums, part_identity[linked]) - _dense.take(part_sums, linked))
+        cosine = _dense.row_dots(_normalised(_dense.take(part_sums, linked)), rest)
+        wrong[linked] = [min(1.0, candidates * tail_rate(cross_video, float(s))) for s in cosine]
+    return {"precision": round(_expected_precision(wrong, part_frames, part_identity), 4),
+            "false_part_rate": round(float(wrong[linked].mean()) if linked.shape[0] else 0.0, 4),
+            "parts": int(parts.shape[0]), "linked_identities": int((identity_parts > 1).sum()),
+            "cannot_link_violations": int(_same_identity_cannot_links(labels, frame_video, frame_index))}
+
+
+def _expected_precision(wrong: np.ndarray, frames: np.ndarray, identity: np.ndarray) -> float:
+    """BCubed precision expected when part p is another person with probability wrong[p]."""
+    if frames.shape[0] == 0:
+        return 1.0
+    size = np.bincount(identity, weights=frames)[identity]
+    wrong_frames = np.bincount(identity, weights=wrong * frames)[identity] - wrong * frames
+    per_frame = wrong * frames / size + (1 - wrong) * (1 - wrong_frames / size)
+    return float((per_frame * frames).sum() / frames.sum())
+
+
+def _same_identity_cannot_links(labels: np.ndarray, frame_video: np.ndarray, frame_index: np.ndarray) -> int:
+    """Frames of one identity that share (video, frame index) with another frame of it."""
+    kept = labels >= 0
+    keys = np.stack([labels[kept], frame_video[kept], frame_index[kept]], axis=1)
+    return int(keys.shape[0] - np.unique(keys, axis=0).shape[0])

@@ -30,6 +30,11 @@ class DenoiseConfig:
             certain negatives); the chosen values are in ``DenoiseResult.config`` and
             ``DenoiseResult.calibration``. Use "auto" for any features other than the stripe
             descriptor the fixed defaults were tuned on (e.g. a trained network's).
+        false_merge_rate: with ``thresholds="auto"``, the expected number of wrong merges each
+            decision may make (a pooled frame's reallocation, a tracklet's merges within its
+            video, an identity's links within its sliding ranges): each threshold is set where
+            the negatives that decision faces reach this count. Lower: purer identities, more
+            of them; higher: fewer, more mixed.
         center_videos: before anything else, subtract from every (normalised) frame feature its
             video's mean feature (:func:`~cion_fast.denoise.center_videos`): removes the scene /
             camera component that two people of one video share.
@@ -69,6 +74,7 @@ class DenoiseConfig:
     # Each field's accepted values are declared once, here (cion_fast._checks.checked); the CLI's
     # help reads them too.
     thresholds: str = checked("fixed", check_choice, THRESHOLD_MODES, help="fixed: the four thresholds as given; auto: from the data")
+    false_merge_rate: float = checked(0.02, check_real, 1e-9, 1.0, help="auto: expected wrong merges per decision (pooled frame, tracklet, identity)")
     center_videos: bool = checked(True, check_flag, help="first subtract each video's mean feature")
     prune_threshold: float = checked(0.4, check_real, -1.0, 1.0, help="level 1 (tau1): least cosine of a frame to the rest of its tracklet")
     min_frames: int = checked(2, check_int, 1, help="levels 1-2: groups with fewer frames are dropped")
