@@ -61,7 +61,7 @@ from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import _expand, _normalised, _pair_cosines, _segment_sums, _set_sums, cannot_link_pairs
 
-__all__ = ["RULES", "auto_thresholds", "range_partners", "label_free_estimate", "separation_auc", "similarity_distributions", "tail_rate",
+__all__ = ["RULES", "auto_thresholds", "candidates_per_decision", "choose_thresholds", "range_partners", "label_free_estimate", "separation_auc", "similarity_distributions", "tail_rate",
            "tail_threshold"]
 
 RULES = {
@@ -91,8 +91,8 @@ def tail_threshold(sample: np.ndarray, rate: float) -> float:
 
     Example:
         >>> sample = np.tanh(np.random.default_rng(0).normal(0, 0.1, size=100_000))
-        >>> round(tail_threshold(sample, 0.5), 2), round(tail_threshold(sample, 1e-4), 2)
-        (0.0, 0.36)
+        >>> abs(round(tail_threshold(sample, 0.5), 2)), round(tail_threshold(sample, 1e-4), 2)   # tanh(0.1 * 3.72) = 0.356
+        (0.0, 0.35)
     """
     sample = _fisher(sample)
     if rate >= TAIL_ANCHOR:
@@ -107,7 +107,7 @@ def tail_rate(sample: np.ndarray, value: float) -> float:
 
     Example:
         >>> sample = np.tanh(np.random.default_rng(0).normal(0, 0.1, size=100_000))
-        >>> round(tail_rate(sample, 0.0), 2), f"{tail_rate(sample, 0.36):.0e}"
+        >>> round(tail_rate(sample, 0.0), 2), f"{tail_rate(sample, tail_threshold(sample, 1e-4)):.0e}"
         (0.5, '1e-04')
     """
     sample = _fisher(sample)
@@ -143,6 +143,18 @@ def range_partners(video_rank: np.ndarray, window: int, stride: int) -> tuple[np
     first_range = np.maximum(0, -(-(video_rank - window + 1) // stride))
     final_range = np.minimum(video_rank // stride, last_range)
     return first_range * stride, np.minimum(final_range * stride + window - 1, last)
+
+
+def candidates_per_decision(video_ids: np.ndarray, config: DenoiseConfig) -> dict[str, int]:
+    """Comparisons one decision faces (medians over tracklets): ``within_video`` (the other
+    tracklets of its video: reallocation, merge) and ``cross_video`` (the tracklets of the other
+    videos of its sliding ranges: link).
+
+    Example:
+        >>> candidates_per_decision(np.array([0, 0, 1, 1, 1, 2]), DenoiseConfig(window=2, stride=1))
+        {'within_video': 1, 'cross_video': 3}
+    """
+    return _candidates(video_ids, config)[0]
 
 
 def _candidates(video_ids: np.ndarray, config: DenoiseConfig) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray]:
@@ -304,7 +316,12 @@ def auto_thresholds(features: np.ndarray, offsets: np.ndarray, video_ids: np.nda
         >>> -1 <= cfg.link_threshold <= 1, sorted(report["thresholds"]) == sorted(RULES)
         (True, True)
     """
-    d = similarity_distributions(features, offsets, video_ids, frame_index, config=config)
+    return choose_thresholds(similarity_distributions(features, offsets, video_ids, frame_index, config=config), video_ids,
+                             config)
+
+
+def choose_thresholds(d: dict[str, np.ndarray], video_ids: np.ndarray, config: DenoiseConfig) -> tuple[DenoiseConfig, dict[str, Any]]:
+    """:func:`auto_thresholds` from samples already drawn (``d``: :func:`similarity_distributions`)."""
     if d["centroid_negative"].shape[0] == 0 or d["centroid_positive"].shape[0] == 0:
         raise ValueError('thresholds="auto" needs tracklets that share a frame index in one video (certain negatives) '
                          "and tracklets of >= 4 frames (positives); these data have "

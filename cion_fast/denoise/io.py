@@ -51,6 +51,9 @@ def denoise_to_directory(directory: str | os.PathLike, tracklets: Any, features:
         config, progress, scratch: as :func:`~cion_fast.denoise.denoise`.
         inputs: JSON-ready description of the inputs for ``report.json``.
 
+    Raises:
+        FileExistsError: ``directory`` exists and ``overwrite`` is False (before denoising).
+
     Example:
         >>> import tempfile, os
         >>> from cion_fast.data import Tracklets
@@ -61,6 +64,8 @@ def denoise_to_directory(directory: str | os.PathLike, tracklets: Any, features:
         >>> sorted(done.report["quality"]), done.quality["level 3"].bcubed_f
         (['level 1', 'level 2', 'level 3', 'tracklets'], 1.0)
     """
+    if Path(directory).exists() and not overwrite:  # before the work, not after it
+        raise FileExistsError(f"{directory} already exists (pass overwrite=True to replace it)")
     start = time.perf_counter()
     result = denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=progress,
                      scratch=scratch)

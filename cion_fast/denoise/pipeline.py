@@ -166,11 +166,12 @@ def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_ind
             progress: bool) -> DenoiseResult:
     """Thresholds (when automatic), then the three levels on checked, centred (dense) features;
     host labels."""
-    calibration = None
-    if config.thresholds == "auto":
-        from cion_fast.denoise.auto import auto_thresholds
+    from cion_fast.denoise import auto
 
-        config, calibration = auto_thresholds(features, offsets, video_ids, frame_index, config)
+    calibration = None
+    samples = auto.similarity_distributions(features, offsets, video_ids, frame_index, config=config)
+    if config.thresholds == "auto":
+        config, calibration = auto.choose_thresholds(samples, video_ids, config)
     frame_video = np.repeat(video_ids, np.diff(offsets))
     tracklet_labels = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
 
@@ -198,7 +199,12 @@ def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_ind
             bar.update(1)
     if bar is not None:
         bar.close()
-    return DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config, calibration=calibration)
+    estimate = None
+    if samples["cross_video"].shape[0]:
+        estimate = auto.label_free_estimate(features, labels, frame_video, frame_index, samples["cross_video"],
+                                            auto.candidates_per_decision(video_ids, config)["cross_video"])
+    return DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config, calibration=calibration,
+                         estimate=estimate)
 
 
 def denoise_tracklets(
