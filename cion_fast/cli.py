@@ -654,7 +654,7 @@ _compare.add_arguments = _compare_arguments
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
-                        help="exported backbone (.safetensors) or a pre-training checkpoint")
+                        help="exported backbone (.safetensors), a pre-training checkpoint or a run directory (newest)")
     parser.add_argument("--data", required=True, metavar="DATASET_DIR", help=_DATASET_HELP)
     parser.add_argument("--rerank", action="store_true", help="also evaluate with k-reciprocal re-ranking")
     parser.add_argument("--camera-norm", action="store_true",
@@ -674,8 +674,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cion_fast.data import read_dataset
     from cion_fast.evaluate.retrieval import evaluate_model
     from cion_fast.models import load_pretrained
+    from cion_fast.training import latest_checkpoint
 
-    model = load_pretrained(args.checkpoint, network=args.network)
+    model = load_pretrained(latest_checkpoint(args.checkpoint) or args.checkpoint, network=args.network)
     market = read_dataset(args.data)  # paths: real datasets mix image sizes (--size resizes them)
     result, _ = evaluate_model(model, market.query, market.gallery, batch_size=args.batch_size, device=args.device,
                                flip=args.flip, progress=True, size=args.size, metric=args.metric, rerank=args.rerank,

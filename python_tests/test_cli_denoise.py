@@ -91,6 +91,30 @@ def test_denoise_device_errors_are_one_line(world_dir, stripe_file, tmp_path, ca
     assert not (tmp_path / "labels").exists()
 
 
+def test_denoise_prints_and_writes_the_label_free_estimate(world_dir, stripe_file, tmp_path, capsys, monkeypatch):
+    from cion_fast.denoise import io
+
+    def with_estimate(*args, **kwargs):
+        result = denoise(*args, **kwargs)
+        result.estimate = {"false_merge_rate": 0.0125, "separation": {"centroid_auc": 0.9}}
+        return result
+
+    monkeypatch.setattr(io, "denoise", with_estimate)
+    out = tmp_path / "labels"
+    assert main(["denoise", "--tracklets", str(world_dir), "--features", str(stripe_file), "--out", str(out), "--no-progress"]) == 0
+    assert "label-free estimate: false_merge_rate=0.0125  separation.centroid_auc=0.9" in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["estimate"]["false_merge_rate"] == 0.0125
+
+
+def test_an_existing_output_is_refused_before_denoising(world_dir, stripe_file, tmp_path, capsys, monkeypatch):
+    from cion_fast.denoise import io
+
+    (tmp_path / "labels").mkdir()
+    monkeypatch.setattr(io, "denoise", lambda *args, **kwargs: pytest.fail("denoised although the output exists"))
+    args = ["denoise", "--tracklets", str(world_dir), "--features", str(stripe_file), "--out", str(tmp_path / "labels")]
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+
+
 @pytest.mark.cuda
 def test_denoise_on_the_gpu_writes_the_cpu_labels(world_dir, stripe_file, tmp_path):
     from cion_fast.denoise import quality

@@ -28,7 +28,8 @@ TRAINED = {"pretrain_cion_round1", "features_round2", "denoise_round2", "pretrai
 
 def tiny_config(**changes) -> DemoConfig:
     config = DemoConfig.quick()
-    return replace(config, world=WorldConfig.quick(**TINY_WORLD), pretrain=replace(config.pretrain, steps=STEPS), **changes)
+    return replace(config, **{"world": WorldConfig.quick(**TINY_WORLD), "pretrain": replace(config.pretrain, steps=STEPS),
+                              **changes})
 
 
 def ran(messages: list[str]) -> set[str]:
@@ -123,6 +124,29 @@ def test_verdict_covers_every_baseline(demo_run):
     assert report["verdict"] in (out / "report.md").read_text()
 
 
+def test_the_demo_and_the_cli_write_one_denoise_report(demo_run, tmp_path):
+    from cion_fast.denoise.pipeline import LEVEL_NAMES
+
+    out, report, _ = demo_run
+    assert cli.main(["denoise", "--tracklets", str(out / "world" / "tracklets"), "--features", str(out / "features.npz"),
+                     "--out", str(tmp_path / "labels"), "--no-progress"]) == 0
+    by_cli = json.loads((tmp_path / "labels" / "report.json").read_text())
+    by_demo = json.loads((out / "denoise" / "report.json").read_text())
+    assert set(by_cli) == set(by_demo) >= {"config", "calibration", "estimate", "levels", "quality", "inputs", "seconds"}
+    assert set(by_demo["quality"]) == {"tracklets", *LEVEL_NAMES}
+    assert by_cli["quality"] == by_demo["quality"] and by_cli["config"] == by_demo["config"]  # same config: same labels
+
+
+def test_the_report_shows_the_label_free_estimate(demo_run):
+    from cion_fast._demo.report import html_page, markdown
+
+    _, report, _ = demo_run
+    shown = {**report, "estimate": {"false_merge_rate": 0.0125, "separation": {"centroid_auc": 0.9}}}
+    for page in (markdown(shown, {}), html_page(shown, {})):
+        assert "false_merge_rate | 0.0125" in page and "separation.centroid_auc | 0.9" in page
+    assert "estimate (label-free)" not in markdown({**report, "estimate": None}, {})
+
+
 def test_an_unchanged_config_reuses_every_stage(copy_of_run):
     out, report = copy_of_run
     messages = []
@@ -140,7 +164,9 @@ def test_more_steps_retrain_and_say_why(copy_of_run):
     report = run_demo(out, replace(config, pretrain=replace(config.pretrain, steps=2 * STEPS)), progress=False,
                       log=messages.append)
     assert ran(messages) == TRAINED
-    assert any(m.startswith("[pretrain_cion_round1] recomputing: config.steps 40 -> 80") for m in messages)
+    why = [m for m in messages if m.startswith("[pretrain_cion_round1] recomputing:")]
+    assert len(why) == 1 and "config.steps 40 -> 80" in why[0]
+    assert any(m.startswith("[features_round2] recomputing: after.pretrain_cion_round1") for m in messages)
     assert report["pretrain"]["cion"]["step"] == 2 * STEPS and report["curves"]["cion"]["steps"][-1] == 2 * STEPS
 
 
@@ -166,7 +192,7 @@ def test_a_changed_world_reruns_everything(copy_of_run):
     messages = []
     run_demo(out, tiny_config(world=WorldConfig.quick(**TINY_WORLD, seed=1)), progress=False, log=messages.append)
     assert ran(messages) == ALL_STAGES
-    assert any(m.startswith("[world] recomputing: config.seed 0 -> 1") for m in messages)
+    assert any(m == "[world] recomputing: config.seed 0 -> 1" for m in messages)
 
 
 def test_fine_tuning_is_its_own_stage(copy_of_run):
@@ -180,11 +206,15 @@ def test_fine_tuning_is_its_own_stage(copy_of_run):
     assert ran(messages) == {"finetune_random", "finetune_cion"}
 
 
-def test_evaluate_command_on_the_exported_teacher(demo_run, capsys):
+@pytest.mark.parametrize("exported", [True, False], ids=["exported", "run-directory"])
+def test_evaluate_command_on_the_teacher(demo_run, capsys, tmp_path, exported):
+    """`evaluate --checkpoint` takes what `export` writes, and the run directory `export` takes."""
     out, report, _ = demo_run
-    exported = out / "teacher.safetensors"
-    assert cli.main(["export", "--checkpoint", report["pretrain"]["cion"]["run_dir"], "--out", str(exported)]) == 0
-    assert cli.main(["evaluate", "--checkpoint", str(exported), "--data", str(out / "world" / "market"), "--camera-norm",
+    checkpoint = report["pretrain"]["cion"]["run_dir"]
+    if exported:
+        assert cli.main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path / "teacher.safetensors")]) == 0
+        checkpoint = str(tmp_path / "teacher.safetensors")
+    assert cli.main(["evaluate", "--checkpoint", checkpoint, "--data", str(out / "world" / "market"), "--camera-norm",
                      "--size", "64x32"]) == 0
     printed = capsys.readouterr().out
     for label, key in (("plain", "mAP"), ("cam-norm", "mAP_camnorm")):
