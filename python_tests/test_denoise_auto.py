@@ -59,15 +59,18 @@ def test_distributions_match_their_definitions():
     assert np.median(d["frame_positive"]) > np.median(d["frame_negative"])
 
 
-def _tail_oracle(sample, rate):
+def _tail_oracle(sample, rate, pure=True):
     """float64 from the rule's statement: the empirical quantile down to TAIL_ANCHOR, beyond it
-    a normal tail of atanh(cosine) from the anchor quantile with the body's left scale."""
+    a normal tail of atanh(cosine) from the anchor quantile with the body's left scale (or, for
+    pure samples, the 0.80-0.95 shoulder's slope when larger)."""
     from scipy.stats import norm
 
     z = np.arctanh(np.clip(np.asarray(sample, np.float64), -1 + 1e-7, 1 - 1e-7))
     if rate >= TAIL_ANCHOR:
         return float(np.tanh(np.quantile(z, 1 - rate)))
     scale = np.median(z) - np.quantile(z, norm.cdf(-1))
+    if pure:
+        scale = max(scale, (np.quantile(z, 0.95) - np.quantile(z, 0.80)) / (norm.isf(0.05) - norm.isf(0.20)))
     return float(np.tanh(np.quantile(z, 1 - TAIL_ANCHOR) + scale * (norm.isf(rate) - norm.isf(TAIL_ANCHOR))))
 
 
@@ -75,11 +78,12 @@ def _tail_oracle(sample, rate):
 def test_tail_threshold_and_rate_match_the_rule(seed):
     rng = np.random.default_rng(seed)
     sample = np.tanh(rng.normal(rng.uniform(-0.2, 0.2), rng.uniform(0.05, 0.4), size=int(rng.integers(300, 5000))))
-    for rate in (0.5, 0.1, 0.05, 0.01, 1e-4, 1e-7):
-        value = tail_threshold(sample, rate)
-        assert value == pytest.approx(_tail_oracle(sample, rate), abs=1e-9)
-        if rate < TAIL_ANCHOR:
-            assert tail_rate(sample, value) == pytest.approx(rate, rel=1e-6)
+    for pure in (True, False):
+        for rate in (0.5, 0.1, 0.05, 0.01, 1e-4, 1e-7):
+            value = tail_threshold(sample, rate, pure)
+            assert value == pytest.approx(_tail_oracle(sample, rate, pure), abs=1e-9)
+            if rate < TAIL_ANCHOR:
+                assert tail_rate(sample, value, pure) == pytest.approx(rate, rel=1e-6)
     assert tail_threshold(sample, 1e-6) < 1.0
 
 
@@ -131,7 +135,7 @@ def test_rules_and_the_pipeline_use_them():
         "prune_threshold": 0.5 * (np.median(d["frame_negative"]) + np.median(d["frame_positive"])),
         "reallocation_threshold": _tail_oracle(d["frame_negative"], rate / counts["within_video"]),
         "merge_threshold": min(_tail_oracle(d["centroid_negative"], rate / counts["within_video"]), cap),
-        "link_threshold": min(_tail_oracle(d["cross_video"], rate / counts["cross_video"]), cap),
+        "link_threshold": min(_tail_oracle(d["cross_video"], rate / counts["cross_video"], pure=False), cap),
     }
     for name, value in expected.items():
         assert getattr(config, name) == pytest.approx(value, abs=1e-4)

@@ -37,6 +37,10 @@ decision are:
   the sample's body and its 0.95 quantile the negatives', and the tail model starts there;
   candidates = cross-video tracklets in the ranges of a tracklet (median).
 
+The tail model works on ``atanh(cosine)`` (a Fisher transform; cosines are bounded by 1), from the
+0.95 quantile on, with the scale of the sample's body, or of its upper shoulder where that falls
+off more slowly and the sample holds certain negatives only (look-alike people).
+
 Merge and link never go above the median of ``centroid_positive`` (so that identities can merge
 at all; the report says when that cap binds). Level 1 (tau1) decides one frame against its own
 tracklet: the midpoint between the medians of ``frame_negative`` and ``frame_positive`` (a frame
@@ -78,7 +82,7 @@ TAIL_ANCHOR = 0.05
 _GAUSS = NormalDist()
 
 
-def tail_threshold(sample: np.ndarray, rate: float) -> float:
+def tail_threshold(sample: np.ndarray, rate: float, pure: bool = True) -> float:
     """The cosine that a share ``rate`` of the population behind ``sample`` (cosines) reaches.
 
     For ``rate >= TAIL_ANCHOR`` the sample's ``1 - rate`` quantile. Beyond, where a few thousand
@@ -87,7 +91,12 @@ def tail_threshold(sample: np.ndarray, rate: float) -> float:
     and atanh makes the cosine of random directions nearly Gaussian at any dimension): from the
     ``1 - TAIL_ANCHOR`` quantile (a heavier shoulder of the sample moves it up) onwards with the
     scale of the sample's body (median minus the 15.9 % quantile: the left side, which the few
-    positives mixed into ``cross_video`` do not reach). :func:`tail_rate` is its inverse.
+    positives mixed into ``cross_video`` do not reach). A ``pure`` sample (certain negatives
+    only) also lends its shoulder's slope (between the 0.80 and 0.95 quantiles) when it falls off
+    more slowly than its body: a cluster of look-alike people is a bump in the upper tail, which
+    the body does not see. ``cross_video`` is not pure (its few true matches sit in the upper
+    tail and would steepen the shoulder), so links use the body's scale. :func:`tail_rate` is
+    its inverse.
 
     Example:
         >>> sample = np.tanh(np.random.default_rng(0).normal(0, 0.1, size=100_000))
@@ -97,11 +106,11 @@ def tail_threshold(sample: np.ndarray, rate: float) -> float:
     sample = _fisher(sample)
     if rate >= TAIL_ANCHOR:
         return float(np.tanh(np.quantile(sample, 1.0 - rate)))
-    anchor, scale = _tail_model(sample)
+    anchor, scale = _tail_model(sample, pure)
     return float(np.tanh(anchor + scale * (_GAUSS.inv_cdf(1.0 - rate) - _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR))))
 
 
-def tail_rate(sample: np.ndarray, value: float) -> float:
+def tail_rate(sample: np.ndarray, value: float, pure: bool = True) -> float:
     """The share of the population behind ``sample`` at or above the cosine ``value`` (inverse
     of :func:`tail_threshold`).
 
@@ -112,7 +121,7 @@ def tail_rate(sample: np.ndarray, value: float) -> float:
     """
     sample = _fisher(sample)
     value = float(_fisher(np.array([value]))[0])
-    anchor, scale = _tail_model(sample)
+    anchor, scale = _tail_model(sample, pure)
     if value <= anchor:
         return float(np.mean(sample >= value))
     z = _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR) + (value - anchor) / scale
@@ -123,10 +132,15 @@ def _fisher(cosines: np.ndarray) -> np.ndarray:
     return np.arctanh(np.clip(np.asarray(cosines, np.float64), -1 + 1e-7, 1 - 1e-7))
 
 
-def _tail_model(sample: np.ndarray) -> tuple[float, float]:
-    """(the 1 - TAIL_ANCHOR quantile, the body's scale) of a (transformed) sample."""
-    median, low, anchor = np.quantile(sample, [0.5, _GAUSS.cdf(-1.0), 1.0 - TAIL_ANCHOR])
-    return float(anchor), max(float(median - low), 1e-6)
+def _tail_model(sample: np.ndarray, pure: bool = True) -> tuple[float, float]:
+    """(the 1 - TAIL_ANCHOR quantile, the tail's scale) of a (transformed) sample: the body's
+    (median - 15.9 % quantile) and, for a ``pure`` sample, at least the shoulder's (the slope
+    between the 1 - 4 * TAIL_ANCHOR and 1 - TAIL_ANCHOR quantiles)."""
+    median, low, shoulder, anchor = np.quantile(sample, [0.5, _GAUSS.cdf(-1.0), 1.0 - 4 * TAIL_ANCHOR, 1.0 - TAIL_ANCHOR])
+    scale = float(median - low)
+    if pure:
+        scale = max(scale, float(anchor - shoulder) / (_GAUSS.inv_cdf(1.0 - TAIL_ANCHOR) - _GAUSS.inv_cdf(1.0 - 4 * TAIL_ANCHOR)))
+    return float(anchor), max(scale, 1e-6)
 
 
 def range_partners(video_rank: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -335,10 +349,11 @@ def choose_thresholds(d: dict[str, np.ndarray], video_ids: np.ndarray, config: D
             ("merge_threshold", d["centroid_negative"], counts["within_video"], True),
             ("link_threshold", d["cross_video"] if d["cross_video"].shape[0] else d["centroid_negative"],
              counts["cross_video"], True)):
-        value = tail_threshold(sample, rate / candidates)
+        pure = name != "link_threshold"
+        value = tail_threshold(sample, rate / candidates, pure)
         value = round(float(np.clip(min(value, cap) if capped else value, -1.0, 1.0)), 4)
         decisions[name] = {"value": value, "candidates": candidates, "capped": bool(capped and value >= round(cap, 4)),
-                           "false_merges_per_decision": round(candidates * tail_rate(sample, value), 5)}
+                           "false_merges_per_decision": round(candidates * tail_rate(sample, value, pure), 5)}
     prune = 0.5 * (float(np.median(d["frame_negative"])) + float(np.median(d["frame_positive"])))
     chosen = {"prune_threshold": round(float(np.clip(prune, -1.0, 1.0)), 4),
               **{name: decision["value"] for name, decision in decisions.items()}}
@@ -401,7 +416,7 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
         identity_sums = _segment_sums(part_sums, part_identity, int(part_identity.max()) + 1)
         rest = _normalised(_dense.take(identity_sums, part_identity[linked]) - _dense.take(part_sums, linked))
         cosine = _dense.row_dots(_normalised(_dense.take(part_sums, linked)), rest)
-        wrong[linked] = [min(1.0, candidates * tail_rate(cross_video, float(s))) for s in cosine]
+        wrong[linked] = [min(1.0, candidates * tail_rate(cross_video, float(s), False)) for s in cosine]
     return {"precision": round(_expected_precision(wrong, part_frames, part_identity), 4),
             "false_part_rate": round(float(wrong[linked].mean()) if linked.shape[0] else 0.0, 4),
             "parts": int(parts.shape[0]), "linked_identities": int((identity_parts > 1).sum()),
