@@ -133,22 +133,26 @@ def test_level2_frame_window():
     assert level2(*args, DenoiseConfig(frame_window=None))[0][4] == 0
 
 
-def test_level2_reallocation_respects_cannot_link():
-    (a,) = people(1)
-    features = frames_of([a] * 6)
-    # Frames 4 and 5 are pooled. Frame 4 was seen at index 2, which the tracklet already holds
-    # (two people at one moment): it may not join. Frame 5 (index 9) may.
-    args = (features, np.zeros(6, np.int64), np.array([0, 1, 2, 3, 2, 9]), np.array([0, 0, 0, 0, -1, -1]))
-    np.testing.assert_array_equal(level2(*args)[0], [0, 0, 0, 0, -1, 0])
-    np.testing.assert_array_equal(level2(*args, DenoiseConfig(cannot_link=False))[0], [0] * 6)
+def test_level2_reallocated_frames_neither_wait_for_free_moments_nor_make_constraints():
+    (a, b) = people(2)
+    # Person a's track is cut in two (frames 0-3 and 10-13); tracklet 2 (person b, frames 0-13)
+    # held a crop of a at frame 11, when a's own second piece runs (pooled by level 1). The crop
+    # joins a group of a although that group is at frame 11 already, and its moment does not stop
+    # a's two pieces from merging.
+    features = frames_of([a] * 8 + [b] * 14 + [a])
+    index = np.r_[0:4, 10:14, 0:14, 11]
+    labels = np.r_[[0] * 4, [1] * 4, [2] * 14, -1]
+    result, summary = level2(features, np.zeros(23, np.int64), index, labels)
+    np.testing.assert_array_equal(result, np.r_[[0] * 8, [1] * 14, 0])
+    assert summary["frames_reallocated"] == 1 and summary["merges_refused_cannot_link"] == 0
 
 
-def test_level2_two_pooled_frames_of_one_moment_join_one_at_most():
+def test_level2_two_pooled_frames_of_one_moment_may_both_join():
     a, b = people(2)
     near, far = frames_of([a], noise=0.0)[0], (0.8 * a + 0.6 * b).astype(np.float32)
     features = np.concatenate([frames_of([a] * 3), [near, far]])
     result, _ = level2(features, np.zeros(5, np.int64), np.array([0, 1, 2, 7, 7]), np.array([0, 0, 0, -1, -1]))
-    np.testing.assert_array_equal(result, [0, 0, 0, 0, -1])
+    np.testing.assert_array_equal(result, [0, 0, 0, 0, 0])
 
 
 def test_level2_rechecks_merged_identities():
@@ -245,6 +249,21 @@ def test_level3_never_joins_a_cannot_link_pair_through_another_video():
     assert summary["links"] == 2 and summary["links_refused_cannot_link"] == 1 and summary["links_cut_by_guard"] == 0
     joined, _ = level3(features, video, index, labels, DenoiseConfig(link_threshold=0.8, min_images=1, cannot_link=False))
     np.testing.assert_array_equal(joined, np.zeros(9))
+
+
+def test_level3_constraints_come_from_anchored_frames_only():
+    # The same P, Q, X, but Q's frame 2 is a reallocated frame (not anchored): P and Q no longer
+    # provably co-occur, so both links stand; a wrong mask is refused by name.
+    features = frames_of(np.repeat(at_angles([0, 30, 12]), 3, axis=0), noise=0.0)
+    video, index, labels = np.repeat([0, 0, 1], 3), np.r_[0:3, 2:5, 0:3], np.repeat([0, 1, 2], 3)
+    anchored = np.ones(9, bool)
+    anchored[3] = False
+    config = DenoiseConfig(link_threshold=0.8, min_images=1)
+    np.testing.assert_array_equal(level3(features, video, index, labels, config, anchored=anchored)[0], np.zeros(9))
+    with pytest.raises(TypeError, match="anchored"):
+        level3(features, video, index, labels, config, anchored=np.ones(9))
+    with pytest.raises(ValueError, match="anchored"):
+        level3(features, video, index, labels, config, anchored=np.ones(8, bool))
 
 
 def test_level3_mutual_k_and_min_images():

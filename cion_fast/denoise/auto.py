@@ -65,7 +65,7 @@ from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import _expand, _normalised, _pair_cosines, _segment_sums, _set_sums, cannot_link_pairs
 
-__all__ = ["RULES", "auto_thresholds", "candidates_per_decision", "choose_thresholds", "range_partners", "label_free_estimate", "separation_auc", "similarity_distributions", "tail_rate",
+__all__ = ["RULES", "auto_thresholds", "candidates_per_decision", "choose_thresholds", "cross_video_sample", "range_partners", "label_free_estimate", "separation_auc", "similarity_distributions", "tail_rate",
            "tail_threshold"]
 
 RULES = {
@@ -250,6 +250,21 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
             "cross_video": _cross_video(centroids, video_ids, config, rng)}
 
 
+def cross_video_sample(features: Any, offsets: np.ndarray, video_ids: np.ndarray, config: DenoiseConfig = DenoiseConfig(),
+                       seed: int = 0) -> np.ndarray:
+    """Just the ``cross_video`` sample of :func:`similarity_distributions` (what
+    :func:`label_free_estimate` needs), without reading any frame back to the host.
+
+    Example:
+        >>> feats = np.random.default_rng(0).normal(size=(40, 8))
+        >>> cross_video_sample(feats, np.arange(0, 41, 4), np.repeat([0, 1], 5)).shape
+        (10,)
+    """
+    features = _dense.as_dense(_arrays.as_array(features, "features"))
+    centroids = _normalised(_set_sums(features, offsets, dtype="float64"))
+    return _cross_video(centroids, video_ids, config, np.random.default_rng(seed))
+
+
 def _cross_video(centroids: Any, video_ids: np.ndarray, config: DenoiseConfig, rng: np.random.Generator) -> np.ndarray:
     """Cosines of sampled tracklets with one uniformly drawn cross-video candidate each."""
     _, first, count, own = _candidates(video_ids, config)
@@ -368,7 +383,7 @@ def choose_thresholds(d: dict[str, np.ndarray], video_ids: np.ndarray, config: D
 
 
 def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarray, frame_index: np.ndarray,
-                        cross_video: np.ndarray, candidates: int) -> dict[str, Any]:
+                        cross_video: np.ndarray, candidates: int, anchored: np.ndarray | None = None) -> dict[str, Any]:
     """How pure the final identities look, measured without ground truth.
 
     An identity spread over several videos is made of *parts* (its frames in one video). A part
@@ -381,8 +396,9 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
     * ``precision``: the expected BCubed precision of the labels if every wrong part were another
       person (a frame of a wrong part shares its identity with its own part only; a frame of a
       right part loses the frames of the wrong parts);
-    * ``cannot_link_violations``: pairs of an identity's groups seen at the same moment of one
-      video (0 whenever the levels ran with ``cannot_link``);
+    * ``cannot_link_violations``: frames of an identity at a moment of one video where it
+      already has a frame, among the ``anchored`` frames (those the tracker assigned; 0
+      whenever the levels ran with ``cannot_link``);
     * ``parts``, ``linked_identities``.
 
     Errors inside a part (a frame of another person kept in a tracklet) are not counted: the
@@ -393,6 +409,7 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
         labels: int64 [M] final labels (-1 = dropped); frame_video, frame_index: int64 [M].
         cross_video: float cosines of cross-video candidate pairs
             (:func:`similarity_distributions`); candidates: comparisons per linking decision.
+        anchored: optional bool [M], the frames whose moments count as constraints (None: all).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -420,7 +437,8 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
     return {"precision": round(_expected_precision(wrong, part_frames, part_identity), 4),
             "false_part_rate": round(float(wrong[linked].mean()) if linked.shape[0] else 0.0, 4),
             "parts": int(parts.shape[0]), "linked_identities": int((identity_parts > 1).sum()),
-            "cannot_link_violations": int(_same_identity_cannot_links(labels, frame_video, frame_index))}
+            "cannot_link_violations": int(_same_identity_cannot_links(labels if anchored is None else np.where(anchored, labels, -1),
+                                                                      frame_video, frame_index))}
 
 
 def _expected_precision(wrong: np.ndarray, frames: np.ndarray, identity: np.ndarray) -> float:

@@ -49,9 +49,10 @@ class DenoiseConfig:
             [first - frame_window, last + frame_window] around the pooled frame's index; None
             allows any tracklet of the same video.
         cannot_link: two groups of one video that share a frame index are different people:
-            never merge them (level 2, also not through a chain), never reallocate a frame to a
-            group that already has that frame index, and split level-3 identities that would
-            contain such a pair.
+            never merge them (level 2, also not through a chain) and split level-3 identities
+            that would contain such a pair. Only the frames the tracker put in a group make constraints:
+            a frame that level 2 reallocated may show a person whose own track runs at that
+            moment (the tracker's box slid onto a neighbour), so its moment proves nothing.
         window: level 3. Number of consecutive videos in one sliding range (W).
         stride: level 3. Videos the range moves by (S, 1 <= S <= W; W/2 overlaps ranges by half).
         link_threshold: level 3 (tau4). Identities of different videos inside one range are linked

@@ -169,16 +169,20 @@ def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_ind
     from cion_fast.denoise import auto
 
     calibration = None
-    samples = auto.similarity_distributions(features, offsets, video_ids, frame_index, config=config)
     if config.thresholds == "auto":
+        samples = auto.similarity_distributions(features, offsets, video_ids, frame_index, config=config)
         config, calibration = auto.choose_thresholds(samples, video_ids, config)
+        cross_video = samples["cross_video"]
+    else:
+        cross_video = auto.cross_video_sample(features, offsets, video_ids, config)
     frame_video = np.repeat(video_ids, np.diff(offsets))
     tracklet_labels = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
 
     steps = (
         lambda _: _level1(features, offsets, config),
         lambda labels: _level2(features, frame_video, frame_index, labels, config),
-        lambda labels: _level3(features, frame_video, frame_index, labels, config),
+        # level 3's constraints: the frames level 1 kept in their tracklet (levels[0])
+        lambda labels: _level3(features, frame_video, frame_index, labels, config, anchored=levels[0] >= 0),
     )
     bar = None
     if progress:
@@ -200,9 +204,10 @@ def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_ind
     if bar is not None:
         bar.close()
     estimate = None
-    if samples["cross_video"].shape[0]:
-        estimate = auto.label_free_estimate(features, labels, frame_video, frame_index, samples["cross_video"],
-                                            auto.candidates_per_decision(video_ids, config)["cross_video"])
+    if cross_video.shape[0]:
+        estimate = auto.label_free_estimate(features, labels, frame_video, frame_index, cross_video,
+                                            auto.candidates_per_decision(video_ids, config)["cross_video"],
+                                            anchored=levels[0] >= 0)
     return DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config, calibration=calibration,
                          estimate=estimate)
 
