@@ -52,17 +52,21 @@ _REPORT_DEFAULTS = {"report_steps": 300, "report_arch": "test_resnet"}
 
 
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:
+    from cion_fast.data.synth import WorldConfig
+
+    default, quick = WorldConfig(), WorldConfig.quick()
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory: DIR/tracklets (tracklet directory), DIR/market (Market-1501 layout), "
                              "DIR/summary.json")
     parser.add_argument("--quick", action="store_true", help="small world that renders in seconds (tests, smoke runs)")
-    parser.add_argument("--identities", type=int, help="people walking through the videos (default 600; quick 60)")
-    parser.add_argument("--cameras", type=int, help="cameras (default 8; quick 4)")
-    parser.add_argument("--videos", type=int, help="videos (default 48; quick 8)")
+    for name, what in (("identities", "people walking through the videos"), ("cameras", "cameras"), ("videos", "videos")):
+        parser.add_argument(f"--{name}", type=int,
+                            help=f"{what} (default {getattr(default, name)}; quick {getattr(quick, name)})")
     parser.add_argument("--size", type=_parse_size, help="crop size HxW: 128x64 (default) or 256x128")
-    parser.add_argument("--seed", type=int, help="world seed (default 0)")
+    parser.add_argument("--seed", type=int, help=f"world seed (default {default.seed})")
     parser.add_argument("--camera-strength", type=float, metavar="S",
-                        help="how much the cameras differ, 0 = identical (default 0.4, calibrated: see --report)")
+                        help=f"how much the cameras differ, 0 = identical (default {default.camera_strength}, calibrated: "
+                             "see --report)")
     parser.add_argument("--image-format", choices=("png", "jpg"), default="png",
                         help="Market-1501 image files: png (lossless, default) or jpg")
     parser.add_argument("--samples", metavar="PNG", help="also write a contact sheet of rendered samples")
@@ -137,6 +141,14 @@ def _synth(args: argparse.Namespace) -> int:
     write_seconds = time.perf_counter() - t0
     if args.samples:
         synth.sample_sheet(config, path=args.samples)
+    _print_world(world, config, out, write_seconds, args.samples)
+    if args.report:
+        _difficulty(world, out, args.report_steps, args.report_arch)
+    return 0
+
+
+def _print_world(world, config, out, write_seconds: float, samples: str | None) -> None:
+    """The summary of a written synthetic world: counts, tracker noise, rendering speed, files."""
     s = world.summary()
     c, noise, speed = s["counts"], s["tracker_noise"], s["speed"]
     measured, configured = noise["measured"], noise["configured"]
@@ -152,21 +164,22 @@ def _synth(args: argparse.Namespace) -> int:
     print(f"  rendering : {speed['frames_rendered']} frames in {speed['render_seconds']:.2f} s = "
           f"{speed['frames_per_second']:.0f} frames/s, {speed['frames_per_cpu_second']:.0f} frames per CPU-second "
           f"(planning {speed['plan_seconds']:.2f} s, writing {write_seconds:.2f} s)")
-    print(f"  wrote     : {out / 'tracklets'}, {out / 'market'}, {out / 'summary.json'}"
-          + (f", {args.samples}" if args.samples else ""))
-    if args.report:
-        from cion_fast._io import atomic_write_json
-        from cion_fast.finetune import difficulty_report
+    print(f"  wrote     : {out / 'tracklets'}, {out / 'market'}, {out / 'summary.json'}" + (f", {samples}" if samples else ""))
 
-        report = difficulty_report(world.train, world.query, world.gallery, out / "difficulty_run",
-                                   steps=args.report_steps, arch=args.report_arch, progress=True)
-        atomic_write_json(out / "difficulty.json", {"steps": args.report_steps, "arch": args.report_arch, **report})
-        print(f"  difficulty ({args.report_arch}, query/gallery, %): " + "; ".join(
-            f"{name} mAP {100 * r['mAP']:.1f} (camera-normalised {100 * r['mAP_camnorm']:.1f})"
-            for name, r in (("stripe descriptor", report["stripe"]), ("random init", report["random"]),
-                            (f"trained on true identities {args.report_steps} steps", report["trained"]))))
-        print(f"  wrote     : {out / 'difficulty.json'}")
-    return 0
+
+def _difficulty(world, out, steps: int, arch: str) -> None:
+    """``synth --report``: retrieval mAP of the stripe descriptor, random init and a supervised run."""
+    from cion_fast._io import atomic_write_json
+    from cion_fast.finetune import difficulty_report
+
+    report = difficulty_report(world.train, world.query, world.gallery, out / "difficulty_run", steps=steps, arch=arch,
+                               progress=True)
+    atomic_write_json(out / "difficulty.json", {"steps": steps, "arch": arch, **report})
+    print(f"  difficulty ({arch}, query/gallery, %): " + "; ".join(
+        f"{name} mAP {100 * r['mAP']:.1f} (camera-normalised {100 * r['mAP_camnorm']:.1f})"
+        for name, r in (("stripe descriptor", report["stripe"]), ("random init", report["random"]),
+                        (f"trained on true identities {steps} steps", report["trained"]))))
+    print(f"  wrote     : {out / 'difficulty.json'}")
 
 
 _synth.add_arguments = _synth_arguments

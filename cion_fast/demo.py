@@ -49,7 +49,7 @@ from cion_fast._demo.report import (CLAIMED_ORDER, QUALITY_COLUMNS, aggregate_se
 __all__ = ["CLAIMED_ORDER", "DEMO_METHODS", "METHODS", "PRETRAINED_METHODS", "QUALITY_COLUMNS", "SMALL_BUDGET_RECIPE",
            "DemoConfig", "aggregate_seeds", "baselines_sentence", "ordering_sentence", "run_demo"]
 
-_PRETRAIN_FIELDS = ("step", "loss", "images_per_s", "view_share", "k", "run_dir", "reused")
+_PRETRAIN_FIELDS = ("step", "loss", "images_per_s", "view_share", "k", "reused")
 
 
 def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress: bool = True,
@@ -122,5 +122,6 @@ def _report(run, methods: tuple[str, ...], per_seed: dict, in_use: dict, world: 
         "curves": learning_curves(per_seed),
         "config": {"demo": run.config.to_dict(), "world": world, "methods": list(methods)},
         "timings": dict(run.stages.timings),
-        "pretrain": {name: {k: r.get(k) for k in _PRETRAIN_FIELDS} for name, r in pretrained.items()},
+        "pretrain": {name: {**{k: r.get(k) for k in _PRETRAIN_FIELDS}, "run_dir": str(run.out / r["run_dir"])}
+                     for name, r in pretrained.items()},
     }

@@ -89,6 +89,8 @@ def test_report_schema_and_numbers(demo_run):
     # seed and labels): reused, not trained twice.
     used_round = next(r["round"] for r in rounds if r["used_by_seeds"])
     assert bool(report["pretrain"]["cion"]["reused"]) == (used_round == 1)
+    marker = json.loads((out / "stages" / "pretrain_cion_round1.json").read_text())  # a moved directory stays whole
+    assert marker["result"]["run_dir"] == "pretrain_cion_round1" and not marker["result"]["checkpoint"].startswith("/")
     for name in ("report.md", "report.html", "figures/cmc.png", "figures/cmc_camnorm.png", "figures/denoise_quality.png", "figures/methods.png",
                  "figures/retrieval_grid.png", "figures/pretrain_loss.png", "figures/learning_curves.png"):
         assert (out / name).stat().st_size > 0, name

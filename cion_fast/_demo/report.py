@@ -92,13 +92,22 @@ def ordering_sentence(methods: dict[str, dict], metric: str = "mAP", label: str 
     return f"{' < '.join(present)} {'holds' if holds else 'does NOT hold'} on {label}: " + "; ".join(parts) + "."
 
 
+def _columns_below(methods: dict[str, dict], name: str, metric: str) -> str:
+    """"; below it on rank5, ..." for the other columns where CION does not beat ``name``."""
+    cion, other = methods["cion"], methods[name]
+    below = [k for k in REPORT_METRICS if k != metric and k in cion and k in other and cion[k] <= other[k]]
+    return f"; below it on {', '.join(below)}" if below else ""
+
+
 def baselines_sentence(methods: dict[str, dict], metric: str = "mAP", label: str = "plain mAP") -> str:
     """CION against every other method of the table, the training-free stripe descriptor included;
-    says plainly which baselines CION does not beat.
+    says plainly which baselines CION does not beat, and on which other columns it falls short.
 
     Example:
         >>> baselines_sentence({"stripe": {"mAP": 0.4}, "random": {"mAP": 0.05}, "cion": {"mAP": 0.3}})
         'CION against every baseline on plain mAP: above random 5.0 (+25.0); BELOW stripe 40.0 (-10.0). CION does NOT beat stripe.'
+        >>> baselines_sentence({"stripe": {"mAP": 0.2, "rank1": 0.5}, "cion": {"mAP": 0.3, "rank1": 0.4}})
+        'CION against every baseline on plain mAP: above stripe 20.0 (+10.0; below it on rank1). CION beats every baseline on plain mAP.'
     """
     if "cion" not in methods or metric not in methods["cion"]:
         return "(no CION in this run: nothing to compare the baselines with)"
@@ -107,9 +116,10 @@ def baselines_sentence(methods: dict[str, dict], metric: str = "mAP", label: str
     for name in others:
         gap, _, ratio = _gap(methods, name, "cion", metric)
         word = "above" if gap > 0 else "BELOW"
-        parts.append(f"{word} {name} {100 * methods[name][metric]:.1f} ({100 * gap:+.1f}{ratio})")
+        parts.append(f"{word} {name} {100 * methods[name][metric]:.1f} ({100 * gap:+.1f}{ratio}"
+                     f"{_columns_below(methods, name, metric)})")
         below += [name] if gap <= 0 else []
-    end = f"CION does NOT beat {', '.join(below)}." if below else "CION beats every baseline."
+    end = f"CION does NOT beat {', '.join(below)}." if below else f"CION beats every baseline on {label}."
     return f"CION against every baseline on {label}: " + "; ".join(parts) + ". " + end
 
 

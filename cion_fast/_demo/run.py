@@ -47,6 +47,10 @@ class DemoRun:
 
         return tuple(MultiCropConfig.cion(**self.config.pretrain.multicrop_overrides()).global_size)
 
+    def path(self, stage: str, key: str = "checkpoint") -> Path:
+        """A path a stage recorded (relative to ``out``, so a moved run directory stays whole)."""
+        return self.out / self.stages.results[stage][key]
+
 
 def world(run: DemoRun) -> dict:
     """Stage ``world``: the synthetic world (tracklets + Market-style split) under ``out/world``."""
@@ -75,7 +79,7 @@ def stripe_features(run: DemoRun) -> None:
 
 def learned_features(run: DemoRun, name: str, trained: str) -> None:
     """Stage ``name``: every frame's features from the pre-training stage ``trained``'s checkpoint."""
-    checkpoint = run.stages.results[trained]["checkpoint"]
+    checkpoint = run.path(trained)
 
     def work() -> dict:
         from cion_fast.evaluate import extract_features
@@ -85,7 +89,7 @@ def learned_features(run: DemoRun, name: str, trained: str) -> None:
         features = extract_features(load_pretrained(checkpoint), run.tracklets, batch_size=run.config.eval_batch_size,
                                     device=run.config.device, progress=run.progress, size=run.train_size)
         save_features(run.out / f"{name}.npz", features, run.tracklets, model=f"checkpoint:{checkpoint}")
-        return {"dim": int(features.shape[1]), "frames": int(features.shape[0]), "checkpoint": checkpoint}
+        return {"dim": int(features.shape[1]), "frames": int(features.shape[0])}
 
     run.stages.run(name, work, after=("world", trained), outputs=(run.out / f"{name}.npz",))
 
@@ -117,7 +121,8 @@ def pretrain_config(run: DemoRun, method: str, seed: int) -> Any:
 
 
 def _train(run: DemoRun, name: str, cfg: Any, labels: Any, until_step: int | None = None) -> dict:
-    """Pre-trains (or resumes) into ``out/<name>``; Ctrl-C keeps the checkpoints and stops the demo."""
+    """Pre-trains (or resumes) into ``out/<name>``; Ctrl-C keeps the checkpoints and stops the demo.
+    The result's ``run_dir`` and ``checkpoint`` are relative to ``out``."""
     from cion_fast.pretrain import pretrain
     from cion_fast.training import list_checkpoints
 
@@ -126,7 +131,8 @@ def _train(run: DemoRun, name: str, cfg: Any, labels: Any, until_step: int | Non
                       until_step=until_step)
     if result.get("interrupted"):
         raise KeyboardInterrupt
-    return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}, "run_dir": str(run_dir)}
+    checkpoint = str(Path(result["checkpoint"]).relative_to(run.out))
+    return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}, "run_dir": name, "checkpoint": checkpoint}
 
 
 def pretrain(run: DemoRun, name: str, method: str, seed: int, identities: str) -> dict:
@@ -159,6 +165,16 @@ def reuse(run: DemoRun, name: str, earlier: str) -> dict:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` written atomically.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "eval" / "x.npz"
+        >>> _save_npz(path, query=np.ones(2))
+        >>> np.load(path)["query"].tolist()
+        [1.0, 1.0]
+    """
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -166,35 +182,37 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def _network_metrics(run: DemoRun, trained: dict, options: dict) -> tuple[dict, tuple]:
-    """The exported network's figures (and the student's and the learning curve for a pre-training)."""
+def _network_metrics(run: DemoRun, trained: str, options: dict) -> tuple[dict, tuple]:
+    """The figures of stage ``trained``'s exported network (and its student's and the learning curve
+    for a pre-training past step 0)."""
     from cion_fast.evaluate.retrieval import evaluate_model
     from cion_fast.models import load_pretrained
 
     extract = dict(batch_size=run.config.eval_batch_size, device=run.config.device, size=run.train_size)
-    query, gallery = run.market.query, run.market.gallery
-    metrics, features = evaluate_model(load_pretrained(trained["checkpoint"]), query, gallery, **extract, **options)
-    if trained["step"] > 0:
-        student, _ = evaluate_model(load_pretrained(trained["checkpoint"], network="student"), query, gallery,
-                                    **extract, metric="cosine")
+    query, gallery, checkpoint = run.market.query, run.market.gallery, run.path(trained)
+    metrics, features = evaluate_model(load_pretrained(checkpoint), query, gallery, **extract, **options)
+    if run.stages.results[trained]["step"] > 0:
+        student, _ = evaluate_model(load_pretrained(checkpoint, network="student"), query, gallery, **extract, metric="cosine")
         metrics["student_mAP"], metrics["student_rank1"] = student["mAP"], student["rank1"]
         metrics["curve"] = _curve(run, trained, metrics["mAP"], extract)
     return metrics, features
 
 
-def _curve(run: DemoRun, trained: dict, final_map: float, extract: dict) -> list[list]:
-    """[step, plain mAP] at every kept checkpoint (the final one is the evaluation's own)."""
+def _curve(run: DemoRun, trained: str, final_map: float, extract: dict) -> list[list]:
+    """[step, plain mAP] at every kept checkpoint of stage ``trained`` (the final one is the
+    evaluation's own figure, not extracted twice)."""
     from cion_fast.evaluate.retrieval import evaluate_model
     from cion_fast.models import load_pretrained
     from cion_fast.training import list_checkpoints
 
     curve = []
-    for path in list_checkpoints(trained["run_dir"]):
-        if path.name == Path(trained["checkpoint"]).name:
-            curve.append([trained["step"], final_map])
-            continue
-        at_step, _ = evaluate_model(load_pretrained(path), run.market.query, run.market.gallery, **extract, metric="cosine")
-        curve.append([int(path.name.split("-")[-1]), at_step["mAP"]])
+    for path in list_checkpoints(run.path(trained, "run_dir")):
+        step = int(path.name.split("-")[-1])
+        if path.name == run.path(trained).name:
+            curve.append([step, final_map])
+        else:
+            at_step, _ = evaluate_model(load_pretrained(path), run.market.query, run.market.gallery, **extract, metric="cosine")
+            curve.append([step, at_step["mAP"]])
     return curve
 
 
@@ -215,7 +233,7 @@ def evaluate(run: DemoRun, method: str, seed: int, trained: str | None) -> dict:
             metrics = evaluate_features(*features, market.query.pids, market.gallery.pids, market.query.camids,
                                         market.gallery.camids, **options)
         else:
-            metrics, features = _network_metrics(run, run.stages.results[trained], options)
+            metrics, features = _network_metrics(run, trained, options)
         _save_npz(path, query=features[0], gallery=features[1])
         return metrics
 
@@ -235,7 +253,7 @@ def finetune(run: DemoRun, method: str, seed: int, trained: str) -> dict:
         from cion_fast.training import list_checkpoints
 
         cfg = FinetuneConfig(arch=run.config.pretrain.arch, last_stride=None, image_size=run.train_size,
-                             init=run.stages.results[trained]["checkpoint"], batch_size=32, steps=steps, seed=seed,
+                             init=str(run.path(trained)), batch_size=32, steps=steps, seed=seed,
                              device=run.config.device, progress=run.progress, checkpoint_every=steps)
         if tune(cfg, run.market.train, run.out / name, resume=bool(list_checkpoints(run.out / name)))["interrupted"]:
             raise KeyboardInterrupt
@@ -248,12 +266,23 @@ def finetune(run: DemoRun, method: str, seed: int, trained: str) -> dict:
 
 
 def _round_stage(r: int, seed: int) -> str:
+    """The denoising stage of round ``r`` for ``seed`` (round 1 is shared by every seed).
+
+    Example:
+        >>> _round_stage(1, 3), _round_stage(2, 0), _round_stage(2, 1)
+        ('denoise', 'denoise_round2', 'denoise_round2_seed1')
+    """
     return "denoise" if r == 1 else f"denoise_round{r}{seed_suffix(seed)}"
 
 
 def _better_separation(candidate: dict, current: dict) -> bool:
     """Whether a denoising round's features separate positives from certain negatives better
-    (centroid AUC; fixed thresholds have no AUC: the later round is taken)."""
+    (centroid AUC; fixed thresholds have no AUC: the later round is taken).
+
+    Example:
+        >>> _better_separation({"separation": 0.9}, {"separation": 0.95}), _better_separation({"separation": None}, {})
+        (False, True)
+    """
     new, old = candidate.get("separation"), current.get("separation")
     return new is None or old is None or new > old
 
