@@ -85,6 +85,8 @@ def test_tail_threshold_and_rate_match_the_rule(seed):
             if rate < TAIL_ANCHOR:
                 assert tail_rate(sample, value, pure) == pytest.approx(rate, rel=1e-6)
     assert tail_threshold(sample, 1e-6) < 1.0
+    values = np.r_[np.linspace(-1, 1, 41), sample[:5]]
+    np.testing.assert_array_equal(tail_rate(sample, values), [tail_rate(sample, float(v)) for v in values])
 
 
 def test_range_partners_and_candidates_match_the_ranges():

@@ -55,6 +55,7 @@ anchor quantile of the tail model (0.95) and the sample sizes. The world family 
 from __future__ import annotations
 
 import dataclasses
+import math
 from statistics import NormalDist
 from typing import Any
 
@@ -110,22 +111,29 @@ def tail_threshold(sample: np.ndarray, rate: float, pure: bool = True) -> float:
     return float(np.tanh(anchor + scale * (_GAUSS.inv_cdf(1.0 - rate) - _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR))))
 
 
-def tail_rate(sample: np.ndarray, value: float, pure: bool = True) -> float:
-    """The share of the population behind ``sample`` at or above the cosine ``value`` (inverse
-    of :func:`tail_threshold`).
+def tail_rate(sample: np.ndarray, value: Any, pure: bool = True) -> Any:
+    """The share of the population behind ``sample`` at or above the cosine ``value`` (a float,
+    or an array of them: one model, many values); the inverse of :func:`tail_threshold`.
 
     Example:
         >>> sample = np.tanh(np.random.default_rng(0).normal(0, 0.1, size=100_000))
         >>> round(tail_rate(sample, 0.0), 2), f"{tail_rate(sample, tail_threshold(sample, 1e-4)):.0e}"
         (0.5, '1e-04')
     """
-    sample = _fisher(sample)
-    value = float(_fisher(np.array([value]))[0])
+    sample = np.sort(_fisher(sample))
+    values = _fisher(np.atleast_1d(value))
     anchor, scale = _tail_model(sample, pure)
-    if value <= anchor:
-        return float(np.mean(sample >= value))
-    z = _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR) + (value - anchor) / scale
-    return float(1.0 - _GAUSS.cdf(z))
+    empirical = (sample.shape[0] - np.searchsorted(sample, values, side="left")) / sample.shape[0]
+    z = _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR) + (values - anchor) / scale
+    modelled = 0.5 * _erfc(z / np.sqrt(2.0))  # the normal's upper tail
+    rates = np.where(values <= anchor, empirical, modelled)
+    return float(rates[0]) if np.ndim(value) == 0 else rates
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """The complementary error function of each element (math.erfc: exact in the far tail, and
+    numpy alone)."""
+    return np.fromiter((math.erfc(float(v)) for v in x.ravel()), np.float64, x.size).reshape(x.shape)
 
 
 def _fisher(cosines: np.ndarray) -> np.ndarray:
@@ -433,7 +441,7 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
         identity_sums = _segment_sums(part_sums, part_identity, int(part_identity.max()) + 1)
         rest = _normalised(_dense.take(identity_sums, part_identity[linked]) - _dense.take(part_sums, linked))
         cosine = _dense.row_dots(_normalised(_dense.take(part_sums, linked)), rest)
-        wrong[linked] = [min(1.0, candidates * tail_rate(cross_video, float(s), False)) for s in cosine]
+        wrong[linked] = np.minimum(1.0, candidates * tail_rate(cross_video, np.asarray(cosine, np.float64), False))
     return {"precision": round(_expected_precision(wrong, part_frames, part_identity), 4),
             "false_part_rate": round(float(wrong[linked].mean()) if linked.shape[0] else 0.0, 4),
             "parts": int(parts.shape[0]), "linked_identities": int((identity_parts > 1).sum()),
