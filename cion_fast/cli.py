@@ -705,9 +705,41 @@ def _evaluate(args: argparse.Namespace) -> int:
 _evaluate.add_arguments = _evaluate_arguments
 
 
-# Exceptions that mean "the input is wrong", not "the program is wrong" (see main).
+# Exceptions that may mean "the input is wrong", not "the program is wrong" (see is_user_error).
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Bad input, reported in one line: a missing, existing or unreadable path, or a ValueError /
+    TypeError that a check of this package raised on purpose (a ``raise`` statement in
+    ``cion_fast``). The same types raised anywhere else (Python finding a bug, a library) are
+    internal errors and keep their traceback.
+
+    Example:
+        >>> from cion_fast._checks import check_int
+        >>> def caught(work):
+        ...     try:
+        ...         work()
+        ...     except Exception as error:
+        ...         return is_user_error(error)
+        >>> caught(lambda: check_int(0, "steps", 1)), caught(lambda: int("x")), caught(lambda: open("/nowhere"))
+        (True, False, True)
+    """
+    import linecache
+
+    if not isinstance(error, USER_ERRORS):
+        return False
+    if isinstance(error, OSError):
+        return True
+    last = error.__traceback__
+    while last is not None and last.tb_next is not None:
+        last = last.tb_next
+    if last is None:
+        return False
+    source = last.tb_frame.f_code.co_filename
+    ours = os.path.dirname(os.path.abspath(__file__))
+    return source.startswith(ours) and linecache.getline(source, last.tb_lineno).lstrip().startswith("raise")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -744,8 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except USER_ERRORS as error:
         # Bad input (a value, a type, a missing or damaged file): one line and exit 2, as argparse does.
-        # CION_FAST_DEBUG=1 shows the traceback instead.
-        if os.environ.get("CION_FAST_DEBUG"):
+        # An internal error, or CION_FAST_DEBUG=1, keeps the traceback.
+        if os.environ.get("CION_FAST_DEBUG") or not is_user_error(error):
             raise
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"cion-fast {args.command}: error: {message}", file=sys.stderr)
