@@ -268,11 +268,10 @@ def _denoise(args: argparse.Namespace) -> int:
     stored = load_features(args.features)
     if not (np.array_equal(stored.offsets, tracklets.offsets) and np.array_equal(stored.frame_index, tracklets.frame_index)):
         raise ValueError(f"{args.features} was not extracted from {args.tracklets} (offsets / frame indices differ)")
-    features = _to_gpu(stored.features, args.scratch) if args.device == "cuda" else stored.features
     inputs = {"tracklet_directory": str(args.tracklets), "features_file": str(args.features), "model": stored.model,
               "frames": int(tracklets.num_frames), "tracklets": int(tracklets.num_tracklets), "device": args.device}
-    done = denoise_to_directory(args.out, tracklets, features, config, progress=not args.no_progress, scratch=args.scratch,
-                                inputs=inputs, overwrite=args.overwrite)
+    done = denoise_to_directory(args.out, tracklets, stored.features, config, progress=not args.no_progress,
+                                scratch=args.scratch, device=args.device, inputs=inputs, overwrite=args.overwrite)
     if done.quality is not None:
         print(format_quality_table(done.quality))
     for summary in done.result.summary:
@@ -282,28 +281,6 @@ def _denoise(args: argparse.Namespace) -> int:
     final = done.result.summary[-1]
     print(f"{final['images']} frames in {final['identities']} identities; wrote {done.directory}")
     return 0
-
-
-def _to_gpu(features, scratch):
-    """The (memory-mapped, read-only) features as a torch tensor on the current GPU, copied a
-    block of rows at a time so the host holds one block, never a second copy of the matrix."""
-    import cion_fast
-
-    if scratch is not None:
-        raise ValueError("--scratch keeps host features on disk; with --device cuda they are centred on the GPU: drop one")
-    try:
-        import torch
-    except ImportError:
-        raise ValueError("--device cuda needs torch (pip install torch)") from None
-    if not (cion_fast.cuda_available() and torch.cuda.is_available()):
-        raise ValueError("--device cuda: no usable GPU, a CPU-only torch, or cion_fast built without CUDA (cion-fast info)")
-    import numpy as np
-
-    out = torch.empty(features.shape, dtype=getattr(torch, features.dtype.name), device="cuda")
-    block = max(1, (64 << 20) // max(1, features.shape[1] * features.dtype.itemsize))  # 64 MB of rows
-    for start in range(0, features.shape[0], block):
-        out[start : start + block].copy_(torch.from_numpy(np.array(features[start : start + block])))
-    return out
 
 
 _denoise.add_arguments = _denoise_arguments
@@ -387,6 +364,7 @@ _PRETRAIN_FIELDS = ("method", "arch", "last_stride", "ibn", "steps", "epochs", "
 
 
 def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    from cion_fast.ops import MultiCropConfig
     from cion_fast.pretrain import PretrainConfig
 
     parser.add_argument("--data", required=True, metavar="DIR", help="tracklet directory (cion_fast.data.Tracklets.load)")
@@ -397,9 +375,12 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     parser.add_argument("--timm-kwarg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                         help="extra timm.create_model argument, repeatable (e.g. drop_path_rate=0.1)")
-    parser.add_argument("--global-size", type=_parse_size, metavar="HxW", help="global view size (default 256x128)")
-    parser.add_argument("--local-size", type=_parse_size, metavar="HxW", help="local view size (default 128x64)")
-    parser.add_argument("--n-local", type=int, help="local views per image (default 8; upreid 0)")
+    views = MultiCropConfig.cion()
+    for name, what in (("global_size", "global view size"), ("local_size", "local view size")):
+        size = getattr(views, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=_parse_size, metavar="HxW",
+                            help=f"{what} (default {size[0]}x{size[1]})")
+    parser.add_argument("--n-local", type=int, help=f"local views per image (default {views.n_local}; upreid 0)")
     group = parser.add_argument_group("the run (cion_fast.pretrain.PretrainConfig)")
     config_arguments(group, PretrainConfig, _PRETRAIN_FIELDS, flags={"base_lr": "lr"},
                      types={"k_values": _csv(int), "k_boundaries": _csv(float), "upreid_terms": _csv(str)})

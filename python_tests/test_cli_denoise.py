@@ -83,11 +83,11 @@ def test_denoise_device_errors_are_one_line(world_dir, stripe_file, tmp_path, ca
             "--no-progress", "--device", "cuda"]
     assert main(args + ["--scratch", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "--scratch" in err and len(err.strip().splitlines()) == 1
+    assert "scratch" in err and len(err.strip().splitlines()) == 1
     if not cion_fast.cuda_available():
         assert main(args) == 2
         err = capsys.readouterr().err
-        assert "--device cuda" in err and len(err.strip().splitlines()) == 1
+        assert "device 'cuda'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "labels").exists()
 
 

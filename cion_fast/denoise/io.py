@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cion_fast._checks import check_choice
 from cion_fast.denoise.auto import RULES
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.pipeline import LEVEL_NAMES, DenoiseResult, denoise
@@ -37,8 +38,40 @@ class DenoiseOutput:
     directory: Path
 
 
+def upload(features: Any, device: str = "cpu", scratch: str | os.PathLike | None = None) -> Any:
+    """The features where the levels run: as they are for ``"cpu"``; for ``"cuda"`` a torch tensor
+    on the current GPU, copied a block of rows at a time, so the host holds one block of a
+    (memory-mapped) matrix, never a second copy of it.
+
+    Example:
+        >>> upload(np.ones((2, 3), np.float32)).shape
+        (2, 3)
+        >>> upload(np.ones((2, 3), np.float32), "cuda", scratch="/tmp")
+        Traceback (most recent call last):
+        ...
+        ValueError: scratch keeps host features on disk; with device 'cuda' they are centred on the GPU: drop one
+    """
+    import cion_fast
+
+    if check_choice(device, "device", ("cpu", "cuda")) == "cpu":
+        return features
+    if scratch is not None:
+        raise ValueError("scratch keeps host features on disk; with device 'cuda' they are centred on the GPU: drop one")
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("device 'cuda' needs torch (pip install torch)") from None
+    if not (cion_fast.cuda_available() and torch.cuda.is_available()):
+        raise ValueError("device 'cuda': no usable GPU, a CPU-only torch, or cion_fast built without CUDA (cion-fast info)")
+    out = torch.empty(features.shape, dtype=getattr(torch, features.dtype.name), device="cuda")
+    block = max(1, (64 << 20) // max(1, features.shape[1] * features.dtype.itemsize))  # 64 MB of rows
+    for start in range(0, features.shape[0], block):
+        out[start : start + block].copy_(torch.from_numpy(np.array(features[start : start + block])))
+    return out
+
+
 def denoise_to_directory(directory: str | os.PathLike, tracklets: Any, features: Any, config: DenoiseConfig,
-                         progress: bool = False, scratch: str | os.PathLike | None = None,
+                         progress: bool = False, scratch: str | os.PathLike | None = None, device: str = "cpu",
                          inputs: Mapping[str, Any] | None = None, overwrite: bool = False) -> DenoiseOutput:
     """Denoises ``tracklets`` with ``features`` and writes the pseudo-label directory; the quality
     against ground truth is measured (after the levels, which never read it) when the tracklets
@@ -49,6 +82,7 @@ def denoise_to_directory(directory: str | os.PathLike, tracklets: Any, features:
         tracklets: a ``cion_fast.data.Tracklets`` (index; ``identity`` = ground truth, -1 unknown).
         features: float [M, D] frame features (numpy, torch or cupy; see :func:`~cion_fast.denoise.denoise`).
         config, progress, scratch: as :func:`~cion_fast.denoise.denoise`.
+        device: ``"cpu"``, or ``"cuda"``: host features are uploaded first (:func:`upload`).
         inputs: JSON-ready description of the inputs for ``report.json``.
 
     Raises:
@@ -66,6 +100,7 @@ def denoise_to_directory(directory: str | os.PathLike, tracklets: Any, features:
     """
     if Path(directory).exists() and not overwrite:  # before the work, not after it
         raise FileExistsError(f"{directory} already exists (pass overwrite=True to replace it)")
+    features = upload(features, device, scratch)
     start = time.perf_counter()
     result = denoise(features, tracklets.offsets, tracklets.video, tracklets.frame_index, config, progress=progress,
                      scratch=scratch)
