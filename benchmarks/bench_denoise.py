@@ -13,8 +13,9 @@ memory-mapped from a file and the video-centred copy written to another (``cion-
 --scratch``), so the heap holds only the levels' working sets. With ``--device cuda`` the features
 are uploaded to the GPU first (untimed) and every level runs there, the centred copy included.
 Each level is timed once on the previous level's output; the ground-truth quality after level 3
-is recorded. The automatic thresholds (``cion-fast denoise``'s default) are timed as a stage of
-their own on the centred features.
+is recorded. As ``cion-fast denoise`` does by default, the automatic thresholds are chosen first
+(a stage of their own, on the centred features) and the levels use them; the label-free estimate
+of the result is the last stage.
 
     pytest benchmarks/bench_denoise.py --benchmark-only [--full | --denoise-fraction 1] [--device cuda]
 """
@@ -29,7 +30,7 @@ import pytest
 from conftest import bench, on_device
 
 from cion_fast.denoise import DenoiseConfig, center_videos, level1, level2, level3, quality
-from cion_fast.denoise.auto import auto_thresholds
+from cion_fast.denoise.auto import auto_thresholds, candidates_per_decision, cross_video_sample, label_free_estimate
 
 SIZES = {"default": {"luperson_1/100": 0.01}, "full": {"luperson_1/4": 0.25}}  # fractions of LUPerson-NL
 FULL = {"frames": 10_700_000, "tracklets": 434_000, "videos": 21_000}
@@ -93,15 +94,15 @@ def pipeline(size, device, request, tmp_path_factory):
         path.unlink()
 
 
-# "auto thresholds" is what `cion-fast denoise` does by default before level 1; the levels here keep
-# the fixed defaults (the random people of this input are no calibration target), so it is timed
-# on its own and its choice recorded.
-STAGES = ("center videos", "auto thresholds", "level 1", "level 2", "level 3")
+# As `cion-fast denoise` runs by default: the automatic thresholds before level 1 (the levels use
+# the values they choose), the label-free estimate after level 3.
+STAGES = ("center videos", "auto thresholds", "level 1", "level 2", "level 3", "estimate")
 
 
 def _stage(p, name):
     """The call of stage ``name`` on the outputs of the stages before it."""
-    done, config = p["done"], p["config"]
+    done = p["done"]
+    config = done.get("auto thresholds", p["config"])
     if name == "center videos":  # on the host into a memory-mapped file, as `cion-fast denoise --scratch DIR` does
         if p["scratch"] is None:
             return lambda: center_videos(p["features"], p["offsets"], p["video_ids"])
@@ -109,12 +110,17 @@ def _stage(p, name):
         return lambda: center_videos(p["features"], p["offsets"], p["video_ids"], out=out())
     centred = done["center videos"]
     if name == "auto thresholds":
-        return lambda: auto_thresholds(centred, p["offsets"], p["video_ids"], p["frame_index"], config)[1]["thresholds"]
+        return lambda: auto_thresholds(centred, p["offsets"], p["video_ids"], p["frame_index"], config)[0]
     if name == "level 1":
         return lambda: level1(centred, p["offsets"], config)[0]
-    previous = done["level 1" if name == "level 2" else "level 2"]
-    level = level2 if name == "level 2" else level3
-    return lambda: level(centred, p["frame_video"], p["frame_index"], previous, config)[0]
+    if name == "level 2":
+        return lambda: level2(centred, p["frame_video"], p["frame_index"], done["level 1"], config)[0]
+    if name == "level 3":
+        return lambda: level3(centred, p["frame_video"], p["frame_index"], done["level 2"], config, anchored=done["level 1"] >= 0)[0]
+    candidates = candidates_per_decision(p["video_ids"], config)["cross_video"]
+    return lambda: label_free_estimate(centred, done["level 3"], p["frame_video"], p["frame_index"],
+                                       cross_video_sample(centred, p["offsets"], p["video_ids"], config), candidates,
+                                       anchored=done["level 1"] >= 0)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -126,7 +132,11 @@ def test_stage(benchmark, pipeline, stage):
                    warmup=False, device=pipeline["device"])
     pipeline["done"][stage] = result
     if stage == "auto thresholds":
-        benchmark.extra_info.update(result)
+        benchmark.extra_info.update({name: getattr(result, name) for name in ("prune_threshold", "reallocation_threshold",
+                                                                              "merge_threshold", "link_threshold")})
     if stage == "level 3":
         q = quality(result, pipeline["identity"], pipeline["frame_video"])
-        benchmark.extra_info.update(bcubed_f=q.bcubed_f, images_kept=q.images_kept, identities=q.identities)
+        benchmark.extra_info.update(bcubed_f=q.bcubed_f, bcubed_precision=q.bcubed_precision, images_kept=q.images_kept,
+                                    identities=q.identities)
+    if stage == "estimate":
+        benchmark.extra_info.update(result)

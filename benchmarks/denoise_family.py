@@ -5,6 +5,7 @@ sweep), member by member, the held-out members apart. Writes the table of docs/D
     python benchmarks/denoise_family.py                      # every member (a few minutes on 2 cores)
     python benchmarks/denoise_family.py --members base tiny  # some
     python benchmarks/denoise_family.py --json out.json      # also the figures as JSON
+    python benchmarks/denoise_family.py --estimate           # does the label-free estimate track precision?
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import argparse
 import dataclasses
 import json
 import time
+
+import numpy as np
 
 from cion_fast.denoise import DenoiseConfig, denoise
 from cion_fast.denoise.worlds import FAMILY, HELD_OUT, generate_feature_world, oracle_sweep
@@ -59,12 +62,50 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# Labellings of every member that span pure to over-linked identities, for --estimate.
+ESTIMATE_CONFIGS = {"fixed defaults": {}, "auto": {"thresholds": "auto"},
+                    "auto, rate 1": {"thresholds": "auto", "false_merge_rate": 1.0}, "fixed, link 0.35": {"link_threshold": 0.35}}
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(x):
+        x = np.asarray(x, np.float64)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(x.shape[0])
+        r[order] = np.arange(x.shape[0])
+        for value in np.unique(x):
+            r[x == value] = r[x == value].mean()
+        return r
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def estimate_rows(members) -> list[dict]:
+    """True BCubed precision and the label-free estimate, every member x ESTIMATE_CONFIGS."""
+    rows = []
+    for name in members:
+        world = generate_feature_world(FAMILY[name])
+        for label, changes in ESTIMATE_CONFIGS.items():
+            config = DenoiseConfig(window=world.config.window, stride=world.config.stride, **changes)
+            result = denoise(world.features, world.offsets, world.video_ids, world.frame_index, config)
+            rows.append({"member": name, "config": label, "true": result.quality(world.identity)["level 3"].bcubed_precision,
+                         "estimate": result.estimate["precision"]})
+            print(f"{name:22s} {label:18s} true P {rows[-1]['true']:.3f}  estimated {rows[-1]['estimate']:.3f}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", nargs="*", default=list(FAMILY), choices=list(FAMILY))
     parser.add_argument("--rate", type=float, default=None, help="false_merge_rate (default: DenoiseConfig's)")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--estimate", action="store_true", help="rank correlation of the estimate with true precision")
     args = parser.parse_args()
+    if args.estimate:
+        rows = estimate_rows([m for m in args.members if FAMILY[m].videos <= 1000])
+        print(f"rank correlation over {len(rows)} labellings: "
+              f"{rank_correlation([r['true'] for r in rows], [r['estimate'] for r in rows]):.3f}")
+        return
     rows = []
     for name in args.members:
         rows.append(measure(name, args.rate))
