@@ -503,37 +503,47 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
                      types={"image_size": _parse_size})
 
 
-def _finetune(args: argparse.Namespace) -> int:
-    """Runs ``cion_fast.finetune.finetune`` on a train split, then evaluates on query/gallery."""
-    from cion_fast._io import atomic_write_json
-    from cion_fast.finetune import FinetuneConfig, evaluate_finetuned, finetune
+def _finetune_data(args: argparse.Namespace):
+    """The quick synthetic world, or a dataset whose train crops are read and resized to the
+    training size (real crops differ in size; training needs pixels in memory)."""
+    from cion_fast.finetune import FinetuneConfig
 
     if args.synth_quick:
         from cion_fast.data.synth import WorldConfig, generate
 
-        data = generate(WorldConfig.quick(seed=0 if args.seed is None else args.seed))
-    else:
-        from cion_fast.data import read_dataset
+        return generate(WorldConfig.quick(seed=0 if args.seed is None else args.seed))
+    from cion_fast.data import ImageSet, read_dataset
 
-        from cion_fast.data import ImageSet
+    data = read_dataset(args.data)
+    size = args.image_size or FinetuneConfig.image_size
+    data.train = ImageSet(images=data.train.load_images(size=size), pids=data.train.pids, camids=data.train.camids,
+                          frame_index=data.train.frame_index)
+    return data
 
-        data = read_dataset(args.data)
-        # training needs pixels in memory: real crops differ in size, so they are resized to the training size
-        size = args.image_size or FinetuneConfig.image_size
-        data.train = ImageSet(images=data.train.load_images(size=size), pids=data.train.pids, camids=data.train.camids,
-                              frame_index=data.train.frame_index)
-    if args.resume:
-        from cion_fast.training import read_checkpoint
 
-        _, state = read_checkpoint(args.out, with_tensors=False)
-        saved = {**state["config"], "device": args.device, **({} if args.progress is None else {"progress": args.progress})}
-        if args.steps is not None or args.epochs is not None:
-            saved.update(steps=args.steps, epochs=args.epochs)
-        config = FinetuneConfig.from_dict(saved)
-    else:
+def _finetune_config(args: argparse.Namespace):
+    """A new run's config from the flags, or the checkpoint's with the flags a resume may change."""
+    from cion_fast.finetune import FinetuneConfig
+
+    if not args.resume:
         if args.steps is None and args.epochs is None:
             raise ValueError("give --steps or --epochs")
-        config = FinetuneConfig(**config_overrides(args, _FINETUNE_FIELDS))
+        return FinetuneConfig(**config_overrides(args, _FINETUNE_FIELDS))
+    from cion_fast.training import read_checkpoint
+
+    _, state = read_checkpoint(args.out, with_tensors=False)
+    saved = {**state["config"], "device": args.device, **({} if args.progress is None else {"progress": args.progress})}
+    if args.steps is not None or args.epochs is not None:
+        saved.update(steps=args.steps, epochs=args.epochs)
+    return FinetuneConfig.from_dict(saved)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    """Runs ``cion_fast.finetune.finetune`` on a train split, then evaluates on query/gallery."""
+    from cion_fast._io import atomic_write_json
+    from cion_fast.finetune import evaluate_finetuned, finetune
+
+    config, data = _finetune_config(args), _finetune_data(args)  # the flags checked before any data is read
     summary = finetune(config, data.train, args.out, resume=args.resume)
     if summary["interrupted"]:
         if summary["rank"] == 0:
