@@ -158,6 +158,17 @@ def test_an_unchanged_config_reuses_every_stage(copy_of_run):
     assert again["methods"] == report["methods"]
 
 
+def test_a_stage_whose_outputs_are_gone_runs_again(copy_of_run):
+    out, report = copy_of_run
+    shutil.rmtree(out / "denoise_round2")
+    messages = []
+    again = run_demo(out, tiny_config(), progress=False, log=messages.append)
+    assert "[denoise_round2] recomputing: its outputs are gone" in messages
+    used_round = next(r["round"] for r in report["denoise_rounds"] if r["used_by_seeds"])
+    assert ran(messages) == {"denoise_round2"} | ({"pretrain_cion", "evaluate_cion"} if used_round == 2 else set())
+    assert again["denoise_rounds"] == report["denoise_rounds"]  # denoising is deterministic
+
+
 def test_more_steps_retrain_and_say_why(copy_of_run):
     """The new user's path: --steps 40, then --steps 80 in the same directory must retrain."""
     out, _ = copy_of_run

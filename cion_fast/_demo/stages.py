@@ -1,10 +1,11 @@
 """Stages keyed by what they were computed from.
 
-A stage's marker ``out/stages/<name>.json`` holds the digest of its inputs: its config slice and
-the digests of the stages it reads. A marker with the same digest and a result is reused; a stage
-whose marker has the same digest but no result (interrupted) resumes from its outputs; any other
-stage removes its outputs and runs afresh, and every stage downstream follows, since its inputs
-hold this stage's digest. The log says which and why.
+A stage's marker ``out/stages/<name>.json`` holds the digest of its inputs (its config slice and
+the output digests of the stages it reads) and the digest of its output (new at every computation).
+A marker with the same input digest, a result and its outputs on disk is reused; a stage whose
+marker has the same input digest but no result (interrupted) resumes from its outputs; any other
+stage removes its outputs and runs afresh. A computed stage has a new output digest, so every
+stage downstream runs again too. The log says which and why.
 """
 
 from __future__ import annotations
@@ -69,39 +70,41 @@ class Stages:
     def run(self, name: str, work: Callable[[], dict], config: Any = None, after: Iterable[str] = (),
             outputs: Iterable[Path] = ()) -> dict:
         """``work()``'s result for these inputs: ``config`` (JSON-ready) and the stages ``after``
-        reads; ``outputs`` (files or directories) are removed before a fresh computation."""
+        reads; ``outputs`` (files or directories) are removed before a fresh computation, and a
+        stage whose outputs are gone runs again."""
         inputs = {"config": config, "after": {stage: self.digests[stage] for stage in after}}
-        key = digest(inputs)
+        key, outputs = digest(inputs), [Path(path) for path in outputs]
         marker = self.out / "stages" / f"{name}.json"
         record = json.loads(marker.read_text()) if marker.exists() else {}
-        self.digests[name] = key
-        if record.get("digest") == key and "result" in record:
-            self.timings[name] = record["seconds"]
+        if record.get("digest") == key and "result" in record and all(path.exists() for path in outputs):
             self.log(f"[{name}] reused: inputs unchanged since an earlier run ({record['seconds']:.1f} s)")
-            self.results[name] = record["result"]
-            return record["result"]
-        self._announce(name, record, inputs, key, outputs)
-        atomic_write_json(marker, {"digest": key, "inputs": inputs})
-        start = time.perf_counter()
-        result = work()
-        self.timings[name] = time.perf_counter() - start
-        atomic_write_json(marker, {"digest": key, "inputs": inputs, "seconds": self.timings[name], "result": result})
-        self.log(f"[{name}] done in {self.timings[name]:.1f} s")
-        self.results[name] = result
-        return result
+        else:
+            self._announce(name, record, inputs, key, outputs)
+            atomic_write_json(marker, {"digest": key, "inputs": inputs})
+            start = time.perf_counter()
+            result = work()
+            record = {"digest": key, "inputs": inputs, "seconds": time.perf_counter() - start, "result": result,
+                      "output": digest([key, time.time_ns()])}
+            atomic_write_json(marker, record)
+            self.log(f"[{name}] done in {record['seconds']:.1f} s")
+        self.digests[name] = record.get("output", key)
+        self.timings[name], self.results[name] = record["seconds"], record["result"]
+        return record["result"]
 
-    def _announce(self, name: str, record: dict, inputs: dict, key: str, outputs: Iterable[Path]) -> None:
+    def _announce(self, name: str, record: dict, inputs: dict, key: str, outputs: list[Path]) -> None:
         """Says why the stage runs; clears its outputs unless it resumes an interrupted run."""
-        if record.get("digest") == key:
+        if record.get("digest") == key and "result" not in record:
             self.log(f"[{name}] resuming: interrupted earlier with the same inputs")
             return
-        for path in map(Path, outputs):
+        for path in outputs:
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
         if not record:
             self.log(f"[{name}] computing: not run before")
+        elif record.get("digest") == key:
+            self.log(f"[{name}] recomputing: its outputs are gone")
         else:
             why = changes(record.get("inputs", {}), inputs) or ["a marker without inputs"]
             self.log(f"[{name}] recomputing: {'; '.join(why[:4])}{' ...' if len(why) > 4 else ''}")
