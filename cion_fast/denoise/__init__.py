@@ -21,7 +21,10 @@ Levels (each a pure function on arrays, built on :mod:`cion_fast.ops`):
    small identities are dropped.
 
 :func:`denoise` chains them on plain arrays, :func:`denoise_tracklets` on a ``Tracklets``, and
-:func:`quality` measures any labelling against ground truth.
+:func:`quality` measures any labelling against ground truth. :mod:`cion_fast.denoise.auto` chooses
+the thresholds from the data (``DenoiseConfig(thresholds="auto")``) and estimates the result's
+purity without labels; :mod:`cion_fast.denoise.worlds` generates the world family they are
+measured on (docs/DENOISE_FAMILY.md).
 
 Example:
     >>> import numpy as np
