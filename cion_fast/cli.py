@@ -591,7 +591,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
                         help="pre-train every method with seeds 0..N-1; the report gives mean +- std (default 1)")
     parser.add_argument("--rounds", type=_positive_int, metavar="R",
-                        help="denoising rounds: 1 = stripe features only, 2 (default) = again on CION's learned features")
+                        help="denoising rounds: 1 = stripe features only (--quick's default), 2 (the default world's) = again on CION's learned features")
     parser.add_argument("--arch", help="timm backbone for pre-training (default test_resnet)")
     parser.add_argument("--finetune-steps", type=int, metavar="N",
                         help="also fine-tune every backbone N steps on the labelled train split and evaluate it "

@@ -29,7 +29,7 @@ TRAINED = {"pretrain_cion_round1", "features_round2", "denoise_round2", "pretrai
 def tiny_config(**changes) -> DemoConfig:
     config = DemoConfig.quick()
     return replace(config, **{"world": WorldConfig.quick(**TINY_WORLD), "pretrain": replace(config.pretrain, steps=STEPS),
-                              **changes})
+                              "rounds": 2, **changes})
 
 
 def ran(messages: list[str]) -> set[str]:

@@ -102,7 +102,7 @@ class DemoConfig:
 
     Example:
         >>> DemoConfig.quick().pretrain.arch, DemoConfig.quick().rounds
-        ('test_resnet', 2)
+        ('test_resnet', 1)
         >>> DemoConfig(rounds=0)
         Traceback (most recent call last):
         ...
@@ -140,10 +140,15 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> "DemoConfig":
-        """The quick world (:meth:`cion_fast.data.synth.WorldConfig.quick`), 300 steps per pre-training."""
+        """The quick world (:meth:`cion_fast.data.synth.WorldConfig.quick`), one round of 900
+        steps: on the calibrated quick world 300 steps leave CION below the stripe descriptor
+        (16.5 against 26.4 plain mAP; the same backbone trained 300 steps on the *true*
+        identities reaches only 18-24 %), one round of 900 steps reaches 30.1 in about the
+        time two rounds of 300 took (2 min 11 s on 2 cores), and the second round's identities
+        were never the ones kept."""
         from cion_fast.data.synth import WorldConfig
 
-        return cls(world=WorldConfig.quick(), pretrain=_pretrain(steps=300))
+        return cls(world=WorldConfig.quick(), pretrain=_pretrain(steps=900), rounds=1)
 
     def to_dict(self) -> dict:
         """JSON-ready: every field, the typed configs as their own dicts."""
