@@ -582,7 +582,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# Fine-tuning steps of `compare` when --finetune-steps is not given (the demo does not fine-tune).
+_COMPARE_FINETUNE_STEPS = {"quick": 100, "default": 300}
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from cion_fast.demo import SMALL_BUDGET_RECIPE
+
     parser.add_argument("--out", metavar="DIR",
                         help="run directory (default ./cion_demo, ./cion_demo_quick with --quick); re-running reuses "
                              "every stage whose inputs did not change and recomputes the rest")
@@ -591,11 +597,13 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
                         help="pre-train every method with seeds 0..N-1; the report gives mean +- std (default 1)")
     parser.add_argument("--rounds", type=_positive_int, metavar="R",
-                        help="denoising rounds: 1 = stripe features only (--quick's default), 2 (the default world's) = again on CION's learned features")
-    parser.add_argument("--arch", help="timm backbone for pre-training (default test_resnet)")
+                        help="denoising rounds (default: the preset's): 1 = stripe features only, 2 = again on CION's "
+                             "learned features")
+    parser.add_argument("--arch", help=f"timm backbone for pre-training (default {SMALL_BUDGET_RECIPE['arch']})")
     parser.add_argument("--finetune-steps", type=int, metavar="N",
-                        help="also fine-tune every backbone N steps on the labelled train split and evaluate it "
-                             "(0 = off; default: off for demo, 300 for compare, 100 with --quick)")
+                        help="also fine-tune every backbone N steps on the labelled train split and evaluate it (0 = off; "
+                             f"default: off for demo, {_COMPARE_FINETUNE_STEPS['default']} for compare, "
+                             f"{_COMPARE_FINETUNE_STEPS['quick']} with --quick)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-rerank", action="store_true", help="skip k-reciprocal re-ranking in the evaluation")
 
@@ -646,7 +654,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.finetune_steps is None:
-        args.finetune_steps = 100 if args.quick else 300
+        args.finetune_steps = _COMPARE_FINETUNE_STEPS["quick" if args.quick else "default"]
     out = _demo_out(args)
     report = run_demo(out, _demo_config(args), methods=methods)
     print(f"report: {out}/report.md, {out}/report.html, {out}/report.json")
