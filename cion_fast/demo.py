@@ -75,6 +75,20 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     Raises:
         ValueError: an unknown method.
         KeyboardInterrupt: on Ctrl-C; finished stages (and pre-training checkpoints) are kept.
+
+    Example (the stripe descriptor alone on a tiny world: nothing trains):
+        >>> import tempfile
+        >>> from dataclasses import replace
+        >>> from cion_fast.data.synth import WorldConfig
+        >>> world = WorldConfig.quick(identities=30, train_identities=5, eval_identities=20, cameras=3, videos=4)
+        >>> tiny, out, said = replace(DemoConfig.quick(), world=world), tempfile.mkdtemp(), []
+        >>> report = run_demo(out, tiny, progress=False, log=said.append, methods=("stripe",))
+        >>> said[0], sorted(report["denoise"])
+        ('[world] computing: not run before', ['level 1', 'level 2', 'level 3', 'tracklets'])
+        >>> said.clear()
+        >>> _ = run_demo(out, replace(tiny, rerank=False), progress=False, log=said.append, methods=("stripe",))
+        >>> [m[: m.index("]") + 1] for m in said if "] done in" in m]  # only what the change touches runs again
+        ['[evaluate_stripe]']
     """
     from cion_fast._demo import run as pipeline
     from cion_fast._demo.stages import Stages
