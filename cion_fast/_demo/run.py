@@ -153,7 +153,7 @@ def random_init(run: DemoRun, seed: int) -> dict:
     """Stage ``pretrain_random[_seed<s>]``: the trainer's own step-0 checkpoint for ``seed`` (every
     method of a seed starts from this backbone: the trainer seeds torch, then builds it)."""
     name = f"pretrain_random{seed_suffix(seed)}"
-    cfg = pretrain_config(run, "dino", seed)
+    cfg = dataclasses.replace(pretrain_config(run, "dino", seed), progress=False)  # no steps: no "pretrain dino 0/N" bar
     inputs = {k: v for k, v in cfg.to_dict().items() if k in ("arch", "last_stride", "ibn", "timm_kwargs", "seed")}
     return run.stages.run(name, lambda: _train(run, name, cfg, None, until_step=0),
                           config={**inputs, "size": list(run.train_size)}, after=("world",), outputs=(run.out / name,))
