@@ -1,9 +1,9 @@
 """CION's three denoising levels on LUPerson-NL-shaped input (10.7M frames in 434K tracklets from
 21K videos; CION denoised it to 3.9M images of 247K identities; its features at D = 256 are 11 GB
 in float32 / 5.5 GB in float16). The default runs 1/100 of it, ``--full`` 1/4,
-``--denoise-fraction 1`` the whole (measured: 4 min 12 s on 2 cores with the input generated
-and the automatic thresholds timed, 2.6 GiB of heap, 10.1 GiB of disk for the features and their
-centred copy).
+``--denoise-fraction 1`` the whole (measured: 4 min 12 s on 2 cores with the input generated,
+the automatic thresholds and the label-free estimate timed, 2.5 GiB of heap, 10.1 GiB of disk for
+the features and their centred copy).
 
 The features are synthetic but structured, so that every level has work to do (uniform random
 vectors would be pruned whole by level 1): each tracklet follows a person (a random unit vector;
