@@ -1,4 +1,5 @@
-"""Shared test fixtures: framework availability, CUDA skip, poisoned output allocation."""
+"""Shared test fixtures and helpers: framework availability, CUDA skip, poisoned output allocation,
+threads sharing a kernel, checks under ``python -O``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -76,6 +80,35 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def run_in_threads(work: Callable[[int], Any], n: int) -> list:
+    """``[work(0), ..., work(n - 1)]``, each call on a thread of its own, all started before any is
+    joined: the kernels release the GIL, so concurrent calls must not interfere. A call that
+    raised leaves None in its place."""
+    results = [None] * n
+
+    def run(i):
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def value_errors_under_python_O(imports: str, *calls: str) -> str:
+    """Runs ``imports``, then each of ``calls``, in a fresh ``python -O`` (assert statements
+    stripped) started in an empty directory, so the package is imported from where this process
+    imports it, never from the current directory. Returns its stdout: a line ``ValueError
+    <message>`` for each call that raised one."""
+    code = imports + "\n" + "".join(f"try:\n    {call}\nexcept ValueError as e:\n    print('ValueError', e)\n" for call in calls)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    with tempfile.TemporaryDirectory() as empty:
+        done = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True, cwd=empty, env=env)
+    return done.stdout
 
 
 def run_ddp_worker(out: Path, *args: str) -> list[dict]:

@@ -4,10 +4,6 @@ time -- what torchreid's ``re_ranking`` computes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import threading
-
 import numpy as np
 import pytest
 import scipy.sparse
@@ -21,7 +17,7 @@ from cion_fast.ops import (
 )
 from cion_fast.reference import k_reciprocal as reference
 
-from conftest import cupy, requires_torch, to_framework, torch
+from conftest import cupy, requires_torch, run_in_threads, to_framework, torch, value_errors_under_python_O
 
 TOL = 1e-5
 
@@ -445,31 +441,16 @@ def test_graph_bad_input():
 
 
 def test_checks_survive_python_O():
-    code = (
-        "import numpy as np\n"
-        "from cion_fast.ops import k_reciprocal_rerank\n"
-        "try:\n"
-        "    k_reciprocal_rerank(np.zeros((2, 3)), np.ones((4, 3)), k1=6)\n"
-        "except ValueError as e:\n"
-        "    print('ValueError', e)\n"
-    )
-    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
-    assert "ValueError k1 must be in [1, N - 1] with N = 6" in out.stdout
+    out = value_errors_under_python_O("import numpy as np\nfrom cion_fast.ops import k_reciprocal_rerank",
+                                      "k_reciprocal_rerank(np.zeros((2, 3)), np.ones((4, 3)), k1=6)")
+    assert "ValueError k1 must be in [1, N - 1] with N = 6" in out
 
 
 def test_threads_share_the_kernels_safely():
     problems = [clustered(60, 5, seed=20 + s) for s in range(4)]
     expected = [oracle(squared_distances(x), 10, 8, 3, 0.3)[0] for x in problems]
-    results = [None] * len(problems)
-
-    def work(i):
-        results[i] = k_reciprocal_rerank(problems[i][:10], problems[i][10:], 8, 3, tile_size=16)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_in_threads(lambda i: k_reciprocal_rerank(problems[i][:10], problems[i][10:], 8, 3, tile_size=16),
+                             len(problems))
     for got, want in zip(results, expected):
         np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 

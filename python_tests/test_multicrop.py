@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ from cion_fast.ops import MultiCropConfig, RaggedImages, multicrop
 from cion_fast.ops._extension import kernels
 from cion_fast.ops.multicrop import MAX_BLUR_SIGMA, PARAM_SPEC
 
-from conftest import cupy, requires_torch, to_framework, torch
+from conftest import cupy, requires_torch, run_in_threads, to_framework, torch, value_errors_under_python_O
 
 TOLERANCE = 2.0 / 255.0  # the spec's bound, before normalisation
 # Colour ops off, no normalisation: the views are the resized crops themselves.
@@ -373,16 +370,7 @@ def test_threads_share_the_kernel_safely():
     images = random_images((4, 64, 32, 3), seed=7)
     config = MultiCropConfig.cion(global_size=(32, 16), local_size=(16, 8))
     expected = [multicrop(images, config, seed=s).local_views for s in range(6)]
-    results = [None] * 6
-
-    def work(i):
-        results[i] = multicrop(images, config, seed=i).local_views
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_in_threads(lambda i: multicrop(images, config, seed=i).local_views, 6)
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
 
@@ -552,21 +540,11 @@ def test_bad_input_raises_clear_errors(call, error, match):
 
 
 def test_checks_survive_python_O():
-    code = (
-        "import numpy as np\n"
-        "from cion_fast.ops import MultiCropConfig, multicrop\n"
-        "try:\n"
-        "    MultiCropConfig(flip_p=2.0)\n"
-        "except ValueError as e:\n"
-        "    print('ValueError', e)\n"
-        "try:\n"
-        "    multicrop(np.zeros((1, 1, 5, 3), np.uint8), MultiCropConfig(), 0)\n"
-        "except ValueError as e:\n"
-        "    print('ValueError', e)\n"
-    )
-    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
-    assert "ValueError MultiCropConfig.flip_p must be a probability" in out.stdout
-    assert "ValueError images must be at least 2 x 2" in out.stdout
+    out = value_errors_under_python_O("import numpy as np\nfrom cion_fast.ops import MultiCropConfig, multicrop",
+                                      "MultiCropConfig(flip_p=2.0)",
+                                      "multicrop(np.zeros((1, 1, 5, 3), np.uint8), MultiCropConfig(), 0)")
+    assert "ValueError MultiCropConfig.flip_p must be a probability" in out
+    assert "ValueError images must be at least 2 x 2" in out
 
 
 # ---- CUDA ----------------------------------------------------------------------------------------

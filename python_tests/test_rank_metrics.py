@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
-
 import numpy as np
 import pytest
 
@@ -14,7 +9,7 @@ from cion_fast.integrations import fastreid as fastreid_adapter
 from cion_fast.integrations import torchreid as torchreid_adapter
 from cion_fast.ops import evaluate_rank, evaluate_rank_from_features
 
-from conftest import cupy, requires_torch, to_framework, torch
+from conftest import cupy, requires_torch, run_in_threads, to_framework, torch, value_errors_under_python_O
 
 
 def oracle(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, remove_same_camera=True):
@@ -215,16 +210,7 @@ def test_from_features_torch_float32():
 def test_threads_share_the_kernel_safely():
     problems = [make_problem(40, 500, 20, seed=s) for s in range(6)]
     expected = [oracle(*p, 10)["mAP"] for p in problems]
-    results = [None] * len(problems)
-
-    def work(i):
-        results[i] = evaluate_rank(*problems[i], max_rank=10).mAP
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_in_threads(lambda i: evaluate_rank(*problems[i], max_rank=10).mAP, len(problems))
     np.testing.assert_allclose(results, expected, rtol=0, atol=1e-12)
 
 
@@ -357,21 +343,10 @@ def test_from_features_bad_input():
         evaluate_rank_from_features(query, gallery, *ids, tile_size=0)
 
 
-def test_checks_survive_python_O(tmp_path):
-    code = (
-        "import numpy as np\n"
-        "from cion_fast.ops import evaluate_rank\n"
-        "try:\n"
-        "    evaluate_rank(np.zeros((2, 3)), [0, 1], [0, 1], [0, 0], [1, 1, 1])\n"
-        "except ValueError as e:\n"
-        "    print('ValueError', e)\n"
-    )
-    # Run from an empty directory so the installed package is imported, not the source tree.
-    out = subprocess.run(
-        [sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-    )
-    assert "ValueError g_pids must have length 3" in out.stdout
+def test_checks_survive_python_O():
+    out = value_errors_under_python_O("import numpy as np\nfrom cion_fast.ops import evaluate_rank",
+                                      "evaluate_rank(np.zeros((2, 3)), [0, 1], [0, 1], [0, 0], [1, 1, 1])")
+    assert "ValueError g_pids must have length 3" in out
 
 
 @pytest.mark.cuda

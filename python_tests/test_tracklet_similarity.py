@@ -8,7 +8,7 @@ import pytest
 from cion_fast.ops import tracklet_similarity
 from cion_fast.reference import tracklet_similarity as reference
 
-from conftest import POISON_FLOAT, cupy, requires_torch, to_framework, torch
+from conftest import POISON_FLOAT, cupy, requires_torch, run_in_threads, to_framework, torch
 
 MODES = ("centroid", "mean", "max", "min", "topk_mean")
 
@@ -271,21 +271,10 @@ def test_cuda_nan_and_half_inputs():
 
 def test_threads_share_the_kernels_safely():
     """The GIL is released while the kernels run: concurrent calls must not interfere."""
-    import threading
-
     problems = [make_tracklets(np.arange(1, 30) % 11 + 1, 16, seed=s) for s in range(6)]
     pairs = random_pairs(29, 29, 300, seed=9)
     expected = [tracklet_similarity(f, o, mode="topk_mean", k=3, pairs=pairs) for f, o in problems]
-    results = [None] * len(problems)
-
-    def work(i):
-        results[i] = tracklet_similarity(*problems[i], mode="topk_mean", k=3, pairs=pairs)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_in_threads(lambda i: tracklet_similarity(*problems[i], mode="topk_mean", k=3, pairs=pairs), len(problems))
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
 
