@@ -43,13 +43,18 @@ def test_torch_features_give_the_numpy_result_as_tensors(config):
     _assert_same_result(expected, denoise(torch.from_numpy(features), offsets, video_ids, index, config), "cpu")
 
 
-def test_torch_float16_and_a_stripe_world_match_numpy():
+@pytest.fixture(scope="module")
+def stripe_world():
+    """The quick synthetic world's stripe histograms in float16 and its (offsets, video, frame index)."""
     from cion_fast.data.synth import WorldConfig, generate
     from cion_fast.features import stripe_histogram
 
     tracklets = generate(WorldConfig.quick()).tracklets
-    features = stripe_histogram(tracklets.frames).astype(np.float16)
-    args = (tracklets.offsets, tracklets.video, tracklets.frame_index)
+    return stripe_histogram(tracklets.frames).astype(np.float16), (tracklets.offsets, tracklets.video, tracklets.frame_index)
+
+
+def test_torch_float16_and_a_stripe_world_match_numpy(stripe_world):
+    features, args = stripe_world
     expected = denoise(features, *args)
     assert expected.summary[1]["frames_reallocated"] > 0 and expected.summary[2]["links"] > 0  # every path taken
     _assert_same_result(expected, denoise(torch.from_numpy(features), *args), "cpu")
@@ -195,13 +200,8 @@ def test_cuda_levels_and_centring_one_by_one(kind):
 
 
 @pytest.mark.cuda
-def test_cuda_stripe_world_matches_the_cpu():
-    from cion_fast.data.synth import WorldConfig, generate
-    from cion_fast.features import stripe_histogram
-
-    tracklets = generate(WorldConfig.quick()).tracklets
-    features = stripe_histogram(tracklets.frames).astype(np.float16)
-    args = (tracklets.offsets, tracklets.video, tracklets.frame_index)
+def test_cuda_stripe_world_matches_the_cpu(stripe_world):
+    features, args = stripe_world
     expected = denoise(features, *args)
     got = denoise(torch.from_numpy(features).cuda(), *args)
     for want, labels in zip(expected.levels, got.levels):
