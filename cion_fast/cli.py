@@ -397,7 +397,8 @@ def _pretrain_config_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_training_data(args: argparse.Namespace):
-    """(frames uint8 [M, H, W, 3], labels int64 [M] or None) from --data and --labels."""
+    """(frames uint8 [M, H, W, 3], labels or None) from --data and --labels, as read: the trainer
+    checks the labels against the frames (``cion_fast.pretrain.Trainer``)."""
     import numpy as np
 
     from cion_fast.data import Tracklets
@@ -418,11 +419,6 @@ def _load_training_data(args: argparse.Namespace):
         labels.close()
         raise ValueError(f"--labels {args.labels} is an .npz archive, not an .npy array of one label per frame "
                          "(cion-fast denoise writes labels.npy)")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"--labels {args.labels} holds {labels.dtype} values; one integer label per frame is needed")
-    if labels.ndim != 1 or labels.shape[0] != tracklets.num_frames:
-        raise ValueError(f"--labels {args.labels} has shape {list(labels.shape)} but --data {args.data} has "
-                         f"{tracklets.num_frames} frames: one label per frame is needed")
     return tracklets.frames, labels
 
 
