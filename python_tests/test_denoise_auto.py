@@ -89,6 +89,21 @@ def test_tail_threshold_and_rate_match_the_rule(seed):
     np.testing.assert_array_equal(tail_rate(sample, values), [tail_rate(sample, float(v)) for v in values])
 
 
+def test_tail_rule_refuses_bad_input_by_name():
+    with pytest.raises(ValueError, match="sample"):
+        tail_threshold(np.array([]), 0.01)
+    with pytest.raises(ValueError, match="sample"):
+        tail_rate(np.array([0.1, np.nan]), 0.5)
+    with pytest.raises(TypeError, match="sample"):
+        tail_threshold(np.array(["a"]), 0.01)
+    with pytest.raises(ValueError, match="rate"):
+        tail_threshold(np.array([0.1, 0.2]), 0.0)
+    with pytest.raises(ValueError, match="rate"):
+        tail_threshold(np.array([0.1, 0.2]), 1.5)
+    with pytest.raises(ValueError, match="value"):
+        tail_rate(np.array([0.1, 0.2]), np.inf)
+
+
 def test_range_partners_and_candidates_match_the_ranges():
     rng = np.random.default_rng(2)
     for window, stride, videos in ((8, 4, 21), (4, 2, 9), (3, 3, 10), (5, 1, 5), (16, 8, 3)):

@@ -36,6 +36,10 @@ def test_worlds_follow_their_config():
         FeatureWorldConfig(reappear=0.7, far_reappear=0.5)
     with pytest.raises(TypeError, match="tracks_per_video"):
         FeatureWorldConfig(tracks_per_video=3)
+    with pytest.raises(ValueError, match="tracks_per_video"):
+        FeatureWorldConfig(tracks_per_video=(1, 10**9))
+    with pytest.raises(ValueError, match="frames"):
+        FeatureWorldConfig(videos=100_000, tracks_per_video=(1, 1000), track_length=(2, 1000), video_length=1000)
 
 
 def test_family_is_wide_and_keeps_members_apart():

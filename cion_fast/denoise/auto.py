@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from cion_fast import _arrays
+from cion_fast._checks import check_int, check_real
 from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import _expand, _normalised, _pair_cosines, _segment_sums, _set_sums, cannot_link_pairs
@@ -104,7 +105,10 @@ def tail_threshold(sample: np.ndarray, rate: float, pure: bool = True) -> float:
         >>> abs(round(tail_threshold(sample, 0.5), 2)), round(tail_threshold(sample, 1e-4), 2)   # tanh(0.1 * 3.72) = 0.356
         (0.0, 0.35)
     """
-    sample = _fisher(sample)
+    sample = _fisher(_check_sample(sample))
+    rate = check_real(rate, "rate", 0.0, 1.0)
+    if rate == 0.0:
+        raise ValueError("rate must be > 0 (a share of the population), got 0.0")
     if rate >= TAIL_ANCHOR:
         return float(np.tanh(np.quantile(sample, 1.0 - rate)))
     anchor, scale = _tail_model(sample, pure)
@@ -120,8 +124,11 @@ def tail_rate(sample: np.ndarray, value: Any, pure: bool = True) -> Any:
         >>> round(tail_rate(sample, 0.0), 2), f"{tail_rate(sample, tail_threshold(sample, 1e-4)):.0e}"
         (0.5, '1e-04')
     """
-    sample = np.sort(_fisher(sample))
-    values = _fisher(np.atleast_1d(value))
+    sample = np.sort(_fisher(_check_sample(sample)))
+    values = np.atleast_1d(np.asarray(value, np.float64))
+    if not np.isfinite(values).all():
+        raise ValueError("value must be finite cosines")
+    values = _fisher(values)
     anchor, scale = _tail_model(sample, pure)
     empirical = (sample.shape[0] - np.searchsorted(sample, values, side="left")) / sample.shape[0]
     z = _GAUSS.inv_cdf(1.0 - TAIL_ANCHOR) + (values - anchor) / scale
@@ -134,6 +141,17 @@ def _erfc(x: np.ndarray) -> np.ndarray:
     """The complementary error function of each element (math.erfc: exact in the far tail, and
     numpy alone)."""
     return np.fromiter((math.erfc(float(v)) for v in x.ravel()), np.float64, x.size).reshape(x.shape)
+
+
+def _check_sample(sample: Any) -> np.ndarray:
+    """A non-empty 1-D float64 array of finite cosines (ValueError / TypeError naming ``sample``)."""
+    values = np.asarray(sample)
+    if values.dtype.kind not in "fiu":
+        raise TypeError(f"sample must be a real array, got dtype {values.dtype}")
+    values = values.astype(np.float64).ravel()
+    if values.shape[0] == 0 or not np.isfinite(values).all():
+        raise ValueError(f"sample must hold at least one value, all finite; got {values.shape[0]} values")
+    return values
 
 
 def _fisher(cosines: np.ndarray) -> np.ndarray:
@@ -427,6 +445,12 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
         >>> est["parts"], est["precision"] < 0.6      # two different people in one identity
         (2, True)
     """
+    num_frames = features.shape[0]
+    labels = _arrays.as_index_array(labels, "labels", num_frames)
+    frame_video = _arrays.as_index_array(frame_video, "frame_video", num_frames)
+    frame_index = _arrays.as_index_array(frame_index, "frame_index", num_frames)
+    cross_video = _check_sample(cross_video)
+    candidates = check_int(candidates, "candidates", 1)
     kept = np.flatnonzero(labels >= 0)
     part_key = labels[kept] * (int(frame_video.max()) + 1) + frame_video[kept] if kept.shape[0] else kept
     parts, part_of_frame, part_frames = np.unique(part_key, return_inverse=True, return_counts=True)

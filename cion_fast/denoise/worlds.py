@@ -36,11 +36,15 @@ from cion_fast._checks import check_int, check_real, checked, validate_fields
 __all__ = ["FAMILY", "HELD_OUT", "SEEN_ONCE", "FeatureWorld", "FeatureWorldConfig", "generate_feature_world"]
 
 
-def _check_range(value, name: str, low: int) -> tuple[int, int]:
+# A world is generated in memory: at most this many frames (about 3 GB at D = 64).
+_MAX_FRAMES = 10_000_000
+
+
+def _check_range(value, name: str, low: int, high: int) -> tuple[int, int]:
     if not (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         raise TypeError(f"{name} must be a (min, max) tuple of ints, got {value!r}")
-    if not low <= value[0] <= value[1]:
-        raise ValueError(f"{name} must satisfy {low} <= min <= max, got {value}")
+    if not low <= value[0] <= value[1] <= high:
+        raise ValueError(f"{name} must satisfy {low} <= min <= max <= {high}, got {value}")
     return value
 
 
@@ -79,8 +83,11 @@ class FeatureWorldConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        _check_range(self.tracks_per_video, "tracks_per_video", 1)
-        _check_range(self.track_length, "track_length", 2)
+        _check_range(self.tracks_per_video, "tracks_per_video", 1, 10_000)
+        _check_range(self.track_length, "track_length", 2, 100_000)
+        frames = self.videos * self.tracks_per_video[1] * self.track_length[1]
+        if frames > _MAX_FRAMES:
+            raise ValueError(f"this world could hold {frames:,} frames (videos x tracks x length); at most {_MAX_FRAMES:,}")
         if self.track_length[1] > self.video_length:
             raise ValueError(f"track_length max {self.track_length[1]} exceeds video_length {self.video_length}")
         if self.reappear + self.far_reappear > 1:
