@@ -471,3 +471,17 @@ def test_scratch_keeps_the_centred_copy_on_disk_with_the_same_labels(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the scratch file is removed
     with pytest.raises(ValueError, match="out must be a writable float16"):
         center_videos(features, offsets, videos, out=np.empty((40, 16), np.float32))
+
+
+def test_denoise_is_scale_free_and_checks_its_flags():
+    # Cosine is scale-free: finite features of any magnitude give the labels of the unscaled ones.
+    rng = np.random.default_rng(3)
+    identity = np.repeat([0, 0, 1, 2, 1], 4)
+    features = rng.normal(size=(3, 16))[identity] + 0.1 * rng.normal(size=(20, 16))
+    args = (np.arange(0, 21, 4), np.array([0, 0, 0, 1, 1]), np.tile(np.arange(4), 5) + np.repeat([0, 10, 0, 0, 10], 4))
+    expected = denoise(features, *args).labels
+    for scale in (1e20, 1e-41, 1e200):
+        np.testing.assert_array_equal(denoise(features * scale, *args).labels, expected)
+    np.testing.assert_array_equal(denoise((features * 1e20).astype(np.float32), *args).labels, expected)
+    with pytest.raises(TypeError, match="progress"):
+        denoise(features, *args, progress="no")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cion_fast._checks import check_flag
 from cion_fast.ops import _ragged
 from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
@@ -141,6 +142,7 @@ def denoise(
     frame_index = _check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
+    progress = check_flag(progress, "progress")
     if scratch is not None and _dense.is_torch(features) and features.device.type != "cpu":
         raise ValueError("scratch: a scratch file holds host features; GPU features are centred on their GPU")
     scratch_file = None
