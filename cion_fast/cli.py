@@ -499,21 +499,17 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
                      types={"image_size": _parse_size})
 
 
-def _finetune_data(args: argparse.Namespace):
-    """The quick synthetic world, or a dataset whose train crops are read and resized to the
-    training size (real crops differ in size; training needs pixels in memory)."""
-    from cion_fast.finetune import FinetuneConfig
-
+def _finetune_data(args: argparse.Namespace, config):
+    """The quick synthetic world of the run's seed, or a dataset whose train crops are read into
+    memory at the run's training size (``ImageSet.in_memory``)."""
     if args.synth_quick:
         from cion_fast.data.synth import WorldConfig, generate
 
-        return generate(WorldConfig.quick(seed=0 if args.seed is None else args.seed))
-    from cion_fast.data import ImageSet, read_dataset
+        return generate(WorldConfig.quick(seed=config.seed))
+    from cion_fast.data import read_dataset
 
     data = read_dataset(args.data)
-    size = args.image_size or FinetuneConfig.image_size
-    data.train = ImageSet(images=data.train.load_images(size=size), pids=data.train.pids, camids=data.train.camids,
-                          frame_index=data.train.frame_index)
+    data.train = data.train.in_memory(size=tuple(config.image_size))
     return data
 
 
@@ -539,7 +535,8 @@ def _finetune(args: argparse.Namespace) -> int:
     from cion_fast._io import atomic_write_json
     from cion_fast.finetune import evaluate_finetuned, finetune
 
-    config, data = _finetune_config(args), _finetune_data(args)  # the flags checked before any data is read
+    config = _finetune_config(args)  # the flags checked before any data is read
+    data = _finetune_data(args, config)
     summary = finetune(config, data.train, args.out, resume=args.resume)
     if summary["interrupted"]:
         if summary["rank"] == 0:

@@ -108,6 +108,25 @@ class ImageSet:
             return self.images[idx]
         return read_images([self.paths[int(i)] for i in idx], size=size)
 
+    def in_memory(self, size: tuple[int, int] | None = None) -> "ImageSet":
+        """This set with its pixels in memory, as training needs them: a path set reads its files
+        (:meth:`load_images`: crops of different sizes, as real datasets ship them, are resized to
+        ``size=(H, W)``); a set already in memory is returned as it is.
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> from cion_fast.data import ImageSet, write_image
+            >>> paths = [os.path.join(tempfile.mkdtemp(), f"{i}.png") for i in range(2)]
+            >>> for path, shape in zip(paths, [(16, 8, 3), (20, 10, 3)]):
+            ...     write_image(path, np.zeros(shape, np.uint8))
+            >>> s = ImageSet(paths=paths, pids=[1, 2], camids=[0, 0]).in_memory(size=(8, 4))
+            >>> s.images.shape, s.paths, s.pids.tolist()
+            ((2, 8, 4, 3), None, [1, 2])
+        """
+        if self.images is not None:
+            return self
+        return ImageSet(images=self.load_images(size=size), pids=self.pids, camids=self.camids, frame_index=self.frame_index)
+
     def subset(self, index) -> "ImageSet":
         """The images at ``index`` (int indices or a bool mask [n]), in that order.
 
