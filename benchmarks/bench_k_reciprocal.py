@@ -2,8 +2,9 @@
 reference (dense N x N arrays; run where it fits, N <= 5,000) and the floor, the distance GEMM of
 the same features in [2048, 2048] tiles over the symmetric half (each pair of tiles once: what any
 exact re-ranking must compute, and what the op computes). The original numpy ``re_ranking``
-(torchreid's copy is bit-identical) is the reference's algorithm; its figure at Market size is the
-spec's anchor (41.7 s + 10.2 s of distances, 8.8 GB), not re-run.
+(torchreid's copy is bit-identical) is the reference's algorithm; its figure at Market size is
+quoted from docs/ALGORITHMS.md, "Reference figures not re-run here" (41.7 s + 10.2 s of distances,
+8.8 GB).
 
     pytest benchmarks/bench_k_reciprocal.py --benchmark-only [--full] [--device cuda]
 """

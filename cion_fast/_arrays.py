@@ -1,6 +1,6 @@
 """The array bridge: numpy, torch and cupy arrays in and out of the C++/CUDA kernels.
 
-Every public op follows the same path (DESIGN.md, "The array contract"):
+Every public op follows the same path (docs/PROTOCOLS.md, "The array contract"):
 
 1. :func:`as_array` accepts a numpy array, a torch tensor or a cupy array (lists become numpy);
    :func:`placement_of` says which framework it came from and on which device it lives.

@@ -703,7 +703,7 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
 
 
 def is_user_error(error: BaseException) -> bool:
-    """Bad input, reported in one line: a missing, existing or unreadable path, or a ValueError /
+    """Bad input, reported in one line: a missing, existing or unreadable path, a full disk, or a ValueError /
     TypeError that a check of this package raised on purpose (a ``raise`` statement in
     ``cion_fast``). The same types raised anywhere else (Python finding a bug, a library) are
     internal errors and keep their traceback.
@@ -718,8 +718,11 @@ def is_user_error(error: BaseException) -> bool:
         >>> caught(lambda: check_int(0, "steps", 1)), caught(lambda: int("x")), caught(lambda: open("/nowhere"))
         (True, False, True)
     """
+    import errno
     import linecache
 
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True  # a full disk or quota: the user's to fix, one line
     if not isinstance(error, USER_ERRORS):
         return False
     if isinstance(error, OSError):
@@ -766,8 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as error:
-        # Bad input (a value, a type, a missing or damaged file): one line and exit 2, as argparse does.
+    except (*USER_ERRORS, OSError) as error:
+        # Bad input (a value, a type, a missing or damaged file, a full disk): one line and exit 2, as argparse does.
         # An internal error, or CION_FAST_DEBUG=1, keeps the traceback.
         if os.environ.get("CION_FAST_DEBUG") or not is_user_error(error):
             raise

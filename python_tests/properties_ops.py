@@ -1,6 +1,6 @@
 """Property-based suite (hypothesis) for the public ops: random shapes, dtypes, layouts and values,
 and hostile scalars. Each call either matches the op's float64 oracle (the ones the unit tests use,
-written from the specs) or raises ValueError/TypeError naming an argument.
+written from docs/ALGORITHMS.md) or raises ValueError/TypeError naming an argument.
 
 This file is not collected by a plain ``pytest`` run (no ``test_`` prefix): ``test_properties.py``
 runs it in a child process, so a crash (SIGSEGV/SIGABRT) fails that test instead of killing pytest.

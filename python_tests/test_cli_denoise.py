@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -89,6 +90,24 @@ def test_denoise_device_errors_are_one_line(world_dir, stripe_file, tmp_path, ca
         err = capsys.readouterr().err
         assert "device 'cuda'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "labels").exists()
+
+
+def test_a_full_scratch_disk_is_one_line_and_leaves_nothing(world_dir, stripe_file, tmp_path, capsys, monkeypatch):
+    # The scratch file's blocks are reserved up front: no disk left is an error now, not a SIGBUS later.
+    import errno
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    args = ["denoise", "--tracklets", str(world_dir), "--features", str(stripe_file), "--out", str(tmp_path / "labels"),
+            "--no-progress", "--scratch", str(scratch)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "scratch: no room" in err and len(err.strip().splitlines()) == 1
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "labels").exists()
 
 
 def test_denoise_prints_and_writes_the_label_free_estimate(world_dir, stripe_file, tmp_path, capsys, monkeypatch):

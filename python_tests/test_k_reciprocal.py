@@ -1,5 +1,5 @@
 """k_reciprocal: re-ranking and Jaccard distance against an independent float64 numpy oracle
-written from the spec (shared/specs/k_reciprocal.md): dense matrices, Python sets, one item at a
+written from its definition (docs/ALGORITHMS.md): dense matrices, Python sets, one item at a
 time -- what torchreid's ``re_ranking`` computes."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ TOL = 1e-5
 
 
 def oracle(full, num_query, k1, k2, lambda_value, variant="original"):
-    """The spec's steps 1-8 on the full [N, N] matrix D (items: queries first).
+    """Steps 1-8 (docs/ALGORITHMS.md) on the full [N, N] matrix D (items: queries first).
 
     Returns (final [Q, G], J [N, N]). Step 2 ranks each item first, then by (distance, index).
     """
@@ -147,7 +147,7 @@ def test_rerank_from_distances_matches_oracle(poisoned_outputs, symmetric, k1, k
     rng = np.random.default_rng(k1)
     num_query, n = 17, 95
     full = squared_distances(clustered(n, 7, seed=k1))
-    if not symmetric:  # the spec's step 1 reads columns: an asymmetric q_q / g_g shows it
+    if not symmetric:  # step 1 reads columns: an asymmetric q_q / g_g shows it
         full = full + 0.3 * rng.random((n, n)) * (1 - np.eye(n))
     q_g, q_q, g_g = full[:num_query, num_query:], full[:num_query, :num_query], full[num_query:, num_query:]
     expected, _ = oracle(np.block([[q_q, q_g], [q_g.T, g_g]]), num_query, k1, k2, lambda_value)

@@ -16,7 +16,7 @@ from cion_fast.ops.multicrop import MAX_BLUR_SIGMA, PARAM_SPEC
 
 from conftest import cupy, requires_torch, run_in_threads, to_framework, torch, value_errors_under_python_O
 
-TOLERANCE = 2.0 / 255.0  # the spec's bound, before normalisation
+TOLERANCE = 2.0 / 255.0  # the bound of docs/ALGORITHMS.md, before normalisation
 # Colour ops off, no normalisation: the views are the resized crops themselves.
 GEOMETRY_ONLY = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0, 0.0), solarize_p=(0.0, 0.0, 0.0),
                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -127,7 +127,7 @@ def test_geometry_matches_antialiased_resize(poisoned_outputs, batch, height, wi
         for b in range(batch):
             expected = oracle_view(images[b], params["box"][b, v], params["flip"][b, v], size, interpolation)
             worst = max(worst, float(np.abs(view[b] - expected).max()))
-    # The spec allows 2/255; both sides compute the same weights, so float32 rounding is all there is.
+    # The bound is 2/255; both sides compute the same weights, so float32 rounding is all there is.
     assert worst < 1e-4
 
 
@@ -183,7 +183,7 @@ def test_sampled_views_match_plain_pytorch(poisoned_outputs, seed):
     config = MultiCropConfig.cion(n_local=4)
     out = multicrop(images, config, seed=seed, step=7, return_params=True)
     worst = assert_matches_reference(images, config, out)
-    assert worst < 1e-4  # well inside the spec's 2/255: the same float ops in another order
+    assert worst < 1e-4  # well inside the 2/255 bound: the same float ops in another order
 
 
 @requires_torch
@@ -230,7 +230,7 @@ def test_reference_ops_are_torchvision_ops():
         torch.testing.assert_close(reference.adjust_hue(img, shift), tv.adjust_hue(img, shift), rtol=0, atol=1e-6)
     for factor in (0.0, 0.6, 1.4):
         torch.testing.assert_close(reference.adjust_brightness(img, factor), tv.adjust_brightness(img, factor))
-        # torchvision's tensor grayscale uses 0.2989 for red where the spec says 0.299.
+        # torchvision's tensor grayscale uses 0.2989 for red where we (and PIL) use 0.299.
         torch.testing.assert_close(reference.adjust_contrast(img, factor), tv.adjust_contrast(img, factor), rtol=0, atol=2e-4)
         torch.testing.assert_close(reference.adjust_saturation(img, factor), tv.adjust_saturation(img, factor), rtol=0, atol=2e-4)
     for sigma in (0.1, 0.7, 1.3, 2.0):
@@ -280,7 +280,7 @@ def test_sampling_distribution_dino():
     fallback_box = np.array([42, 0, 171, 128])
     is_fallback = (box == fallback_box).all(-1)
     p_fallback = (1.0 - success_probability(256, 128, config.global_scale, config.ratio)) ** 10
-    assert abs(p_fallback - 0.127) < 0.005  # the spec's figure
+    assert abs(p_fallback - 0.127) < 0.005  # the figure of docs/ALGORITHMS.md
     check_frequency(is_fallback[:, :2], p_fallback, "global fallback")
     assert not is_fallback[:, 2:].any()  # local scales are small enough to fit at the first tries
     ok = ~is_fallback

@@ -1,4 +1,5 @@
-"""IdentityDINOLoss against a direct float64 re-statement of the spec's formula and DINO's loss."""
+"""IdentityDINOLoss against a direct float64 re-statement of the formula in docs/ALGORITHMS.md
+and DINO's loss."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from cion_fast.pretrain import IdentityDINOLoss
 
 
 def formula_float64(student, teacher, center, k, n_crops, student_temp, teacher_temp):
-    """The spec's formula, loop by loop in numpy float64.
+    """The formula of docs/ALGORITHMS.md, loop by loop in numpy float64.
 
     l_{g,v} = [ mean_{n,i} H(Pt^g(x_ni), Ps^v(x_ni)) + sum_{i!=j} mean_n H(Pt^g(x_ni), Ps^v(x_nj)) ] / (K(K-1)+1),
     L = mean over (g, v != g).

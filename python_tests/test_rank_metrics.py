@@ -1,4 +1,5 @@
-"""rank_metrics: CMC / mAP / mINP against an independent float64 numpy oracle written from the spec."""
+"""rank_metrics: CMC / mAP / mINP against an independent float64 numpy oracle written from
+docs/ALGORITHMS.md."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from conftest import cupy, requires_torch, run_in_threads, to_framework, torch, 
 
 
 def oracle(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, remove_same_camera=True):
-    """Spec steps 1-7, one query at a time, float64, stable argsort (our tie rule)."""
+    """Steps 1-7 (docs/ALGORITHMS.md), one query at a time, float64, stable argsort (our tie
+    rule)."""
     distmat = np.asarray(distmat, dtype=np.float64)
     num_query = distmat.shape[0]
     cmc_sum = np.zeros(max_rank)

@@ -12,7 +12,7 @@ from cion_fast.ops import evaluate_rank_from_features
 
 
 def centred_oracle(query, gallery, q_cam, g_cam):
-    """Per camera: subtract the mean of all its query and gallery rows (float64, from the spec)."""
+    """Per camera: subtract the mean of all its query and gallery rows (float64, by definition)."""
     both = np.concatenate([query, gallery]).astype(np.float64)
     cams = np.concatenate([q_cam, g_cam])
     out = both.copy()

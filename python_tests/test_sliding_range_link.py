@@ -1,5 +1,5 @@
 """sliding_range_link and connected_components against independent float64 numpy / scipy oracles
-written from the spec (level 3)."""
+written from docs/ALGORITHMS.md (level 3)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def oracle_link(features, video_ids, window, stride, threshold, mutual_k=None):
     while True:
         members = [i for i in range(len(x)) if start <= rank[i] < start + window]
         sims = unit[members] @ unit[members].T
-        # One value per pair, as the spec's "similarity of the pair": a BLAS product need not be
+        # One value per pair (the similarity of the pair): a BLAS product need not be
         # exactly symmetric, and an (a, b) that differs from (b, a) in the last bit flips a mutual-k
         # decision at the k-th place (seen with numpy 2.4.6: link (18, 29) at cosine 0.870).
         sims = np.triu(sims) + np.triu(sims, 1).T

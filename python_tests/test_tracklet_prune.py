@@ -1,4 +1,5 @@
-"""tracklet_prune against an independent float64 numpy oracle written from the spec (level 1)."""
+"""tracklet_prune against an independent float64 numpy oracle written from
+docs/ALGORITHMS.md (level 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""tracklet_similarity against an independent float64 numpy oracle written from the spec."""
+"""tracklet_similarity against an independent float64 numpy oracle written from
+docs/ALGORITHMS.md."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Why: real ReID data cannot be downloaded here (and is licence-gated); the synthe
 package run end to end on a fresh machine, and it knows the true identity of every frame, so each
 denoising stage can be *measured* (purity, recall), not just trusted.
 
-What :func:`generate` builds (see ``shared/specs/synthetic_world.md``):
+What :func:`generate` builds (overview: ``docs/DATA_FORMATS.md``, "The synthetic world"):
 
 * **Identities**: attribute vectors (skin; hair colour and length; top colour and pattern: solid,
   horizontal/vertical stripes, checks or a front logo; sleeve length; bottom colour and type:

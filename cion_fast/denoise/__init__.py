@@ -60,7 +60,7 @@ DEFAULTS_CHOSEN
       0.679), so 0.45.
     * ``mutual_k=None``: 1 / 2 give 0.691 / 0.692 | 0.865 / 0.921 (someone seen in several
       videos of a range has several true matches, k-reciprocity drops them).
-    * ``window=8, stride=4`` (the spec's): 16/8 and 48/24 give 0.640 / 0.580 (level 3 then
+    * ``window=8, stride=4`` (the default): 16/8 and 48/24 give 0.640 / 0.580 (level 3 then
       *lowers* F at 48) | 0.946 / 0.977: wide ranges help perfect features and hurt weak ones.
     * ``min_images=4``: 1 to 8 are equal; 16 gives 0.671 | 0.916.
 """

@@ -152,8 +152,9 @@ def denoise(
             if scratch is not None:
                 handle, scratch_file = tempfile.mkstemp(prefix="centred-", suffix=".npy", dir=scratch)
                 os.close(handle)
-                out = _dense.host_view(features, np.lib.format.open_memmap(scratch_file, mode="w+", dtype=_centred_dtype(features),
-                                                                           shape=tuple(features.shape)))
+                mapped = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=_centred_dtype(features), shape=tuple(features.shape))
+                _reserve(scratch_file)
+                out = _dense.host_view(features, mapped)
             features = _center_videos(features, offsets, video_ids, out=out)
         result = _levels(features, offsets, video_ids, frame_index, config, progress)
         result.levels = [_dense.to_caller(labels, caller_features) for labels in result.levels]
@@ -162,6 +163,21 @@ def denoise(
     finally:
         if scratch_file is not None:  # (POSIX keeps a mapped file's pages until the mapping goes)
             os.unlink(scratch_file)
+
+
+def _reserve(path: str) -> None:
+    """Allocates a (sparse) memory-mapped file's blocks now: on a full disk, writing its pages
+    later would kill the process with SIGBUS; here it is an OSError naming the scratch space."""
+    size = os.path.getsize(path)
+    handle = os.open(path, os.O_RDWR)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(handle, 0, size)
+    except OSError as error:
+        raise OSError(error.errno, f"scratch: no room for the {size / 2**30:.2f} GiB centred copy in "
+                                   f"{os.path.dirname(path)} ({error.strerror})") from None
+    finally:
+        os.close(handle)
 
 
 def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_index: np.ndarray, config: DenoiseConfig,

@@ -1,5 +1,5 @@
-"""The features artefact (DESIGN.md, "Data on disk"): one ``.npz`` with the frame features, the
-tracklet offsets and the index (video, camera, frame index, ground-truth identity), so the next
+"""The features artefact (docs/DATA_FORMATS.md, "Features"): one ``.npz`` with the frame features,
+the tracklet offsets and the index (video, camera, frame index, ground-truth identity), so the next
 stage needs nothing else to run."""
 
 from __future__ import annotations

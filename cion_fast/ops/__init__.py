@@ -1,5 +1,6 @@
 """Public kernels. Every function accepts numpy arrays, torch tensors (CPU/CUDA) and cupy arrays,
-and returns results in the caller's framework on the caller's device (see DESIGN.md)."""
+and returns results in the caller's framework on the caller's device (docs/PROTOCOLS.md, "The array
+contract")."""
 
 from cion_fast.ops.k_reciprocal import (
     GraphRerank,

@@ -1,6 +1,7 @@
 """k-reciprocal re-ranking (Zhong et al., CVPR 2017) and the k-reciprocal Jaccard distance.
 
-Spec: ``shared/specs/k_reciprocal.md``. Same result as the reference code (torchreid's
+The algorithm, its steps 1-8 (numbered as cited below) and the departures: ``docs/ALGORITHMS.md``,
+"k-reciprocal re-ranking and Jaccard distance". Same result as the reference code (torchreid's
 ``re_ranking``, bit-identical to the authors' original) on tie-free data, without any dense N x N
 array:
 
@@ -18,7 +19,7 @@ Memory is O(N * k1 * k2) plus the [Q, G] output; time is the (half) GEMM plus a 
 
 Departures from the reference code, on purpose:
 
-* Each item is ranked first in its own list (spec step 2), and ties among the others are broken
+* Each item is ranked first in its own list (step 2), and ties among the others are broken
   by index (a stable order): the reference's argsort leaves tie order unspecified, and with
   duplicate features it can push an item out of its own list (then its row of V is 0/0 = NaN).
 * A row whose maximum distance is 0 (all items identical) is not divided by it (no NaN).
@@ -77,7 +78,7 @@ class _Settings(NamedTuple):
 
 
 def _settings(k1: Any, k2: Any, lambda_value: Any, num_items: int, variant: str = "original") -> _Settings:
-    """Validates the parameters against N items (spec: k1 < N, 1 <= k2 <= L, 0 <= lambda <= 1)."""
+    """Validates the parameters against N items (k1 < N, 1 <= k2 <= L, 0 <= lambda <= 1)."""
     _checks.check_choice(variant, "variant", _VARIANTS)
     k1 = _checks.check_int(k1, "k1")
     k2 = _checks.check_int(k2, "k2")
@@ -240,7 +241,7 @@ def _rank_from_features(
 
 
 def _encode(run: _Run, ranks: _RankLists, settings: _Settings, row_max: Any, **source: Any) -> tuple[_Csr, int]:
-    """V_qe (spec steps 3-6) as CSR, and how many distances the graph source had to estimate."""
+    """V_qe (steps 3-6) as CSR, and how many distances the graph source had to estimate."""
     neighbours = ranks.neighbours
     num_items = int(neighbours.shape[0])
     placement = run.placement
@@ -335,7 +336,7 @@ def _jaccard(
 
 
 def _rerank_output(run: _Run, v: _Csr, settings: _Settings, row_max: Any, out: Any, num_query: int) -> Any:
-    """Turns out [Q, G] (raw distances) into the re-ranked distance (spec steps 7-8)."""
+    """Turns out [Q, G] (raw distances) into the re-ranked distance (steps 7-8)."""
     inverted = _inverted_index(run, v, num_query)
     _jaccard(run, "rerank", v, inverted, (0, num_query), num_query, lambda_value=settings.lambda_value,
              row_max=row_max, out=out)
@@ -463,7 +464,7 @@ def k_reciprocal_rerank_from_distances(
     """k-reciprocal re-ranking from the three distance blocks, taken as they are (no squaring).
 
     The blocks form the full matrix ``M = [[q_q, q_g], [q_g^T, g_g]]`` of the reference code,
-    and the spec's step 1 is applied to it literally: item i sees item j at ``M[j, i] / max_k
+    and step 1 is applied to it literally: item i sees item j at ``M[j, i] / max_k
     M[k, i]`` (column maxima). For symmetric ``q_q`` and ``g_g`` that is "row i over its own
     maximum"; otherwise the columns of ``q_q`` and ``g_g`` are what counts, as in the reference.
 
@@ -573,7 +574,7 @@ def k_reciprocal_rerank_from_graph(
 
     Give each of the N = Q + G items (queries first) its K nearest items, e.g. from a faiss
     search of all features against themselves, and each item's largest distance to any item (the
-    normaliser of spec step 1). Memory and time are O(N * K): each query's K candidates are
+    normaliser of step 1). Memory and time are O(N * K): each query's K candidates are
     re-ranked, and the rest of the gallery is never touched.
 
     Exactness: rank lists need the k1 nearest other items of every item (K >= k1, or K >= k1 + 1
@@ -687,7 +688,7 @@ def jaccard_distance(
     tile_size: int | None = None,
 ) -> Any:
     """k-reciprocal Jaccard distance between all items: the clustering distance of unsupervised
-    ReID (SpCL, cluster-contrast: DBSCAN on it). Spec steps 1-7 with every item a query.
+    ReID (SpCL, cluster-contrast: DBSCAN on it). Steps 1-7 with every item a query.
 
     Variants:
 

@@ -1,10 +1,10 @@
 """Fused multi-crop augmentation: every DINO / CION view of a uint8 batch in one call.
 
-Spec: ``shared/specs/multicrop.md``. Per view, in order: random resized crop (torchvision's
-sampling; antialiased bilinear or bicubic resize with torch ``interpolate(antialias=True)``
-semantics), horizontal flip, colour jitter in a random order (brightness, contrast, saturation,
-hue; torchvision tensor semantics, clamped to [0, 1] after each op), grayscale, Gaussian blur
-(radius ``ceil(3 sigma)``, reflect padding), solarise, normalise.
+Defined in ``docs/ALGORITHMS.md``, "Multi-crop augmentation". Per view, in order: random resized
+crop (torchvision's sampling; antialiased bilinear or bicubic resize with torch
+``interpolate(antialias=True)`` semantics), horizontal flip, colour jitter in a random order
+(brightness, contrast, saturation, hue; torchvision tensor semantics, clamped to [0, 1] after each
+op), grayscale, Gaussian blur (radius ``ceil(3 sigma)``, reflect padding), solarise, normalise.
 
 Randomness is counter-based (Philox4x32-10 keyed by seed, step, image index and view index), so
 the CPU and CUDA kernels draw identical parameters and a run is reproducible from its seed. The
@@ -13,7 +13,7 @@ the tests compare against plain PyTorch, and how UP-ReID reads the crop boxes).
 
 Departures from torchvision, on purpose:
 
-* grayscale weights are ITU-R 601 (0.299, 0.587, 0.114) as in PIL and the spec; torchvision's
+* grayscale weights are ITU-R 601 (0.299, 0.587, 0.114) as in PIL; torchvision's
   tensor path uses 0.2989 for red (a difference below 1e-4);
 * bicubic resizes are clamped to [0, 1], as PIL does for uint8 images;
 * reflect padding folds again when the blur radius reaches the view size (torch's ``pad`` would

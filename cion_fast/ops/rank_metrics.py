@@ -1,8 +1,9 @@
 """ReID ranking metrics: CMC, mAP and mINP under the Market-1501 protocol.
 
-Spec: ``shared/specs/ranking_metrics.md``. Same numbers as torchreid / fast-reid evaluators on
-tie-free data, without sorting the gallery: per query only the positions of its matches are
-found (one pass over the distance row), so the cost is one read of the distance matrix.
+Protocol, tie rule and departures: ``docs/ALGORITHMS.md``, "Ranking metrics". Same numbers as
+torchreid / fast-reid evaluators on tie-free data, without sorting the gallery: per query only the
+positions of its matches are found (one pass over the distance row), so the cost is one read of the
+distance matrix.
 
 Departures from the reference code, on purpose:
 

@@ -1,10 +1,11 @@
 """Level-3 (long-range cross-video) linking of CION, and connected components.
 
-Spec: ``shared/specs/denoising.md``, "Level 3". Identities are ordered along the long sequence of
-videos; a *sliding range* of ``window`` videos moves by ``stride`` videos, and only identities of
-different videos inside a common range are compared. Links found in all ranges are joined by
-connected components, so chains cross range borders without any N x N matrix over the sequence:
-the cost is O(I * window * identities per video * D) and the memory O(I * D).
+Defined in ``docs/ALGORITHMS.md``, "Tracklet kernels" and "Progressive denoising". Identities are
+ordered along the long sequence of videos; a *sliding range* of ``window`` videos moves by
+``stride`` videos, and only identities of different videos inside a common range are compared.
+Links found in all ranges are joined by connected components, so chains cross range borders without
+any N x N matrix over the sequence: the cost is O(I * window * identities per video * D) and the
+memory O(I * D).
 
 CION's paper gives no thresholds; the defaults (0.7, window 8, stride window/2) are configuration,
 to be tuned on the synthetic world's ground truth. The chaining guard (splitting identities whose

@@ -1,8 +1,9 @@
 """Level-1 (single-tracklet) denoising of CION: drop the frames that do not look like the rest of
 their tracklet.
 
-Spec: ``shared/specs/denoising.md``, "Level 1". CION's paper gives no thresholds; the default 0.6
-follows PLIP's seed filter and is configuration, to be tuned on the synthetic world's ground truth.
+Defined in ``docs/ALGORITHMS.md``, "Tracklet kernels". CION's paper gives no thresholds; the
+default 0.6 follows PLIP's seed filter and is configuration, to be tuned on the synthetic world's
+ground truth.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Similarity between tracklets (ragged sets of frame features).
 
-Spec: ``shared/specs/denoising.md``, "Kernel tracklet_similarity". Frames are compared by cosine
-similarity (features are L2-normalised inside; an all-zero frame has cosine 0 with everything).
-Modes, for tracklets ``a`` (frames ``A``, ``La`` of them) and ``b`` (``B``, ``Lb``):
+Defined in ``docs/ALGORITHMS.md``, "Tracklet kernels". Frames are compared by cosine similarity
+(features are L2-normalised inside; an all-zero frame has cosine 0 with everything). Modes, for
+tracklets ``a`` (frames ``A``, ``La`` of them) and ``b`` (``B``, ``Lb``):
 
 ========== ==================================================================================
 centroid   cosine of the two means of normalised frames

@@ -1,9 +1,10 @@
 """CION's identity-guided self-distillation loss (DINO's loss when K = 1).
 
-Spec: ``shared/specs/distillation.md``. Notation: a per-rank batch holds P identities x K images,
-identity-contiguous (row ``n*K + i`` of every crop chunk is image i of identity n), B = P*K.
-Student probabilities ``P_s^v = softmax(s_v / student_temp)`` for each of the C crops v; teacher
-probabilities ``P_t^g = softmax((t_g - c) / teacher_temp)`` for the 2 global crops g (no gradient).
+Defined in ``docs/ALGORITHMS.md``, "Identity-guided self-distillation". Notation: a per-rank batch
+holds P identities x K images, identity-contiguous (row ``n*K + i`` of every crop chunk is image i
+of identity n), B = P*K. Student probabilities ``P_s^v = softmax(s_v / student_temp)`` for each of
+the C crops v; teacher probabilities ``P_t^g = softmax((t_g - c) / teacher_temp)`` for the 2 global
+crops g (no gradient).
 With H(p, q) = -sum p log q, for each teacher crop g and student crop v != g::
 
     l_{g,v} = [ mean_{n,i} H(P_t^g(x_{n,i}), P_s^v(x_{n,i}))

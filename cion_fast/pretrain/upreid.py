@@ -1,7 +1,7 @@
 """UP-ReID pre-training (Yang et al., CVPR 2022): MoCo v2 + intra-identity regularisation.
 
 The authors never released code; everything below is **our** implementation of the paper's
-description (spec: ``shared/specs/upreid.md``). Design choices, all ours:
+description (docs/ALGORITHMS.md, "UP-ReID"). Design choices, all ours:
 
 * **Base (``nce``)**: MoCo v2 with a query encoder (trained) and a momentum key encoder (EMA,
   momentum 0.999), projection MLP d -> d -> 128, a queue of 65,536 keys, temperature 0.1, InfoNCE.

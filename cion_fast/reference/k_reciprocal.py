@@ -1,6 +1,6 @@
-"""Plain-PyTorch k-reciprocal re-ranking and Jaccard distance: the spec's 8 steps on dense N x N
-tensors, like the reference numpy code, but vectorised with torch ops instead of Python loops
-over sets. Readable first; it holds several N x N tensors, so keep N to a few thousand.
+"""Plain-PyTorch k-reciprocal re-ranking and Jaccard distance: the 8 steps of docs/ALGORITHMS.md on
+dense N x N tensors, like the reference numpy code, but vectorised with torch ops instead of Python
+loops over sets. Readable first; it holds several N x N tensors, so keep N to a few thousand.
 
 Same tie rule as :mod:`cion_fast.ops.k_reciprocal`: an item ranks itself first, other ties go to
 the smaller index (a stable argsort).
@@ -12,7 +12,7 @@ import torch
 
 
 def _rank_lists(dist: torch.Tensor, rank_length: int) -> torch.Tensor:
-    """[N, L] item indices by ascending distance, each item itself first (spec step 2)."""
+    """[N, L] item indices by ascending distance, each item itself first (step 2)."""
     keyed = dist.clone()
     keyed.fill_diagonal_(-torch.inf)
     return torch.argsort(keyed, dim=1, stable=True)[:, :rank_length]
@@ -27,7 +27,7 @@ def _reciprocal(rank: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _jaccard(dist: torch.Tensor, rank_length: int, k1: int, k2: int, rows: int) -> torch.Tensor:
-    """J [rows, N] (spec steps 2-7) from D' [N, N] (row i = what item i sees)."""
+    """J [rows, N] (steps 2-7) from D' [N, N] (row i = what item i sees)."""
     num_items = dist.shape[0]
     items = torch.arange(num_items, device=dist.device)
     rank = _rank_lists(dist, rank_length)
@@ -85,7 +85,7 @@ def re_ranking(
     """
     num_query = q_g_dist.shape[0]
     full = torch.cat([torch.cat([q_q_dist, q_g_dist], 1), torch.cat([q_g_dist.T, g_g_dist], 1)], 0)
-    dist = (full / full.max(dim=0).values).T  # spec step 1: columns over their maxima, transposed
+    dist = (full / full.max(dim=0).values).T  # step 1: columns over their maxima, transposed
     jaccard = _jaccard(dist, k1 + 1, k1, k2, num_query)
     return ((1 - lambda_value) * jaccard + lambda_value * dist[:num_query])[:, num_query:]
 

@@ -1,7 +1,7 @@
 // dtype dispatch and the 16-bit float storage types shared by CPU and CUDA code.
 //
 // Half / BFloat16 are plain 16-bit storage: kernels load them with to_float() and accumulate in
-// float32 (DESIGN.md, "the array contract"). They compile in host and device code alike.
+// float32 (docs/PROTOCOLS.md, "The array contract"). They compile in host and device code alike.
 #pragma once
 #include <cstdint>
 #include <cstring>

@@ -3,7 +3,7 @@
 //
 // Why counter-based: every random decision is a pure function of (key, counter), so a CPU loop and
 // a CUDA kernel that walk the same counters draw the same numbers in any thread order, and one
-// view's draws never depend on how many other views exist (DESIGN.md, "the array contract").
+// view's draws never depend on how many other views exist (docs/PROTOCOLS.md, "Randomness").
 //
 // Why the *_rn helpers: nvcc contracts a * b + c into one fused multiply-add by default, which
 // rounds once instead of twice. Host x86-64 code (no -mfma) rounds twice. Randomly sampled

@@ -1,4 +1,5 @@
-// k-reciprocal re-ranking and Jaccard distance, spec: shared/specs/k_reciprocal.md.
+// k-reciprocal re-ranking and Jaccard distance; "step N" below is step N of docs/ALGORITHMS.md,
+// "k-reciprocal re-ranking and Jaccard distance".
 //
 // Never a dense N x N array: the op is a chain of stages on sparse data, each a kernel below.
 //
@@ -6,13 +7,13 @@
 //   (caller's GEMM)            [N, L-1]                                                             │
 //                                                   output ◄──jaccard── inverted index ◄──transpose─┘
 //
-// Items are numbered 0..N-1, queries first (0..Q-1). The spec's D'[i, j] (step 1) is "the distance
+// Items are numbered 0..N-1, queries first (0..Q-1). D'[i, j] (step 1) is "the distance
 // item i sees to item j": D'[i, j] = D[j, i] / max_k D[k, i]. Every stage reads distances in that
-// orientation, so "row i" below always means what item i sees (column i of the spec's D; the same
+// orientation, so "row i" below always means what item i sees (column i of D; the same
 // as row i whenever D is symmetric, e.g. distances between features).
 //
 // Rank lists. Item i's rank list is (i, neighbours[i, 0], ..., neighbours[i, L-2]): the item itself
-// first (spec step 2), then its L-1 nearest other items ordered by (distance, index) -- the order
+// first (step 2), then its L-1 nearest other items ordered by (distance, index) -- the order
 // of a stable argsort, so results are deterministic under ties. L = k1 + 1 for the original
 // algorithm and L = k1 for the SpCL variant (its kNN search returns k1 items, self included).
 //
@@ -69,7 +70,7 @@ struct KReciprocalSelectParams {
   int32_t* status = nullptr;  // CUDA only, [1]: set to 1 when a non-finite distance is read
 };
 
-// Stage 2. Expanded k-reciprocal sets R*(i) (spec steps 3-4), in two passes: with indices ==
+// Stage 2. Expanded k-reciprocal sets R*(i) (steps 3-4), in two passes: with indices ==
 // nullptr, counts[i] = |R*(i)|; then, with indptr = the exclusive prefix sum of the counts,
 // indices receives each sorted set.
 //   R(i, m) = { j in rank[i][0..m) : i in rank[j][0..m) }   (m = entries of the rank list)
@@ -92,7 +93,7 @@ struct KReciprocalExpandParams {
 // Where stage 3 reads D'(i, j) for j in R*(i): exactly, from one of three sources.
 enum class KReciprocalSource { kFeatures, kBlocks, kGraph };
 
-// Stage 3. Encoding (spec step 5): values[p] = exp(-d_p) / sum over the row of exp(-d), with
+// Stage 3. Encoding (step 5): values[p] = exp(-d_p) / sum over the row of exp(-d), with
 // d = D'[i, j] = distance / row_max[i] (no division when row_max is null: the SpCL variant, or
 // when row_max[i] <= 0). Computed as exp(-(d - min d)) so raw SpCL distances cannot underflow.
 struct KReciprocalWeightsParams {
@@ -128,7 +129,7 @@ struct KReciprocalWeightsParams {
   int64_t* estimated = nullptr;  // [1], zeroed by the caller; atomically incremented
 };
 
-// Stage 4. Local query expansion (spec step 6): V_qe[i] = mean of V[rank[i][0..k2)]. Two passes
+// Stage 4. Local query expansion (step 6): V_qe[i] = mean of V[rank[i][0..k2)]. Two passes
 // like stage 2: counts, then (out_indptr set) out_indices / out_values.
 struct KReciprocalExpansionParams {
   const int64_t* neighbours = nullptr;  // [N, L-1]
@@ -160,12 +161,12 @@ struct KReciprocalTransposeParams {
   int64_t* cursor = nullptr;  // CUDA only, [N]: fill positions (a copy of colptr[0..N))
 };
 
-// Stage 6. Jaccard distance (spec step 7) of rows [row_begin, row_end) against items
+// Stage 6. Jaccard distance (step 7) of rows [row_begin, row_end) against items
 // >= col_begin (the inverted index must hold exactly the rows >= col_begin):
 //   s(i, j) = sum_k min(V_qe[i, k], V_qe[j, k]),   J(i, j) = 1 - s / (2 - s).
 enum class KReciprocalJaccardMode {
   kRerank,       // out [rows, G] holds the raw query x gallery distances (stage 1's raw_out) and
-                 // becomes (1 - lambda) J + lambda raw / row_max (spec step 8); col_begin = Q
+                 // becomes (1 - lambda) J + lambda raw / row_max (step 8); col_begin = Q
   kSparseCount,  // counts[r] = number of j with s > 0
   kSparseFill,   // out_indptr given: out_indices (ascending) / out_values = J where s > 0
   kDense,        // out [rows, N - col_begin] = J (1 where s = 0)

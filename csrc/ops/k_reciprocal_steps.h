@@ -92,7 +92,7 @@ CION_HOST_DEVICE int64_t sort_unique(int64_t* buffer, int64_t n) {
 // Capacity of the buffer expanded_set needs: R(i, m1) plus one R(c, mh) per member c.
 CION_HOST_DEVICE int64_t expansion_capacity(int64_t m1, int64_t mh) { return m1 + m1 * mh; }
 
-// R*(i) (spec step 4), sorted ascending, into buffer (expansion_capacity entries); returns |R*(i)|.
+// R*(i) (step 4), sorted ascending, into buffer (expansion_capacity entries); returns |R*(i)|.
 // The candidate sets are appended after R(i, m1) and kept only when they pass the overlap test,
 // so the buffer never holds more than R(i, m1) and one set per member.
 CION_HOST_DEVICE int64_t expanded_set(const int64_t* neighbours, int64_t width, int64_t i, int64_t m1,
@@ -128,7 +128,7 @@ CION_HOST_DEVICE int64_t upper_bound(const int64_t* indices, int64_t begin, int6
   return begin;
 }
 
-// Local query expansion of item i (spec step 6): the k2 rows rank[i][0..k2) of V merged by column
+// Local query expansion of item i (step 6): the k2 rows rank[i][0..k2) of V merged by column
 // (a k-way merge that keeps no per-row state: each step binary-searches every row for the first
 // column after the last one emitted). With out_indices null, only counts. Returns the row length.
 // Sums run in row order in float32 and divide by k2, as numpy's mean over axis 0 does.
@@ -187,7 +187,7 @@ CION_HOST_DEVICE float jaccard_from_overlap(float s, bool clamp_negative) {
   return (clamp_negative && j < 0.f) ? 0.f : j;
 }
 
-// The divisor of row i in D' (spec step 1): its maximum, or 1 when there is none to apply
+// The divisor of row i in D' (step 1): its maximum, or 1 when there is none to apply
 // (SpCL variant: no row_max) or it is not positive (all distances zero: identical features).
 CION_HOST_DEVICE double row_divisor(const double* row_max, int64_t i) {
   if (!row_max) return 1.0;

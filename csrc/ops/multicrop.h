@@ -1,4 +1,5 @@
-// Fused multi-crop augmentation (DINO / CION views), spec: shared/specs/multicrop.md.
+// Fused multi-crop augmentation (DINO / CION views); the recipe and its departures from torchvision:
+// docs/ALGORITHMS.md, "Multi-crop augmentation".
 //
 // One call turns a batch of uint8 RGB images into every global and local view. Two stages:
 //   1. sample (optional): per (image, view), draw the crop box, flip, colour-jitter factors and

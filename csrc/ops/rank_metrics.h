@@ -1,4 +1,5 @@
-// ReID ranking metrics (CMC / mAP / mINP), spec: shared/specs/ranking_metrics.md.
+// ReID ranking metrics (CMC / mAP / mINP); the protocol and tie rule: docs/ALGORITHMS.md,
+// "Ranking metrics".
 //
 // Per query, only the positions of its matches in the ranked gallery matter. The matches are few:
 // sort them by (distance, gallery index), then one pass over the query's distance row counts how

@@ -1,4 +1,4 @@
-// Level-3 (long-range cross-video) linking, spec: shared/specs/denoising.md, "Level 3", and the
+// Level-3 (long-range cross-video) linking (docs/ALGORITHMS.md, "Tracklet kernels"), and the
 // connected components that turn links into identities (reused by level 2's merging).
 //
 // Identities are rows of features [I, dim], sorted by video. video_rank[i] is the rank of row i's

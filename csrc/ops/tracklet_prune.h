@@ -1,4 +1,4 @@
-// Level-1 (single-tracklet) denoising, spec: shared/specs/denoising.md, "Level 1".
+// Level-1 (single-tracklet) denoising, defined in docs/ALGORITHMS.md, "Tracklet kernels".
 //
 // Per tracklet, with f_j its L2-normalised frames and S the sum of the frames still kept:
 //   s_j = cos(f_j, S - f_j)            (similarity to the mean of the *other* kept frames)

@@ -1,5 +1,5 @@
-// Similarity between ragged sets of frame features (tracklets), spec: shared/specs/denoising.md,
-// "Kernel tracklet_similarity".
+// Similarity between ragged sets of frame features (tracklets), defined in docs/ALGORITHMS.md,
+// "Tracklet kernels".
 //
 // A tracklet set is features [frames, dim] plus offsets [num + 1]: tracklet t owns the rows
 // offsets[t] .. offsets[t + 1] (non-empty; the Python layer checks). Frames are compared by cosine
