@@ -31,6 +31,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask: from /proc where it is (no window in which another thread would create
+    files under a changed mask), else by setting it and putting it back."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, directory: bool) -> None:
+    """The mode a plain ``open``/``mkdir`` would have given ``path`` (0666 / 0777 under the umask):
+    mkstemp/mkdtemp make their files 0600 and folders 0700, and the mode survives the rename, so
+    a team's shared run directory would be unreadable to the rest of the team."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Calls ``write(tmp_path)`` then renames ``tmp_path`` to ``path``; on error nothing changes.
 
@@ -46,6 +68,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        _plain_mode(tmp_path, directory=False)
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
@@ -94,6 +117,7 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        _plain_mode(tmp, directory=True)
         yield tmp
         for item in tmp.rglob("*"):
             if item.is_file():
