@@ -21,3 +21,30 @@ def test_atomic_outputs_follow_the_umask(tmp_path, mask, file_mode, dir_mode):
         os.umask(old)
     assert stat.S_IMODE(written.stat().st_mode) == file_mode
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == dir_mode
+
+
+def test_a_prune_killed_halfway_leaves_only_what_the_next_run_removes(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from cion_fast.training import checkpoint as ck
+
+    def save(step):
+        return ck.write_checkpoint(tmp_path, step, {"w": torch.zeros(2)}, {"step": step}, {}, "", keep=2)
+
+    save(1), save(2)
+    real = ck.shutil.rmtree
+
+    def killed(path, ignore_errors=False):  # deletes one file, then the process "dies"
+        next(p for p in sorted(path.iterdir())).unlink()
+        raise SystemExit("kill -9")
+
+    monkeypatch.setattr(ck.shutil, "rmtree", killed)
+    with pytest.raises(SystemExit):
+        save(3)
+    monkeypatch.setattr(ck.shutil, "rmtree", real)
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
+    removed = ck.remove_stale_temporaries(tmp_path)
+    assert [p.name for p in removed] == [f".step-00000001.{os.getpid()}.pruned.tmp"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000002", "step-00000003"]
+    # an incomplete step-* folder (left by an older version's prune) is removed too
+    (tmp_path / "checkpoints" / "step-00000000").mkdir()
+    assert [p.name for p in ck.remove_stale_temporaries(tmp_path)] == ["step-00000000"]

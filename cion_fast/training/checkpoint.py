@@ -70,19 +70,24 @@ def latest_checkpoint(path: str | os.PathLike) -> Path | None:
 
 
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
-    """Deletes the half-written ``checkpoints/.step-*.tmp`` directories a killed run (``kill -9``
-    during a checkpoint write) leaves behind; returns what it removed. Call it only from the one
-    process that writes the run's checkpoints, before it writes any.
+    """Deletes what a killed run (``kill -9``) leaves behind: half-written or half-pruned
+    ``checkpoints/.step-*.tmp`` directories, and ``step-*`` directories missing a file (a
+    checkpoint is renamed into place whole, so an incomplete one was being deleted by an older
+    version); returns what it removed. Call it only from the one process that writes the run's
+    checkpoints, before it writes any.
 
     Example:
         >>> import tempfile
         >>> run = Path(tempfile.mkdtemp())
         >>> (run / "checkpoints" / ".step-00000010.abc.tmp").mkdir(parents=True)
+        >>> (run / "checkpoints" / "step-00000005").mkdir()
         >>> [p.name for p in remove_stale_temporaries(run)]
-        ['.step-00000010.abc.tmp']
+        ['.step-00000010.abc.tmp', 'step-00000005']
     """
     root = Path(run_dir) / "checkpoints"
     stale = sorted(root.glob(".step-*.tmp")) if root.is_dir() else []
+    stale += sorted(p for p in root.glob("step-*") if p.is_dir() and _NAME.match(p.name)
+                    and not ((p / STATE).exists() and (p / WEIGHTS).exists())) if root.is_dir() else []
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale
@@ -170,8 +175,16 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, t
         save_file(cpu, str(tmp / WEIGHTS), metadata={METADATA_KEY: json.dumps(meta)})
         (tmp / STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return target
+
+
+def _remove(checkpoint: Path) -> None:
+    """Deletes a checkpoint so that a kill at any moment leaves either it whole or a temporary
+    name that :func:`remove_stale_temporaries` clears: renamed first (atomic), then deleted."""
+    doomed = checkpoint.with_name(f".{checkpoint.name}.{os.getpid()}.pruned.tmp")
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
