@@ -606,13 +606,14 @@ def level2(
 
     1. Every pooled frame (label -1) joins the group of its own video whose centroid is most
        similar, when the cosine is >= ``reallocation_threshold`` (and, with ``frame_window``, the
-       group's kept frames are within that many frames; with ``cannot_link``, the group has no
-       frame at the same index); otherwise it stays -1.
+       group's kept frames are within that many frames); otherwise it stays -1. A group that
+       already has a frame at that moment may take it: a pruned frame is mostly a neighbour
+       caught by a tracklet's box while the neighbour's own track runs.
     2. Groups of one video whose centroids have cosine >= ``merge_threshold`` are merged: the
        candidate merges are taken strongest first, and with ``cannot_link`` a merge that would put
        two groups sharing a frame index into one identity (directly or through a chain) is refused
-       (:func:`constrained_forest`); the identities are ``ops.connected_components`` of the
-       accepted merges.
+       (:func:`constrained_forest`; only the frames of the input groups count, not the
+       reallocated ones); the identities are ``ops.connected_components`` of the accepted merges.
     3. ``ops.tracklet_prune`` (level 1's check) runs again on every identity that changed.
 
     Args:
