@@ -159,3 +159,15 @@ def test_optimizer_step_unscales_before_clipping_and_drops_frozen_gradients():
     torch.testing.assert_close(start[1] - small.detach(), 0.02 * start[1])
     assert torch.equal(frozen.detach(), start[2])
     assert scaler.get_scale() == 2.0**12
+
+
+def test_a_huge_plan_is_refused_up_front():
+    # --steps 1000000000000 used to build one record per epoch for minutes, memory growing.
+    from cion_fast.training.sampler import MAX_PLAN_EPOCHS
+
+    sampler = IdentityBatchSampler(np.repeat(np.arange(40), 8), 24)
+    with pytest.raises(ValueError, match=r"steps=1,000,000,000,000 makes a plan of [\d,]+ epochs"):
+        TrainingPlan(sampler, KSchedule.cion(), steps=10**12)
+    with pytest.raises(ValueError, match="epochs="):
+        TrainingPlan(sampler, KSchedule.cion(), epochs=MAX_PLAN_EPOCHS + 1)
+    assert TrainingPlan(sampler, KSchedule.cion(), steps=10_000).total_steps == 10_000

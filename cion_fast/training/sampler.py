@@ -196,6 +196,25 @@ class _Segment:
     length: int
 
 
+# A plan holds one record per epoch, built up front: more epochs than this would take minutes and
+# gigabytes before the first step (a typo such as --steps 1000000000000), so they are refused.
+MAX_PLAN_EPOCHS = 1_000_000
+
+
+def _check_plan_size(sampler: "IdentityBatchSampler", schedule: KSchedule, steps: int | None, epochs: int | None) -> None:
+    """ValueError naming ``steps``/``epochs`` when the plan would exceed :data:`MAX_PLAN_EPOCHS`
+    epochs (counted per K phase, in O(phases))."""
+    if epochs is not None:
+        count, name, value = int(epochs), "epochs", epochs
+    else:
+        total = int(steps)
+        bounds = [0] + [b for b in schedule.first_step_of_phases(total) if 0 < b < total] + [total]
+        count = sum(-(-(hi - lo) // sampler.num_batches(schedule.k_at(lo / total))) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo)
+        name, value = "steps", steps
+    if count > MAX_PLAN_EPOCHS:
+        raise ValueError(f"{name}={value:,} makes a plan of {count:,} epochs of this data; at most {MAX_PLAN_EPOCHS:,}")
+
+
 class TrainingPlan:
     """Every step of a run: which epoch, which K, which batch.
 
@@ -237,6 +256,7 @@ class TrainingPlan:
                     f"an epoch with K={k} has no complete batch: {sampler.num_identities} identities / "
                     f"{sampler.num_frames} images are too few for batch_size {sampler.batch_size} x {sampler.world_size} ranks"
                 )
+        _check_plan_size(sampler, schedule, steps, epochs)
         self.sampler = sampler
         self.schedule = schedule
         self.mode = "steps" if steps is not None else "epochs"
