@@ -321,6 +321,10 @@ def test_msmt17_layouts(tmp_path, version, train, test):
     (root / "list_query.txt").write_text("0007/0007_004_14_0303noon_0602_1.jpg\n")
     with pytest.raises(ValueError, match=r"list_query.txt:1: expected 'PATH PID'"):
         read_msmt17(root)
+    for escape in ("../../outside/0009_000_02_0303noon_0001_0.jpg", "/etc/0009_000_02_0303noon_0001_0.jpg"):
+        (root / "list_query.txt").write_text(f"{escape} 9\n")
+        with pytest.raises(ValueError, match=r"list_query.txt:1: .* is outside the dataset's folder"):
+            read_msmt17(root)
 
 
 def test_read_dataset_names_the_layouts_it_knows(tmp_path):

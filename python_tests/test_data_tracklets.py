@@ -299,6 +299,18 @@ def test_missing_image_file(tmp_path):
         loaded.images([0, 1, 2])
 
 
+@pytest.mark.parametrize("escape", ["/etc/passwd", "../outside.png", "images/../../outside.png"])
+def test_index_paths_must_stay_in_the_tracklet_directory(tmp_path, escape):
+    rng = np.random.default_rng(11)
+    paths, _ = write_random_images(tmp_path / "src", rng, 2)
+    d = Tracklets(paths, [0, 2], [0], [0], [0, 1]).save(tmp_path / "t")
+    with np.load(d / "index.npz") as z:
+        rel = z["paths"].copy()
+    rewrite_index(d, paths=np.array([rel[0], escape]))
+    with pytest.raises(ValueError, match="leave the tracklet directory"):
+        Tracklets.load(d)
+
+
 def test_corrupt_image_file_is_reported_on_read(tmp_path):
     rng = np.random.default_rng(10)
     paths, _ = write_random_images(tmp_path / "src", rng, 2)

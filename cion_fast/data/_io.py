@@ -10,6 +10,25 @@ import numpy as np
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
+def outside_root(relative: np.ndarray) -> np.ndarray:
+    """bool [n]: which of these dataset-relative paths (str array) would leave the dataset's
+    root: absolute ones, and those whose ``..`` components climb above it. Lexical (symlinks
+    inside a dataset are the user's), vectorised for the millions of paths of a tracklet index:
+    only the paths that hold "/" at the start or ".." anywhere are normalised one by one.
+
+    Example:
+        >>> outside_root(np.array(["0001/a.jpg", "../x.jpg", "/etc/passwd", "a/../b.jpg", "a/../../b.jpg"])).tolist()
+        [False, True, True, False, True]
+    """
+    relative = np.asarray(relative, dtype=str)
+    suspect = np.flatnonzero(np.char.startswith(relative, "/") | (np.char.find(relative, "..") >= 0))
+    out = np.zeros(relative.shape[0], dtype=bool)
+    for i in suspect:
+        path = str(relative[i])
+        out[i] = os.path.isabs(path) or os.path.normpath(path).split(os.sep)[0] == ".."
+    return out
+
+
 def pil():
     """The Pillow ``Image`` module, imported on first use with a clear error when missing."""
     try:

@@ -30,7 +30,7 @@ import numpy as np
 
 from cion_fast._checks import check_choice, image_array, int_array, path_list
 from cion_fast._io import atomic_directory
-from cion_fast.data._io import IMAGE_EXTENSIONS, read_image, read_images, write_image
+from cion_fast.data._io import IMAGE_EXTENSIONS, outside_root, read_image, read_images, write_image
 from cion_fast.data.tracklets import Tracklets
 
 __all__ = ["ImageSet", "Market1501", "read_market1501", "write_market1501", "read_tracklet_folders"]
@@ -414,6 +414,8 @@ def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool) -> Image
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise ValueError(f"{list_path}:{number}: expected 'PATH PID', got {line!r}")
+        if outside_root(np.array([parts[0]]))[0]:
+            raise ValueError(f"{list_path}:{number}: {parts[0]} is outside the dataset's folder {folder}")
         fields = Path(parts[0]).name.split("_")
         if len(fields) < 5 or not fields[2].isdigit():
             raise ValueError(f"{list_path}:{number}: {parts[0]} is not an MSMT17 image name "

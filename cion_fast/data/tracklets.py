@@ -29,7 +29,7 @@ import numpy as np
 
 from cion_fast._checks import image_array, int_array, is_path_array, path_list
 from cion_fast._io import atomic_directory, load_numpy
-from cion_fast.data._io import read_images
+from cion_fast.data._io import outside_root, read_images
 
 __all__ = ["Tracklets"]
 
@@ -364,6 +364,10 @@ class Tracklets:
             if rel.ndim != 1 or rel.dtype.kind != "U":
                 raise ValueError(f"{index_path}: field 'paths' must be a 1-D str array, got {rel.dtype} {list(rel.shape)}")
             _check_slots(slot, len(rel), index_path)
+            outside = np.flatnonzero(outside_root(rel))
+            if outside.shape[0]:
+                raise ValueError(f"{index_path}: {outside.shape[0]} frame paths leave the tracklet directory "
+                                 f"(e.g. {str(rel[outside[0]])!r}); paths must be relative to {root}")
             # The index lists the files: no scan and no stat of each at start-up (minutes for the
             # 10M crops of LUPerson-NL on a network filesystem). A missing or damaged file is
             # reported, by name, when it is read.
