@@ -486,6 +486,12 @@ def test_presets():
         (dict(contrast=(1.2, 0.8)), "contrast is an empty range"),
         (dict(interpolation="nearest"), "interpolation must be"),
         (dict(out_dtype="float64"), "out_dtype must be"),
+        # configs whose views would hold inf or NaN
+        (dict(std=(1e-45, 1.0, 1.0)), "mean/std of channel 0"),
+        (dict(mean=(0.5, 1e38, 0.5)), "mean/std of channel 1"),
+        (dict(std=(0.2, 0.2, 1e-6), out_dtype="float16"), "beyond float16"),
+        (dict(brightness=1e308), "brightness must be in"),
+        (dict(saturation=(0.5, 1e300)), "saturation must lie in"),
     ],
 )
 def test_bad_config_raises_naming_the_field(fields, match):

@@ -42,6 +42,11 @@ MAX_VIEW_SIDE = 4096
 
 _OUT_DTYPES = ("float32", "float16", "bfloat16")
 _INTERPOLATIONS = ("bilinear", "bicubic")
+# Colour-jitter factors above this saturate every pixel already (the kernel clamps to [0, 1]);
+# larger ones (1e308) become inf in float32 and inf * 0 = NaN in a view.
+MAX_JITTER_FACTOR = 1e4
+# The largest finite value of each output dtype: a normalised pixel (x - mean) / std must fit.
+_OUT_DTYPE_MAX = {"float32": 3.4028234663852886e38, "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
 #: The normalisation every network input gets (RGB in [0, 1]): the one definition, passed to the
 #: multicrop kernel through its params struct and used by feature extraction and fine-tuning.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,6 +109,17 @@ def _size(value: Any, name: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _check_normalisation(mean: tuple, std: tuple, out_dtype: str) -> None:
+    """Every normalised pixel (x - mean) / std, x in [0, 1], computed in float32, must be finite
+    in ``out_dtype`` (std = 1e-45 or mean = 1e38 made views of inf and NaN)."""
+    limit = min(_OUT_DTYPE_MAX[out_dtype], _OUT_DTYPE_MAX["float32"])
+    for channel, (m, s) in enumerate(zip(mean, std)):
+        largest = max(abs(0.0 - m), abs(1.0 - m)) / s
+        if not (math.isfinite(largest) and largest <= limit and s >= 1e-30 and abs(m) <= 1e30):
+            raise ValueError(f"MultiCropConfig mean/std of channel {channel} ({m!r}, {s!r}) make normalised pixels of "
+                             f"up to {largest:.3g}, beyond {out_dtype}'s {limit:.3g}")
+
+
 def _jitter(value: Any, name: str, centre: float, bound: float) -> tuple[float, float]:
     """torchvision ColorJitter's rule: a number x means [max(0, centre - x), centre + x]."""
     if _is_number(value):
@@ -112,7 +128,7 @@ def _jitter(value: Any, name: str, centre: float, bound: float) -> tuple[float, 
             raise ValueError(f"MultiCropConfig.{name} must be in [0, {bound}], got {value!r}")
         return (max(0.0, centre - x) if centre else -x, centre + x)
     low = -0.5 if centre == 0.0 else 0.0
-    return _range(value, name, low, bound if centre == 0.0 else math.inf)
+    return _range(value, name, low, bound)
 
 
 @dataclass(frozen=True)
@@ -187,10 +203,11 @@ class MultiCropConfig:
             raise ValueError(f"MultiCropConfig.interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}")
         if self.out_dtype not in _OUT_DTYPES:
             raise ValueError(f"MultiCropConfig.out_dtype must be one of {_OUT_DTYPES}, got {self.out_dtype!r}")
+        _check_normalisation(self.mean, self.std, self.out_dtype)
         ranges = {
-            "brightness": _jitter(self.brightness, "brightness", 1.0, math.inf),
-            "contrast": _jitter(self.contrast, "contrast", 1.0, math.inf),
-            "saturation": _jitter(self.saturation, "saturation", 1.0, math.inf),
+            "brightness": _jitter(self.brightness, "brightness", 1.0, MAX_JITTER_FACTOR),
+            "contrast": _jitter(self.contrast, "contrast", 1.0, MAX_JITTER_FACTOR),
+            "saturation": _jitter(self.saturation, "saturation", 1.0, MAX_JITTER_FACTOR),
             "hue": _jitter(self.hue, "hue", 0.0, 0.5),
         }
         for name in ranges:  # a (lo, hi) list becomes a tuple: the config stays hashable
