@@ -379,3 +379,16 @@ def test_finetune_trains_on_a_dataset_of_mixed_image_sizes(tmp_path, capsys):
             "--batch-size", "8", "--size", "32x16", "--device", "cpu", "--no-progress"]
     assert cli.main(args) == 0
     assert "bnneck" in capsys.readouterr().out
+
+
+def test_a_16_bit_grey_image_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from cion_fast.data import read_image
+
+    levels = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(levels).save(tmp_path / "grey16.png")
+    image = read_image(tmp_path / "grey16.png")
+    assert image.dtype == np.uint8 and image.shape == (1, 4, 3)
+    np.testing.assert_array_equal(image[..., 0], np.round(levels / 257.0).astype(np.uint8))
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])

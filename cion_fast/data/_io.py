@@ -60,9 +60,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"image file {path} does not exist")
     try:
         with image_mod.open(path) as im:
+            if im.mode.startswith("I"):  # 16-bit (or 32-bit int) grey: PIL's convert would clip at 255
+                return _scaled_grey(np.asarray(im))
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def _scaled_grey(values: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] from integer grey levels of 16 bits (PIL modes I;16*, and I for 16-bit
+    PNGs), scaled 65535 -> 255 with rounding; levels above 16 bits are clipped."""
+    grey = np.clip(values.astype(np.int64), 0, 65535)
+    scaled = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+    return np.repeat(scaled[:, :, None], 3, axis=2)
 
 
 def read_images(paths: list, hint: str = "resize them first", size: tuple[int, int] | None = None,
