@@ -432,6 +432,10 @@ def test_graph_bad_input():
     bad[3, 4] = 30
     with pytest.raises(ValueError, match="neighbor_index entries must be item indices"):
         k_reciprocal_rerank_from_graph(bad, distance, maxima, 5, 5, 3)
+    twice = index.copy()
+    twice[7, 6] = twice[7, 2]  # a neighbour listed twice used to repeat an item in the re-ranked row
+    with pytest.raises(ValueError, match="lists an item twice"):
+        k_reciprocal_rerank_from_graph(twice, distance, maxima, 5, 5, 3)
     with pytest.raises(ValueError, match="at least k1 = 12 listed neighbours"):
         k_reciprocal_rerank_from_graph(index, distance, maxima, 5, 12, 3)
     with pytest.raises(ValueError, match="neighbor_distance contains NaN"):

@@ -659,10 +659,13 @@ def k_reciprocal_rerank_from_graph(
         )
 
     order = run.sort_rows(index)  # each list sorted by item index, for exact look-ups
+    sorted_index = run.take_rows(index, order)
+    if num_candidates > 1 and bool(((sorted_index[:, 1:] == sorted_index[:, :-1]) & (sorted_index[:, 1:] >= 0)).any()):
+        raise ValueError("neighbor_index lists an item twice in one row (each neighbour once; pad with -1)")
     ranks = _RankLists(state[1], maxima)
     v, num_estimated = _encode(
         run, ranks, settings, maxima,
-        graph_index=run.take_rows(index, order), graph_distance=run.take_rows(distance, order),
+        graph_index=sorted_index, graph_distance=run.take_rows(distance, order),
     )
 
     candidates, candidate_distance = index[:num_query], distance[:num_query]
