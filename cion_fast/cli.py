@@ -188,7 +188,7 @@ command("synth", "generate the synthetic pedestrian world: noisy tracklets + a M
 
 def _extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="tracklet directory (cion-fast synth writes DIR/tracklets)")
-    from cion_fast.evaluate.features import MODEL_SPECS
+    from cion_fast.features import MODEL_SPECS
 
     parser.add_argument("--model", required=True, help=MODEL_SPECS)
     parser.add_argument("--out", required=True, help="output .npz (features, offsets and the index)")
@@ -206,7 +206,7 @@ def _extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cion_fast.data import Tracklets
-    from cion_fast.evaluate.features import extract_to_file
+    from cion_fast.features import extract_to_file
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")

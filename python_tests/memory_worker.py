@@ -39,7 +39,7 @@ def write_world(root: Path, world_mb: int):
 def main(directory: str, world_mb: str) -> None:
     from cion_fast._memory import PeakMemory
     from cion_fast.data import Tracklets
-    from cion_fast.evaluate.features import extract_to_file
+    from cion_fast.features import extract_to_file
     from cion_fast.pretrain import PretrainConfig, Trainer
 
     root = Path(directory)

@@ -1,4 +1,4 @@
-"""cion_fast.evaluate.extract_features: batching, normalisation, flip, inputs, errors."""
+"""cion_fast.features.extract_features: batching, normalisation, flip, inputs, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cion_fast.evaluate import extract_features  # noqa: E402
+from cion_fast.features import extract_features  # noqa: E402
 from cion_fast.ops import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def test_cuda_autocast_close_to_cpu(crops):
     np.testing.assert_allclose(gpu, cpu, rtol=1e-2, atol=1e-2)
 
 
-# ---- sharded extraction under torchrun (cion-fast extract; cion_fast.evaluate.features.extract_to_file)
+# ---- sharded extraction under torchrun (cion-fast extract; cion_fast.features.extract_to_file)
 
 
 @pytest.fixture(scope="module")

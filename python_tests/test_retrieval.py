@@ -81,7 +81,7 @@ def test_evaluate_features_reports_camnorm_beside_the_plain_protocol(split):
 def test_evaluate_model_matches_extract_then_evaluate(tmp_path):
     torch_ = pytest.importorskip("torch")
     from cion_fast.data import ImageSet
-    from cion_fast.evaluate import extract_features
+    from cion_fast.features import extract_features
     from cion_fast.evaluate.retrieval import evaluate_model
 
     rng = np.random.default_rng(5)

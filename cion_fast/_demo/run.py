@@ -82,7 +82,7 @@ def learned_features(run: DemoRun, name: str, trained: str) -> None:
     checkpoint = run.path(trained)
 
     def work() -> dict:
-        from cion_fast.evaluate import extract_features
+        from cion_fast.features import extract_features
         from cion_fast.features.io import save_features
         from cion_fast.models import load_pretrained
 

@@ -1,18 +1,15 @@
-"""Evaluation: feature extraction, retrieval metrics (with re-ranking) and report plots.
+"""Evaluation: retrieval metrics (with re-ranking) and report plots.
 
-* :func:`extract_features` (:mod:`cion_fast.evaluate.features`): a network's embeddings of many
-  crops, batched, with AMP on GPU and optional flip averaging.
-* :mod:`cion_fast.evaluate.retrieval`: mAP / CMC / mINP on features, k-reciprocal re-ranking.
+* :mod:`cion_fast.evaluate.retrieval`: mAP / CMC / mINP on features, k-reciprocal re-ranking,
+  a network evaluated on a query/gallery split (its features from
+  :func:`cion_fast.features.extract_features`).
 * :mod:`cion_fast.evaluate.plots`: PNG plots for reports.
 
 Example:
-    >>> import numpy as np, torch
-    >>> from cion_fast.evaluate import extract_features
-    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(4))
-    >>> extract_features(net, np.zeros((3, 8, 4, 3), dtype=np.uint8), device="cpu").shape
-    (3, 4)
+    >>> import numpy as np
+    >>> from cion_fast.evaluate.retrieval import evaluate_features
+    >>> f = np.eye(3, dtype=np.float32)
+    >>> ids, cams = np.arange(3), np.zeros(3, np.int64)
+    >>> evaluate_features(f, f, ids, ids, cams, cams + 1)["rank1"]
+    1.0
 """
-
-from cion_fast.evaluate.features import extract_features
-
-__all__ = ["extract_features"]

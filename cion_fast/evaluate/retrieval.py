@@ -150,14 +150,14 @@ def evaluate_model(
 ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
     """Embeds a query/gallery split with a network and evaluates the features.
 
-    :func:`cion_fast.evaluate.extract_features` on both sides, then :func:`evaluate_features`.
+    :func:`cion_fast.features.extract_features` on both sides, then :func:`evaluate_features`.
 
     Args:
         model: ``torch.nn.Module`` mapping float [B, 3, H, W] to [B, D].
         query, gallery: :class:`cion_fast.data.ImageSet` holding uint8 images [n, H, W, 3] or image
             paths (read batch by batch; images of mixed sizes need ``size``),
             ``pids`` and ``camids``.
-        batch_size, device, flip, progress, size: as :func:`~cion_fast.evaluate.extract_features`
+        batch_size, device, flip, progress, size: as :func:`~cion_fast.features.extract_features`
             (``size``: resize the crops to the network's training size first).
         metric: plain-ranking metric (cosine here, as ReID evaluates frozen features).
         **options: further :func:`evaluate_features` keywords (``rerank``, ``camera_norm``, ...).
@@ -176,7 +176,7 @@ def evaluate_model(
         >>> metrics["rank1"], q.shape, g.shape
         (1.0, (3, 96), (6, 96))
     """
-    from cion_fast.evaluate.features import extract_features
+    from cion_fast.features import extract_features
 
     for name, split in (("query", query), ("gallery", gallery)):
         if (getattr(split, "images", None) is None and getattr(split, "paths", None) is None) or not hasattr(split, "pids") \

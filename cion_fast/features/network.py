@@ -1,4 +1,5 @@
-"""Feature extraction: a network's embeddings of many person crops, batched, AMP on GPU."""
+"""Feature extraction with a network (its embeddings of many person crops, batched, AMP on GPU) or
+from a named source (:data:`MODEL_SPECS`), into memory or into the features file."""
 
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ def extract_by_spec(spec: str, tracklets: Any, batch_size: int = 256, device: st
     if spec == "stripe":
         from tqdm.auto import tqdm
 
-        from cion_fast.features import stripe_histogram
+        from cion_fast.features.stripe import stripe_histogram
 
         # Chunks of about 2 MB of pixels (the descriptor needs ~20x that): frames may be memory-mapped
         # and larger than memory.
@@ -193,7 +194,7 @@ def extract_by_spec(spec: str, tracklets: Any, batch_size: int = 256, device: st
                  for first in tqdm(range(start, stop, chunk), desc="stripe", unit="chunk", disable=not progress)]
         return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
     if spec == "oracle":
-        from cion_fast.features import oracle_features
+        from cion_fast.features.oracle import oracle_features
 
         if not (tracklets.identity >= 0).any():
             raise ValueError(f"{name} oracle needs ground-truth identities (a synthetic world)")
