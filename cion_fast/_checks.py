@@ -1,6 +1,6 @@
 """The one vocabulary of input checks: scalars, the data containers' host arrays and config fields
 here; framework arrays (numpy/torch/cupy) in :mod:`cion_fast._arrays`; ragged offsets in
-:mod:`cion_fast.ops._ragged`.
+:func:`cion_fast.ops.as_offsets`.
 
 The policy, for every op, config dataclass and CLI flag:
 

@@ -246,7 +246,7 @@ def test_tracklet_folders_missing_root(tmp_path):
 # ---- the other datasets of every ReID paper, in their layouts exactly as shipped ---------------
 
 def _jpg(path: Path, value: int = 0) -> None:
-    from cion_fast.data._io import write_image
+    from cion_fast.data import write_image
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, np.full((16, 8, 3), value, np.uint8))
@@ -340,7 +340,7 @@ def test_evaluate_reads_a_dataset_of_mixed_image_sizes_from_paths(tmp_path, caps
     by path and --size resizes each batch (without it: one clear error line)."""
     torch = pytest.importorskip("torch")
     from cion_fast import cli
-    from cion_fast.data._io import write_image
+    from cion_fast.data import write_image
     from cion_fast.models import build_backbone, save_backbone
 
     base = tmp_path / "DukeMTMC-reID"
@@ -363,7 +363,7 @@ def test_finetune_trains_on_a_dataset_of_mixed_image_sizes(tmp_path, capsys):
     the training size in memory, evaluation reads by path at that size."""
     pytest.importorskip("torch")
     from cion_fast import cli
-    from cion_fast.data._io import write_image
+    from cion_fast.data import write_image
 
     rng = np.random.default_rng(0)
     base = tmp_path / "DukeMTMC-reID"

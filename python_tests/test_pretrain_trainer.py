@@ -84,8 +84,7 @@ def test_image_files_train_as_the_same_pixels_in_memory(world, tmp_path):
     # A tracklet set stored as image files: each step's crops are decoded (by the read-ahead
     # threads) and resized to the global view size. The run equals, bit for bit, a run on the
     # same resized pixels held as one array.
-    from cion_fast.data import write_image
-    from cion_fast.data._io import read_images
+    from cion_fast.data import read_images, write_image
 
     paths = []
     for i, frame in enumerate(world["frames"]):

@@ -8,6 +8,8 @@ Pure numpy (+ Pillow for image files); never imports the compiled kernels.
 * :class:`ImageSet`, :func:`read_market1501`, :func:`write_market1501`: labelled person images and
   the Market-1501 layout.
 * :func:`read_tracklet_folders`: tracker output as ``<video>/<track>/<frame>.jpg|png``.
+* :func:`read_image`, :func:`read_images`, :func:`write_image`: image files as uint8 RGB arrays
+  (a batch of mixed sizes resized to one on request).
 * :func:`cion_fast.data.prefetch.prefetch`: the next batches of image files decoded by threads,
   a bounded number ahead (feature extraction from image files uses it).
 * :mod:`cion_fast.data.synth`: the synthetic pedestrian world (:class:`~cion_fast.data.synth.WorldConfig`,
@@ -22,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from cion_fast.data._io import read_image, write_image
+from cion_fast.data._io import read_image, read_images, write_image
 from cion_fast.data.readers import (ImageSet, Market1501, read_cuhk03, read_dataset, read_dukemtmc, read_market1501,
                                     read_msmt17, read_tracklet_folders, write_market1501)
 from cion_fast.data.tracklets import Tracklets
@@ -39,5 +41,6 @@ __all__ = [
     "write_market1501",
     "read_tracklet_folders",
     "read_image",
+    "read_images",
     "write_image",
 ]

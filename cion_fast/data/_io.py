@@ -80,7 +80,20 @@ def read_images(paths: list, hint: str = "resize them first", size: tuple[int, i
     """Reads image files into uint8 [k, H, W, 3]. Images of different sizes (real DukeMTMC, CUHK03,
     MSMT17 crops) are a ValueError with ``hint`` unless ``size=(H, W)`` is given: then every image
     not of that size is resized to it (PIL bilinear, which antialiases when shrinking); a set of one
-    size is returned as read, unless ``resize_all`` (then the result is always [k, *size, 3])."""
+    size is returned as read, unless ``resize_all`` (then the result is always [k, *size, 3]).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from cion_fast.data import read_images, write_image
+        >>> folder = tempfile.mkdtemp()
+        >>> for name, shape in (("a.png", (8, 4, 3)), ("b.png", (6, 4, 3))):
+        ...     write_image(os.path.join(folder, name), np.zeros(shape, np.uint8))
+        >>> paths = [os.path.join(folder, name) for name in ("a.png", "b.png")]
+        >>> read_images(paths, size=(8, 4)).shape
+        (2, 8, 4, 3)
+        >>> read_images(paths[:1], size=(4, 2), resize_all=True).shape
+        (1, 4, 2, 3)
+    """
     imgs = [read_image(p) for p in paths]
     shapes = sorted({im.shape for im in imgs})
     if len(shapes) > 1 or (resize_all and size is not None):

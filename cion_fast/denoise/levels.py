@@ -20,7 +20,6 @@ import numpy as np
 
 from cion_fast import _arrays, ops
 from cion_fast.denoise import _dense
-from cion_fast.ops._extension import check_device_supported
 from cion_fast.denoise.config import DenoiseConfig
 
 # Frames gathered and normalised at a time (bounds temporary memory at ~CHUNK x D x 4 bytes).
@@ -44,7 +43,7 @@ def _check_features(features: Any) -> Any:
     features = _arrays.as_float_array(features, "features", 2, "[M, D]")
     # TypeError now, not after the first pass: a torch device other than CPU/CUDA, or CUDA
     # features with a build of cion_fast without CUDA.
-    check_device_supported(_arrays.placement_of(features, "features"), "features")
+    ops.check_device_supported(_arrays.placement_of(features, "features"), "features")
     features = _dense.as_dense(features)
     finite, start = _dense.all_finite(features, _CHUNK_ROWS)
     if not finite:
@@ -80,9 +79,7 @@ def _check_frame_index(frame_index: Any, num_frames: int) -> np.ndarray:
 
 def _check_offsets(offsets: Any, num_frames: int) -> np.ndarray:
     """int64 host offsets [N+1]: 0, non-decreasing, ending at M (the ops' one check)."""
-    from cion_fast.ops._ragged import as_offsets
-
-    return as_offsets(offsets, num_frames, "offsets")
+    return ops.as_offsets(offsets, num_frames, "offsets")
 
 
 # ---------------------------------------------------------------------------------------------

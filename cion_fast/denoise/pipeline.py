@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cion_fast._checks import check_flag
-from cion_fast.ops import _ragged
+from cion_fast.ops import as_sorted_video_ids
 from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import (_center_videos, _centred_dtype, _check_features, _check_frame_index, _check_offsets,
@@ -138,7 +138,7 @@ def denoise(
     features = _check_features(features)  # the one validation of the [M, D] matrix
     num_frames = features.shape[0]
     offsets = _check_offsets(offsets, num_frames)
-    video_ids = _ragged.as_sorted_video_ids(video_ids, offsets.shape[0] - 1, "tracklets")
+    video_ids = as_sorted_video_ids(video_ids, offsets.shape[0] - 1, "tracklets")
     frame_index = _check_frame_index(frame_index, num_frames)
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")

@@ -23,10 +23,10 @@ def _image_source(images: Any) -> Any:
 
 
 def _load_paths(paths: Sequence[Any], size: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 [B, H, W, 3] of the image files (:func:`cion_fast.data._io.read_images`): a batch of
+    """uint8 [B, H, W, 3] of the image files (:func:`cion_fast.data.read_images`): a batch of
     mixed sizes is resized to ``size`` there; a batch of one size is left to the caller's resize,
     as in-memory arrays are."""
-    from cion_fast.data._io import read_images
+    from cion_fast.data import read_images
 
     return read_images(list(paths), hint="give size=(H, W) (--size HxW) to resize them", size=size)
 

@@ -1,7 +1,14 @@
 """Public kernels. Every function accepts numpy arrays, torch tensors (CPU/CUDA) and cupy arrays,
 and returns results in the caller's framework on the caller's device (docs/PROTOCOLS.md, "The array
-contract")."""
+contract").
 
+Also the input checks the kernels share, public for callers that validate the same inputs before
+their own work (the denoising does): :func:`as_offsets` (ragged offsets), :func:`as_sorted_video_ids`
+(video ids in order) and :func:`check_device_supported` (CUDA arrays need a CUDA build).
+"""
+
+from cion_fast.ops._extension import check_device_supported
+from cion_fast.ops._ragged import as_offsets, as_sorted_video_ids
 from cion_fast.ops.k_reciprocal import (
     GraphRerank,
     jaccard_distance,
@@ -35,4 +42,7 @@ __all__ = [
     "MultiCropResult",
     "RaggedImages",
     "multicrop",
+    "as_offsets",
+    "as_sorted_video_ids",
+    "check_device_supported",
 ]

@@ -18,7 +18,13 @@ def kernels():
 
 
 def check_device_supported(placement: Placement, name: str) -> None:
-    """TypeError when ``name`` lives on a GPU but the kernels were built without CUDA."""
+    """TypeError when ``name`` lives on a GPU but the kernels were built without CUDA.
+
+    Example:
+        >>> import numpy as np
+        >>> from cion_fast._arrays import placement_of
+        >>> check_device_supported(placement_of(np.zeros(3), "x"), "x")  # host arrays always are
+    """
     if placement.is_cuda and not kernels().build_info()["cuda"]:
         raise TypeError(
             f"{name} is a CUDA array ({placement}) but cion_fast was built without CUDA kernels; "

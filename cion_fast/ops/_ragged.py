@@ -40,6 +40,14 @@ def as_offsets(offsets: Any, num_frames: int, name: str = "offsets", allow_empty
 
     Valid offsets start at 0, never decrease and end at ``num_frames``. With ``allow_empty=False``
     no tracklet may be empty (two equal consecutive offsets).
+
+    Example:
+        >>> as_offsets([0, 2, 5], 5).tolist()
+        [0, 2, 5]
+        >>> as_offsets([0, 3, 2], 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: offsets must be non-decreasing, got offsets[2] = 2 < offsets[1] = 3
     """
     host = _arrays.as_index_array(offsets, name)
     if host.shape[0] < 1:
@@ -92,7 +100,16 @@ def check_status(status: Any, names: tuple[str, ...]) -> None:
 
 def as_sorted_video_ids(video_ids: Any, length: int, what: str) -> np.ndarray:
     """Host int64 video ids, one per ``what``, in non-decreasing order (the one rule of every
-    cross-video step: the long sequence is the videos in id order, so ranges are contiguous)."""
+    cross-video step: the long sequence is the videos in id order, so ranges are contiguous).
+
+    Example:
+        >>> as_sorted_video_ids([0, 0, 1], 3, "tracklets").tolist()
+        [0, 0, 1]
+        >>> as_sorted_video_ids([1, 0], 2, "tracklets")
+        Traceback (most recent call last):
+        ...
+        ValueError: video_ids must be sorted (tracklets ordered by video), got video_ids[1] = 0 < video_ids[0] = 1
+    """
     host = _arrays.as_index_array(video_ids, "video_ids", length)
     decreasing = host[1:] < host[:-1]
     if decreasing.any():

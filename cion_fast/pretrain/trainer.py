@@ -271,7 +271,7 @@ class Trainer(TrainingRun):
         if isinstance(self.frames, np.ndarray):
             pixels = np.ascontiguousarray(self.frames[index])
         else:
-            from cion_fast.data._io import read_images
+            from cion_fast.data import read_images
 
             pixels = read_images([self.frames[int(i)] for i in index], size=tuple(self.multicrop_config.global_size),
                                  resize_all=True)
