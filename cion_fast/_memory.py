@@ -7,10 +7,11 @@ anonymous resident memory, the heap: what the process itself holds, and what a c
 memory-mapped array would add to.
 
 Example:
-    >>> import gc, numpy as np
+    >>> import gc, mmap, numpy as np
     >>> _ = gc.collect()                          # no collection of earlier garbage inside the block
     >>> with PeakMemory() as memory:
-    ...     block = np.ones(64 << 20, np.uint8)   # 64 MiB on the heap
+    ...     block = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE)  # 64 MiB of fresh anonymous pages
+    ...     np.frombuffer(block, np.uint8)[:] = 1  # touched (a heap block could reuse resident pages)
     >>> memory.anon_peak_bytes >= 48 << 20
     True
 """
