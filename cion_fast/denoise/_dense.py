@@ -105,32 +105,47 @@ def float32(x: Any) -> Any:
 
 
 def normalised(rows: Any) -> Any:
-    """float32 rows scaled to unit L2 norm (zero rows stay zero), scale-free: each row is first
-    divided by its largest magnitude (float64 rows before they are narrowed), so finite rows of
-    any size (1e20, 1e300, denormals) neither overflow nor underflow when squared.
+    """float32 rows scaled to unit L2 norm (zero rows stay zero), scale-free: a row whose squares
+    overflow or underflow float32 (entries near 1e20 or 1e-41, float64 ones beyond float32's
+    range) is divided by its largest magnitude first. Only such rows are rescaled: the common case
+    pays one look at the norms it computes anyway.
 
     Example:
         >>> normalised(np.array([[3e20, 4e20], [0.0, 0.0], [3e-41, 4e-41]])).tolist()
         [[0.6000000238418579, 0.800000011920929], [0.0, 0.0], [0.6000000238418579, 0.800000011920929]]
     """
-    if isinstance(rows, np.ndarray):
-        if rows.dtype == np.float64:
-            rows = rows / _row_peaks(rows)[:, None]
-        rows = float32(rows)
-        rows /= _row_peaks(rows)[:, None]
-        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    with np.errstate(over="ignore", under="ignore"):  # such rows are found by their norms, below
+        out = float32(rows)
+        norms = _row_norms(out)
+    odd = _odd_rows(norms)
+    if odd.shape[0]:  # a zero or non-finite norm: rescale those rows from the input
+        source = take(rows, odd)
+        scaled = float32(source / _row_peaks(source)[:, None])
+        put(out, odd, scaled)
+        put(norms, odd, _row_norms(scaled))
+    if isinstance(norms, np.ndarray):
         norms[norms == 0] = 1.0
-        rows /= norms[:, None]
-        return rows
+    else:
+        norms.masked_fill_(norms == 0, 1.0)
+    out /= norms[:, None]
+    return out
+
+
+def _row_norms(rows: Any) -> Any:
+    """The L2 norm of each float32 row, in the rows' library."""
+    if isinstance(rows, np.ndarray):
+        return np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    return rows.norm(dim=1)
+
+
+def _odd_rows(norms: Any) -> np.ndarray:
+    """Host int64 indices of the norms that are 0 or not finite."""
+    if isinstance(norms, np.ndarray):
+        return np.flatnonzero(~np.isfinite(norms) | (norms == 0))
     import torch
 
-    if rows.dtype == torch.float64:
-        rows = rows / _row_peaks(rows)[:, None]
-    rows = float32(rows)
-    rows /= _row_peaks(rows)[:, None]
-    norms = rows.norm(dim=1)
-    rows /= norms.masked_fill_(norms == 0, 1.0)[:, None]
-    return rows
+    odd = ~torch.isfinite(norms) | (norms == 0)
+    return host(torch.nonzero(odd).flatten()) if bool(odd.any()) else np.empty(0, np.int64)
 
 
 def _row_peaks(rows: Any) -> Any:

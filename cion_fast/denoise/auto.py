@@ -65,7 +65,8 @@ from cion_fast import _arrays
 from cion_fast._checks import check_int, check_real
 from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
-from cion_fast.denoise.levels import _expand, _normalised, _pair_cosines, _segment_sums, _set_sums, cannot_link_pairs
+from cion_fast.denoise.levels import (_check_anchored, _expand, _normalised, _pair_cosines, _segment_sums, _set_sums,
+                                      cannot_link_pairs)
 
 __all__ = ["RULES", "auto_thresholds", "candidates_per_decision", "choose_thresholds", "cross_video_sample", "range_partners", "label_free_estimate", "separation_auc", "similarity_distributions", "tail_rate",
            "tail_threshold"]
@@ -144,11 +145,9 @@ def _erfc(x: np.ndarray) -> np.ndarray:
 
 
 def _check_sample(sample: Any) -> np.ndarray:
-    """A non-empty 1-D float64 array of finite cosines (ValueError / TypeError naming ``sample``)."""
-    values = np.asarray(sample)
-    if values.dtype.kind not in "fiu":
-        raise TypeError(f"sample must be a real array, got dtype {values.dtype}")
-    values = values.astype(np.float64).ravel()
+    """A non-empty 1-D float64 host array of finite cosines (the shared array checks: TypeError /
+    ValueError naming ``sample``)."""
+    values = _arrays.to_numpy(_arrays.as_float_array(sample, "sample", 1, "[n]")).astype(np.float64)
     if values.shape[0] == 0 or not np.isfinite(values).all():
         raise ValueError(f"sample must hold at least one value, all finite; got {values.shape[0]} values")
     return values
@@ -451,26 +450,29 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
     frame_index = _arrays.as_index_array(frame_index, "frame_index", num_frames)
     cross_video = _check_sample(cross_video)
     candidates = check_int(candidates, "candidates", 1)
+    if anchored is not None:
+        anchored = _check_anchored(anchored, num_frames)
     kept = np.flatnonzero(labels >= 0)
-    part_key = labels[kept] * (int(frame_video.max()) + 1) + frame_video[kept] if kept.shape[0] else kept
-    parts, part_of_frame, part_frames = np.unique(part_key, return_inverse=True, return_counts=True)
-    part_identity = parts // (int(frame_video.max()) + 1) if kept.shape[0] else parts
-    identity_parts = np.bincount(part_identity) if parts.shape[0] else np.zeros(0, np.int64)
-    linked = np.flatnonzero(identity_parts[part_identity] > 1) if parts.shape[0] else parts
+    videos = int(frame_video.max()) + 1 if num_frames else 1
+    parts, part_of_frame, part_frames = np.unique(labels[kept] * videos + frame_video[kept], return_inverse=True,
+                                                  return_counts=True)
+    part_identity = parts // videos
+    identity_parts = np.bincount(part_identity)
+    linked = np.flatnonzero(identity_parts[part_identity] > 1)
     wrong = np.zeros(parts.shape[0])
     if linked.shape[0]:
         order = np.argsort(part_of_frame, kind="stable")
         offsets = np.r_[0, np.cumsum(part_frames)].astype(np.int64)
         part_sums = _set_sums(features, offsets, kept[order])
-        identity_sums = _segment_sums(part_sums, part_identity, int(part_identity.max()) + 1)
+        identity_sums = _segment_sums(part_sums, part_identity, identity_parts.shape[0])
         rest = _normalised(_dense.take(identity_sums, part_identity[linked]) - _dense.take(part_sums, linked))
         cosine = _dense.row_dots(_normalised(_dense.take(part_sums, linked)), rest)
         wrong[linked] = np.minimum(1.0, candidates * tail_rate(cross_video, np.asarray(cosine, np.float64), False))
+    constrained = labels if anchored is None else np.where(anchored, labels, -1)
     return {"precision": round(_expected_precision(wrong, part_frames, part_identity), 4),
             "false_part_rate": round(float(wrong[linked].mean()) if linked.shape[0] else 0.0, 4),
             "parts": int(parts.shape[0]), "linked_identities": int((identity_parts > 1).sum()),
-            "cannot_link_violations": int(_same_identity_cannot_links(labels if anchored is None else np.where(anchored, labels, -1),
-                                                                      frame_video, frame_index))}
+            "cannot_link_violations": _same_identity_cannot_links(constrained, frame_video, frame_index)}
 
 
 def _expected_precision(wrong: np.ndarray, frames: np.ndarray, identity: np.ndarray) -> float:
@@ -486,5 +488,10 @@ def _expected_precision(wrong: np.ndarray, frames: np.ndarray, identity: np.ndar
 def _same_identity_cannot_links(labels: np.ndarray, frame_video: np.ndarray, frame_index: np.ndarray) -> int:
     """Frames of one identity that share (video, frame index) with another frame of it."""
     kept = labels >= 0
-    keys = np.stack([labels[kept], frame_video[kept], frame_index[kept]], axis=1)
-    return int(keys.shape[0] - np.unique(keys, axis=0).shape[0])
+    columns = (frame_index[kept], frame_video[kept], labels[kept])
+    order = np.lexsort(columns)  # one sort (half the time of np.unique over rows at 10M frames)
+    same = np.ones(max(order.shape[0] - 1, 0), dtype=bool)
+    for column in columns:
+        ordered = column[order]
+        same &= ordered[1:] == ordered[:-1]
+    return int(same.sum())

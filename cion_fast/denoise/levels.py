@@ -60,13 +60,13 @@ def _check_labels(labels: Any, num_frames: int, name: str = "labels") -> np.ndar
 
 
 def _check_anchored(anchored: Any, num_frames: int) -> np.ndarray:
-    """bool host mask [M]."""
-    anchored = _arrays.to_numpy(anchored) if not isinstance(anchored, np.ndarray) else anchored
-    if anchored.dtype != np.bool_:
-        raise TypeError(f"anchored must be a bool array, got {anchored.dtype}")
-    if anchored.shape != (num_frames,):
-        raise ValueError(f"anchored must have shape ({num_frames},), got {tuple(anchored.shape)}")
-    return anchored
+    """bool host mask [M] (the shared array checks: TypeError / ValueError naming ``anchored``)."""
+    anchored = _arrays.as_array(anchored, "anchored")
+    _arrays.require_ndim(anchored, "anchored", 1, "[M]")
+    _arrays.require_dtype(anchored, "anchored", ("bool",))
+    if anchored.shape[0] != num_frames:
+        raise ValueError(f"anchored must have length {num_frames}, got {anchored.shape[0]}")
+    return _arrays.to_numpy(anchored)
 
 
 def _check_frame_index(frame_index: Any, num_frames: int) -> np.ndarray:
