@@ -181,18 +181,16 @@ def _reserve(path: str) -> None:
 
 
 def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_index: np.ndarray, config: DenoiseConfig,
-            progress: bool) -> DenoiseResult:
-    """Thresholds (when automatic), then the three levels on checked, centred (dense) features;
-    host labels."""
+            progress: bool, estimate: bool = True) -> DenoiseResult:
+    """Thresholds (when automatic), then the three levels on checked, centred (dense) features,
+    then (``estimate``) the label-free estimate; host labels."""
     from cion_fast.denoise import auto
 
-    calibration = None
+    calibration = cross_video = None
     if config.thresholds == "auto":
         samples = auto.similarity_distributions(features, offsets, video_ids, frame_index, config=config)
         config, calibration = auto.choose_thresholds(samples, video_ids, config)
         cross_video = samples["cross_video"]
-    else:
-        cross_video = auto.cross_video_sample(features, offsets, video_ids, config)
     frame_video = np.repeat(video_ids, np.diff(offsets))
     tracklet_labels = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
 
@@ -221,13 +219,25 @@ def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_ind
             bar.update(1)
     if bar is not None:
         bar.close()
-    estimate = None
-    if cross_video.shape[0]:
-        estimate = auto.label_free_estimate(features, labels, frame_video, frame_index, cross_video,
-                                            auto.candidates_per_decision(video_ids, config)["cross_video"],
-                                            anchored=levels[0] >= 0)
-    return DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config, calibration=calibration,
-                         estimate=estimate)
+    result = DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config, calibration=calibration)
+    if estimate:
+        result.estimate = _estimate(features, result, offsets, video_ids, frame_index, cross_video)
+    return result
+
+
+def _estimate(features: Any, result: DenoiseResult, offsets: np.ndarray, video_ids: np.ndarray, frame_index: np.ndarray,
+              cross_video: np.ndarray | None) -> dict | None:
+    """The label-free estimate of ``result``'s host labels (None without cross-video candidates);
+    the cross-video sample is drawn here when the thresholds were fixed (None)."""
+    from cion_fast.denoise import auto
+
+    if cross_video is None:
+        cross_video = auto.cross_video_sample(features, offsets, video_ids, result.config)
+    if cross_video.shape[0] == 0:
+        return None
+    return auto.label_free_estimate(features, result.labels, np.repeat(video_ids, np.diff(offsets)), frame_index, cross_video,
+                                    auto.candidates_per_decision(video_ids, result.config)["cross_video"],
+                                    anchored=result.levels[0] >= 0)
 
 
 def denoise_tracklets(

@@ -292,7 +292,7 @@ def oracle_sweep(world: FeatureWorld, base, passes: int = 2) -> tuple[object, fl
     def score(config) -> float:
         key = tuple(getattr(config, name) for name in SWEEP_GRID)
         if key not in cache:
-            labels = _levels(features, world.offsets, world.video_ids, world.frame_index, config, False).labels
+            labels = _levels(features, world.offsets, world.video_ids, world.frame_index, config, False, estimate=False).labels
             cache[key] = quality(labels, world.identity).bcubed_f
         return cache[key]
 
