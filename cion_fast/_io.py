@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import tokenize
@@ -31,26 +32,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    """The process's umask: from /proc where it is (no window in which another thread would create
-    files under a changed mask), else by setting it and putting it back."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _temporary_name(target: Path) -> Path:
+    """A fresh name ``.NAME.<pid>.<random>.tmp`` next to ``target``."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
 
 
-def _plain_mode(path: Path, directory: bool) -> None:
-    """The mode a plain ``open``/``mkdir`` would have given ``path`` (0666 / 0777 under the umask):
-    mkstemp/mkdtemp make their files 0600 and folders 0700, and the mode survives the rename, so
-    a team's shared run directory would be unreadable to the rest of the team."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+def _new_file(target: Path) -> Path:
+    """Creates an empty temporary file next to ``target`` as a plain ``open`` would (mode 0666
+    under the umask, default ACLs): mkstemp's 0600 would survive the rename and lock out the
+    rest of a team sharing the run directory."""
+    while True:
+        path = _temporary_name(target)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+def _new_directory(target: Path) -> Path:
+    """Creates an empty temporary directory next to ``target`` as a plain ``mkdir`` would (0777
+    under the umask, a setgid parent's group bit kept), not mkdtemp's 0700."""
+    while True:
+        path = _temporary_name(target)
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -64,11 +73,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_file(path)
     try:
-        _plain_mode(tmp_path, directory=False)
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
@@ -115,9 +121,8 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = _new_directory(target)
     try:
-        _plain_mode(tmp, directory=True)
         yield tmp
         for item in tmp.rglob("*"):
             if item.is_file():

@@ -23,6 +23,18 @@ def test_atomic_outputs_follow_the_umask(tmp_path, mask, file_mode, dir_mode):
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == dir_mode
 
 
+def test_a_setgid_team_directory_keeps_its_group_bit(tmp_path):
+    team = tmp_path / "team"
+    team.mkdir()
+    os.chmod(team, 0o2775)
+    with atomic_directory(team / "run") as tmp:
+        (tmp / "f.txt").write_text("y")
+    plain = team / "plain"
+    plain.mkdir()
+    assert stat.S_IMODE((team / "run").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert (team / "run").stat().st_mode & stat.S_ISGID
+
+
 def test_a_prune_killed_halfway_leaves_only_what_the_next_run_removes(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     from cion_fast.training import checkpoint as ck

@@ -39,6 +39,11 @@ WEIGHTS = "weights.safetensors"
 STATE = "state.json"
 
 
+def _is_complete(path: Path) -> bool:
+    """A checkpoint directory holding both of its files (they are renamed into place together)."""
+    return (path / STATE).exists() and (path / WEIGHTS).exists()
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoint directories of a run, oldest first.
 
@@ -50,7 +55,7 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / STATE).exists() and (p / WEIGHTS).exists()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and _is_complete(p)]
     return [p for _, p in sorted(found)]
 
 
@@ -63,7 +68,7 @@ def latest_checkpoint(path: str | os.PathLike) -> Path | None:
         True
     """
     path = Path(path)
-    if (path / STATE).exists() and (path / WEIGHTS).exists():
+    if _is_complete(path):
         return path
     found = list_checkpoints(path)
     return found[-1] if found else None
@@ -85,9 +90,10 @@ def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
         ['.step-00000010.abc.tmp', 'step-00000005']
     """
     root = Path(run_dir) / "checkpoints"
-    stale = sorted(root.glob(".step-*.tmp")) if root.is_dir() else []
-    stale += sorted(p for p in root.glob("step-*") if p.is_dir() and _NAME.match(p.name)
-                    and not ((p / STATE).exists() and (p / WEIGHTS).exists())) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    stale = sorted(root.glob(".step-*.tmp"))
+    stale += sorted(p for p in root.glob("step-*") if p.is_dir() and _NAME.match(p.name) and not _is_complete(p))
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale
@@ -183,7 +189,10 @@ def _remove(checkpoint: Path) -> None:
     """Deletes a checkpoint so that a kill at any moment leaves either it whole or a temporary
     name that :func:`remove_stale_temporaries` clears: renamed first (atomic), then deleted."""
     doomed = checkpoint.with_name(f".{checkpoint.name}.{os.getpid()}.pruned.tmp")
-    os.replace(checkpoint, doomed)
+    try:
+        os.replace(checkpoint, doomed)
+    except FileNotFoundError:  # already gone (another prune, a user): nothing to do
+        return
     shutil.rmtree(doomed, ignore_errors=True)
 
 

@@ -201,16 +201,22 @@ class _Segment:
 MAX_PLAN_EPOCHS = 1_000_000
 
 
-def _check_plan_size(sampler: "IdentityBatchSampler", schedule: KSchedule, steps: int | None, epochs: int | None) -> None:
-    """ValueError naming ``steps``/``epochs`` when the plan would exceed :data:`MAX_PLAN_EPOCHS`
-    epochs (counted per K phase, in O(phases))."""
-    if epochs is not None:
-        count, name, value = int(epochs), "epochs", epochs
-    else:
-        total = int(steps)
-        bounds = [0] + [b for b in schedule.first_step_of_phases(total) if 0 < b < total] + [total]
-        count = sum(-(-(hi - lo) // sampler.num_batches(schedule.k_at(lo / total))) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo)
-        name, value = "steps", steps
+def _step_phases(sampler: "IdentityBatchSampler", schedule: KSchedule, total: int) -> list[tuple[int, int, int, int]]:
+    """(K, first step, end step, epoch length) of each K phase of a ``total``-step plan: K changes
+    only at :meth:`KSchedule.first_step_of_phases`, and inside a phase every epoch is full but the
+    last. The one description both the size check and the segments are built from."""
+    bounds = [0] + [b for b in schedule.first_step_of_phases(total) if 0 < b < total] + [total]
+    phases = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi > lo:
+            k = schedule.k_at(lo / total)
+            phases.append((k, lo, hi, sampler.num_batches(k)))
+    return phases
+
+
+def _check_plan_size(count: int, name: str, value: int) -> None:
+    """ValueError naming ``steps``/``epochs`` when a plan would hold more than
+    :data:`MAX_PLAN_EPOCHS` epochs."""
     if count > MAX_PLAN_EPOCHS:
         raise ValueError(f"{name}={value:,} makes a plan of {count:,} epochs of this data; at most {MAX_PLAN_EPOCHS:,}")
 
@@ -256,12 +262,12 @@ class TrainingPlan:
                     f"an epoch with K={k} has no complete batch: {sampler.num_identities} identities / "
                     f"{sampler.num_frames} images are too few for batch_size {sampler.batch_size} x {sampler.world_size} ranks"
                 )
-        _check_plan_size(sampler, schedule, steps, epochs)
         self.sampler = sampler
         self.schedule = schedule
         self.mode = "steps" if steps is not None else "epochs"
         segments: list[_Segment] = []
         if epochs is not None:
+            _check_plan_size(int(epochs), "epochs", epochs)
             start = 0
             for epoch in range(int(epochs)):
                 k = schedule.k_at(epoch / epochs)
@@ -271,15 +277,11 @@ class TrainingPlan:
             self.total_steps = start
         else:
             total = int(steps)
-            switches = schedule.first_step_of_phases(total) + [total]
-            step, epoch = 0, 0
-            while step < total:
-                k = schedule.k_at(step / total)
-                stop = min(s for s in switches if s > step)
-                length = min(sampler.num_batches(k), stop - step)
-                segments.append(_Segment(epoch, k, step, length))
-                step += length
-                epoch += 1
+            phases = _step_phases(sampler, schedule, total)
+            _check_plan_size(sum(-(-(hi - lo) // length) for _, lo, hi, length in phases), "steps", steps)
+            for k, lo, hi, length in phases:
+                segments += [_Segment(len(segments) + i, k, start, min(length, hi - start))
+                             for i, start in enumerate(range(lo, hi, length))]
             self.total_steps = total
         self.num_epochs = len(segments)
         self._segments = segments
