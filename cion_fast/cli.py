@@ -703,10 +703,11 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
 
 
 def is_user_error(error: BaseException) -> bool:
-    """Bad input, reported in one line: a missing, existing or unreadable path, a full disk, or a ValueError /
-    TypeError that a check of this package raised on purpose (a ``raise`` statement in
-    ``cion_fast``). The same types raised anywhere else (Python finding a bug, a library) are
-    internal errors and keep their traceback.
+    """Bad input, reported in one line: a missing, existing or unreadable path, a full disk, a
+    kernel's input check (``_C.InputError`` / ``_C.InputTypeError``), or a ValueError / TypeError
+    that a check of this package raised on purpose (a ``raise`` statement in ``cion_fast``). The
+    same types raised anywhere else (Python finding a bug, a library) are internal errors and keep
+    their traceback.
 
     Example:
         >>> from cion_fast._checks import check_int
@@ -717,12 +718,20 @@ def is_user_error(error: BaseException) -> bool:
         ...         return is_user_error(error)
         >>> caught(lambda: check_int(0, "steps", 1)), caught(lambda: int("x")), caught(lambda: open("/nowhere"))
         (True, False, True)
+        >>> import numpy as np
+        >>> from cion_fast import ops
+        >>> caught(lambda: ops.tracklet_similarity(np.full((2, 3), np.nan, np.float32), np.array([0, 1, 2])))
+        True
     """
     import errno
     import linecache
 
+    from cion_fast import _C
+
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True  # a full disk or quota: the user's to fix, one line
+    if isinstance(error, (_C.InputError, _C.InputTypeError)):
+        return True
     if not isinstance(error, USER_ERRORS):
         return False
     if isinstance(error, OSError):

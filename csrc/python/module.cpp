@@ -22,14 +22,10 @@ void bind_widen_half(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "cion_fast compiled kernels (CPU/OpenMP and optional CUDA). Use cion_fast.ops.";
-  // cion::ValueError derives from std::invalid_argument, which pybind11 already maps to ValueError.
-  py::register_exception_translator([](std::exception_ptr error) {
-    try {
-      if (error) std::rethrow_exception(error);
-    } catch (const cion::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what());
-    }
-  });
+  // The kernels' input checks raise subclasses of ValueError / TypeError of their own, so that a
+  // caller (the CLI) can tell a rejected input from a bug by type.
+  py::register_exception<cion::ValueError>(m, "InputError", PyExc_ValueError);
+  py::register_exception<cion::TypeError>(m, "InputTypeError", PyExc_TypeError);
 
   m.def("build_info", []() {
     const cion::BuildInfo info = cion::build_info();
