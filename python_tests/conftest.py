@@ -84,18 +84,24 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def run_in_threads(work: Callable[[int], Any], n: int) -> list:
     """``[work(0), ..., work(n - 1)]``, each call on a thread of its own, all started before any is
-    joined: the kernels release the GIL, so concurrent calls must not interfere. A call that
-    raised leaves None in its place."""
-    results = [None] * n
+    joined: the kernels release the GIL, so concurrent calls must not interfere. The first
+    exception a call raised is raised again here, after every thread has ended."""
+    results, errors = [None] * n, [None] * n
 
     def run(i):
-        results[i] = work(i)
+        try:
+            results[i] = work(i)
+        except BaseException as error:  # re-raised in the test's thread below
+            errors[i] = error
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
     return results
 
 

@@ -1,4 +1,5 @@
-"""Atomic writes (cion_fast._io): outputs get the modes a plain open/mkdir would give them."""
+"""Writing to disk: atomic outputs get the modes a plain open/mkdir would give them, and a
+checkpoint prune killed halfway leaves only what the next run removes."""
 
 from __future__ import annotations
 

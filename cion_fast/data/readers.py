@@ -407,23 +407,26 @@ def _msmt17_root(root: Path) -> tuple[Path, str, str]:
 
 
 def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool) -> ImageSet:
-    paths, pids, camids, frames = [], [], [], []
+    paths, pids, camids, frames, relative, lines = [], [], [], [], [], []
     for number, line in enumerate(list_path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise ValueError(f"{list_path}:{number}: expected 'PATH PID', got {line!r}")
-        if outside_root(np.array([parts[0]]))[0]:
-            raise ValueError(f"{list_path}:{number}: {parts[0]} is outside the dataset's folder {folder}")
         fields = Path(parts[0]).name.split("_")
         if len(fields) < 5 or not fields[2].isdigit():
             raise ValueError(f"{list_path}:{number}: {parts[0]} is not an MSMT17 image name "
                              "(expected e.g. 0000/0000_000_01_0303morning_0015_0.jpg)")
+        relative.append(parts[0])
+        lines.append(number)
         paths.append(str(folder / parts[0]))
         pids.append(int(parts[1]))
         camids.append(int(fields[2]) - 1)  # torchreid: the name's third field, made 0-based
         frames.append(int(fields[4]) if fields[4].isdigit() else -1)
+    outside = np.flatnonzero(outside_root(np.array(relative, dtype=str)))  # one vectorised check
+    if outside.shape[0]:
+        raise ValueError(f"{list_path}:{lines[outside[0]]}: {relative[outside[0]]} is outside the dataset's folder {folder}")
     if load_images:
         return ImageSet(images=read_images(paths, hint=f"read {list_path.parent} with load_images=False"), pids=pids,
                         camids=camids, frame_index=frames)

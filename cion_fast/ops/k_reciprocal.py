@@ -638,6 +638,10 @@ def k_reciprocal_rerank_from_graph(
     index = _arrays.contiguous(_arrays.astype(index, "int64"))
     if bool(((index < -1) | (index >= num_items)).any()):
         raise ValueError(f"neighbor_index entries must be item indices in [0, {num_items}) or -1 (padding)")
+    order = run.sort_rows(index)  # each list sorted by item index, for exact look-ups
+    sorted_index = run.take_rows(index, order)
+    if num_candidates > 1 and bool(((sorted_index[:, 1:] == sorted_index[:, :-1]) & (sorted_index[:, 1:] >= 0)).any()):
+        raise ValueError("neighbor_index lists an item twice in one row (each neighbour once; pad with -1)")
     dtype = _compute_dtype(distance)
     distance = _arrays.contiguous(_arrays.astype(distance, dtype))
     maxima = _arrays.contiguous(_arrays.astype(maxima, "float64"))
@@ -658,10 +662,6 @@ def k_reciprocal_rerank_from_graph(
             "(raise K or lower k1)"
         )
 
-    order = run.sort_rows(index)  # each list sorted by item index, for exact look-ups
-    sorted_index = run.take_rows(index, order)
-    if num_candidates > 1 and bool(((sorted_index[:, 1:] == sorted_index[:, :-1]) & (sorted_index[:, 1:] >= 0)).any()):
-        raise ValueError("neighbor_index lists an item twice in one row (each neighbour once; pad with -1)")
     ranks = _RankLists(state[1], maxima)
     v, num_estimated = _encode(
         run, ranks, settings, maxima,
