@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Callable
 
 from cion_fast._demo.config import DEMO_METHODS, METHODS, PRETRAINED_METHODS, SMALL_BUDGET_RECIPE, DemoConfig
-from cion_fast._demo.report import (CLAIMED_ORDER, QUALITY_COLUMNS, aggregate_seeds, baselines_sentence, methods_table,
+from cion_fast._demo.report import (CLAIMED_ORDER, aggregate_seeds, baselines_sentence, methods_table,
                                     nest_finetuned, ordering_sentence, quality_table, verdict, write_report)
 
-__all__ = ["CLAIMED_ORDER", "DEMO_METHODS", "METHODS", "PRETRAINED_METHODS", "QUALITY_COLUMNS", "SMALL_BUDGET_RECIPE",
+__all__ = ["CLAIMED_ORDER", "DEMO_METHODS", "METHODS", "PRETRAINED_METHODS", "SMALL_BUDGET_RECIPE",
            "DemoConfig", "aggregate_seeds", "baselines_sentence", "ordering_sentence", "run_demo"]
 
 _PRETRAIN_FIELDS = ("step", "loss", "images_per_s", "view_share", "k", "reused")

@@ -16,10 +16,6 @@ from cion_fast._io import atomic_write
 CLAIMED_ORDER = ("random", "dino", "tracklet", "cion")
 REPORT_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10", "mAP_rerank", "rank1_rerank", "mAP_camnorm", "rank1_camnorm",
                   "student_mAP", "student_rank1")
-QUALITY_COLUMNS = (
-    "images_kept", "identities", "purity", "pairwise_precision", "pairwise_recall", "pairwise_f1",
-    "bcubed_precision", "bcubed_recall", "bcubed_f", "fragmentation", "cross_video_linked",
-)
 
 
 def seed_suffix(seed: int) -> str:
@@ -177,17 +173,20 @@ def _level_order(name: str) -> tuple[bool, str]:
 
 
 def quality_table(rows: dict[str, dict]) -> str:
-    """Markdown table of per-level quality rows (the tracklets first).
+    """Markdown table of per-level quality rows (``Quality.as_dict()`` each; the tracklets first),
+    by the one quality table of :mod:`cion_fast.denoise`.
 
     Example:
-        >>> print(quality_table({"level 1": dict.fromkeys(QUALITY_COLUMNS, 1)}).splitlines()[2][:15])
-        | level 1 | 1 |
+        >>> import numpy as np
+        >>> from cion_fast.denoise import quality
+        >>> row = quality(np.array([0, 0, 1]), np.array([5, 5, 6])).as_dict()
+        >>> print(quality_table({"level 1": row}).splitlines()[2][:15])
+        | level 1 | 3 |
     """
-    lines = ["| level | " + " | ".join(QUALITY_COLUMNS) + " |", "|" + "---|" * (len(QUALITY_COLUMNS) + 1)]
-    for level in sorted(rows, key=_level_order):
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in (rows[level][c] for c in QUALITY_COLUMNS)]
-        lines.append(f"| {level} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from cion_fast.denoise import Quality, format_quality_table
+
+    ordered = {level: Quality(**rows[level]) for level in sorted(rows, key=_level_order)}
+    return format_quality_table(ordered, markdown=True)
 
 
 def _cell(values: dict, metric: str) -> str:
