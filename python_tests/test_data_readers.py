@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 
@@ -379,6 +381,7 @@ def test_finetune_trains_on_a_dataset_of_mixed_image_sizes(tmp_path, capsys):
             "--batch-size", "8", "--size", "32x16", "--device", "cpu", "--no-progress"]
     assert cli.main(args) == 0
     assert "bnneck" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["train"]["step"] == 2
 
 
 def test_a_16_bit_grey_image_is_scaled_not_clipped(tmp_path):
