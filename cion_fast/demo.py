@@ -9,11 +9,11 @@ with everything downstream, an interrupted one resumes; the log says which and w
 2. ``features``              the training-free stripe descriptor of every tracklet frame (``out/features.npz``),
 3. ``denoise``               CION's three denoising levels on them, thresholds chosen from the data
                              (``thresholds="auto"``; ground truth only measures the result) (``out/denoise``),
-4. further rounds (``rounds``, default 2): ``pretrain_cion_round<r>`` pre-trains CION on round r's
-   identities, ``features_round<r+1>`` re-extracts every frame with that backbone and
+4. further rounds (``rounds``, default 2; 1 with ``--quick``): ``pretrain_cion_round<r>`` pre-trains CION
+   on the identities in use (the best-separating round so far), ``features_round<r+1>`` re-extracts every frame with that backbone and
    ``denoise_round<r+1>`` denoises again: learned features refine the identities,
 5. ``pretrain_<m>``          pre-training of each method ``m`` that learns (``out/pretrain_<m>``; CION on
-                             the last round's identities; resumes from its newest checkpoint),
+                             the identities in use, the best-separating round's; resumes from its newest checkpoint),
 6. ``evaluate_<m>``          frozen features of the held-out query/gallery at the training size, with and
                              without k-reciprocal re-ranking and camera normalisation, for the exported
                              network and the student, plus plain mAP at every kept checkpoint (the

@@ -310,8 +310,8 @@ def markdown(report: dict, paths: dict[str, Path]) -> str:
 {_rounds_rows(report)}
 
 A round's identities are used only when its features separate the tracker's positives (frames of
-one tracklet) from its certain negatives (tracklets sharing a frame) better than the previous
-round's. The round CION trains on, per level:
+one tracklet) from its certain negatives (tracklets sharing a frame) better than the identities
+in use before it (the best-separating round so far). The round CION trains on, per level:
 
 {quality_table(report["denoise"])}
 
