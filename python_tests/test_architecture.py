@@ -27,6 +27,10 @@ def test_the_documented_graph_is_the_sources_graph():
 def test_every_package_imports_only_packages_below_it():
     tool = _tool()
     order = tool.ORDER
-    upward = [(unit, target) for unit, targets in tool.import_graph().items() if unit in order
+    graph = tool.import_graph()
+    assert {unit for unit in graph if not unit.startswith("_")} <= set(order), "place a new package in ORDER"
+    # the private base modules import nothing of the package but the extension and each other
+    assert all(target.startswith("_") for unit, targets in graph.items() if unit.startswith("_") for target in targets)
+    upward = [(unit, target) for unit, targets in graph.items() if unit in order
               for target in targets if target in order and order.index(target) <= order.index(unit)]
     assert not upward, upward
