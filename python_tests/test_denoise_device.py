@@ -13,7 +13,8 @@ from conftest import cupy, requires_torch, torch
 from test_denoise import small_chunks, toy_world
 
 from cion_fast import _arrays
-from cion_fast.denoise import DenoiseConfig, _dense, center_videos, denoise, level1, level2, level3, quality
+from cion_fast import _xp
+from cion_fast.denoise import DenoiseConfig, center_videos, denoise, level1, level2, level3, quality
 from cion_fast.denoise.auto import similarity_distributions
 
 pytestmark = requires_torch
@@ -124,8 +125,8 @@ def test_lists_and_torch_cpu_with_scratch_still_work(tmp_path):
 
 def test_the_features_are_validated_once_per_call(monkeypatch):
     calls = []
-    original = _dense.all_finite
-    monkeypatch.setattr(_dense, "all_finite", lambda *a: calls.append(1) or original(*a))
+    original = _xp.all_finite
+    monkeypatch.setattr(_xp, "all_finite", lambda *a: calls.append(1) or original(*a))
     features, offsets, video_ids, index, _, _ = toy_world(seed=2, identities=20, videos=6)
     denoise(torch.from_numpy(features), offsets, video_ids, index, DenoiseConfig(thresholds="auto"))
     assert len(calls) == 1

@@ -61,9 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast import _arrays, _xp
 from cion_fast._checks import check_int, check_real
-from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import (_check_anchored, _expand, _normalised, _pair_cosines, _segment_sums, _set_sums,
                                       cannot_link_pairs)
@@ -234,7 +233,7 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     rng = np.random.default_rng(seed)
     # One pass over the features, where they are (numpy on the host, torch on its device), a chunk
     # of rows at a time: the tracklet sums [N, D] float64. Everything else reads sampled rows only.
-    features = _dense.as_dense(_arrays.as_array(features, "features"))
+    features = _xp.numpy_or_torch(_arrays.as_array(features, "features"))
     lengths = np.diff(offsets)
     tracklet = np.repeat(np.arange(lengths.shape[0]), lengths)
     sums = _set_sums(features, offsets, dtype="float64")
@@ -242,8 +241,8 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     frames = np.flatnonzero(lengths[tracklet] >= 2)
     if frames.shape[0] > _MAX_SAMPLES:
         frames = np.sort(rng.choice(frames, _MAX_SAMPLES, replace=False))
-    sampled_unit = _dense.host(_normalised(_dense.take(features, frames)))
-    rest = _dense.host(_dense.take(sums, tracklet[frames])) - sampled_unit
+    sampled_unit = _xp.host(_normalised(_xp.take(features, frames)))
+    rest = _xp.host(_xp.take(sums, tracklet[frames])) - sampled_unit
     frame_positive = _cosine_rows(sampled_unit, rest)
     # cannot-link tracklet pairs (present at the same frame index of one video)
     frame_video = np.repeat(video_ids, lengths)
@@ -255,8 +254,8 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     # one random frame of the first tracklet vs the other tracklet's mean, for each pair
     if pairs.shape[0]:
         pick = offsets[pairs[:, 0]] + (rng.random(pairs.shape[0]) * lengths[pairs[:, 0]]).astype(np.int64)
-        frame_negative = _cosine_rows(_dense.host(_normalised(_dense.take(features, pick))),
-                                      _dense.host(_dense.take(sums, pairs[:, 1])))
+        frame_negative = _cosine_rows(_xp.host(_normalised(_xp.take(features, pick))),
+                                      _xp.host(_xp.take(sums, pairs[:, 1])))
     else:
         frame_negative = np.empty(0, np.float32)
     # the two halves of each tracklet of >= 4 frames
@@ -268,7 +267,7 @@ def similarity_distributions(features: np.ndarray, offsets: np.ndarray, video_id
     base = np.cumsum(counts) - counts  # where each sampled tracklet's frames start among `rows`
     half_offsets = np.zeros(2 * long.shape[0] + 1, dtype=np.int64)
     half_offsets[1::2], half_offsets[2::2] = base + halves, base + counts
-    half_sums = _dense.host(_set_sums(features, half_offsets, offsets[long][owner] + step, dtype="float64"))
+    half_sums = _xp.host(_set_sums(features, half_offsets, offsets[long][owner] + step, dtype="float64"))
     centroid_positive = _cosine_rows(half_sums[0::2], half_sums[1::2])
     return {"frame_positive": frame_positive, "frame_negative": frame_negative,
             "centroid_positive": centroid_positive, "centroid_negative": centroid_negative,
@@ -285,7 +284,7 @@ def cross_video_sample(features: Any, offsets: np.ndarray, video_ids: np.ndarray
         >>> cross_video_sample(feats, np.arange(0, 41, 4), np.repeat([0, 1], 5)).shape
         (10,)
     """
-    features = _dense.as_dense(_arrays.as_array(features, "features"))
+    features = _xp.numpy_or_torch(_arrays.as_array(features, "features"))
     centroids = _normalised(_set_sums(features, offsets, dtype="float64"))
     return _cross_video(centroids, video_ids, config, np.random.default_rng(seed))
 
@@ -465,8 +464,8 @@ def label_free_estimate(features: Any, labels: np.ndarray, frame_video: np.ndarr
         offsets = np.r_[0, np.cumsum(part_frames)].astype(np.int64)
         part_sums = _set_sums(features, offsets, kept[order])
         identity_sums = _segment_sums(part_sums, part_identity, identity_parts.shape[0])
-        rest = _normalised(_dense.take(identity_sums, part_identity[linked]) - _dense.take(part_sums, linked))
-        cosine = _dense.row_dots(_normalised(_dense.take(part_sums, linked)), rest)
+        rest = _normalised(_xp.take(identity_sums, part_identity[linked]) - _xp.take(part_sums, linked))
+        cosine = _xp.row_dots(_normalised(_xp.take(part_sums, linked)), rest)
         wrong[linked] = np.minimum(1.0, candidates * tail_rate(cross_video, np.asarray(cosine, np.float64), False))
     constrained = labels if anchored is None else np.where(anchored, labels, -1)
     return {"precision": round(_expected_precision(wrong, part_frames, part_identity), 4),

@@ -5,9 +5,13 @@ sorted by label) and every similarity goes through :mod:`cion_fast.ops`; the Pyt
 chunk of frames, per guard round or per accepted merge, never per frame.
 
 The features, and every dense array made from them (group sums, centroids), stay in the caller's
-library and on its device: a CUDA tensor is denoised on its GPU by the CUDA kernels
-(:mod:`cion_fast.denoise._dense` says what crosses to the host: index arrays and scores, never
-the feature matrix). The public functions validate their input once and call the private
+library and on its device: a numpy array on the host, a torch tensor on its device (CPU or CUDA;
+cupy features are viewed as a torch tensor through DLPack, no copy), a CUDA one denoised on its
+GPU by the CUDA kernels; their dense arithmetic goes through :mod:`cion_fast._xp`. The integer
+bookkeeping (labels, groups, candidate pairs, the union-find of the cannot-link forest) is host
+numpy: it is O(M) int64, and the forest is sequential. So what crosses between host and device per
+level is index arrays going in and scores or keep-masks coming back, never the [M, D] matrix; on a
+GPU each such copy is also a synchronisation. The public functions validate their input once and call the private
 ``_level*``/``_center_videos``, which take checked input (the pipeline calls those directly).
 """
 
@@ -18,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays, ops
-from cion_fast.denoise import _dense
+from cion_fast import _arrays, _xp, ops
 from cion_fast.denoise.config import DenoiseConfig
 
 # Frames gathered and normalised at a time (bounds temporary memory at ~CHUNK x D x 4 bytes).
@@ -36,7 +39,7 @@ _SEGMENT_BLOCK = 64
 
 def _check_features(features: Any) -> Any:
     """A 2-D float feature matrix [M, D] checked finite (chunked), as the dense array the levels
-    work on (:func:`_dense.as_dense`: numpy stays on the host, torch/cupy on their device).
+    work on (:func:`_xp.numpy_or_torch`: numpy stays on the host, torch/cupy on their device).
 
     Raises TypeError for a non-float array and ValueError for a wrong rank or NaN/inf.
     """
@@ -44,8 +47,8 @@ def _check_features(features: Any) -> Any:
     # TypeError now, not after the first pass: a torch device other than CPU/CUDA, or CUDA
     # features with a build of cion_fast without CUDA.
     ops.check_device_supported(_arrays.placement_of(features, "features"), "features")
-    features = _dense.as_dense(features)
-    finite, start = _dense.all_finite(features, _CHUNK_ROWS)
+    features = _xp.numpy_or_torch(features)
+    finite, start = _xp.all_finite(features, _CHUNK_ROWS)
     if not finite:
         raise ValueError("features contain NaN or inf (rows from %d on)" % start)
     return features
@@ -113,7 +116,9 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, np.arange(total, dtype=np.int64) - starts[owner]
 
 
-_normalised = _dense.normalised
+def _normalised(rows: Any) -> Any:
+    """float32 rows scaled to unit L2 norm, scale-free (:func:`cion_fast._xp.normalise_rows`)."""
+    return _xp.normalise_rows(rows, "float32")
 
 
 def _sorted_segment_sums(rows: Any, starts: np.ndarray) -> Any:
@@ -134,12 +139,12 @@ def _sorted_segment_sums(rows: Any, starts: np.ndarray) -> Any:
     by_length = np.argsort(-lengths, kind="stable")
     negative_length = -lengths[by_length]
     first = starts[by_length]
-    acc = _dense.take(rows, first)  # a new array, in the rows' dtype
+    acc = _xp.take(rows, first)  # a new array, in the rows' dtype
     for position in range(1, longest):
         alive = int(np.searchsorted(negative_length, -position, side="left"))
-        acc[:alive] += _dense.take(rows, first[:alive] + position)
-    out = _dense.empty_like(acc)
-    _dense.put(out, by_length, acc)
+        acc[:alive] += _xp.take(rows, first[:alive] + position)
+    out = _xp.empty_like(acc)
+    _xp.put(out, by_length, acc)
     return out
 
 
@@ -147,13 +152,13 @@ def _segment_sums(rows: Any, segment: np.ndarray, num_segments: int, out: Any = 
     """out[s] += sum of rows with segment s (dense rows [n, D] float32, host segment [n] in
     0..S-1; ``out`` None: zeros [S, D] like ``rows``)."""
     if out is None:
-        out = _dense.placement(rows).zeros((num_segments, rows.shape[1]), "float32")
+        out = _arrays.placement_of(rows, "features").zeros((num_segments, rows.shape[1]), "float32")
     if rows.shape[0] == 0:
         return out
     order = np.argsort(segment, kind="stable")
     sorted_segment = segment[order]
     starts = _first_of_runs(sorted_segment)
-    _dense.add_rows(out, sorted_segment[starts], _sorted_segment_sums(_dense.take(rows, order), starts))
+    _xp.add_rows(out, sorted_segment[starts], _sorted_segment_sums(_xp.take(rows, order), starts))
     return out
 
 
@@ -215,7 +220,7 @@ def _checked_and_returned(level, features: Any, frame_video: Any, frame_index: A
     if extra.get("anchored") is not None:
         extra["anchored"] = _check_anchored(extra["anchored"], num_frames)
     result, summary = level(dense, frame_video, frame_index, _check_labels(labels, num_frames), config, **extra)
-    return _dense.to_caller(result, features), summary
+    return _xp.to_caller(result, features), summary
 
 
 def _grouped(features: Any, labels: np.ndarray, frame_video: np.ndarray, frame_index: np.ndarray):
@@ -229,7 +234,7 @@ def _grouped(features: Any, labels: np.ndarray, frame_video: np.ndarray, frame_i
 
 def _rows(features: Any, lo: int, hi: int, rows: np.ndarray | None) -> Any:
     """``features[lo:hi]`` (``rows`` None) or ``features[rows[lo:hi]]``."""
-    return features[lo:hi] if rows is None else _dense.take(features, rows[lo:hi])
+    return features[lo:hi] if rows is None else _xp.take(features, rows[lo:hi])
 
 
 def _set_sums(features: Any, offsets: np.ndarray, rows: np.ndarray | None = None, dtype: str = "float32") -> Any:
@@ -237,7 +242,7 @@ def _set_sums(features: Any, offsets: np.ndarray, rows: np.ndarray | None = None
     sum of the L2-normalised rows of each ragged set ``features[rows[offsets[t]:offsets[t + 1]]]``
     (``rows`` None: the features' own rows; an empty set sums to 0), a chunk of sets at a time:
     memory beyond the result is one chunk of rows."""
-    sums = _dense.placement(features).zeros((offsets.shape[0] - 1, features.shape[1]), dtype)
+    sums = _arrays.placement_of(features, "features").zeros((offsets.shape[0] - 1, features.shape[1]), dtype)
     for first, last in _ragged_chunks(offsets):
         lo, hi = int(offsets[first]), int(offsets[last])
         if hi == lo:
@@ -245,7 +250,7 @@ def _set_sums(features: Any, offsets: np.ndarray, rows: np.ndarray | None = None
         chunk = _arrays.astype(_normalised(_rows(features, lo, hi, rows)), dtype)
         starts = offsets[first:last] - lo
         filled = np.flatnonzero(np.diff(offsets[first : last + 1]) > 0)
-        _dense.put(sums, first + filled, _sorted_segment_sums(chunk, starts[filled]))
+        _xp.put(sums, first + filled, _sorted_segment_sums(chunk, starts[filled]))
     return sums
 
 
@@ -272,7 +277,7 @@ def _prune(features: Any, offsets: np.ndarray, rows: np.ndarray | None, config: 
     for first, last in _ragged_chunks(offsets):
         lo, hi = int(offsets[first]), int(offsets[last])
         chunk = _rows(features, lo, hi, rows)
-        keep[lo:hi] = _dense.host(
+        keep[lo:hi] = _xp.host(
             ops.tracklet_prune(chunk, offsets[first : last + 1] - lo, threshold=config.prune_threshold, min_frames=config.min_frames)
         ).astype(bool)
     return keep
@@ -291,7 +296,7 @@ def _pair_cosines(rows_a: Any, rows_b: Any, pairs: np.ndarray) -> np.ndarray:
     b, b_offsets = (None, None) if rows_b is None else _single_rows(rows_b)
     for start in range(0, pairs.shape[0], _CHUNK_PAIRS):
         chunk = np.ascontiguousarray(pairs[start : start + _CHUNK_PAIRS])
-        out[start : start + chunk.shape[0]] = _dense.host(
+        out[start : start + chunk.shape[0]] = _xp.host(
             ops.tracklet_similarity(a, a_offsets, b, b_offsets, mode="centroid", pairs=chunk)
         )
     return out
@@ -429,8 +434,8 @@ def center_videos(features: Any, offsets: Any, video_ids: Any, out: Any = None) 
     video_ids = _arrays.as_index_array(video_ids, "video_ids", offsets.shape[0] - 1)
     if out is not None:
         _check_out(out, _arrays.as_array(features, "features"))
-    centred = _center_videos(dense, offsets, video_ids, None if out is None else _dense.as_dense(out))
-    return out if out is not None else _dense.to_caller(centred, features)
+    centred = _center_videos(dense, offsets, video_ids, None if out is None else _xp.numpy_or_torch(out))
+    return out if out is not None else _xp.to_caller(centred, features)
 
 
 def _centred_dtype(features: Any) -> str:
@@ -460,12 +465,12 @@ def _center_videos(features: Any, offsets: np.ndarray, video_ids: np.ndarray, ou
     sums = _segment_sums(_set_sums(features, offsets), video_rank, num_videos)
     frames = np.bincount(frame_video, minlength=num_videos)
     weight = 1.0 - 1.0 / np.bincount(video_rank, minlength=num_videos)
-    shift = _dense.scale_rows(sums, weight / np.maximum(frames, 1))
+    shift = _xp.scale_rows(sums, weight / np.maximum(frames, 1))
     if out is None:
-        out = _dense.placement(features).empty(tuple(features.shape), _centred_dtype(features))
+        out = _arrays.placement_of(features, "features").empty(tuple(features.shape), _centred_dtype(features))
     for start in range(0, features.shape[0], _CHUNK_ROWS):
         stop = start + _CHUNK_ROWS
-        out[start:stop] = _normalised(features[start:stop]) - _dense.take(shift, frame_video[start:stop])
+        out[start:stop] = _normalised(features[start:stop]) - _xp.take(shift, frame_video[start:stop])
     return out
 
 
@@ -493,7 +498,7 @@ def level1(features: Any, offsets: Any, config: DenoiseConfig = DenoiseConfig())
     """
     dense = _check_features(features)
     labels, summary = _level1(dense, _check_offsets(offsets, dense.shape[0]), config)
-    return _dense.to_caller(labels, features), summary
+    return _xp.to_caller(labels, features), summary
 
 
 def _level1(features: Any, offsets: np.ndarray, config: DenoiseConfig) -> tuple[np.ndarray, dict]:
@@ -539,7 +544,7 @@ def _reallocate(
     pool_video = frame_video[pool]
     low = np.searchsorted(sorted_video, pool_video, side="left")
     candidates = np.searchsorted(sorted_video, pool_video, side="right") - low
-    pool_rows = _dense.take(features, pool)
+    pool_rows = _xp.take(features, pool)
     frames, targets = [], []
     total = np.cumsum(candidates)
     cuts = np.searchsorted(total, np.arange(_CHUNK_PAIRS, int(total[-1]), _CHUNK_PAIRS), side="right")
@@ -649,7 +654,7 @@ def _level2(features: Any, frame_video: np.ndarray, frame_index: np.ndarray, lab
     cannot = cannot_link_pairs(labels, frame_video, frame_index) if config.cannot_link else None
     labels = labels.copy()
     labels[frames] = targets
-    _segment_sums(_normalised(_dense.take(features, frames)), targets, num_groups, sums)
+    _segment_sums(_normalised(_xp.take(features, frames)), targets, num_groups, sums)
 
     pairs = _video_pairs(groups)
     cosine = _pair_cosines(sums, None, pairs)
@@ -703,8 +708,8 @@ def _guard(
     cut = 0
     while dirty.shape[0]:
         comps, local = np.unique(component[dirty], return_inverse=True)
-        centre = _normalised(_segment_sums(_dense.take(sums, dirty), local, comps.shape[0]))
-        part_cosine = _dense.row_dots(_dense.take(centroids, dirty), _dense.take(centre, local))
+        centre = _normalised(_segment_sums(_xp.take(sums, dirty), local, comps.shape[0]))
+        part_cosine = _xp.row_dots(_xp.take(centroids, dirty), _xp.take(centre, local))
         failing = np.unique(comps[local[part_cosine < threshold]])
         if failing.shape[0] == 0:
             break
@@ -781,14 +786,14 @@ def _level3(features: Any, frame_video: np.ndarray, frame_index: np.ndarray, lab
     links = np.empty((0, 2), dtype=np.int64)
     if num_groups:
         _, sorted_links = ops.sliding_range_link(
-            _dense.take(centroids, order),
+            _xp.take(centroids, order),
             video_rank[order].astype(np.int64),
             window=config.window,
             stride=config.stride,
             threshold=config.link_threshold,
             mutual_k=config.mutual_k,
         )
-        links = order[_dense.host(sorted_links).astype(np.int64).reshape(-1, 2)]
+        links = order[_xp.host(sorted_links).astype(np.int64).reshape(-1, 2)]
     link_cosine = _pair_cosines(centroids, None, links) if links.shape[0] else np.empty(0, np.float32)
     strongest_first = np.argsort(-link_cosine, kind="stable")
     constrained = labels if anchored is None else np.where(anchored, labels, -1)

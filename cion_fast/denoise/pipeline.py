@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from cion_fast import _xp
 from cion_fast._checks import check_flag
 from cion_fast.ops import as_sorted_video_ids
-from cion_fast.denoise import _dense
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import (_center_videos, _centred_dtype, _check_features, _check_frame_index, _check_offsets,
                                       _level1, _level2, _level3)
@@ -143,7 +143,7 @@ def denoise(
     if not isinstance(config, DenoiseConfig):
         raise TypeError(f"config must be a DenoiseConfig, got {type(config).__name__}")
     progress = check_flag(progress, "progress")
-    if scratch is not None and _dense.is_torch(features) and features.device.type != "cpu":
+    if scratch is not None and _xp.is_torch(features) and features.device.type != "cpu":
         raise ValueError("scratch: a scratch file holds host features; GPU features are centred on their GPU")
     scratch_file = None
     try:
@@ -154,11 +154,11 @@ def denoise(
                 os.close(handle)
                 mapped = np.lib.format.open_memmap(scratch_file, mode="w+", dtype=_centred_dtype(features), shape=tuple(features.shape))
                 _reserve(scratch_file)
-                out = _dense.host_view(features, mapped)
+                out = _xp.host_view(features, mapped)
             features = _center_videos(features, offsets, video_ids, out=out)
         result = _levels(features, offsets, video_ids, frame_index, config, progress)
-        result.levels = [_dense.to_caller(labels, caller_features) for labels in result.levels]
-        result.tracklet_labels = _dense.to_caller(result.tracklet_labels, caller_features)
+        result.levels = [_xp.to_caller(labels, caller_features) for labels in result.levels]
+        result.tracklet_labels = _xp.to_caller(result.tracklet_labels, caller_features)
         return result
     finally:
         if scratch_file is not None:  # (POSIX keeps a mapped file's pages until the mapping goes)

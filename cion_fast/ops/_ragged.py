@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays
+from cion_fast import _arrays, _xp
 from cion_fast.ops._extension import check_device_supported
 
 
@@ -30,9 +30,14 @@ def as_features(features: Any, name: str, shape_hint: str = "[M, D]") -> tuple[A
     return features, placement
 
 
-def prepare_features(features: Any, dtype: str) -> Any:
-    """C-contiguous copy in ``dtype`` with the caller's library (no copy when already so)."""
-    return _arrays.contiguous(_arrays.astype(features, dtype))
+def prepare_features(features: Any, dtype: str, cosine: bool = False) -> Any:
+    """C-contiguous copy in ``dtype`` with the caller's library (no copy when already so).
+
+    ``cosine``: the kernel compares rows by cosine, so rows whose squares leave float32's range
+    are rescaled first (:func:`cion_fast._xp.rows_in_range`), which costs one pass over the rows.
+    """
+    features = _arrays.contiguous(_arrays.astype(features, dtype))
+    return _xp.rows_in_range(features) if cosine else features
 
 
 def as_offsets(offsets: Any, num_frames: int, name: str = "offsets", allow_empty: bool = True) -> np.ndarray:

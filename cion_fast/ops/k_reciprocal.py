@@ -48,8 +48,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cion_fast import _arrays, _checks
-from cion_fast.ops._distance import check_finite, gram, normalise_rows
+from cion_fast import _arrays, _checks, _xp
 from cion_fast.ops._extension import check_device_supported, kernels
 
 __all__ = [
@@ -124,46 +123,12 @@ class _Run:
     def indptr(self, counts: Any) -> tuple[Any, int]:
         """CSR offsets [n + 1] from per-row counts [n], and their total (one scalar to the host)."""
         indptr = self.placement.zeros((int(counts.shape[0]) + 1,), "int64")
-        if self.framework == "torch":
-            import torch
-
-            torch.cumsum(counts, 0, out=indptr[1:])
-        else:
-            _lib(self.framework).cumsum(counts, out=indptr[1:])
+        _xp.cumsum_into(counts, indptr[1:])
         return indptr, int(_arrays.to_numpy(indptr[-1:])[0])
-
-    def copy(self, x: Any) -> Any:
-        return x.clone() if self.framework == "torch" else x.copy()
-
-    def concat_rows(self, a: Any, b: Any) -> Any:
-        if self.framework == "torch":
-            import torch
-
-            return torch.cat([a, b], dim=0)
-        return _lib(self.framework).concatenate([a, b], axis=0)
-
-    def sort_rows(self, x: Any) -> Any:
-        """Per-row stable argsort (int64)."""
-        if self.framework == "torch":
-            import torch
-
-            return torch.sort(x, dim=1, stable=True).indices
-        return _lib(self.framework).argsort(x, axis=1, kind="stable").astype("int64")
-
-    def take_rows(self, x: Any, order: Any) -> Any:
-        if self.framework == "torch":
-            import torch
-
-            return torch.take_along_dim(x, order, dim=1)
-        return _lib(self.framework).take_along_axis(x, order, axis=1)
 
     def check_status(self, status: Any, message: str) -> None:
         if status is not None and int(_arrays.to_numpy(status)[0]) != 0:
             raise ValueError(message)
-
-
-def _lib(framework: str) -> Any:
-    return np if framework == "numpy" else __import__("cupy")
 
 
 # ---- the stages ---------------------------------------------------------------------------------
@@ -231,7 +196,7 @@ def _rank_from_features(
         rows = slice(a, min(a + tile, num_items))
         for b in range(a, num_items, tile):
             cols = slice(b, min(b + tile, num_items))
-            block = gram(run.framework, x[rows], x[cols])
+            block = _xp.gram(x[rows], x[cols])
             _select(
                 run, block, state, a, b, symmetric=b != a, norms=(squared_norms[rows], squared_norms[cols]),
                 row_max=row_max, raw_out=raw_out, num_query=num_query, status=status,
@@ -297,7 +262,7 @@ def _inverted_index(run: _Run, v: _Csr, row_begin: int) -> _Csr:
     colptr, nnz = run.indptr(col_counts)
     rows = run.placement.empty((nnz,), "int64")
     values = run.placement.empty((nnz,), "float32")
-    cursor = run.copy(colptr[:-1]) if run.placement.is_cuda else None
+    cursor = _xp.copy(colptr[:-1]) if run.placement.is_cuda else None
     run.C.k_reciprocal_transpose(col_counts=None, colptr=run.dl(colptr), rows=run.dl(rows), out_values=run.dl(values),
                                  cursor=run.dl(cursor), **common)
     return _Csr(colptr, rows, values)
@@ -377,10 +342,18 @@ def _compute_dtype(*arrays: Any) -> str:
     return "float64" if all(_arrays.dtype_name(a) == "float64" for a in arrays) else "float32"
 
 
-def _prepare_features(x: Any, dtype: str, normalize: bool, name: str, framework: str) -> Any:
+def _prepare_features(x: Any, dtype: str, normalize: bool, name: str) -> Any:
     x = _arrays.contiguous(_arrays.astype(x, dtype))
-    check_finite(framework, x, name)
-    return normalise_rows(framework, x) if normalize else x
+    _xp.check_finite(x, name)
+    return _xp.normalise_rows(x) if normalize else x
+
+
+def _in_range(x: Any) -> Any:
+    """x [N, D] times the power of two that keeps its squared distances inside float32
+    (:func:`cion_fast._xp.common_exponent`): re-ranking divides every distance by a row maximum and
+    the Jaccard distance reads only ranks, so the result is the same, and finite."""
+    exponent = _xp.common_exponent(x)
+    return _xp.times_power_of_two(x, exponent) if exponent else x
 
 
 # ---- public API ---------------------------------------------------------------------------------
@@ -441,9 +414,10 @@ def k_reciprocal_rerank(
     check_device_supported(placement, "query_features")
     run = _Run(placement)
     dtype = _compute_dtype(query, gallery)
-    query = _prepare_features(query, dtype, normalize, "query_features", run.framework)
-    gallery = _prepare_features(gallery, dtype, normalize, "gallery_features", run.framework)
-    x = run.concat_rows(query, gallery)
+    query = _prepare_features(query, dtype, normalize, "query_features")
+    gallery = _prepare_features(gallery, dtype, normalize, "gallery_features")
+    x = _xp.concat_rows(query, gallery)
+    x = x if normalize else _in_range(x)
     del query, gallery
 
     out = placement.empty((num_query, num_gallery), "float32")
@@ -638,14 +612,14 @@ def k_reciprocal_rerank_from_graph(
     index = _arrays.contiguous(_arrays.astype(index, "int64"))
     if bool(((index < -1) | (index >= num_items)).any()):
         raise ValueError(f"neighbor_index entries must be item indices in [0, {num_items}) or -1 (padding)")
-    order = run.sort_rows(index)  # each list sorted by item index, for exact look-ups
-    sorted_index = run.take_rows(index, order)
+    order = _xp.argsort_rows(index)  # each list sorted by item index, for exact look-ups
+    sorted_index = _xp.take_along_rows(index, order)
     if num_candidates > 1 and bool(((sorted_index[:, 1:] == sorted_index[:, :-1]) & (sorted_index[:, 1:] >= 0)).any()):
         raise ValueError("neighbor_index lists an item twice in one row (each neighbour once; pad with -1)")
     dtype = _compute_dtype(distance)
     distance = _arrays.contiguous(_arrays.astype(distance, dtype))
     maxima = _arrays.contiguous(_arrays.astype(maxima, "float64"))
-    check_finite(run.framework, maxima, "row_max")
+    _xp.check_finite(maxima, "row_max")
 
     state = _new_rank_state(run, num_items, settings)
     status = placement.zeros((1,), "int32") if placement.is_cuda else None
@@ -665,7 +639,7 @@ def k_reciprocal_rerank_from_graph(
     ranks = _RankLists(state[1], maxima)
     v, num_estimated = _encode(
         run, ranks, settings, maxima,
-        graph_index=sorted_index, graph_distance=run.take_rows(distance, order),
+        graph_index=sorted_index, graph_distance=_xp.take_along_rows(distance, order),
     )
 
     candidates, candidate_distance = index[:num_query], distance[:num_query]
@@ -675,9 +649,9 @@ def k_reciprocal_rerank_from_graph(
         indptr=run.dl(v.indptr), indices=run.dl(v.indices), values=run.dl(v.values),
         lambda_value=settings.lambda_value, out=run.dl(reranked), stream=run.stream,
     )
-    order = run.sort_rows(reranked)
-    reranked = run.take_rows(reranked, order)
-    gallery_index = run.take_rows(candidates, order) - num_query
+    order = _xp.argsort_rows(reranked)
+    reranked = _xp.take_along_rows(reranked, order)
+    gallery_index = _xp.take_along_rows(candidates, order) - num_query
     gallery_index[reranked == math.inf] = -1
     return GraphRerank(gallery_index, reranked, num_estimated)
 
@@ -739,7 +713,7 @@ def jaccard_distance(
     tile_size = _check_tile(tile_size)
     check_device_supported(placement, "features")
     run = _Run(placement)
-    x = _prepare_features(x, _compute_dtype(x), False, "features", run.framework)
+    x = _in_range(_prepare_features(x, _compute_dtype(x), False, "features"))
 
     ranks = _rank_from_features(run, x, settings, tile_size)
     row_max = ranks.row_max if variant == "original" else None

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast import _arrays, _checks
-from cion_fast.ops._distance import check_finite, normalise_rows, tile_distances
+from cion_fast import _arrays, _checks, _xp
 from cion_fast.ops._extension import check_device_supported, kernels
 
 _METRICS = ("euclidean", "sqeuclidean", "cosine")
@@ -401,20 +400,23 @@ def evaluate_rank_from_features(
     check_device_supported(placement, "query_features")
 
     compute_dtype = "float64" if _arrays.dtype_name(query) == "float64" and _arrays.dtype_name(gallery) == "float64" else "float32"
-    framework = placement.framework
     query = _arrays.contiguous(_arrays.astype(query, compute_dtype))
     gallery = _arrays.contiguous(_arrays.astype(gallery, compute_dtype))
-    check_finite(framework, query, "query_features")
-    check_finite(framework, gallery, "gallery_features")
+    _xp.check_finite(query, "query_features")
+    _xp.check_finite(gallery, "gallery_features")
     if metric == "cosine":
-        query, gallery = normalise_rows(framework, query), normalise_rows(framework, gallery)
+        query, gallery = _xp.normalise_rows(query), _xp.normalise_rows(gallery)
+    else:  # a ranking by distance is the same for features all scaled by one power of two
+        exponent = _xp.common_exponent(query, gallery)
+        if exponent:
+            query, gallery = _xp.times_power_of_two(query, exponent), _xp.times_power_of_two(gallery, exponent)
     gallery_sq = None if metric == "cosine" else (gallery * gallery).sum(1)
 
     out = _PerQuery(placement, num_query)
     device_ids = _device_ids(ids, placement)
     for start in range(0, num_query, int(tile_size)):
         rows = slice(start, min(start + int(tile_size), num_query))
-        tile = tile_distances(framework, query[rows], gallery, gallery_sq, metric)
+        tile = _xp.tile_distances(query[rows], gallery, gallery_sq, metric)
         _run_kernel(tile, placement, ids, device_ids, rows, remove_same_camera, out)
     return _summarise(out, max_rank, return_per_query)
 

@@ -161,7 +161,7 @@ def sliding_range_link(
     mutual_k = min(mutual_k, num)
 
     dtype = _ragged.kernel_dtype(features)
-    features = _ragged.prepare_features(features, dtype)
+    features = _ragged.prepare_features(features, dtype, cosine=True)
     ranges = _Ranges(video_ids, window, stride, int(kernels().SLIDING_RANGE_ROWS_PER_ITEM))
     entries = int(ranges.entry_offsets[-1])
     cuda = placement.is_cuda

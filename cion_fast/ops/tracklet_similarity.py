@@ -46,7 +46,7 @@ class _Set:
 
 def _ragged_set(features: Any, offsets: Any, dtype: str, placement: _arrays.Placement, names: tuple[str, str]) -> _Set:
     host_offsets = _ragged.as_offsets(offsets, int(features.shape[0]), names[1], allow_empty=False)
-    return _Set(names[0], _ragged.prepare_features(features, dtype), host_offsets, placement)
+    return _Set(names[0], _ragged.prepare_features(features, dtype, cosine=True), host_offsets, placement)
 
 
 def _rows_as_set(rows: Any, placement: _arrays.Placement, name: str) -> _Set:
