@@ -67,8 +67,8 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         the report: ``{"denoise": {"tracklets" / level name: quality of the round CION trains on,
         seed 0}, "estimate": its label-free estimate (or None), "denoise_rounds": [{"round",
         "bcubed_f", "bcubed_f_std", "thresholds", "separation", "used_by_seeds", "seeds"}],
-        "methods": {name: {metric: mean over seeds, metric_std, "seeds": [...]}}, "ordering":
-        sentence, "verdict": the ordering and CION against every baseline, "curves": {name:
+        "methods": {name: {metric: mean over seeds, metric_std, "seeds": [...]}}, "verdict": the
+        ordering sentence, then CION against every baseline, "curves": {name:
         {"steps", "mAP", "mAP_std"}}, "config": {...}, "timings": {...}, "pretrain": {method:
         {...}}}``; ``config["methods"]`` lists the methods in the order of :data:`METHODS`.
 
@@ -101,7 +101,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     in_use, trained_on = pipeline.denoise_rounds(run, rounds)
     trained = pipeline.train_methods(run, methods, in_use, trained_on)
     per_seed = pipeline.evaluate_methods(run, methods, trained)
-    report = _report(run, methods, per_seed, in_use, world, pipeline.rounds_table(run, rounds, in_use))
+    report = _report(run, methods, per_seed, in_use, world, pipeline.rounds_table(run, rounds, in_use), trained)
     log("retrieval on the held-out query/gallery (%):\n" + methods_table(report["methods"]) + "\n" + report["verdict"])
     write_report(run.out, report, {m: runs[config.seeds[0]] for m, runs in per_seed.items()}, run.market)
     return report
@@ -120,19 +120,21 @@ def _checked_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(m for m in METHODS if m in methods)
 
 
-def _report(run, methods: tuple[str, ...], per_seed: dict, in_use: dict, world: dict, rounds: list) -> dict:
-    """The report dict (see :func:`run_demo`) from the stages' results."""
-    from cion_fast._demo.report import learning_curves
+def _report(run, methods: tuple[str, ...], per_seed: dict, in_use: dict, world: dict, rounds: list,
+            trained: dict[tuple[str, int], str]) -> dict:
+    """The report dict (see :func:`run_demo`) from the stages' results; ``trained``: (method, seed)
+    -> the stage that pre-trained it."""
+    from cion_fast._demo.report import learning_curves, seed_suffix
 
     used = run.stages.results[in_use[run.config.seeds[0]]]
     run.log("denoising quality against ground truth (the round CION trains on, seed 0):\n" + quality_table(used["quality"]))
     summary = {m: nest_finetuned(aggregate_seeds({s: {k: v for k, v in r.items() if not k.startswith("cmc") and k != "curve"}
                                                   for s, r in runs.items()})) for m, runs in per_seed.items()}
-    pretrained = {name.removeprefix("pretrain_"): result for name, result in run.stages.results.items()
-                  if name.removeprefix("pretrain_").split("_seed")[0] in PRETRAINED_METHODS}
+    pretrained = {method + seed_suffix(seed): run.stages.results[stage] for (method, seed), stage in trained.items()
+                  if method in PRETRAINED_METHODS}
     return {
         "denoise": used["quality"], "estimate": used["estimate"], "denoise_rounds": rounds, "methods": summary,
-        "ordering": ordering_sentence(summary), "verdict": verdict(summary, run.config.finetune_steps),
+        "verdict": verdict(summary, run.config.finetune_steps),
         "curves": learning_curves(per_seed),
         "config": {"demo": run.config.to_dict(), "world": world, "methods": list(methods)},
         "timings": dict(run.stages.timings),

@@ -64,7 +64,8 @@ class FinetuneConfig(RunConfig):
     Args:
         arch: timm architecture. last_stride, ibn: ResNet options (ignored with a pre-trained init,
             whose file carries its own architecture).
-        init: "random", "imagenet-free" (same as random) or a path :func:`load_pretrained` reads.
+        init: "random", "imagenet-free" (same as random), a pre-training run directory (its newest
+            checkpoint) or a path :func:`load_pretrained` reads.
         image_size: (H, W) training input size; batches are resized to it.
         batch_size: images per step, P x K. k: images per identity.
         steps, epochs: training length (exactly one).
@@ -378,7 +379,7 @@ def _build_backbone(config: FinetuneConfig) -> nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"init: {str(init)!r} is neither 'random', 'imagenet-free' nor an existing file/directory")
     if path.is_dir() or path.suffix == ".safetensors":
-        return load_pretrained(path)
+        return load_pretrained(latest_checkpoint(path) or path)  # a pre-training run directory: its newest
     return load_pretrained(path, config.arch, last_stride=config.last_stride, ibn=config.ibn)
 
 

@@ -80,7 +80,7 @@ def test_report_schema_and_numbers(demo_run):
     # The product's claim, on the plain Market-1501 protocol: CION beats the same backbone at its
     # random initialisation (the trainer's, same seed).
     assert report["methods"]["cion"]["mAP"] > report["methods"]["random"]["mAP"]
-    assert report["ordering"].startswith("random < cion holds")
+    assert report["verdict"].startswith("random < cion holds")
     cion = report["methods"]["cion"]
     assert 0 < cion["student_mAP"] <= 1 and cion["seeds"] == [0] and cion["mAP_std"] == 0.0
     curve = report["curves"]["cion"]
@@ -290,3 +290,17 @@ def test_a_typo_fails_before_anything_runs():
         type(DemoConfig.quick().pretrain).from_dict({"stesp": 40})
     with pytest.raises(ValueError, match="steps"):  # a value out of range, when the config is built
         replace(DemoConfig.quick().pretrain, steps=0)
+
+
+def test_a_new_package_version_recomputes(tmp_path, monkeypatch):
+    """Stages computed by another release of the code are not reused: the version is an input."""
+    import cion_fast
+    from cion_fast._demo.stages import Stages
+
+    said = []
+    assert Stages(tmp_path, said.append).run("a", lambda: {"x": 1}, config={"steps": 1}) == {"x": 1}
+    assert Stages(tmp_path, said.append).run("a", lambda: {"x": 2}, config={"steps": 1}) == {"x": 1}
+    old = cion_fast.__version__
+    monkeypatch.setattr(cion_fast, "__version__", "99.0")
+    assert Stages(tmp_path, said.append).run("a", lambda: {"x": 3}, config={"steps": 1}) == {"x": 3}
+    assert said[-2] == f'[a] recomputing: version "{old}" -> "99.0"'

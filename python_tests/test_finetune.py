@@ -236,6 +236,9 @@ def test_init_from_pretrained_backbone(world, tmp_path):
     summary = finetune(tiny(steps=1, init=str(path), base_lr=1e-12, weight_decay=0.0), world.train, tmp_path / "run")
     tuned = load_pretrained(summary["checkpoint"])
     assert torch.allclose(tuned.conv1.weight, source.conv1.weight, atol=1e-6)
+    from_run = finetune(tiny(steps=1, init=str(tmp_path / "run"), base_lr=1e-12, weight_decay=0.0), world.train,
+                        tmp_path / "from_run")  # a run directory: its newest checkpoint
+    assert torch.allclose(load_pretrained(from_run["checkpoint"]).conv1.weight, source.conv1.weight, atol=1e-6)
     official = tmp_path / "cion_official.pth"  # CION/DINO layout: ["teacher"]["module.backbone.*"]
     torch.save({"teacher": {"module.backbone." + k: v for k, v in source.state_dict().items()}}, official)
     summary = finetune(tiny(steps=1, init=str(official), base_lr=1e-12, weight_decay=0.0), world.train, tmp_path / "pth")

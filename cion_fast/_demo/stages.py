@@ -1,7 +1,7 @@
 """Stages keyed by what they were computed from.
 
-A stage's marker ``out/stages/<name>.json`` holds the digest of its inputs (its config slice and
-the output digests of the stages it reads) and the digest of its output (new at every computation).
+A stage's marker ``out/stages/<name>.json`` holds the digest of its inputs (its config slice, the
+output digests of the stages it reads and the package version, so an upgrade recomputes) and the digest of its output (new at every computation).
 A marker with the same input digest, a result and its outputs on disk is reused; a stage whose
 marker has the same input digest but no result (interrupted) resumes from its outputs; any other
 stage removes its outputs and runs afresh. A computed stage has a new output digest, so every
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import cion_fast
 from cion_fast._io import atomic_write_json
 
 
@@ -72,7 +73,8 @@ class Stages:
         """``work()``'s result for these inputs: ``config`` (JSON-ready) and the stages ``after``
         reads; ``outputs`` (files or directories) are removed before a fresh computation, and a
         stage whose outputs are gone runs again."""
-        inputs = {"config": config, "after": {stage: self.digests[stage] for stage in after}}
+        inputs = {"config": config, "after": {stage: self.digests[stage] for stage in after},
+                  "version": cion_fast.__version__}
         key, outputs = digest(inputs), [Path(path) for path in outputs]
         marker = self.out / "stages" / f"{name}.json"
         record = json.loads(marker.read_text()) if marker.exists() else {}

@@ -108,8 +108,8 @@ def denoise_to_directory(directory: str | os.PathLike, tracklets: Any, features:
     rows = None
     if (np.asarray(tracklets.identity) >= 0).any():
         rows = result.quality(tracklets.identity, np.repeat(tracklets.video, tracklets.lengths))
-    out = write_denoise_output(directory, result, rows, extra, overwrite=overwrite)
-    return DenoiseOutput(result, rows, json.loads((out / "report.json").read_text()), out)
+    report = denoise_report(result, rows, extra)
+    return DenoiseOutput(result, rows, report, _write(directory, result, report, overwrite))
 
 
 def estimate_items(estimate: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -160,9 +160,14 @@ def write_denoise_output(
         >>> np.load(out / "labels.npy").tolist(), sorted(os.listdir(out))
         ([0, 0, -1], ['labels.npy', 'levels.npz', 'report.json'])
     """
-    from cion_fast import _arrays
-    from cion_fast._io import atomic_directory
+    return _write(directory, result, denoise_report(result, quality_rows, extra), overwrite)
 
+
+def denoise_report(result: DenoiseResult, quality_rows: Mapping[str, Quality] | None = None,
+                   extra: Mapping[str, Any] | None = None) -> dict:
+    """The ``report.json`` of a pseudo-label directory, as the dict a reader of the file gets
+    (JSON types: lists, not tuples): config, calibration, label-free estimate, per-level summary,
+    quality against ground truth (None without it), then ``extra``."""
     report = {
         "config": result.config.as_dict(),
         "calibration": result.calibration,
@@ -171,6 +176,13 @@ def write_denoise_output(
         "quality": None if quality_rows is None else {name: q.as_dict() for name, q in quality_rows.items()},
         **(extra or {}),
     }
+    return json.loads(json.dumps(report))
+
+
+def _write(directory: str | os.PathLike, result: DenoiseResult, report: dict, overwrite: bool) -> Path:
+    from cion_fast import _arrays
+    from cion_fast._io import atomic_directory
+
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         np.save(tmp / "labels.npy", _arrays.to_numpy(result.labels).astype(np.int64, copy=False))
         levels = {name.replace(" ", "_"): _arrays.to_numpy(labels) for name, labels in zip(LEVEL_NAMES, result.levels)}

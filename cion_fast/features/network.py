@@ -141,7 +141,7 @@ def extract_features(
 
 # The feature sources `cion-fast extract --model` and extract_by_spec accept, with what each means.
 MODEL_SPECS = ("stripe (training-free colour/texture descriptor), timm:NAME (a timm backbone, random weights: nothing is "
-               "downloaded), checkpoint:PATH (an exported backbone .safetensors or a pre-training checkpoint, see cion-fast "
+               "downloaded), checkpoint:PATH (an exported backbone .safetensors, a pre-training checkpoint or its run directory: the newest, see cion-fast "
                "export) or oracle (ground truth + camera shift + noise: only to measure denoising on synthetic data)")
 
 
@@ -203,13 +203,14 @@ def extract_by_spec(spec: str, tracklets: Any, batch_size: int = 256, device: st
         import torch
 
         from cion_fast.models import build_backbone, load_pretrained
+        from cion_fast.training import latest_checkpoint
 
         if kind == "timm":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 model = build_backbone(source)
         else:
-            model = load_pretrained(source)
+            model = load_pretrained(latest_checkpoint(source) or source)  # a run directory: its newest
         return extract_features(model, tracklets.frames[start:stop], batch_size, device, flip=flip, progress=progress, size=size)
     raise ValueError(f"{name} must be stripe, oracle, timm:NAME or checkpoint:PATH, got {spec!r}")
 

@@ -172,7 +172,7 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
         if path.is_dir():
             if not (path / "weights.safetensors").exists() and (path / "checkpoints").is_dir():
                 raise FileNotFoundError(f"path_or_state: {path} is a run directory; pass one of its checkpoints/step-* "
-                                        "directories (cion_fast.pretrain.latest_checkpoint finds the newest)")
+                                        "directories (cion_fast.training.latest_checkpoint finds the newest)")
             path = path / "weights.safetensors"
         if not path.exists():
             raise FileNotFoundError(f"path_or_state: {path} does not exist")
