@@ -17,12 +17,16 @@ No framework is imported unless an array of it is passed in.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cion_fast import _checks
+
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_HOST_DTYPE = {"bfloat16": "float16"}  # numpy has no bfloat16: the same 2 bytes
 _INDEX_DTYPES = ("int32", "int64")
 
 
@@ -44,10 +48,17 @@ def as_array(x: Any, name: str) -> Any:
     Raises:
         TypeError: for anything else (naming ``name``).
     """
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:
+        # Big-endian input (e.g. read from a file written elsewhere): DLPack carries native byte
+        # order only, so it is swapped here, once, for every op alike.
+        return x.astype(x.dtype.newbyteorder("="))
     if framework_of(x) is not None:
         return x
     if isinstance(x, (list, tuple, int, float, np.generic)):
-        return np.asarray(x)
+        try:
+            return np.asarray(x)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"{name} must be a rectangular array; as nested lists it is ragged ({error})") from error
     raise TypeError(
         f"{name} must be a numpy array, torch tensor or cupy array, got {type(x).__module__}.{type(x).__name__}"
     )
@@ -89,8 +100,14 @@ class Placement:
         with cupy.cuda.Device(self.device_index):
             return int(cupy.cuda.get_current_stream().ptr)
 
-    def empty(self, shape: tuple[int, ...], dtype: str) -> Any:
-        """An uninitialised array of this placement (the caller's allocator)."""
+    def empty(self, shape: tuple[int, ...], dtype: str, name: str = "the input") -> Any:
+        """An uninitialised array of this placement (the caller's allocator). On the host, a size
+        the machine cannot give now is refused first, naming ``name`` (the argument that asks
+        for it), instead of a MemoryError or the out-of-memory killer."""
+        if not self.is_cuda:
+            count = math.prod(int(n) for n in shape)
+            _checks.check_bytes(count * np.dtype(_HOST_DTYPE.get(dtype, dtype)).itemsize, name,
+                                f"the {'x'.join(map(str, shape))} {dtype} array it asks for")
         if self.framework == "numpy":
             return np.empty(shape, dtype=dtype)
         if self.framework == "torch":
@@ -103,8 +120,8 @@ class Placement:
         with cupy.cuda.Device(self.device_index):
             return cupy.empty(shape, dtype=dtype)
 
-    def zeros(self, shape: tuple[int, ...], dtype: str) -> Any:
-        out = self.empty(shape, dtype)
+    def zeros(self, shape: tuple[int, ...], dtype: str, name: str = "the input") -> Any:
+        out = self.empty(shape, dtype, name)
         out[...] = 0
         return out
 
@@ -238,6 +255,15 @@ def as_float_array(x: Any, name: str, ndim: int, shape_hint: str) -> Any:
     x = as_array(x, name)
     require_ndim(x, name, ndim, shape_hint)
     require_dtype(x, name, _FLOAT_DTYPES)
+    return x
+
+
+def as_feature_array(x: Any, name: str, shape_hint: str) -> Any:
+    """Validates floating features [N, D] with at least one dimension (D >= 1): a zero-width
+    feature compares nothing, so every similarity and ranking from it would be meaningless."""
+    x = as_float_array(x, name, 2, shape_hint)
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one feature dimension {shape_hint}, got shape {tuple(x.shape)}")
     return x
 
 

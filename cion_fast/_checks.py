@@ -109,6 +109,31 @@ def check_type(value: Any, name: str, kinds: tuple[type, ...]) -> Any:
     return value
 
 
+def is_digits(text: str) -> bool:
+    """True for a non-empty run of the ASCII digits 0-9. ``str.isdigit`` alone also takes '０'
+    (fullwidth), '٣' (Arabic-Indic) and '²', which ``int`` then reads, or refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_int(text: str, name: str, low: int = -INT64_MAX - 1) -> int:
+    """The integer ``text`` spells in ASCII digits (a leading "-" allowed), in ``[low, 2**63 - 1]``:
+    a number read from a file name or a list file, ``name`` saying which (and where).
+
+    Example:
+        >>> parse_int("000451", "frame of a.jpg")
+        451
+        >>> parse_int("０４５１", "frame of a.jpg")
+        Traceback (most recent call last):
+        ...
+        ValueError: frame of a.jpg must be an int64 integer in ASCII digits, got '０４５１'
+    """
+    digits = text[1:] if text.startswith("-") else text
+    # int() refuses text of over 4300 digits; no file name pads a number to 100
+    if not is_digits(digits) or len(digits) > 100:
+        raise ValueError(f"{name} must be an int64 integer in ASCII digits, got {text[:40]!r}")
+    return check_int(int(text), name, low)
+
+
 def check_probability(value: Any, name: str) -> float:
     """A real number in [0, 1]."""
     return check_real(value, name, 0.0, 1.0)
@@ -141,17 +166,49 @@ def memory_bytes() -> int:
         return 2**50
 
 
-def check_allocation(count: int, itemsize: int, name: str, what: str) -> None:
-    """Refuses a request for ``count`` items of ``itemsize`` bytes that exceeds physical memory.
+def available_memory_bytes() -> int:
+    """The memory the OS could give this process now (Linux: ``MemAvailable``; elsewhere the
+    physical memory)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return memory_bytes()
 
-    Python ints do not wrap, so the product is exact. A clear ValueError up front beats a
+
+# Requests below this size are never refused: reading /proc/meminfo costs more than they do.
+_ALWAYS_GRANTED_BYTES = 1 << 28
+# A request for nearly all available memory leaves nothing for the op's own temporaries and the
+# rest of the process: the out-of-memory killer would end it, so only this share is granted.
+_USABLE_SHARE = 0.85
+
+
+def check_bytes(needed: int, subject: str, purpose: str) -> None:
+    """Refuses a request for ``needed`` bytes for ``purpose`` that the machine cannot give now;
+    ``subject`` names the argument that asks for it. A clear ValueError up front beats a
     MemoryError, or the kernel's out-of-memory killer, halfway through.
+
+    Example:
+        >>> check_bytes(2**80, "query_features and gallery_features", "the [Q, G] float32 output")
+        Traceback (most recent call last):
+        ...
+        ValueError: query_features and gallery_features: the [Q, G] float32 output needs 1.13e+15 GiB, more than the ... GiB of memory this machine has available
     """
-    needed = int(count) * int(itemsize)
-    available = memory_bytes()
-    if needed > available:
-        raise ValueError(f"{name} = {count} needs {needed / 2**30:.3g} GiB for {what}, more than this machine's "
-                         f"{available / 2**30:.3g} GiB of memory")
+    if needed <= _ALWAYS_GRANTED_BYTES:
+        return
+    usable = int(available_memory_bytes() * _USABLE_SHARE)
+    if needed > usable:
+        raise ValueError(f"{subject}: {purpose} needs {needed / 2**30:.3g} GiB, more than the {usable / 2**30:.3g} GiB "
+                         "of memory this machine has available")
+
+
+def check_allocation(count: int, itemsize: int, name: str, what: str) -> None:
+    """Refuses ``count`` items of ``itemsize`` bytes (the integer argument ``name``) that the
+    machine cannot give now (:func:`check_bytes`). Python ints do not wrap: the product is exact."""
+    check_bytes(int(count) * int(itemsize), f"{name} = {count}", what)
 
 
 # ---- host arrays of the data containers (Tracklets, ImageSet) ------------------------------------

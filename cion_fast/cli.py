@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Callable
 
+from cion_fast._io import OutputError
+
 # Each entry: name -> (help, function adding the subcommand's arguments, function running it).
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {}
 
@@ -81,34 +83,11 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"timm backbone for --report (default {_REPORT_DEFAULTS['report_arch']}, the demo's)")
 
 
-def _progress_bar(total: int, desc: str):
-    """(update(done, total), close()) with tqdm when installed, else a plain line every 10 %."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        bar = tqdm(total=total, desc=desc, unit="frame", file=sys.stderr)
-
-        def update(done: int, _total: int) -> None:
-            bar.update(done - bar.n)
-
-        return update, bar.close
-    shown = [-1]
-
-    def update_plain(done: int, total_: int) -> None:
-        tenth = 10 * done // max(total_, 1)
-        if tenth != shown[0]:
-            shown[0] = tenth
-            print(f"{desc}: {done}/{total_} frames ({10 * tenth}%)", file=sys.stderr)
-
-    return update_plain, lambda: None
-
-
 def _synth(args: argparse.Namespace) -> int:
     """Generates a synthetic world (``cion_fast.data.synth``), writes it and prints a summary."""
     import time
 
+    from cion_fast._progress import progress_bar
     from cion_fast.data import synth
 
     report_options = [name for name in _REPORT_DEFAULTS if getattr(args, name) is not None]
@@ -126,21 +105,23 @@ def _synth(args: argparse.Namespace) -> int:
     existing = [str(Path(args.out) / d) for d in ("tracklets", "market") if (Path(args.out) / d).exists()]
     if existing and not args.overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
-    bar = [None, None]
+    if args.samples:  # first: a bad path fails before the world is rendered and written
+        synth.sample_sheet(config, path=args.samples)
+    bar = []
 
     def progress(done: int, total: int) -> None:
-        if bar[0] is None:
-            bar[0], bar[1] = _progress_bar(total, "rendering")
-        bar[0](done, total)
+        if not bar:
+            bar.append(progress_bar(total, "rendering", "frame"))
+        bar[0].update(done - bar[0].n)
 
-    world = synth.generate(config, progress=progress)
-    if bar[1] is not None:
-        bar[1]()
+    try:
+        world = synth.generate(config, progress=progress)
+    finally:
+        for opened in bar:  # closed before any error message, which then starts a line of its own
+            opened.close()
     t0 = time.perf_counter()
     out = world.save(args.out, image_format=args.image_format, overwrite=args.overwrite)
     write_seconds = time.perf_counter() - t0
-    if args.samples:
-        synth.sample_sheet(config, path=args.samples)
     _print_world(world, config, out, write_seconds, args.samples)
     if args.report:
         _difficulty(world, out, args.report_steps, args.report_arch)
@@ -195,8 +176,9 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--batch-size", type=_positive_int, default=256)
     parser.add_argument("--size", type=_parse_size, metavar="HxW",
-                        help="network models: resize the crops to the training size first (64x32 for the demo's backbones)")
-    parser.add_argument("--device", default=None, help="torch device for network models (default: cuda if available)")
+                        help="network models: resize the crops to the training size first (64x32 for the demo's backbones; "
+                             "a network built for one input size needs it, e.g. 224x224 for timm:vit_tiny_patch16_224)")
+    parser.add_argument("--device", default=None, help="network models: cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--flip", action="store_true", help="network models: average with the flipped crop")
     parser.add_argument("--float16", action="store_true", help="store the features as float16 (half the size)")
 
@@ -374,7 +356,8 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory: config.json, log.jsonl, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     parser.add_argument("--timm-kwarg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                        help="extra timm.create_model argument, repeatable (e.g. drop_path_rate=0.1)")
+                        help="extra timm.create_model argument, repeatable (e.g. drop_path_rate=0.1); VALUE is read as "
+                             "JSON when it parses (0.1, true, null), else as text; the model's constructor checks it")
     views = MultiCropConfig.cion()
     for name, what in (("global_size", "global view size"), ("local_size", "local view size")):
         size = getattr(views, name)
@@ -481,6 +464,9 @@ _FINETUNE_FIELDS = ("arch", "ibn", "init", "steps", "epochs", "batch_size", "ima
                     "checkpoint_every", "device", "progress")
 
 
+_RERANK_HELP = ("also evaluate with k-reciprocal re-ranking (k1=20, k2=6, lambda 0.3, the paper's; a split of at most 20 "
+                "query + gallery images is refused: too small for k1=20)")
+
 _DATASET_HELP = ("a ReID dataset as it ships (cion_fast.data.read_dataset): Market-1501, DukeMTMC-reID, CUHK03-NP "
                  "(labeled subset) or MSMT17 V1/V2")
 
@@ -493,7 +479,7 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--synth-quick", action="store_true", help="train and evaluate on the quick synthetic world (no files)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory: config.json, log.jsonl, checkpoints/, results.json")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint (its config; --steps/--epochs may extend it)")
-    parser.add_argument("--rerank", action="store_true", help="also evaluate with k-reciprocal re-ranking")
+    parser.add_argument("--rerank", action="store_true", help=_RERANK_HELP)
     group = parser.add_argument_group("the run (cion_fast.finetune.FinetuneConfig)")
     config_arguments(group, FinetuneConfig, _FINETUNE_FIELDS, flags={"base_lr": "lr", "image_size": "size"},
                      types={"image_size": _parse_size})
@@ -661,7 +647,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="exported backbone (.safetensors), a pre-training checkpoint or a run directory (newest)")
     parser.add_argument("--data", required=True, metavar="DATASET_DIR", help=_DATASET_HELP)
-    parser.add_argument("--rerank", action="store_true", help="also evaluate with k-reciprocal re-ranking")
+    parser.add_argument("--rerank", action="store_true", help=_RERANK_HELP)
     parser.add_argument("--camera-norm", action="store_true",
                         help="also evaluate after test-time camera normalisation (each camera's mean feature removed)")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="cosine")
@@ -671,7 +657,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", choices=("exported", "student", "teacher"), default="exported",
                         help="of a pre-training checkpoint: the exported network (default), the student or the teacher")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
 
 
 @command("evaluate", "mAP, mINP and Rank-1/5/10 of a backbone on a Market-1501-style query/gallery split")
@@ -697,17 +683,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 _evaluate.add_arguments = _evaluate_arguments
 
 
-# Exceptions that may mean "the input is wrong", not "the program is wrong" (see is_user_error).
+# Exceptions that may mean "the input is wrong", not "the program is wrong" (see is_user_error);
+# OutputError: an output that could not be written (cion_fast._io names it).
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+               PermissionError, OutputError)
 
 
 def is_user_error(error: BaseException) -> bool:
-    """Bad input, reported in one line: a missing, existing or unreadable path, a full disk, a
-    kernel's input check (``_C.InputError`` / ``_C.InputTypeError``), or a ValueError / TypeError
-    that a check of this package raised on purpose (a ``raise`` statement in ``cion_fast``). The
-    same types raised anywhere else (Python finding a bug, a library) are internal errors and keep
-    their traceback.
+    """Bad input, reported in one line: a missing, existing or unreadable path, a full disk or a
+    read-only filesystem, a name too long for it (the OSError names the path; an output's is a
+    ``cion_fast._io.OutputError`` naming the output, not its temporary), a kernel's input check
+    (``_C.InputError`` / ``_C.InputTypeError``), or a ValueError / TypeError that a check of this
+    package raised on purpose (a ``raise`` statement in ``cion_fast``). The same types raised
+    anywhere else (Python finding a bug, a library) are internal errors and keep their traceback.
 
     Example:
         >>> from cion_fast._checks import check_int
@@ -728,8 +716,8 @@ def is_user_error(error: BaseException) -> bool:
 
     from cion_fast import _C
 
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True  # a full disk or quota: the user's to fix, one line
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG):
+        return True  # a full disk or quota, a read-only filesystem, a name or file too long for it: the user's to fix
     if isinstance(error, (_C.InputError, _C.InputTypeError)):
         return True
     if not isinstance(error, USER_ERRORS):

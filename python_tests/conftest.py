@@ -145,8 +145,8 @@ def poisoned_outputs(monkeypatch):
     so an element a kernel forgets to write shows up as a wrong result."""
     original = _arrays.Placement.empty
 
-    def poisoned_empty(self, shape, dtype):
-        out = original(self, shape, dtype)
+    def poisoned_empty(self, shape, dtype, name="an output"):
+        out = original(self, shape, dtype, name)
         if dtype in ("float16", "bfloat16", "float32", "float64"):
             out[...] = POISON_FLOAT if dtype in ("float32", "float64") else 1000.0
         elif dtype in ("int32", "int64"):

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cion_fast._checks import memory_bytes
-from cion_fast.ops import (connected_components, evaluate_rank, k_reciprocal_rerank, sliding_range_link,
-                           tracklet_prune, tracklet_similarity)
+from cion_fast.ops import (connected_components, evaluate_rank, evaluate_rank_from_features, jaccard_distance,
+                           k_reciprocal_rerank, sliding_range_link, tracklet_prune, tracklet_similarity)
 from test_k_reciprocal import oracle as rerank_oracle
 from test_k_reciprocal import TOL as RERANK_TOL
 from test_k_reciprocal import squared_distances
@@ -172,6 +172,43 @@ def test_k_reciprocal_rerank_matches_oracle(num_query, num_gallery, dim, k1, k2,
     if got is not None:
         expected, _ = rerank_oracle(squared_distances(x), num_query, k1, k2, lambda_value)
         np.testing.assert_allclose(got, expected, rtol=0, atol=RERANK_TOL)  # float32 output, as the reference
+
+
+# ---- any finite scale, either byte order: the answer the definition gives ----------------------
+
+_OFF40, _VID40 = np.array([0, 5, 9, 20, 31, 40]), np.repeat(np.arange(5), 8)
+_IDS40 = (np.arange(10) % 4, np.arange(30) % 4, np.zeros(10, np.int64), np.ones(30, np.int64))
+
+# Every op that starts from features, reduced to numbers to compare.
+FEATURE_OPS = {
+    "tracklet_similarity.max": lambda x: tracklet_similarity(x, _OFF40, mode="max"),
+    "tracklet_similarity.centroid": lambda x: tracklet_similarity(x, _OFF40, mode="centroid"),
+    "tracklet_similarity.topk_mean": lambda x: tracklet_similarity(x, _OFF40, mode="topk_mean", k=4),
+    "tracklet_prune": lambda x: tracklet_prune(x, _OFF40, threshold=0.1),
+    "sliding_range_link": lambda x: sliding_range_link(x, _VID40, window=3, stride=1, threshold=0.3, mutual_k=3)[1],
+    "k_reciprocal_rerank": lambda x: k_reciprocal_rerank(x[:10], x[10:], k1=6, k2=3),
+    "k_reciprocal_rerank.normalize": lambda x: k_reciprocal_rerank(x[:10], x[10:], k1=6, k2=3, normalize=True),
+    "jaccard_distance": lambda x: jaccard_distance(x, k1=6, k2=3, sparse=False),
+    "evaluate_rank_from_features.cosine":
+        lambda x: evaluate_rank_from_features(x[:10], x[10:40], *_IDS40, metric="cosine").mAP,
+    "evaluate_rank_from_features.euclidean":
+        lambda x: evaluate_rank_from_features(x[:10], x[10:40], *_IDS40, metric="euclidean").mAP,
+}
+
+
+@SETTINGS
+@given(op=st.sampled_from(sorted(FEATURE_OPS)), exponent=st.integers(-37, 37), big_endian=st.booleans(), seed=SEEDS)
+def test_any_finite_scale_and_byte_order_give_the_defined_answer(op, exponent, big_endian, seed):
+    """Cosines and distance rankings do not depend on the features' scale, nor on how the bytes are
+    ordered: the op on features scaled by 10**exponent (squares beyond float32 from 1e19 up, below
+    its normal range from 1e-19 down) matches the op on the same values at unit scale."""
+    x = np.random.default_rng(seed).normal(size=(40, 8))
+    scaled = (x * 10.0**exponent).astype(np.float32)
+    reference = (scaled.astype(np.float64) / 10.0**exponent).astype(np.float32)
+    given = scaled.astype(">f4") if big_endian else scaled
+    got, expected = (np.asarray(FEATURE_OPS[op](values), np.float64) for values in (given, reference))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
 
 
 # ---- hostile scalars: a result or a clean error naming the argument ----------------------------

@@ -395,3 +395,84 @@ def test_a_16_bit_grey_image_is_scaled_not_clipped(tmp_path):
     assert image.dtype == np.uint8 and image.shape == (1, 4, 3)
     np.testing.assert_array_equal(image[..., 0], np.round(levels / 257.0).astype(np.uint8))
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` RGB pixels, with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("side", [10_000, 100_000])  # Pillow warns above its limit, refuses above twice it
+def test_a_decompression_bomb_header_is_refused_naming_the_file(tmp_path, side):
+    from cion_fast.data import read_image, read_images
+
+    (tmp_path / "bomb.png").write_bytes(_png_header(side, side))
+    for read in (read_image, lambda path: read_images([path])):
+        with pytest.raises(ValueError, match=r"bomb.png is larger than Pillow's decompression-bomb limit of \d+ pixels"):
+            read(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("\uff10\uff10\uff10\uff11_c1s1_000451_03.png", "not a Market-1501 image name"),  # fullwidth digits
+    ("0001_c\u0663s1_000451_03.png", "not a Market-1501 image name"),  # an Arabic-Indic camera digit
+    ("1234567890123456789012345_c1s1_000451_03.png", r"the person id of .* must be <= 2\*\*63 - 1"),
+    ("0001_c1234567890123456789012345s1_000451_03.png", r"the camera of .* must be <= 2\*\*63 - 1"),
+    ("0001_c1s1_1234567890123456789012345_03.png", r"the frame of .* must be <= 2\*\*63 - 1"),
+])
+def test_market_names_take_ascii_int64_numbers_only(tmp_path, name, pattern):
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        (tmp_path / folder).mkdir()
+    _jpg(tmp_path / "query" / name)
+    with pytest.raises(ValueError, match=pattern):
+        read_market1501(tmp_path)
+
+
+@pytest.mark.parametrize("line, pattern", [
+    ("0000/0000_000_01_0303morning_0015_0.jpg \uff10".encode(), r"list_query.txt:1: the PID must be an int64 integer in ASCII"),
+    (b"0000/0000_000_1234567890123456789012345_0303morning_0015_0.jpg 0",
+     r"list_query.txt:1: the camera field of .* must be <= 2\*\*63 - 1"),
+    (b"0000/0000_000_01_0303morning_1234567890123456789012345_0.jpg 0", r"list_query.txt:1: the frame field of"),
+    (b"0000/0000_000_00_0303morning_0015_0.jpg 0", r"list_query.txt:1: the camera field of .* must be >= 1"),
+    (b"0000/0000_000_01_0303morning_0015_0.jpg 0\n\xff\xfe/0000_000_01_0303morning_0015_0.jpg 0",
+     r"MSMT17 list .*list_query.txt:2 is not UTF-8 text"),
+])
+def test_msmt17_lists_with_hostile_numbers_or_bytes_name_the_line(tmp_path, line, pattern):
+    from cion_fast.data import read_msmt17
+
+    for folder in ("train", "test"):
+        (tmp_path / folder).mkdir()
+    for split in ("train", "val", "query", "gallery"):
+        (tmp_path / f"list_{split}.txt").write_bytes(line + b"\n" if split == "query" else b"")
+    with pytest.raises(ValueError, match=pattern):
+        read_msmt17(tmp_path)
+
+
+@pytest.mark.parametrize("stem, pattern", [("\uff10\uff10\uff11", "must be an int64 integer in ASCII digits"),
+                                           ("\u00b2", "must be an int64 integer in ASCII digits"),
+                                           ("1234567890123456789012345", r"must be <= 2\*\*63 - 1")])
+def test_tracklet_frame_names_take_ascii_int64_numbers_only(tmp_path, stem, pattern):
+    (tmp_path / "v0" / "t0").mkdir(parents=True)
+    write_image(tmp_path / "v0" / "t0" / f"{stem}.png", np.zeros((4, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match=f"{stem}.png: the file stem .*{pattern}"):
+        read_tracklet_folders(tmp_path)
+
+
+@pytest.mark.parametrize("cameras, error, pattern", [
+    ({"v0": "a"}, TypeError, r"cameras\['v0'\] must be an integer"),
+    ({"v0": 1.5}, TypeError, r"cameras\['v0'\] must be an integer"),
+    ({"v0": 2**70}, ValueError, r"cameras\['v0'\] must be <= 2\*\*63 - 1"),
+    (lambda name: None, TypeError, r"cameras\('v0'\) must be an integer"),
+    (["v0"], TypeError, "cameras must be a Mapping"),
+])
+def test_tracklet_folder_cameras_must_be_integers(tmp_path, cameras, error, pattern):
+    make_folders(tmp_path, {"v0": {"t0": [1]}}, np.random.default_rng(9))
+    with pytest.raises(error, match=pattern):
+        read_tracklet_folders(tmp_path, cameras=cameras)

@@ -287,6 +287,25 @@ def test_inconsistent_index(saved, field, make, pattern):
         Tracklets.load(d)
 
 
+@pytest.mark.parametrize("version", [np.array("1"), np.array(1.5), np.array([1, 2]), np.array(2**64 - 1, np.uint64)])
+def test_a_version_that_is_not_an_int64_scalar_is_named(saved, version):
+    _, d = saved
+    rewrite_index(d, version=version)
+    with pytest.raises(ValueError, match="index.npz: field 'version' must be int64 0-D"):
+        Tracklets.load(d)
+
+
+def test_an_archive_where_one_array_belongs_is_named(saved):
+    _, d = saved
+    shutil.copyfile(d / "index.npz", d / "frames.npy")
+    with pytest.raises(ValueError, match=r"frames.npy is an .npz archive, expected a single array \(.npy\)"):
+        Tracklets.load(d)
+    with open(d / "index.npz", "wb") as index:  # (np.save would append .npy to the name)
+        np.save(index, np.arange(3))
+    with pytest.raises(ValueError, match="index.npz is a single array, expected an .npz archive"):
+        Tracklets.load(d)
+
+
 def test_missing_image_file(tmp_path):
     rng = np.random.default_rng(9)
     paths, _ = write_random_images(tmp_path / "src", rng, 3)

@@ -169,6 +169,31 @@ def test_features_file_is_memory_mapped_and_damage_is_named(tmp_path):
             load_features(damaged, mmap=mmap)
 
 
+@pytest.mark.parametrize("change, pattern", [
+    ({"model": None}, "has no field 'model'"),
+    ({"offsets": np.array(2)}, r"field 'offsets' must be int64 1-D, got int64 \[\]"),
+    ({"offsets": np.array([0.0, 2.0])}, "field 'offsets' must be int64 1-D, got float64"),
+    ({"features": np.array([["a"] * 4] * 2)}, "field 'features' must be float 2-D"),
+    ({"model": np.arange(3)}, "field 'model' must be str 0-D"),
+    ({"camera": np.zeros(3, np.int64)}, "offsets / video / camera do not match"),
+])
+def test_features_file_with_a_missing_or_malformed_field_is_named(tmp_path, change, pattern):
+    from types import SimpleNamespace
+
+    from cion_fast.features.io import load_features, save_features
+
+    index = SimpleNamespace(offsets=np.array([0, 2]), video=np.array([0]), camera=np.array([0]), frame_index=np.arange(2),
+                            identity=np.full(2, -1))
+    path = save_features(tmp_path / "f.npz", np.zeros((2, 4), np.float32), index, "demo")
+    with np.load(path) as archive:
+        fields = {name: archive[name] for name in archive.files}
+    fields.update(change)
+    np.savez(path, **{name: value for name, value in fields.items() if value is not None})
+    for mmap in (True, False):
+        with pytest.raises(ValueError, match=f"features file .*f.npz.*{pattern}"):
+            load_features(path, mmap=mmap)
+
+
 def test_prefetch_keeps_order_bounds_the_work_ahead_and_raises_at_the_failing_key():
     import threading
 

@@ -165,3 +165,52 @@ def test_load_pretrained_names_missing_and_mismatched_keys(tmp_path):
         load_pretrained(net.state_dict(), "resnet18", ibn=True)
     with pytest.raises(FileNotFoundError):
         load_pretrained(tmp_path / "nothing.safetensors")
+
+
+def _saved(path, value):
+    """``path`` holding ``value``: bytes as they are, anything else through torch.save."""
+    if isinstance(value, bytes):
+        path.write_bytes(value)
+    else:
+        torch.save(value, path)
+    return path
+
+
+class NotAllowed:
+    """A class outside torch.load's weights_only allow-list."""
+
+
+@pytest.mark.parametrize("name, value, pattern", [
+    ("g.pth", bytes(range(256)) * 8, "g.pth is not a checkpoint torch.load reads"),
+    ("g.safetensors", bytes(range(256)) * 8, "g.safetensors is unreadable"),
+    ("c.pth", {"x": NotAllowed()}, r"c.pth is not a checkpoint .*Unsupported global"),
+    ("t.pth", torch.zeros(3), "t.pth holds a Tensor, expected a state dict"),
+    ("l.pth", [torch.zeros(3)], "l.pth holds a list, expected a state dict"),
+    ("k.pth", {1: torch.zeros(3)}, "k.pth holds no tensors"),
+])
+def test_load_pretrained_names_a_file_that_is_no_state_dict(tmp_path, name, value, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        load_pretrained(_saved(tmp_path / name, value), "resnet18")
+
+
+@pytest.mark.parametrize("metadata", ["not json{", "[1, 2]", '{"backbone_config": {"nope": 1}}',
+                                      '{"backbone_config": {"arch": "resnet18"}, "prefix": 3}'])
+def test_load_pretrained_names_a_safetensors_file_with_foreign_metadata(tmp_path, metadata):
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "m.safetensors"), metadata={"cion_fast": metadata})
+    with pytest.raises(ValueError, match="m.safetensors: its metadata entry 'cion_fast' is not our export's JSON object"):
+        load_pretrained(tmp_path / "m.safetensors")
+
+
+def test_load_pretrained_refuses_integer_and_non_finite_weights_but_keeps_integer_buffers(tmp_path):
+    state = build_backbone("resnet18").state_dict()
+    assert state["bn1.num_batches_tracked"].dtype == torch.int64  # an integer buffer that must still load
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    assert load_pretrained(_saved(tmp_path / "half.pth", half), "resnet18").bn1.num_batches_tracked.dtype == torch.int64
+    for key, value, pattern in [("conv1.weight", state["conv1.weight"].long(), "is torch.int64, expected torch.float32"),
+                                ("conv1.weight", torch.full_like(state["conv1.weight"], float("nan")), "holds NaN or infinite"),
+                                ("bn1.bias", torch.full_like(state["bn1.bias"], float("inf")), "holds NaN or infinite"),
+                                ("bn1.num_batches_tracked", torch.tensor(0.5), "is torch.float32, expected torch.int64")]:
+        with pytest.raises(ValueError, match=rf"bad.pth: tensor '{key}' {pattern}"):
+            load_pretrained(_saved(tmp_path / "bad.pth", {**state, key: value}), "resnet18")

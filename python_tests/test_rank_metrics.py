@@ -314,7 +314,7 @@ def test_cuhk03_protocol_bad_input():
         (lambda a: dict(a, max_rank=0), ValueError, "max_rank"),
         (lambda a: dict(a, max_rank=True), TypeError, "max_rank must be an integer"),
         (lambda a: dict(a, max_rank=2**63), ValueError, "max_rank must be <= 2\\*\\*63 - 1"),
-        (lambda a: dict(a, max_rank=10**12), ValueError, "max_rank = 1000000000000 needs .* GiB"),
+        (lambda a: dict(a, max_rank=10**12), ValueError, "max_rank = 1000000000000: the CMC curve needs .* GiB"),
         (lambda a: dict(a, remove_same_camera="yes"), TypeError, "remove_same_camera"),
         (lambda a: dict(a, q_pids=np.array([100, 101, 102, 103])), ValueError, "no query has a valid match"),
     ],

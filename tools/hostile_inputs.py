@@ -141,6 +141,68 @@ def _op_cases() -> list[tuple[str, str, str]]:
     return cases
 
 
+# Classes of hostile input beyond single scalars (issue 26's sweep): each (op, what must be named,
+# statement). A statement with ``assert`` checks the answer too: a silent wrong answer fails it.
+_SAME = "np.testing.assert_allclose(np.asarray({a}, float), np.asarray({b}, float), rtol=0, atol=2e-5)"
+_BE = "F.astype('>f4')"
+
+
+def _class_cases() -> list[tuple[str, str, str]]:
+    huge = "np.zeros((10**6, 4), np.float32)"
+    scale = [
+        ("evaluate_rank_from_features", "scale", _SAME.format(
+            a=f"evaluate_rank_from_features(Q * np.float32({s}), G * np.float32({s}), QP, GP, QC, GC, metric='{m}').mAP",
+            b=f"evaluate_rank_from_features(Q, G, QP, GP, QC, GC, metric='{m}').mAP"))
+        for s in ("1e20", "1e-20") for m in ("cosine", "euclidean")
+    ] + [
+        ("k_reciprocal_rerank", "scale", _SAME.format(a=f"k_reciprocal_rerank(Q * np.float32({s}), G * np.float32({s}), "
+                                                        f"k1=4, k2=2, normalize={n})",
+                                                      b=f"k_reciprocal_rerank(Q, G, k1=4, k2=2, normalize={n})"))
+        for s in ("1e20", "1e-20") for n in (True, False)
+    ] + [
+        ("tracklet_similarity", "scale", _SAME.format(a=f"tracklet_similarity(F * np.float32({s}), OFF, mode='{m}')",
+                                                      b=f"tracklet_similarity(F, OFF, mode='{m}')"))
+        for s in ("1e20", "1e-20") for m in ("max", "min", "centroid")
+    ] + [
+        ("sliding_range_link", "scale", _SAME.format(a="sliding_range_link(F[:6] * np.float32(1e20), [0, 0, 1, 1, 2, 2], "
+                                                       "threshold=0.0)[1]",
+                                                     b="sliding_range_link(F[:6], [0, 0, 1, 1, 2, 2], threshold=0.0)[1]")),
+        ("jaccard_distance", "scale", _SAME.format(a="jaccard_distance(G * np.float32(1e-20), k1=4, k2=2, sparse=False)",
+                                                   b="jaccard_distance(G, k1=4, k2=2, sparse=False)")),
+    ]
+    byte_order = [
+        ("tracklet_similarity", "features", _SAME.format(a=f"tracklet_similarity({_BE}, OFF)", b="tracklet_similarity(F, OFF)")),
+        ("tracklet_prune", "features", _SAME.format(a=f"tracklet_prune({_BE}, OFF)", b="tracklet_prune(F, OFF)")),
+        ("sliding_range_link", "features", f"sliding_range_link({_BE}[:3], VID)"),
+        ("connected_components", "edges", "connected_components(4, np.array([[0, 1]], '>i8'))"),
+        ("k_reciprocal_rerank_from_distances", "q_g", "k_reciprocal_rerank_from_distances(D.astype('>f4'), QQ, GG, k1=4, k2=2)"),
+        ("jaccard_distance", "features", "jaccard_distance(G.astype('>f4'), k1=4, k2=2)"),
+        ("evaluate_rank", "distmat", _SAME.format(a="evaluate_rank(D.astype('>f4'), QP, GP, QC, GC).mAP",
+                                                  b="evaluate_rank(D, QP, GP, QC, GC).mAP")),
+    ]
+    shape = [
+        ("tracklet_similarity", "features", "tracklet_similarity([[1.0, 2.0], [3.0]], OFF)"),
+        ("evaluate_rank", "distmat", "evaluate_rank([[1.0, 2.0], [3.0]], QP, GP, QC, GC)"),
+        ("tracklet_similarity", "features", "tracklet_similarity(np.zeros((12, 0), np.float32), OFF)"),
+        ("tracklet_prune", "features", "tracklet_prune(np.zeros((12, 0), np.float32), OFF)"),
+        ("sliding_range_link", "features", "sliding_range_link(np.zeros((3, 0), np.float32), VID)"),
+        ("k_reciprocal_rerank", "query_features", "k_reciprocal_rerank(np.zeros((5, 0), np.float32), np.zeros((9, 0), np.float32), k1=4, k2=2)"),
+        ("jaccard_distance", "features", "jaccard_distance(np.zeros((9, 0), np.float32), k1=4, k2=2)"),
+        ("evaluate_rank_from_features", "query_features",
+         "evaluate_rank_from_features(np.zeros((5, 0), np.float32), np.zeros((9, 0), np.float32), QP, GP, QC, GC)"),
+        ("torchreid.evaluate_rank", "max_rank",
+         "from cion_fast.integrations import torchreid; torchreid.evaluate_rank(D, QP, GP, QC, GC, max_rank=None)"),
+    ]
+    memory = [
+        ("k_reciprocal_rerank", "query_features", f"k_reciprocal_rerank({huge}, {huge}, k1=4, k2=2)"),
+        ("jaccard_distance", "features", f"jaccard_distance({huge}, k1=4, k2=2, sparse=False)"),
+        ("tracklet_similarity", "offsets", f"tracklet_similarity({huge}, np.arange(10**6 + 1))"),
+        ("tracklet_similarity", "offsets", f"tracklet_similarity({huge}, np.arange(10**6 + 1), mode='centroid')"),
+        ("connected_components", "num_nodes", "connected_components(2**40, np.zeros((0, 2), np.int64))"),
+    ]
+    return scale + byte_order + shape + memory
+
+
 def _reader_cases() -> list[tuple[str, str, str]]:
     """Damaged files: each case writes one into a fresh temporary directory and reads it."""
     prefix = ("import tempfile, pathlib, zipfile; from cion_fast.data.synth import WorldConfig, generate; "
@@ -155,13 +217,51 @@ def _reader_cases() -> list[tuple[str, str, str]]:
         ("load_features", "f.npz", prefix + "save_features(d / 'f.npz', np.zeros((t.num_frames, 4), np.float32), t, model='x'); "
          "p = d / 'f.npz'; p.write_bytes(p.read_bytes()[:300]); load_features(p)"),
         ("load_features", "f.npz", prefix + "p = d / 'f.npz'; p.write_bytes(b'PK\\x03\\x04' + b'\\x00' * 100); load_features(p)"),
-    ]
+    ] + _FILE_CASES
+
+
+# Damaged and hostile files of every kind a reader meets (issue 26): each names the file or field.
+_TMP = "import tempfile, pathlib; d = pathlib.Path(tempfile.mkdtemp()); "
+_PNG_CHUNK = "import struct, zlib; c = lambda k, b: struct.pack('>I', len(b)) + k + b + struct.pack('>I', zlib.crc32(k + b)); "
+_FILE_CASES = [
+    ("load_features", "f.npz", _TMP + "from cion_fast.features.io import load_features; np.savez(d / 'f.npz', "
+     "format=np.array('cion_fast.features'), features=np.zeros((1, 2), np.float32), offsets=np.array([0, 1]), "
+     "video=np.zeros(1, np.int64), camera=np.zeros(1, np.int64), frame_index=np.zeros(1, np.int64), "
+     "identity=np.zeros(1, np.int64)); load_features(d / 'f.npz')"),
+    ("read_image", "bomb.png", _TMP + _PNG_CHUNK + "from cion_fast.data import read_image; (d / 'bomb.png').write_bytes("
+     "b'\\x89PNG\\r\\n\\x1a\\n' + c(b'IHDR', struct.pack('>IIBBBBB', 100000, 100000, 8, 2, 0, 0, 0)) "
+     "+ c(b'IDAT', zlib.compress(b'')) + c(b'IEND', b'')); read_image(d / 'bomb.png')"),
+    ("read_market1501", "1234567890123456789012345", _TMP + "from cion_fast.data import read_market1501, write_image; "
+     "[(d / s).mkdir() for s in ('bounding_box_train', 'query', 'bounding_box_test')]; "
+     "write_image(d / 'query' / '0001_c1s1_1234567890123456789012345_03.png', np.zeros((4, 2, 3), np.uint8)); "
+     "read_market1501(d)"),
+    ("read_msmt17", "list_query.txt", _TMP + "from cion_fast.data import read_msmt17; [(d / s).mkdir() for s in "
+     "('train', 'test')]; [(d / f'list_{s}.txt').write_text('') for s in ('train', 'val', 'gallery')]; "
+     "(d / 'list_query.txt').write_bytes(b'0000/0000_000_01_0303morning_0015_0.jpg 0\\n\\xff\\xfe.jpg 0\\n'); "
+     "read_msmt17(d)"),
+    ("Tracklets.load", "index.npz", _TMP + "from cion_fast.data import Tracklets; t = Tracklets(np.zeros((2, 4, 2, 3), "
+     "np.uint8), [0, 2], [0], [0], [0, 1]).save(d / 't'); z = dict(np.load(t / 'index.npz')); "
+     "z['version'] = np.array('abc'); np.savez(t / 'index.npz', **z); Tracklets.load(t)"),
+    ("load_pretrained", "g.pth", _TMP + "from cion_fast.models import load_pretrained; "
+     "(d / 'g.pth').write_bytes(bytes(range(256)) * 8); load_pretrained(d / 'g.pth', 'resnet18')"),
+    ("load_pretrained", "c.pth", _TMP + "import torch; from cion_fast.models import load_pretrained; "
+     "torch.save({'f': print}, d / 'c.pth'); load_pretrained(d / 'c.pth', 'resnet18')"),
+    ("load_pretrained", "l.pth", _TMP + "import torch; from cion_fast.models import load_pretrained; "
+     "torch.save([torch.zeros(3)], d / 'l.pth'); load_pretrained(d / 'l.pth', 'resnet18')"),
+    ("load_pretrained", "conv1.weight", _TMP + "import torch; from cion_fast.models import build_backbone, "
+     "load_pretrained; s = build_backbone('resnet18').state_dict(); s['conv1.weight'][0, 0, 0, 0] = float('nan'); "
+     "torch.save(s, d / 'n.pth'); load_pretrained(d / 'n.pth', 'resnet18')"),
+    ("read_tracklet_folders", "cameras", _TMP + "from cion_fast.data import read_tracklet_folders, write_image; "
+     "(d / 'v0' / 't0').mkdir(parents=True); write_image(d / 'v0' / 't0' / '1.png', np.zeros((4, 2, 3), np.uint8)); "
+     "read_tracklet_folders(d, cameras={'v0': 'a'})"),
+]
 
 
 # CLI invocations: each must exit 2 with exactly one stderr line holding "error:"; those marked
 # "ok " are valid (if unusual) and must exit 0 (a level that keeps no frame is an empty labelling).
 # {w} is a quick world written once per worker, {f} its stripe features, {c} a fake pre-training
-# checkpoint whose weights file is truncated, {x} a fresh path that does not exist yet.
+# checkpoint whose weights file is truncated, {x} a fresh path that does not exist yet, {t} tracklets
+# of 1x1-pixel frames, {m} a Market-1501 layout of 4 images per split, {b} an exported backbone.
 CLI_CASES = [
     "denoise --tracklets {w}/tracklets --features {f} --out {x} --window 0",
     "denoise --tracklets {w}/tracklets --features {f} --out {x} --window 18446744073709551616",
@@ -219,6 +319,25 @@ CLI_CASES = [
     "finetune --data {w}/market --out {x} --steps 0",
     "finetune --data {w}/market --out {x} --steps 2 --init {x}.safetensors",
     "finetune --data {w}/market --out {x} --steps 2 --batch-size 3",
+    # Issue 26: outputs that cannot be written, devices that are not there, sizes that cannot fit,
+    # files that are not checkpoints, networks that need another size, options with wrong values.
+    "extract --data {w}/tracklets --model stripe --out {x}" + "a" * 300 + ".npz",
+    "synth --out {x}" + "a" * 300 + " --quick",
+    "synth --out /sys/cion_fast_cannot_write --quick",
+    "extract --data {w}/tracklets --model timm:test_resnet --out {x}.npz --device cpu --size 99999x99999",
+    "extract --data {w}/tracklets --model timm:test_resnet --out {x}.npz --device tpu",
+    "extract --data {w}/tracklets --model timm:test_resnet --out {x}.npz --device cuda:99",
+    "pretrain --data {w}/tracklets --out {x} --method dino --steps 1 --device tpu",
+    "finetune --data {w}/market --out {x} --steps 1 --device tpu",
+    "extract --data {w}/tracklets --model checkpoint:{w}/summary.json --out {x}.npz",
+    "evaluate --checkpoint {w}/summary.json --data {w}/market",
+    "finetune --data {w}/market --out {x} --steps 1 --arch test_resnet --batch-size 8 --init {w}/summary.json",
+    "extract --data {w}/tracklets --model timm:vit_tiny_patch16_224 --out {x}.npz --device cpu",
+    "pretrain --data {w}/tracklets --out {x} --method dino --steps 1 --arch test_resnet --timm-kwarg drop_path_rate=abc",
+    "pretrain --data {w}/tracklets --out {f} --method dino --steps 2",
+    "synth --out {x} --quick --samples {x}/missing/s.png",
+    "extract --data {t} --model stripe --out {x}.npz",
+    "evaluate --checkpoint {b} --data {m} --device cpu --rerank",
 ]
 
 CLI_SETUP = r"""
@@ -236,12 +355,20 @@ step = root / "run" / "checkpoints" / "step-00000001"
 step.mkdir(parents=True)
 (step / "weights.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1")
 (step / "state.json").write_text(json.dumps({"step": 1, "config": {}}))
+from cion_fast.data import ImageSet
+from cion_fast.models import build_backbone, save_backbone
+Tracklets(np.ascontiguousarray(tracklets.frames[:, :1, :1]), tracklets.offsets, tracklets.video, tracklets.camera,
+          tracklets.frame_index).save(root / "tiny")  # 1x1-pixel frames
+for split in ("bounding_box_train", "query", "bounding_box_test"):  # a split too small to re-rank
+    ImageSet(images=np.full((4, 16, 8, 3), 100, np.uint8), pids=[1, 2, 1, 2], camids=[0, 0, 1, 1]).write_market1501(root / "m" / split)
+save_backbone(build_backbone("test_resnet"), root / "b.safetensors")
 fresh = itertools.count()
 
 def cli(template):
     valid = template.startswith("ok ")
     template = template[3:] if valid else template
-    argv = shlex.split(template.format(w=root / "w", f=root / "f.npz", c=root / "run", x=root / f"new{next(fresh)}"))
+    argv = shlex.split(template.format(w=root / "w", f=root / "f.npz", c=root / "run", x=root / f"new{next(fresh)}",
+                                       t=root / "tiny", m=root / "m", b=root / "b.safetensors"))
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
@@ -264,7 +391,7 @@ def _cli_cases() -> list[tuple[str, str, str]]:
 
 
 def _cases(which: str) -> list[tuple[str, str, str]]:
-    return {"ops": _op_cases() + _reader_cases(), "cli": _cli_cases()}[which]
+    return {"ops": _op_cases() + _class_cases() + _reader_cases(), "cli": _cli_cases()}[which]
 
 
 def _worker(start: int) -> None:

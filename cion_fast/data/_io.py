@@ -43,7 +43,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable image (naming the file).
+        ValueError: the file is not a readable image, or has more pixels than Pillow's
+            decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS`` (naming the file).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -58,11 +59,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
+    limit = image_mod.MAX_IMAGE_PIXELS
     try:
         with image_mod.open(path) as im:
+            # Pillow refuses a header of over twice its limit, but above the limit only warns and
+            # decodes: an image that large is no person crop, refuse it too.
+            if limit and im.width * im.height > limit:
+                raise image_mod.DecompressionBombError(f"{im.width}x{im.height} pixels")
             if im.mode.startswith("I"):  # 16-bit (or 32-bit int) grey: PIL's convert would clip at 255
                 return _scaled_grey(np.asarray(im))
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (image_mod.DecompressionBombError, image_mod.DecompressionBombWarning) as err:
+        raise ValueError(f"image {path} is larger than Pillow's decompression-bomb limit of {limit} pixels "
+                         f"(PIL.Image.MAX_IMAGE_PIXELS; raise it for a trusted file): {err}") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 

@@ -28,15 +28,15 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from cion_fast._checks import check_choice, image_array, int_array, path_list
-from cion_fast._io import atomic_directory
+from cion_fast._checks import check_choice, check_int, check_type, image_array, int_array, is_digits, parse_int, path_list
+from cion_fast._io import atomic_directory, text_lines
 from cion_fast.data._io import IMAGE_EXTENSIONS, outside_root, read_image, read_images, write_image
 from cion_fast.data.tracklets import Tracklets
 
 __all__ = ["ImageSet", "Market1501", "read_market1501", "write_market1501", "read_tracklet_folders"]
 
 MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s(\d+))?(?:_(\d+))?")
+_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s(\d+))?(?:_(\d+))?", re.ASCII)  # \d alone also takes '０', '٣'
 
 
 class ImageSet:
@@ -286,9 +286,9 @@ def _read_market_folder(folder: Path, load_images: bool) -> ImageSet:
         m = _MARKET_NAME.match(path.name)
         if m is None:
             raise ValueError(f"{path}: not a Market-1501 image name (expected e.g. 0002_c1s1_000451_03.jpg)")
-        pid, cam = int(m.group(1)), int(m.group(2))
-        seq = int(m.group(3)) if m.group(3) else 0
-        frame = int(m.group(4)) if m.group(4) else -1
+        pid, cam = parse_int(m.group(1), f"the person id of {path}"), parse_int(m.group(2), f"the camera of {path}")
+        seq = parse_int(m.group(3), f"the sequence of {path}") if m.group(3) else 0
+        frame = parse_int(m.group(4), f"the frame of {path}") if m.group(4) else -1
         if pid == -1:  # junk, dropped as torchreid does
             continue
         if pid < 0 or cam < 1:
@@ -408,22 +408,23 @@ def _msmt17_root(root: Path) -> tuple[Path, str, str]:
 
 def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool) -> ImageSet:
     paths, pids, camids, frames, relative, lines = [], [], [], [], [], []
-    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+    for number, line in text_lines(list_path, "MSMT17 list"):
         if not line.strip():
             continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise ValueError(f"{list_path}:{number}: expected 'PATH PID', got {line!r}")
+        parts, where = line.split(), f"{list_path}:{number}"
+        if len(parts) != 2:
+            raise ValueError(f"{where}: expected 'PATH PID', got {line!r}")
         fields = Path(parts[0]).name.split("_")
-        if len(fields) < 5 or not fields[2].isdigit():
-            raise ValueError(f"{list_path}:{number}: {parts[0]} is not an MSMT17 image name "
+        if len(fields) < 5:
+            raise ValueError(f"{where}: {parts[0]} is not an MSMT17 image name "
                              "(expected e.g. 0000/0000_000_01_0303morning_0015_0.jpg)")
         relative.append(parts[0])
         lines.append(number)
         paths.append(str(folder / parts[0]))
-        pids.append(int(parts[1]))
-        camids.append(int(fields[2]) - 1)  # torchreid: the name's third field, made 0-based
-        frames.append(int(fields[4]) if fields[4].isdigit() else -1)
+        pids.append(parse_int(parts[1], f"{where}: the PID", -1))
+        # torchreid: the camera is the name's third field, made 0-based; the fifth is the frame
+        camids.append(parse_int(fields[2], f"{where}: the camera field of {parts[0]}", 1) - 1)
+        frames.append(parse_int(fields[4], f"{where}: the frame field of {parts[0]}") if is_digits(fields[4]) else -1)
     outside = np.flatnonzero(outside_root(np.array(relative, dtype=str)))  # one vectorised check
     if outside.shape[0]:
         raise ValueError(f"{list_path}:{lines[outside[0]]}: {relative[outside[0]]} is outside the dataset's folder {folder}")
@@ -525,7 +526,20 @@ def read_dataset(root: str | os.PathLike, load_images: bool = False, cuhk03_subs
 
 def _sorted_names(names: list[str]) -> list[str]:
     """Numeric names in numeric order, then the others in string order."""
-    return sorted(names, key=lambda n: (0, int(n), n) if n.isdigit() else (1, 0, n))
+    return sorted(names, key=lambda n: (0, int(n), n) if is_digits(n) else (1, 0, n))
+
+
+def _camera_of(cameras: Mapping[str, int] | Callable[[str], int] | None, video: int, name: str) -> int:
+    """The camera of video folder ``name`` (video ``video``) as :func:`read_tracklet_folders`'
+    ``cameras`` says."""
+    if cameras is None:
+        return video
+    if callable(cameras):
+        return check_int(cameras(name), f"cameras({name!r})")
+    check_type(cameras, "cameras", (Mapping,))
+    if name not in cameras:
+        raise ValueError(f"cameras has no entry for video folder {name!r}")
+    return check_int(cameras[name], f"cameras[{name!r}]")
 
 
 def read_tracklet_folders(root: str | os.PathLike,
@@ -546,6 +560,8 @@ def read_tracklet_folders(root: str | os.PathLike,
         ValueError: an empty or odd layout (no videos, files where folders are expected, an empty
             track, a frame name whose stem is not an integer, two frames with one number, a
             non-image file), naming the offending path.
+        TypeError: ``cameras`` is neither a mapping nor a function, or gives a camera that is not an
+            integer.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -575,14 +591,7 @@ def read_tracklet_folders(root: str | os.PathLike,
     camera_ids: list[int] = []
     for v, vname in enumerate(video_names):
         vdir = root / vname
-        if cameras is None:
-            cam = v
-        elif callable(cameras):
-            cam = int(cameras(vname))
-        else:
-            if vname not in cameras:
-                raise ValueError(f"cameras has no entry for video folder {vname!r}")
-            cam = int(cameras[vname])
+        cam = _camera_of(cameras, v, vname)
         tracks = [p for p in vdir.iterdir() if not p.name.startswith(".")]
         stray = [p.name for p in tracks if not p.is_dir()]
         if stray:
@@ -597,9 +606,7 @@ def read_tracklet_folders(root: str | os.PathLike,
                     continue
                 if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
                     raise ValueError(f"{f}: expected only image files <frame>.jpg|.png in track folders")
-                if not f.stem.isdigit():
-                    raise ValueError(f"{f}: the file stem must be the integer frame number (e.g. 000123.jpg)")
-                frames.append((int(f.stem), f))
+                frames.append((parse_int(f.stem, f"{f}: the file stem (the integer frame number, e.g. 000123.jpg)", 0), f))
             if not frames:
                 raise ValueError(f"track folder {tdir} holds no frames")
             frames.sort()

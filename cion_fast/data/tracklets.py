@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cion_fast._checks import image_array, int_array, is_path_array, path_list
-from cion_fast._io import atomic_directory, load_numpy
+from cion_fast._io import archive_field, atomic_directory, load_numpy
 from cion_fast.data._io import outside_root, read_images
 
 __all__ = ["Tracklets"]
@@ -315,23 +315,16 @@ class Tracklets:
         index_path = root / "index.npz"
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} is missing: {root} is not a tracklet directory (or was only partly written)")
-        data = load_numpy(index_path, "tracklet index")
+        data = load_numpy(index_path, "tracklet index", archive=True)
 
-        def field(name: str) -> np.ndarray:
-            if name not in data:
-                raise ValueError(f"tracklet index {index_path} has no field '{name}' (corrupt or not a tracklet index)")
-            return data[name]
+        def field(name: str, kind: str, ndim: int) -> np.ndarray:
+            return archive_field(data, name, index_path, "tracklet index", kind, ndim)
 
-        if str(field("format")) != FORMAT_NAME:
-            raise ValueError(f"{index_path}: format is {str(field('format'))!r}, expected {FORMAT_NAME!r}")
-        if int(field("version")) > FORMAT_VERSION:
-            raise ValueError(f"{index_path}: format version {int(field('version'))} is newer than this reader ({FORMAT_VERSION})")
-        cols = {}
-        for name in _PER_FRAME + ("offsets", "tracklet_video", "tracklet_camera"):
-            arr = field(name)
-            if arr.dtype != np.int64 or arr.ndim != 1:
-                raise ValueError(f"{index_path}: field '{name}' must be int64 1-D, got {arr.dtype} {list(arr.shape)}")
-            cols[name] = arr
+        if str(field("format", "str", 0)) != FORMAT_NAME:
+            raise ValueError(f"{index_path}: format is {str(data['format'])!r}, expected {FORMAT_NAME!r}")
+        if int(field("version", "int64", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{index_path}: format version {int(data['version'])} is newer than this reader ({FORMAT_VERSION})")
+        cols = {name: field(name, "int64", 1) for name in _PER_FRAME + ("offsets", "tracklet_video", "tracklet_camera")}
         m = len(cols["frame"])
         for name in _PER_FRAME:
             if len(cols[name]) != m:
@@ -348,21 +341,19 @@ class Tracklets:
             if not np.array_equal(cols[per_frame], cols[per_tracklet][tracklet]):
                 raise ValueError(f"{index_path}: field '{per_frame}' does not match '{per_tracklet}' of the frame's tracklet")
 
-        storage = str(field("storage"))
+        storage = str(field("storage", "str", 0))
         slot = cols["slot"]
         if storage == "array":
             frames_path = root / "frames.npy"
             if not frames_path.is_file():
                 raise FileNotFoundError(f"{frames_path} is missing (storage 'array')")
-            store = load_numpy(frames_path, "frame array", mmap_mode="r" if mmap else None)
+            store = load_numpy(frames_path, "frame array", archive=False, mmap_mode="r" if mmap else None)
             if store.dtype != np.uint8 or store.ndim != 4 or store.shape[3] != 3:
                 raise ValueError(f"{frames_path} must hold uint8 [S, H, W, 3], got {store.dtype} {list(store.shape)}")
             _check_slots(slot, len(store), index_path)
             frames = store if np.array_equal(slot, np.arange(len(store))) else np.asarray(store[slot])
         elif storage == "files":
-            rel = field("paths")
-            if rel.ndim != 1 or rel.dtype.kind != "U":
-                raise ValueError(f"{index_path}: field 'paths' must be a 1-D str array, got {rel.dtype} {list(rel.shape)}")
+            rel = field("paths", "str", 1)
             _check_slots(slot, len(rel), index_path)
             outside = np.flatnonzero(outside_root(rel))
             if outside.shape[0]:
@@ -379,7 +370,7 @@ class Tracklets:
         features = None
         feat_path = root / "features.npy"
         if feat_path.exists():
-            features = load_numpy(feat_path, "feature array", mmap_mode="r" if mmap else None)
+            features = load_numpy(feat_path, "feature array", archive=False, mmap_mode="r" if mmap else None)
         try:
             return cls(frames, cols["offsets"], cols["tracklet_video"], cols["tracklet_camera"], cols["frame"],
                        cols["identity"], features)

@@ -43,7 +43,7 @@ def _check_features(features: Any) -> Any:
 
     Raises TypeError for a non-float array and ValueError for a wrong rank or NaN/inf.
     """
-    features = _arrays.as_float_array(features, "features", 2, "[M, D]")
+    features = _arrays.as_feature_array(features, "features", "[M, D]")
     # TypeError now, not after the first pass: a torch device other than CPU/CUDA, or CUDA
     # features with a build of cion_fast without CUDA.
     ops.check_device_supported(_arrays.placement_of(features, "features"), "features")

@@ -13,6 +13,7 @@ import numpy as np
 
 from cion_fast import _xp
 from cion_fast._checks import check_flag
+from cion_fast._progress import progress_bar
 from cion_fast.ops import as_sorted_video_ids
 from cion_fast.denoise.config import DenoiseConfig
 from cion_fast.denoise.levels import (_center_videos, _centred_dtype, _check_features, _check_frame_index, _check_offsets,
@@ -111,7 +112,7 @@ def denoise(
             in time order), as :func:`~cion_fast.ops.sliding_range_link` requires too.
         frame_index: int64 [M] frame index of each frame within its video, >= 0.
         config: thresholds and windows (:class:`DenoiseConfig`).
-        progress: show a tqdm progress bar over the levels.
+        progress: a progress bar over the levels (:mod:`cion_fast._progress`).
         scratch: a directory for the video-centred copy of host features (numpy or a torch CPU
             tensor), memory-mapped and removed at the end (None: in memory). With memory-mapped
             input features, memory then holds only the levels' working sets (LUPerson-NL: 5 GB of
@@ -200,25 +201,16 @@ def _levels(features: Any, offsets: np.ndarray, video_ids: np.ndarray, frame_ind
         # level 3's constraints: the frames level 1 kept in their tracklet (levels[0])
         lambda labels: _level3(features, frame_video, frame_index, labels, config, anchored=levels[0] >= 0),
     )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(steps), desc="denoise", unit="level")
     levels, summary = [], []
     labels = tracklet_labels
-    for name, step in zip(LEVEL_NAMES, steps):
-        if bar is not None:
+    with progress_bar(len(steps), "denoise", "level", enabled=progress) as bar:
+        for name, step in zip(LEVEL_NAMES, steps):
             bar.set_postfix_str(name)
-        start = time.perf_counter()
-        labels, info = step(labels)
-        info = {"level": name, **info, "seconds": time.perf_counter() - start}
-        levels.append(labels)
-        summary.append(info)
-        if bar is not None:
+            start = time.perf_counter()
+            labels, info = step(labels)
+            levels.append(labels)
+            summary.append({"level": name, **info, "seconds": time.perf_counter() - start})
             bar.update(1)
-    if bar is not None:
-        bar.close()
     result = DenoiseResult(levels=levels, summary=summary, tracklet_labels=tracklet_labels, config=config, calibration=calibration)
     if estimate:
         result.estimate = _estimate(features, result, offsets, video_ids, frame_index, cross_video)

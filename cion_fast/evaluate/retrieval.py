@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast._arrays import as_float_array, as_index_array, check_same_device, placement_of
+from cion_fast._arrays import as_feature_array, as_index_array, check_same_device, placement_of
 from cion_fast.ops import evaluate_rank, evaluate_rank_from_features
 
 
@@ -25,6 +25,14 @@ class RerankConfig:
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
+
+    def check_items(self, num_items: int) -> None:
+        """Each image is re-ranked by its k1 nearest others: a split of ``num_items`` <= k1 query +
+        gallery images is too small. Refused, not re-ranked with a smaller k1: figures with another
+        k1 would not compare with the protocol's."""
+        if num_items <= self.k1:
+            raise ValueError(f"rerank: k-reciprocal re-ranking (k1 = {self.k1}) needs more than {self.k1} query + gallery "
+                             f"images, this split has {num_items}: evaluate it without re-ranking")
 
 
 def camera_centered(query_features: Any, gallery_features: Any, q_camids: Any, g_camids: Any) -> tuple[Any, Any]:
@@ -51,8 +59,8 @@ def camera_centered(query_features: Any, gallery_features: Any, q_camids: Any, g
         >>> cq.tolist(), cg.tolist()
         ([[-0.5, -2.0], [-0.5, -2.0]], [[0.5, 2.0], [0.5, 2.0]])
     """
-    query = as_float_array(query_features, "query_features", 2, "[Q, D]")
-    gallery = as_float_array(gallery_features, "gallery_features", 2, "[G, D]")
+    query = as_feature_array(query_features, "query_features", "[Q, D]")
+    gallery = as_feature_array(gallery_features, "gallery_features", "[G, D]")
     placement = check_same_device({"query_features": placement_of(query, "query_features"),
                                    "gallery_features": placement_of(gallery, "gallery_features")})
     q_cam = as_index_array(q_camids, "q_camids", query.shape[0])
@@ -92,7 +100,8 @@ def evaluate_features(
         metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"`` for the plain ranking.
             Re-ranking always works on squared Euclidean distances of L2-normalised features
             (as ReID code bases run it).
-        rerank: also evaluate the k-reciprocal re-ranked distances.
+        rerank: also evaluate the k-reciprocal re-ranked distances (ValueError for a split of at
+            most ``rerank_config.k1`` query + gallery images: :meth:`RerankConfig.check_items`).
         camera_norm: also evaluate after test-time camera normalisation.
 
     Returns:
@@ -109,6 +118,8 @@ def evaluate_features(
         >>> out["rank1"]
         1.0
     """
+    if rerank:
+        rerank_config.check_items(len(query_features) + len(gallery_features))
     plain = evaluate_rank_from_features(
         query_features, gallery_features, q_pids, g_pids, q_camids, g_camids, metric=metric, max_rank=max_rank
     )

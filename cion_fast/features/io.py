@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cion_fast._io import atomic_write, load_numpy
+from cion_fast._io import archive_field, atomic_write, load_numpy
 
 FORMAT_NAME = "cion_fast.features"
 FORMAT_VERSION = 1
@@ -111,7 +111,8 @@ def load_features(path: str | os.PathLike, mmap: bool = True) -> FeatureFile:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a features file, a missing field, or inconsistent lengths (named).
+        ValueError: not a features file, a missing field or one of the wrong dtype or shape, or
+            inconsistent lengths (named).
 
     Example:
         >>> import tempfile, os
@@ -126,18 +127,19 @@ def load_features(path: str | os.PathLike, mmap: bool = True) -> FeatureFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"features file {path} does not exist")
-    fields = load_numpy(path, "features file", mmap_mode="r" if mmap else None)
-    if not isinstance(fields, dict):
-        raise ValueError(f"features file {path} is a single array, not a cion_fast features archive (.npz)")
+    fields = load_numpy(path, "features file", archive=True, mmap_mode="r" if mmap else None)
     if str(fields.get("format", "")) != FORMAT_NAME:
         raise ValueError(f"{path} is not a cion_fast features file (no format tag {FORMAT_NAME!r})")
-    missing = [name for name in _FIELDS if name not in fields]
-    if missing:
-        raise ValueError(f"features file {path} lacks the fields {missing}")
-    result = FeatureFile(model=str(fields["model"]), **{name: fields[name] for name in _FIELDS})
+
+    def field(name: str, kind: str, ndim: int) -> np.ndarray:
+        return archive_field(fields, name, path, "features file", kind, ndim)
+
+    result = FeatureFile(field("features", "float", 2), *(field(name, "int64", 1) for name in _FIELDS[1:]),
+                         model=str(field("model", "str", 0)))
     num_frames = result.frame_index.shape[0]
-    if result.features.ndim != 2 or result.features.shape[0] != num_frames or result.identity.shape[0] != num_frames:
+    if result.features.shape[0] != num_frames or result.identity.shape[0] != num_frames:
         raise ValueError(f"features file {path}: features {result.features.shape} / identity do not match {num_frames} frames")
-    if result.offsets.shape[0] != result.video.shape[0] + 1 or result.offsets[-1] != num_frames:
-        raise ValueError(f"features file {path}: offsets do not match the tracklets and frames")
+    num_tracklets = result.video.shape[0]
+    if result.offsets.shape[0] != num_tracklets + 1 or result.camera.shape[0] != num_tracklets or result.offsets[-1] != num_frames:
+        raise ValueError(f"features file {path}: offsets / video / camera do not match the tracklets and frames")
     return result

@@ -9,6 +9,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cion_fast import _arrays
+from cion_fast._checks import check_bytes
+from cion_fast._progress import progress_bar
 from cion_fast.ops.multicrop import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -75,7 +77,7 @@ def extract_features(
         device: torch device; default CUDA when available, else CPU. On CUDA the forward pass
             runs under ``torch.autocast`` (float16).
         flip: also embed the horizontally flipped crops and average the two features.
-        progress: show a tqdm progress bar.
+        progress: show a progress bar (:mod:`cion_fast._progress`).
         size: (H, W) the crops are resized to first (bilinear, antialiased), e.g. the size the
             network was trained at; None keeps their size.
 
@@ -92,51 +94,57 @@ def extract_features(
     """
     import torch
 
+    from cion_fast.training.distributed import torch_device
+
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch_device(device)
     if size is not None:
         size = tuple(size)
         if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
             raise ValueError(f"size must be (H, W) with positive ints, got {size!r}")
+        # refused here, not by the allocator halfway through: one batch of resized float32 crops
+        check_bytes(4 * 3 * batch_size * size[0] * size[1], f"size {size[0]}x{size[1]}", f"a batch of {batch_size} resized crops")
     total, batches = _batches(_image_source(images), batch_size, size)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="extract", unit="img")
     was_training = model.training
     model.to(device).eval()
     outputs = []
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        with progress_bar(total, "extract", "img", enabled=progress) as bar, torch.inference_mode(), \
+                torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             for batch in batches:
                 batch = np.ascontiguousarray(batch) if batch.flags.writeable else np.array(batch)  # e.g. memory-mapped
                 x = torch.from_numpy(batch).to(device, non_blocking=True)
                 x = x.permute(0, 3, 1, 2).float()
                 if size is not None and tuple(x.shape[2:]) != size:
                     x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-                x = (x - mean) / std
-                features = model(x).float()
-                if flip:
-                    features = (features + model(x.flip(3)).float()) / 2
+                features = _embed(model, (x - mean) / std, flip)
                 if features.ndim != 2 or features.shape[0] != x.shape[0]:
                     raise ValueError(f"model must return [B, D] features, got shape {tuple(features.shape)}")
                 outputs.append(features.cpu().numpy())
-                if bar is not None:
-                    bar.update(x.shape[0])
+                bar.update(x.shape[0])
     finally:
         batches.close()  # the generator's: stops the read-ahead threads on an error too
         model.train(was_training)
-        if bar is not None:
-            bar.close()
     if not outputs:
         return np.empty((0, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+def _embed(model: Any, x: Any, flip: bool) -> Any:
+    """float [B, D] features of the normalised crops ``x``, averaged with the mirrored crops' when
+    ``flip``. A network built for one input size (a ViT's patch grid: timm asserts it) refusing
+    the crops' size is a ValueError that says which size to give."""
+    try:
+        features = model(x).float()
+        return (features + model(x.flip(3)).float()) / 2 if flip else features
+    except AssertionError as error:
+        raise ValueError(f"size: the model does not take crops of {x.shape[2]}x{x.shape[3]} ({error}); give size=(H, W) "
+                         "(--size HxW) of its input") from error
 
 
 # The feature sources `cion-fast extract --model` and extract_by_spec accept, with what each means.
@@ -182,16 +190,18 @@ def extract_by_spec(spec: str, tracklets: Any, batch_size: int = 256, device: st
     if not 0 <= start <= stop <= tracklets.num_frames:
         raise ValueError(f"frames must be a range inside [0, {tracklets.num_frames}], got {frames!r}")
     if spec == "stripe":
-        from tqdm.auto import tqdm
-
         from cion_fast.features.stripe import stripe_histogram
 
         # Chunks of about 2 MB of pixels (the descriptor needs ~20x that): frames may be memory-mapped
         # and larger than memory.
         frame_bytes = max(1, int(np.prod(tracklets.frames.shape[1:]))) if tracklets.has_pixels else 128 * 64 * 3
         chunk = max(1, min(4096, (2 << 20) // frame_bytes))
-        parts = [stripe_histogram(tracklets.images(np.arange(first, min(first + chunk, stop))))
-                 for first in tqdm(range(start, stop, chunk), desc="stripe", unit="chunk", disable=not progress)]
+        firsts = range(start, stop, chunk)
+        parts = []
+        with progress_bar(len(firsts), "stripe", "chunk", enabled=progress) as bar:
+            for first in firsts:
+                parts.append(stripe_histogram(tracklets.images(np.arange(first, min(first + chunk, stop)))))
+                bar.update(1)
         return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
     if spec == "oracle":
         from cion_fast.features.oracle import oracle_features

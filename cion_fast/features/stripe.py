@@ -80,7 +80,7 @@ def stripe_histogram(
 
     Args:
         images: uint8 [M, H, W, 3] RGB crops (numpy, torch or cupy; processed on the host).
-        stripes: number of horizontal stripes (1 <= stripes <= H).
+        stripes: number of horizontal stripes (1 <= stripes <= H; W >= 1).
         bins: (hue, saturation, value) bins of the joint colour histogram of each stripe.
         orientations: bins of the unsigned gradient-orientation histogram of each stripe
             (0 = no texture part).
@@ -110,8 +110,11 @@ def stripe_histogram(
     num, height, width, channels = images.shape
     if channels != 3:
         raise ValueError(f"images must be [M, H, W, 3] RGB, got shape {images.shape}")
-    if isinstance(stripes, bool) or not isinstance(stripes, int) or not 1 <= stripes <= max(height, 1):
-        raise ValueError(f"stripes must be an int in [1, H={height}], got {stripes!r}")
+    if isinstance(stripes, bool) or not isinstance(stripes, int) or stripes < 1:
+        raise ValueError(f"stripes must be an int >= 1, got {stripes!r}")
+    if height < stripes or width < 1:  # the images' fault, not the stripes': say which size they have
+        raise ValueError(f"images of {height}x{width} pixels are too small for the stripe descriptor: {stripes} stripes "
+                         f"need at least {stripes}x1")
     if len(bins) != 3 or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bins):
         raise ValueError(f"bins must be three positive ints (hue, saturation, value), got {bins!r}")
     if isinstance(orientations, bool) or not isinstance(orientations, int) or orientations < 0:

@@ -136,7 +136,8 @@ def build_backbone(
         [B, feature_dim].
 
     Raises:
-        ValueError: unknown architecture, ``last_stride``/``ibn`` on a non-ResNet, bad values.
+        ValueError: unknown architecture, ``last_stride``/``ibn`` on a non-ResNet, bad values,
+            ``timm_kwargs`` the model's constructor refuses.
 
     Example:
         >>> net = build_backbone("resnet18", last_stride=1, ibn=True)
@@ -177,6 +178,12 @@ def build_backbone(
             kwargs.setdefault("img_size", img_size)
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except (TypeError, ValueError, AssertionError) as error:
+        if not timm_kwargs:
+            raise
+        # the values are only checked by the model's constructor (drop_path_rate="abc" fails in a division there)
+        raise ValueError(f"timm_kwargs {timm_kwargs} (--timm-kwarg KEY=VALUE) do not suit timm's {name!r}: "
+                         f"{type(error).__name__}: {error}") from error
     except (OSError, RuntimeError) as error:
         if not pretrained:
             raise

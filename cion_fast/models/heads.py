@@ -125,7 +125,8 @@ class DINOHead(nn.Module):
 
 
 def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
-    """load_state_dict(strict) with a ValueError naming missing/unexpected keys and shape clashes."""
+    """load_state_dict(strict) with a ValueError naming missing/unexpected keys, shape clashes and
+    tensors of the wrong kind or with non-finite values."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -139,7 +140,25 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], name: str) -
         if wrong:
             parts.append(f"shape mismatches {wrong[:8]}")
         raise ValueError(f"{name} does not fit {type(module).__name__}: " + "; ".join(parts))
+    for key, tensor in own.items():
+        _check_values(state[key], tensor, f"{name}: tensor {key!r}")
     module.load_state_dict(state, strict=True)
+
+
+def _check_values(given: torch.Tensor, own: torch.Tensor, where: str) -> None:
+    """``given`` may replace ``own``: load_state_dict would silently cast integer weights to float
+    and load NaN or infinity. The kind is the network's own, so integer buffers (BatchNorm's
+    num_batches_tracked) stay integer."""
+    if _kind(given) != _kind(own):
+        raise ValueError(f"{where} is {given.dtype}, expected {own.dtype} (or another {_kind(own)} dtype)")
+    if given.is_floating_point() and not bool(torch.isfinite(given).all()):
+        raise ValueError(f"{where} holds NaN or infinite values")
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.dtype == torch.bool:
+        return "bool"
+    return "floating-point" if tensor.is_floating_point() else "complex" if tensor.is_complex() else "integer"
 
 
 class ProjectionMLP(nn.Module):

@@ -18,13 +18,15 @@ import argparse
 import contextlib
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from cion_fast._io import atomic_write, atomic_write_json
+from cion_fast._checks import check_type
+from cion_fast._io import DAMAGED_FILE_ERRORS, atomic_write, atomic_write_json
 from cion_fast.models.backbone import backbone_from_config, build_backbone
 from cion_fast.models.heads import _load_strict
 
@@ -80,7 +82,23 @@ def read_safetensors_config(path: str | os.PathLike) -> dict | None:
     """
     with open_safetensors(path) as f:
         meta = f.metadata() or {}
-    return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+    if METADATA_KEY not in meta:
+        return None
+    try:
+        config = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError:
+        config = None
+    if not _is_export_metadata(config):
+        raise ValueError(f"weights file {path}: its metadata entry {METADATA_KEY!r} is not our export's JSON object "
+                         f"{{'backbone_config': {{'arch': str, ...}}, 'prefix': str}}, got {meta[METADATA_KEY][:80]!r}")
+    return config
+
+
+def _is_export_metadata(meta: Any) -> bool:
+    """The fields :func:`load_pretrained` reads have the types it reads them as."""
+    config = meta.get("backbone_config") if isinstance(meta, dict) else None
+    return (isinstance(config, dict) and isinstance(config.get("arch"), str) and isinstance(meta.get("prefix", ""), str)
+            and isinstance(config.get("timm_kwargs") or {}, dict))
 
 
 @contextlib.contextmanager
@@ -98,21 +116,38 @@ def open_safetensors(path: str | os.PathLike) -> Iterator[Any]:
 
 def _torch_load(path: Path) -> Any:
     """torch.load restricted to tensors and plain containers (plus argparse.Namespace, which
-    official DINO/CION checkpoints store as ``args``)."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    official DINO/CION checkpoints store as ``args``); a file it cannot read so is a ValueError."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    # UnpicklingError: not a pickle, or objects outside the allow-list (a damaged zip: RuntimeError)
+    except DAMAGED_FILE_ERRORS + (pickle.UnpicklingError,) as error:
+        raise ValueError(f"weights file {path} is not a checkpoint torch.load reads with weights_only=True (truncated, "
+                         "corrupt, or holding objects other than tensors and plain containers): "
+                         f"{type(error).__name__}: {_load_failure(error)}") from error
 
 
-def _backbone_state(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def _load_failure(error: Exception) -> str:
+    """The reason in torch.load's error, without its advice to load with weights_only=False
+    (which runs whatever code the file holds)."""
+    text = " ".join(str(error).split())
+    reason = text.partition("WeightsUnpickler error:")[2].partition(" Check the documentation")[0].strip()
+    return reason or text[:200]
+
+
+def _backbone_state(state: Any, source: str) -> dict[str, torch.Tensor]:
     """Backbone tensors of a checkpoint dict: takes ``["teacher"]`` (or ``["state_dict"]``,
     ``["model"]``) when present, strips ``module.`` and then keeps ``backbone.*`` keys if any."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{source} holds a {type(state).__name__}, expected a state dict (names -> tensors) "
+                         "or a checkpoint with a 'teacher' entry")
     for key in ("teacher", "state_dict", "model"):
         if key in state and isinstance(state[key], Mapping):
             state = state[key]
             break
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError("path_or_state holds no tensors (expected a state dict or a checkpoint with a 'teacher' entry)")
+        raise ValueError(f"{source} holds no tensors (expected a state dict or a checkpoint with a 'teacher' entry)")
     tensors = {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors.items()}
     if any(k.startswith("backbone.") for k in tensors):
         tensors = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
@@ -147,7 +182,10 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
 
     Raises:
         ValueError: missing/unexpected keys or shape mismatches (named), no architecture known,
-            ``name`` disagreeing with the file.
+            ``name`` disagreeing with the file; a file that holds no state dict (damaged, objects
+            outside torch.load's weights_only allow-list, foreign safetensors metadata); a weight
+            of the wrong kind (integer where the network holds floats) or with NaN/inf (named).
+        TypeError: ``path_or_state`` is neither a path nor a mapping.
         FileNotFoundError: ``path_or_state`` does not exist.
 
     Example:
@@ -159,14 +197,15 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
         True
     """
     config: dict | None = None
+    check_type(path_or_state, "path_or_state", (str, os.PathLike, Mapping))
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
     if network != "exported" and (isinstance(path_or_state, Mapping) or Path(path_or_state).suffix != ".safetensors"
                                   and not Path(path_or_state).is_dir()):
         raise ValueError(f"network={network!r} needs a cion_fast pre-training checkpoint (its weights.safetensors)")
     if isinstance(path_or_state, Mapping):
-        state = _backbone_state(path_or_state)
         source = "path_or_state"
+        state = _backbone_state(path_or_state, source)
     else:
         path = Path(path_or_state)
         if path.is_dir():
@@ -189,9 +228,9 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
                 raise ValueError(f"network={network!r}: {source} holds no {prefix}* tensors (only a pre-training "
                                  "checkpoint holds both networks; an export holds one)")
             if meta is None:
-                state = _backbone_state(state)
+                state = _backbone_state(state, source)
         else:
-            state = _backbone_state(_torch_load(path))
+            state = _backbone_state(_torch_load(path), source)
     if config is not None:
         if name is not None and name != config["arch"]:
             raise ValueError(f"name {name!r} disagrees with the architecture stored in {source}: {config['arch']!r}")
@@ -201,7 +240,10 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
             if key in backbone_kwargs:
                 merged[key] = backbone_kwargs.pop(key)
         merged["timm_kwargs"].update(backbone_kwargs)
-        model = backbone_from_config(merged)
+        try:
+            model = backbone_from_config(merged)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: its stored backbone_config does not build a backbone: {error}") from error
     else:
         if name is None:
             raise ValueError(f"{source} does not say its architecture: pass name (a timm model name)")

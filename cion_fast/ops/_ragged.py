@@ -24,7 +24,7 @@ def kernel_dtype(*features: Any) -> str:
 
 def as_features(features: Any, name: str, shape_hint: str = "[M, D]") -> tuple[Any, _arrays.Placement]:
     """Validates a 2-D floating feature array; returns it with its placement (no copy yet)."""
-    features = _arrays.as_float_array(features, name, 2, shape_hint)
+    features = _arrays.as_feature_array(features, name, shape_hint)
     placement = _arrays.placement_of(features, name)
     check_device_supported(placement, name)
     return features, placement

@@ -312,8 +312,8 @@ def _rerank_output(run: _Run, v: _Csr, settings: _Settings, row_max: Any, out: A
 
 
 def _features_pair(query_features: Any, gallery_features: Any) -> tuple[Any, Any, _arrays.Placement]:
-    query = _arrays.as_float_array(query_features, "query_features", 2, "[Q, D]")
-    gallery = _arrays.as_float_array(gallery_features, "gallery_features", 2, "[G, D]")
+    query = _arrays.as_feature_array(query_features, "query_features", "[Q, D]")
+    gallery = _arrays.as_feature_array(gallery_features, "gallery_features", "[G, D]")
     if _arrays.framework_of(query) != _arrays.framework_of(gallery):
         raise TypeError(
             "query_features and gallery_features must come from the same library, got "
@@ -420,7 +420,7 @@ def k_reciprocal_rerank(
     x = x if normalize else _in_range(x)
     del query, gallery
 
-    out = placement.empty((num_query, num_gallery), "float32")
+    out = placement.empty((num_query, num_gallery), "float32", "query_features and gallery_features")
     ranks = _rank_from_features(run, x, settings, tile_size, raw_out=out, num_query=num_query)
     v, _ = _encode(run, ranks, settings, ranks.row_max, features=x)
     return _rerank_output(run, v, settings, ranks.row_max, out, num_query)
@@ -490,7 +490,7 @@ def k_reciprocal_rerank_from_distances(
     # Tiles of "what item i sees" = column i of M: [q_q[:, i] | q_g[i, :]] for a query and
     # [q_g[:, g] | g_g[:, g]] for gallery item g, gathered into one reused buffer. Tiles never
     # straddle the query/gallery border.
-    out = placement.empty((num_query, num_gallery), "float32")
+    out = placement.empty((num_query, num_gallery), "float32", "q_g")
     state = _new_rank_state(run, num_items, settings)
     row_max = run.full((num_items,), "float64", -math.inf)
     status = placement.zeros((1,), "int32") if placement.is_cuda else None
@@ -703,7 +703,7 @@ def jaccard_distance(
         >>> bool(d[0, 1] < 0.5), bool(d[0, 39] == 0)  # same cluster close; other clusters absent
         (True, True)
     """
-    x = _detach(_arrays.as_float_array(features, "features", 2, "[N, D]"))
+    x = _detach(_arrays.as_feature_array(features, "features", "[N, D]"))
     placement = _arrays.placement_of(x, "features")
     num_items = int(x.shape[0])
     if num_items < 2:
@@ -713,6 +713,9 @@ def jaccard_distance(
     tile_size = _check_tile(tile_size)
     check_device_supported(placement, "features")
     run = _Run(placement)
+    if not sparse:  # refused before the ranking, which is the long part
+        _checks.check_bytes(num_items * num_items * 4, "features", f"the dense {num_items}x{num_items} float32 output "
+                            "(pass sparse=True)")
     x = _in_range(_prepare_features(x, _compute_dtype(x), False, "features"))
 
     ranks = _rank_from_features(run, x, settings, tile_size)
@@ -722,7 +725,7 @@ def jaccard_distance(
     clamp = variant == "spcl"
     rows = (0, num_items)
     if not sparse:
-        out = placement.empty((num_items, num_items), "float32")
+        out = placement.empty((num_items, num_items), "float32", "features")
         _jaccard(run, "dense", v, inverted, rows, 0, clamp_negative=clamp, out=out)
         return out
     counts = placement.empty((num_items,), "int64")

@@ -372,8 +372,8 @@ def evaluate_rank_from_features(
         1.0
     """
     _checks.check_choice(metric, "metric", _METRICS)
-    query = _arrays.as_float_array(query_features, "query_features", 2, "[Q, D]")
-    gallery = _arrays.as_float_array(gallery_features, "gallery_features", 2, "[G, D]")
+    query = _arrays.as_feature_array(query_features, "query_features", "[Q, D]")
+    gallery = _arrays.as_feature_array(gallery_features, "gallery_features", "[G, D]")
     placement = _arrays.check_same_device(
         {
             "query_features": _arrays.placement_of(query, "query_features"),

@@ -182,12 +182,16 @@ def sliding_range_link(
     found = []  # the links, allocated by the kernel's call once it knows how many there are
 
     def allocate(num_links: int) -> Any:
-        found.append(placement.empty((num_links, 2), "int64"))
+        found.append(placement.empty((num_links, 2), "int64", "threshold (the links it accepts)"))
         return _arrays.to_dlpack(found[-1], placement)
 
-    kernels().sliding_range_link(
-        **arrays, window=window, stride=stride, threshold=threshold, mutual_k=mutual_k,
-        num_items=int(ranges.item_offsets[-1]), num_entries=entries, allocate=allocate, stream=placement.stream(),
-    )
+    try:
+        kernels().sliding_range_link(
+            **arrays, window=window, stride=stride, threshold=threshold, mutual_k=mutual_k,
+            num_items=int(ranges.item_offsets[-1]), num_entries=entries, allocate=allocate, stream=placement.stream(),
+        )
+    except MemoryError as error:  # the CPU kernel collects links before it can know their number
+        raise ValueError(f"threshold = {threshold} (mutual_k = {mutual_k or None}) accepts more links than fit in "
+                         "memory: raise the threshold or set mutual_k") from error
     links = found[-1]
     return _components(num, links, placement), links

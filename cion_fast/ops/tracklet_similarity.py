@@ -189,6 +189,9 @@ def tracklet_similarity(
             return placement.empty((0,), dtype)
     elif a.num == 0 or other.num == 0:
         return placement.empty((a.num, other.num), dtype)
+    else:  # the dense [N, N'] result, whichever mode computes it
+        _checks.check_bytes(a.num * other.num * np.dtype(dtype).itemsize, "offsets",
+                            f"the dense {a.num}x{other.num} similarity of every pair (pass pairs= for a subset)")
     status = _ragged.new_status(placement)
 
     if mode in ("centroid", "mean"):

@@ -15,12 +15,47 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Distributed", "StepTimer", "mix_seed"]
+__all__ = ["Distributed", "StepTimer", "mix_seed", "torch_device"]
 
 
 def mix_seed(*values: int) -> int:
     """A 32-bit seed derived from several integers (stable across runs and machines)."""
     return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+def torch_device(device: str | torch.device | None, local_rank: int | None = None) -> torch.device:
+    """The torch device of a run or an extraction, checked: the one rule of every ``device`` argument.
+
+    Args:
+        device: "cpu", "cuda", "cuda:N", a ``torch.device``, or None (CUDA when torch sees a GPU,
+            else the CPU).
+        local_rank: this process's GPU under torchrun: "cuda" and None then mean cuda:LOCAL_RANK.
+
+    Raises:
+        ValueError: a device other than the CPU or a CUDA GPU, or a GPU torch does not see.
+
+    Example:
+        >>> torch_device("cpu")
+        device(type='cpu')
+        >>> torch_device("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: device must be cpu, cuda or cuda:N, got 'tpu'
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and local_rank is not None:
+        device = f"cuda:{local_rank}"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        seen = f"{torch.cuda.device_count()} CUDA devices" if torch.cuda.is_available() else "no CUDA device"
+        raise ValueError(f"device {device!r} asked for but torch sees {seen} (cion-fast info)")
+    return resolved
 
 
 class Distributed:
@@ -40,14 +75,8 @@ class Distributed:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.world_size = world
         self.owns_group = False
-        if device is None:
-            device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda":
-            device = f"cuda:{self.local_rank}"
-        self.device = torch.device(device)
+        self.device = torch_device(device, self.local_rank)
         if self.device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device {device!r} asked for but torch sees no CUDA device")
             torch.cuda.set_device(self.device)
         self.enabled = world > 1
         self.flag_group = None

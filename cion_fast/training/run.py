@@ -30,7 +30,6 @@ import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -41,6 +40,7 @@ from typing import Any
 import torch
 
 from cion_fast._io import atomic_write, atomic_write_json
+from cion_fast._progress import progress_bar
 from cion_fast.training.checkpoint import (latest_checkpoint, list_checkpoints, load_optimizer_tensors, optimizer_tensors,
                                           read_checkpoint, remove_stale_temporaries, write_checkpoint)
 from cion_fast.training.distributed import Distributed, StepTimer
@@ -57,7 +57,8 @@ class TrainingRun:
             ``progress``). With ``resume=True`` it may be None (the checkpoint's is used); when
             given it must agree with the checkpoint's except for the fields its ``differences``
             ignores.
-        out_dir: the run directory. A new run refuses one that already holds checkpoints.
+        out_dir: the run directory. A new run refuses one that already holds checkpoints; a
+            path that is a file is refused at once.
         resume: continue from the newest checkpoint in ``out_dir`` (FileNotFoundError if none).
 
     Subclasses call ``super().__init__`` after checking their data (``_data_fingerprint`` is
@@ -72,6 +73,8 @@ class TrainingRun:
 
     def __init__(self, config: Any, out_dir: str | os.PathLike, resume: bool = False):
         self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():  # refused now, not when fit writes its first file
+            raise NotADirectoryError(f"out_dir {self.out_dir} is a file, not a run directory")
         self.resume_state: dict[str, Any] | None = None
         self._resume_tensors: dict[str, torch.Tensor] | None = None
         if resume:
@@ -314,9 +317,7 @@ class TrainingRun:
         whole = StepTimer(self.dist.device)
         progress = None
         if cfg.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=total, initial=self.step, desc=self.progress_name, unit="step", dynamic_ncols=True, file=sys.stderr)
+            progress = progress_bar(total, self.progress_name, "step", initial=self.step)
         start_time = time.perf_counter()
         start_step = self.step
         interval_start, interval_steps = time.perf_counter(), 0
