@@ -327,6 +327,11 @@ def test_msmt17_layouts(tmp_path, version, train, test):
         (root / "list_query.txt").write_text(f"{escape} 9\n")
         with pytest.raises(ValueError, match=r"list_query.txt:1: .* is outside the dataset's folder"):
             read_msmt17(root)
+    outside = tmp_path / "elsewhere" / "0009_000_02_0303noon_0001_0.jpg"  # the user says the list may point out
+    outside.parent.mkdir()
+    _jpg(outside)
+    (root / "list_query.txt").write_text(f"{outside} 9\n")
+    assert list(read_msmt17(root, allow_outside_root=True).query.paths) == [str(outside)]
 
 
 def test_read_dataset_names_the_layouts_it_knows(tmp_path):

@@ -28,7 +28,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from cion_fast._checks import check_choice, check_int, check_type, image_array, int_array, is_digits, parse_int, path_list
+from cion_fast._checks import (check_choice, check_flag, check_int, check_type, image_array, int_array, is_digits, parse_int,
+                               path_list)
 from cion_fast._io import atomic_directory, text_lines
 from cion_fast.data._io import IMAGE_EXTENSIONS, outside_root, read_image, read_images, write_image
 from cion_fast.data.tracklets import Tracklets
@@ -406,7 +407,7 @@ def _msmt17_root(root: Path) -> tuple[Path, str, str]:
                             f"mask_test_v2/ (V2) beside {', '.join(_MSMT17_LISTS)}")
 
 
-def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool) -> ImageSet:
+def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool, allow_outside_root: bool) -> ImageSet:
     paths, pids, camids, frames, relative, lines = [], [], [], [], [], []
     for number, line in text_lines(list_path, "MSMT17 list"):
         if not line.strip():
@@ -426,22 +427,26 @@ def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool) -> Image
         camids.append(parse_int(fields[2], f"{where}: the camera field of {parts[0]}", 1) - 1)
         frames.append(parse_int(fields[4], f"{where}: the frame field of {parts[0]}") if is_digits(fields[4]) else -1)
     outside = np.flatnonzero(outside_root(np.array(relative, dtype=str)))  # one vectorised check
-    if outside.shape[0]:
-        raise ValueError(f"{list_path}:{lines[outside[0]]}: {relative[outside[0]]} is outside the dataset's folder {folder}")
+    if outside.shape[0] and not allow_outside_root:
+        raise ValueError(f"{list_path}:{lines[outside[0]]}: {relative[outside[0]]} is outside the dataset's folder {folder} "
+                         "(pass allow_outside_root=True if the list is meant to point there)")
     if load_images:
         return ImageSet(images=read_images(paths, hint=f"read {list_path.parent} with load_images=False"), pids=pids,
                         camids=camids, frame_index=frames)
     return ImageSet(paths=paths, pids=pids, camids=camids, frame_index=frames)
 
 
-def read_msmt17(root: str | os.PathLike, load_images: bool = False, keep_val: bool = False) -> Market1501:
+def read_msmt17(root: str | os.PathLike, load_images: bool = False, keep_val: bool = False,
+                allow_outside_root: bool = False) -> Market1501:
     """Reads MSMT17 as it ships, V1 (``train/``, ``test/``) or V2 (``mask_train_v2/``,
     ``mask_test_v2/``), beside ``list_train.txt``, ``list_val.txt``, ``list_query.txt`` and
     ``list_gallery.txt`` (``root`` or its ``MSMT17_V1`` / ``MSMT17_V2`` subfolder).
 
     As torchreid: the pid is the list's label, the camera the image name's third field (0-based),
     and ``train`` holds the train and val lists merged (``keep_val=True`` keeps val apart: it is then
-    returned as ``data.val``, an extra attribute).
+    returned as ``data.val``, an extra attribute). A list line whose path leaves the image folder
+    (``../``, an absolute path) is refused unless ``allow_outside_root=True``: a list file from
+    elsewhere must not make the reader open files outside the dataset without being asked to.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -462,8 +467,9 @@ def read_msmt17(root: str | os.PathLike, load_images: bool = False, keep_val: bo
         ('msmt17', [0], [7], [13])
     """
     base, train_folder, test_folder = _msmt17_root(Path(root))
+    allow_outside_root = check_flag(allow_outside_root, "allow_outside_root")
     sets = {name: _read_msmt17_list(base / f"list_{name}.txt", base / (test_folder if name in ("query", "gallery")
-                                                                         else train_folder), load_images)
+                                                                         else train_folder), load_images, allow_outside_root)
             for name in ("train", "val", "query", "gallery")}
     train = sets["train"] if keep_val else _concatenate(sets["train"], sets["val"])
     data = Market1501(train, sets["query"], sets["gallery"], root=base, layout="msmt17")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cion_fast._checks import image_array, int_array, is_path_array, path_list
+from cion_fast._checks import check_flag, image_array, int_array, is_path_array, path_list
 from cion_fast._io import archive_field, atomic_directory, load_numpy
 from cion_fast.data._io import outside_root, read_images
 
@@ -289,12 +289,15 @@ class Tracklets:
         return Path(directory)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> "Tracklets":
+    def load(cls, directory: str | os.PathLike, mmap: bool = True, allow_outside_root: bool = False) -> "Tracklets":
         """Reads a tracklet directory written by :meth:`save`, checking every field.
 
         Args:
             directory: the tracklet directory.
             mmap: memory-map ``frames.npy`` (read-only) instead of reading it into memory.
+            allow_outside_root: accept frame paths of an index that leave the directory (``../``,
+                absolute paths: frames kept on another disk). Refused by default, so an index from
+                elsewhere cannot make the reader open files outside the data unasked.
 
         Raises:
             FileNotFoundError: the directory, its index or its frame array is missing (a missing
@@ -356,9 +359,10 @@ class Tracklets:
             rel = field("paths", "str", 1)
             _check_slots(slot, len(rel), index_path)
             outside = np.flatnonzero(outside_root(rel))
-            if outside.shape[0]:
+            if outside.shape[0] and not check_flag(allow_outside_root, "allow_outside_root"):
                 raise ValueError(f"{index_path}: {outside.shape[0]} frame paths leave the tracklet directory "
-                                 f"(e.g. {str(rel[outside[0]])!r}); paths must be relative to {root}")
+                                 f"(e.g. {str(rel[outside[0]])!r}); paths must be relative to {root} "
+                                 "unless allow_outside_root=True")
             # The index lists the files: no scan and no stat of each at start-up (minutes for the
             # 10M crops of LUPerson-NL on a network filesystem). A missing or damaged file is
             # reported, by name, when it is read.
