@@ -47,8 +47,11 @@ echo "cuda=$cuda arch=$arch out=$out site=$site"
 CION_FAST_CUDA=$cuda step build 900 "$python" -m pip install --no-build-isolation --no-deps --no-cache-dir -q \
   --target "$site" -C "cmake.define.CMAKE_CUDA_ARCHITECTURES=$arch" -C build-dir=build/gpu_check . || { echo "build failed"; exit 1; }
 export PYTHONPATH=$site
-step info 60 "$python" -c "import json, cion_fast; info = cion_fast.build_info(); print(json.dumps(info)); \
-print('cuda_available', cion_fast.cuda_available()); assert $dry_run or (info['cuda'] and cion_fast.cuda_available())"
+# From $out, never the repository root: `python -c` puts the working directory first on sys.path,
+# where the source tree's cion_fast (no compiled _C) would shadow the build.
+(cd "$out" && step info 60 "$python" -c "import json, cion_fast; info = cion_fast.build_info(); \
+print(cion_fast.__file__); print(json.dumps(info)); print('cuda_available', cion_fast.cuda_available()); \
+assert cion_fast.__file__.startswith('$site'); assert $dry_run or (info['cuda'] and cion_fast.cuda_available())") || status=1
 
 # 2. the CUDA tests (from python_tests/, so the source tree's cion_fast is not imported)
 (cd python_tests && step tests 600 "$python" -m pytest -m cuda -x -q -p no:cacheprovider) || status=1
