@@ -121,6 +121,24 @@ def test_stable_tie_rule():
     assert evaluate_rank(one, [7], [8, 7], [0], [1, 1], max_rank=2).mAP == 0.5
 
 
+@pytest.mark.parametrize("matches", [1, 5, 16, 17, 33, 48])
+def test_ties_infinities_and_match_counts_around_the_register_passes(matches):
+    """float32 rows of heavy ties, negative and infinite distances, with 1..48 matches per query:
+    the AVX-512 path compares 16 matches per pass and switches each threshold at its match's index
+    (the stable tie rule), so counts around 16 and 32 and rows not a multiple of 16 are checked."""
+    rng = np.random.default_rng(matches)
+    num_gallery = 1007
+    g_pids = np.where(np.arange(num_gallery) < matches * 2, 1, rng.integers(2, 50, num_gallery))
+    rng.shuffle(g_pids)
+    g_camids = np.where(np.arange(num_gallery) % 2 == 0, 1, 2)  # half the matches share the query's camera
+    distmat = rng.integers(-3, 4, size=(6, num_gallery)).astype(np.float32)
+    distmat[0, rng.integers(0, num_gallery, 40)] = np.inf
+    distmat[1, rng.integers(0, num_gallery, 40)] = -np.inf
+    ids = (np.ones(6, np.int64), g_pids, np.full(6, 2, np.int64), g_camids)
+    expected = oracle(distmat, *ids, 20)
+    assert_matches_oracle(evaluate_rank(distmat, *ids, max_rank=20, return_per_query=True), expected)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_low_precision_inputs_rank_in_their_own_precision(dtype):
     distmat, *ids = make_problem(17, 90, 9, seed=5)

@@ -16,6 +16,14 @@ inline bool cpu_has_avx2_fma() {
   return has;
 }
 
+inline bool cpu_has_avx512f() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+  }();
+  return has;
+}
+
 inline bool cpu_has_f16c() {
   static const bool has = [] {
     __builtin_cpu_init();

@@ -1,9 +1,11 @@
 // CPU ranking metrics: OpenMP over queries; each distance row is read from memory once.
 //
-// Per query, rank(m) = number of valid gallery entries ranked before match m. Two ways to get it:
-//  * few matches (the usual ReID case): for each match, count the entries with a smaller key in a
-//    branch-free SIMD loop. The row stays in L2 across these passes, so the cost is
-//    P * G compares at vector width, with no unpredictable branch per entry.
+// Per query, rank(m) = number of valid gallery entries ranked before match m. Three ways to get it:
+//  * AVX-512, float32, up to 16 matches per pass (the usual ReID case): one pass over the row
+//    compares each block of 16 entries with every match's threshold held in a register, counting
+//    in 16 register accumulators: 2 instructions per (block, match), the row loaded once.
+//  * few matches otherwise: for each match, count the entries with a smaller key in a branch-free
+//    SIMD loop. The row stays in L2 across these passes: P * G compares at vector width.
 //  * many matches: one pass in which each entry finds, by binary search, how many matches it
 //    precedes (a histogram), then prefix sums. O(G log P).
 // Keys are (distance, gallery index): equal distances keep gallery order (the stable tie rule).
@@ -11,11 +13,17 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
+#include "common/cpu_features.h"
 #include "common/dispatch.h"
 #include "common/parallel.h"
 #include "ops/rank_metrics.h"
+
+#if defined(CION_X86_DISPATCH)
+#include <immintrin.h>
+#endif
 
 // Runtime dispatch to AVX2 where the CPU has it: the counting loops are the whole cost.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -86,6 +94,89 @@ void ranks_by_counting(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
   }
 }
 
+#if defined(CION_X86_DISPATCH)
+// Matches per register pass of the AVX-512 path: one zmm accumulator each, thresholds broadcast
+// from memory, leaving registers for the entries.
+constexpr int64_t kRegisterMatches = 16;
+
+// rank[m] for matches [first, first + N) in one pass over the float32 row. Entry j precedes match
+// (d, g) when row[j] < d, or row[j] == d and j < g: so entries before g are compared with
+// nextafter(d, +inf) (x <= d is x < nextup(d) for finite d) and entries from g on with d. The row is
+// walked in segments between the matches' gallery indices (sorted), inside which every threshold is
+// fixed; a segment's ragged end is a masked compare. N is a template parameter so that the
+// accumulators and thresholds live in registers (the loops over them unroll).
+template <int N>
+__attribute__((target("avx512f"))) void ranks_avx512_pass(const float* row, int64_t G, QueryScratch<float>& s,
+                                                          int64_t first) {
+  float threshold[N];
+  std::pair<int64_t, int> boundary[N];  // (gallery index, slot), sorted by index
+  for (int k = 0; k < N; ++k) {
+    const auto& match = s.matches[first + k];
+    threshold[k] = std::nextafter(match.first, std::numeric_limits<float>::infinity());
+    boundary[k] = {match.second, k};
+  }
+  std::sort(boundary, boundary + N);
+  __m512i acc[N];
+  for (int k = 0; k < N; ++k) acc[k] = _mm512_setzero_si512();
+  const __m512i one = _mm512_set1_epi32(1);
+  int64_t start = 0;
+  for (int b = 0; b <= N; ++b) {
+    const int64_t end = b < N ? boundary[b].first : G;
+    __m512 t[N];
+    for (int k = 0; k < N; ++k) t[k] = _mm512_set1_ps(threshold[k]);
+    int64_t j = start;
+    for (; j + 16 <= end; j += 16) {
+      const __m512 x = _mm512_loadu_ps(row + j);
+      for (int k = 0; k < N; ++k)
+        acc[k] = _mm512_mask_add_epi32(acc[k], _mm512_cmp_ps_mask(x, t[k], _CMP_LT_OQ), acc[k], one);
+    }
+    if (j < end) {
+      const __mmask16 valid = static_cast<__mmask16>((1u << (end - j)) - 1u);
+      const __m512 x = _mm512_maskz_loadu_ps(valid, row + j);
+      for (int k = 0; k < N; ++k)
+        acc[k] = _mm512_mask_add_epi32(acc[k], _mm512_mask_cmp_ps_mask(valid, x, t[k], _CMP_LT_OQ), acc[k], one);
+    }
+    if (b < N) threshold[boundary[b].second] = s.matches[first + boundary[b].second].first;
+    start = end;
+  }
+  for (int k = 0; k < N; ++k) {
+    alignas(64) int32_t lanes[16];
+    _mm512_store_si512(lanes, acc[k]);
+    int64_t total = 0;
+    for (const int32_t lane : lanes) total += lane;
+    s.rank[first + k] = total;
+  }
+}
+
+// One pass for `count` (1..16) matches from `first`: the instantiation with that many registers.
+template <int... N>
+void ranks_avx512_dispatch(const float* row, int64_t G, QueryScratch<float>& s, int64_t first, int64_t count,
+                           std::integer_sequence<int, N...>) {
+  ((count == N + 1 ? (ranks_avx512_pass<N + 1>(row, G, s, first), true) : false) || ...);
+}
+
+// Whether the AVX-512 path applies: float32 rows, a processor with AVX-512F, rows short enough for
+// 32-bit lane counters, finite thresholds (x <= inf is not x < nextup(inf)).
+template <class Acc>
+bool avx512_ranks(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
+  if constexpr (!std::is_same_v<Acc, float>) {
+    return false;
+  } else {
+    if (!cpu_has_avx512f() || G >= (int64_t{1} << 31) || !std::isfinite(s.matches.back().first)) return false;
+    const int64_t P = static_cast<int64_t>(s.matches.size());
+    for (int64_t first = 0; first < P; first += kRegisterMatches)
+      ranks_avx512_dispatch(row, G, s, first, std::min(kRegisterMatches, P - first),
+                            std::make_integer_sequence<int, kRegisterMatches>{});
+    return true;
+  }
+}
+#else
+template <class Acc>
+bool avx512_ranks(const Acc*, int64_t, QueryScratch<Acc>&) {
+  return false;
+}
+#endif
+
 // rank[m] by a histogram of "how many matches does each entry precede" and prefix sums.
 template <class Acc>
 void ranks_by_histogram(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
@@ -148,10 +239,10 @@ void rank_one_query(const RankMetricsParams& p, int64_t q, QueryScratch<acc_t<T>
   }
   std::sort(s.matches.begin(), s.matches.end());
   s.rank.resize(P);
-  if (P <= kDirectCountMaxMatches)
-    ranks_by_counting(row, G, s);
-  else
+  if (P > kDirectCountMaxMatches)
     ranks_by_histogram(row, G, s);
+  else if (!avx512_ranks(row, G, s))
+    ranks_by_counting(row, G, s);
   // Junk entries (same pid, same camera) were counted like any other entry: take them back out.
   for (const int64_t j : s.junk) {
     for (int64_t m = matches_not_after(s.matches, row[j], j); m < P; ++m) --s.rank[m];
