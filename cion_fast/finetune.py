@@ -384,13 +384,14 @@ def _build_backbone(config: FinetuneConfig) -> nn.Module:
 
 
 def _train_labels(train: ImageSet) -> tuple[np.ndarray, np.ndarray, int]:
-    """(kept image indices, labels 0..n-1 for them, n): images with pid >= 0 (Market junk, -1,
-    is dropped), relabeled in sorted-pid order."""
+    """(kept image indices, labels 0..n-1 for them, n): the images of identities (distractors and
+    junk, as the set's ``distractor_pid`` / ``junk_pid`` mark them, dropped; MSMT17's person 0
+    kept), relabeled in sorted-pid order."""
     if not isinstance(train, ImageSet):
         raise TypeError(f"train must be a cion_fast.data.ImageSet, got {type(train).__name__}")
     if train.images is None:
         raise ValueError("train must hold pixels (ImageSet(images=...), read_market1501(..., load_images=True))")
-    keep = np.flatnonzero(train.pids >= 0)
+    keep = np.flatnonzero(train.identity_mask)
     _, labels = np.unique(train.pids[keep], return_inverse=True)
     n = int(labels.max()) + 1 if labels.size else 0
     if n < 2:
@@ -410,8 +411,8 @@ class FinetuneRun(TrainingRun):
     Args:
         config: :class:`FinetuneConfig`; with ``resume=True`` None takes the checkpoint's, and a
             given one may differ from it only in the runtime fields and the length.
-        train: ImageSet with uint8 images [n, H, W, 3] and pids (negative pids, Market junk, are
-            dropped; pids are relabeled 0..C-1).
+        train: ImageSet with uint8 images [n, H, W, 3] and pids (distractors and junk, as the set
+            marks them, are dropped; pids are relabeled 0..C-1).
         out_dir: run directory: ``config.json``, ``log.jsonl``, ``checkpoints/step-*/``.
         resume: continue from the newest checkpoint in ``out_dir`` (same data).
 

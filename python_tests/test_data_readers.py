@@ -66,6 +66,36 @@ def test_imageset_subset_and_relabel():
     assert s.num_identities == len(set(s.pids.tolist()))
 
 
+def test_pid_roles_are_carried_by_the_set(tmp_path):
+    rng = np.random.default_rng(3)
+    market = random_set(rng, 5, pids=[-1, 0, 0, 4, 9])  # Market-1501's defaults: 0 distractor, -1 junk
+    assert (market.distractor_pid, market.junk_pid) == (0, -1)
+    assert market.identity_mask.tolist() == [False, False, False, True, True] and market.num_identities == 2
+    assert "identities=2" in repr(market) and "distractors=2" in repr(market)
+    with pytest.raises(ValueError, match=r"identities only; drop the distractors \(pid 0\) and junk \(pid -1\)"):
+        market.relabeled()
+    kept = market.subset(market.identity_mask)
+    assert kept.relabeled().pids.tolist() == [0, 1] and kept.subset([1]).distractor_pid == 0
+
+    plain = ImageSet(images=market.images[1:], pids=[0, 0, 4, 9], camids=[0, 1, 2, 3], distractor_pid=None, junk_pid=None)
+    assert plain.num_identities == 3 and plain.identity_mask.all() and "distractors=0" in repr(plain)
+    assert plain.relabeled().pids.tolist() == [0, 0, 1, 2]
+    assert plain.subset([0, 2]).distractor_pid is None and plain.in_memory().junk_pid is None
+    relabeled = market.subset([3, 4]).relabeled()  # labels from 0 are all people: 0 is no distractor there
+    assert (relabeled.distractor_pid, relabeled.num_identities, "distractors=0" in repr(relabeled)) == (None, 2, True)
+    with pytest.raises(ValueError, match="pids must be >= 0, got -1"):
+        ImageSet(images=market.images, pids=[-1, 0, 0, 4, 9], camids=[0] * 5, junk_pid=None)
+    with pytest.raises(ValueError, match="pids must be >= 0 or the junk pid -1, got -2"):
+        ImageSet(images=market.images, pids=[-2, 0, 0, 4, 9], camids=[0] * 5)
+    for kwargs, error in [({"distractor_pid": -1}, ValueError), ({"junk_pid": 0}, ValueError),
+                          ({"distractor_pid": "0"}, TypeError), ({"junk_pid": True}, TypeError)]:
+        with pytest.raises(error, match=next(iter(kwargs))):
+            ImageSet(images=market.images, pids=[1] * 5, camids=[0] * 5, **kwargs)
+    with pytest.raises(ValueError, match="Market-1501 names make pid 0 a distractor"):
+        plain.write_market1501(tmp_path / "query")  # read back, person 0 would become a distractor
+    assert not (tmp_path / "query").exists()
+
+
 # ---- Market-1501 ---------------------------------------------------------------------------------
 def test_market_round_trip_png(tmp_path):
     rng = np.random.default_rng(1)
@@ -332,6 +362,56 @@ def test_msmt17_layouts(tmp_path, version, train, test):
     _jpg(outside)
     (root / "list_query.txt").write_text(f"{outside} 9\n")
     assert list(read_msmt17(root, allow_outside_root=True).query.paths) == [str(outside)]
+
+
+def test_msmt17_person_0_is_an_identity_and_market_pid_0_stays_a_distractor(tmp_path):
+    from cion_fast.data import read_dataset, read_msmt17
+    from cion_fast.evaluate.retrieval import evaluate_features
+    from cion_fast.finetune import _train_labels
+
+    root = tmp_path / "MSMT17_V1"
+    lists = {  # MSMT17 numbers its people from 0, in train and in test alike
+        "train": ["0000/0000_000_01_0303morning_0015_0.jpg 0", "0000/0000_001_05_0303morning_0020_1.jpg 0",
+                  "0001/0001_000_02_0303noon_0008_0.jpg 1"],
+        "val": ["0002/0002_000_15_0303noon_0009_0.jpg 2"],
+        "query": ["0000/0000_004_14_0303noon_0602_1.jpg 0"],
+        "gallery": ["0000/0000_010_02_0303afternoon_0102_0.jpg 0", "0009/0009_001_14_0303noon_0603_0.jpg 9"],
+    }
+    for split, lines in lists.items():
+        for line in lines:
+            _jpg(root / ("test" if split in ("query", "gallery") else "train") / line.split()[0], value=len(line) % 7)
+        (root / f"list_{split}.txt").write_text("\n".join(lines) + "\n")
+    msmt = read_dataset(tmp_path)
+    assert msmt.layout == "msmt17" and msmt.train.pids.tolist() == [0, 0, 1, 2]
+    for split in (msmt.train, msmt.query, msmt.gallery):
+        assert (split.distractor_pid, split.junk_pid) == (None, None) and split.identity_mask.all()
+    assert msmt.train.num_identities == 3 and msmt.train.relabeled().pids.tolist() == [0, 0, 1, 2]
+    assert repr(msmt.train) == "ImageSet(n=4, paths, identities=3, cameras=4, distractors=0)"
+    assert repr(msmt.gallery) == "ImageSet(n=2, paths, identities=2, cameras=2, distractors=0)"
+    assert read_msmt17(root, keep_val=True).val.distractor_pid is None
+    train = msmt.train.in_memory()
+    keep, labels, classes = _train_labels(train)  # fine-tuning trains person 0 as a class of its own
+    assert keep.tolist() == [0, 1, 2, 3] and labels.tolist() == [0, 0, 1, 2] and classes == 3
+    # evaluation compares pids, as torchreid does: the query's person 0 finds its gallery image
+    features = np.array([[1.0, 0.0]], np.float32), np.array([[0.9, 0.1], [0.0, 1.0]], np.float32)
+    metrics = evaluate_features(*features, msmt.query.pids, msmt.gallery.pids, msmt.query.camids, msmt.gallery.camids)
+    assert metrics["rank1"] == 1.0 and metrics["mAP"] == 1.0
+    (root / "list_val.txt").write_text("0003/0003_000_15_0303noon_0009_0.jpg -1\n")
+    _jpg(root / "train" / "0003/0003_000_15_0303noon_0009_0.jpg")
+    with pytest.raises(ValueError, match=r"list_val.txt:1: the PID must be >= 0, got -1"):
+        read_msmt17(root)
+
+    # Market-1501 (and the layouts read as it) keep pid 0 as a distractor and refuse to relabel it
+    _market_style(tmp_path / "market", {"bounding_box_train": ["0002_c1s1_000451_03.jpg", "0007_c2s1_000100_01.jpg"],
+                                        "query": ["0005_c1s1_000001_00.jpg"],
+                                        "bounding_box_test": ["0000_c3s1_000002_00.jpg", "0005_c2s1_000003_00.jpg",
+                                                              "-1_c1s1_000004_00.jpg"]})
+    market = read_dataset(tmp_path / "market")
+    assert (market.gallery.distractor_pid, market.gallery.junk_pid) == (0, -1) and market.gallery.pids.tolist() == [0, 5]
+    assert repr(market.gallery) == "ImageSet(n=2, paths, identities=1, cameras=2, distractors=1)"
+    with pytest.raises(ValueError, match="identities only"):
+        market.gallery.relabeled()
+    assert market.train.relabeled().pids.tolist() == [0, 1] and market.train.num_identities == 2
 
 
 def test_read_dataset_names_the_layouts_it_knows(tmp_path):

@@ -65,6 +65,54 @@ def test_vit_takes_its_global_size_and_smaller_local_crops():
     assert fmap.shape == (2, vit.feature_dim, 64 // patch[0], 32 // patch[1])
 
 
+@pytest.mark.parametrize("name, img_size", [
+    ("ghostnet_050", None),           # timm's num_features (480) is the width before the head conv (1280)
+    ("mobilenetv3_small_050", None),  # the same head conv: 288 before, 1024 after
+    ("lcnet_050", None),
+    ("test_resnet", None),
+    ("test_vit", (256, 128)),
+    ("volo_d1_224", (256, 128)),      # a position embedding of a fixed grid
+])
+def test_feature_dim_is_the_width_returned_for_global_and_local_crops(name, img_size):
+    torch.manual_seed(0)
+    net = build_backbone(name, img_size=img_size)
+    assert net.training
+    total = 0
+    for size in ((256, 128), (128, 64)):  # CION's global view and local crop
+        out = net(torch.randn(2, 3, *size))
+        assert out.shape == (2, net.feature_dim), (name, size)
+        total = total + out.square().sum()
+    total.backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_pooled_features_of_a_head_conv_network_have_feature_dim_channels():
+    net = build_backbone("ghostnet_050")
+    pooled, fmap = pooled_features(net, torch.randn(2, 3, 128, 64))
+    assert pooled.shape == (2, net.feature_dim) == (2, 1280)
+    assert fmap.shape == (2, 480, 4, 2)  # the map is the width before the head conv
+
+
+def test_volo_keeps_its_state_dict_and_resamples_only_the_position_embedding():
+    import timm
+
+    net = build_backbone("volo_d1_224", img_size=(64, 32))
+    assert type(net).__name__ == "VOLOAnySize" and net.pos_embed.shape == (1, 4, 2, 384)
+    reference = timm.create_model("volo_d1_224", num_classes=0, img_size=(64, 32))
+    assert net.state_dict().keys() == reference.state_dict().keys()  # checkpoints load both ways
+    reference.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 64, 32)
+    torch.testing.assert_close(net.eval()(x), reference.eval()(x))  # the built grid: VOLO's own forward
+    assert net(torch.randn(2, 3, 32, 16)).shape == (2, 384)
+    with pytest.raises(RuntimeError, match="must match|broadcast"):
+        reference(torch.randn(2, 3, 32, 16))
+
+
+def test_build_backbone_refuses_kwargs_that_leave_features_unpooled():
+    with pytest.raises(ValueError, match=r"returns features of shape \(1, 96, \d+, \d+\) .* not pooled"):
+        build_backbone("test_resnet", global_pool="")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"name": "resnet_does_not_exist"}, "not a timm model"),
     ({"name": "test_vit", "last_stride": 1}, "ResNets only"),

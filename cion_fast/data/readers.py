@@ -9,7 +9,14 @@
   distractors (pid 0) are kept. Unlike torchreid, pids are *not* relabelled (call
   :meth:`ImageSet.relabeled` for contiguous training labels) and files are sorted by
   (pid, camid, sequence, frame, name) so the order is reproducible.
+* :func:`read_dukemtmc`, :func:`read_cuhk03`, :func:`read_msmt17`, :func:`read_dataset`: the other
+  ReID datasets as they ship.
 * :func:`read_tracklet_folders`: tracker output laid out as ``<video>/<track>/<frame>.jpg|png``.
+
+Which pids are not people of the identity set is carried by each :class:`ImageSet`
+(``distractor_pid``, ``junk_pid``), set by the reader of its dataset: Market-1501 and the layouts
+read as Market-1501 (DukeMTMC-reID, CUHK03-NP, the synthetic world) mark distractors with pid 0 and
+junk with -1; MSMT17 numbers its people from 0 and has neither, so its person 0 is an identity.
 
 Extensions: readers accept ``.jpg``, ``.jpeg`` and ``.png`` (any case); other files in the image
 folders are ignored (real Market-1501 ships a ``Thumbs.db``). :func:`write_market1501` writes PNG by
@@ -46,10 +53,15 @@ class ImageSet:
     Args:
         images: uint8 [n, H, W, 3] RGB (exactly one of ``images`` / ``paths``).
         paths: n image paths (read lazily).
-        pids: int64 [n]; 0 marks a distractor, -1 junk (as in Market-1501).
+        pids: int64 [n], >= 0 except ``junk_pid``.
         camids: int64 [n], 0-based.
         frame_index: optional int64 [n] frame numbers (written into / parsed from Market names;
             -1 where unknown). Default: -1.
+        distractor_pid: the pid of distractor images (people outside the identity set: not an
+            identity, refused by :meth:`relabeled`), an int >= 0, or None when the set has none.
+            Default 0, Market-1501's; MSMT17's reader passes None (its person 0 is an identity).
+        junk_pid: the pid of junk images (not people), an int < 0, or None when the set has none
+            (every pid must then be >= 0). Default -1, Market-1501's.
 
     Example:
         >>> import numpy as np
@@ -59,9 +71,14 @@ class ImageSet:
         ...              pids=[5, 5, 9], camids=[0, 2, 1])
         >>> len(s), s.relabeled().pids.tolist()
         (3, [0, 0, 1])
+        >>> ImageSet(images=s.images, pids=[0, 0, 9], camids=[0, 2, 1])  # Market-1501's pid 0: distractors
+        ImageSet(n=3, images [16, 8, 3], identities=1, cameras=3, distractors=2)
+        >>> ImageSet(images=s.images, pids=[0, 0, 9], camids=[0, 2, 1], distractor_pid=None, junk_pid=None)  # MSMT17's
+        ImageSet(n=3, images [16, 8, 3], identities=2, cameras=3, distractors=0)
     """
 
-    def __init__(self, images=None, paths=None, pids=None, camids=None, frame_index=None):
+    def __init__(self, images=None, paths=None, pids=None, camids=None, frame_index=None,
+                 distractor_pid: int | None = 0, junk_pid: int | None = -1):
         if (images is None) == (paths is None):
             raise TypeError("ImageSet needs exactly one of images (uint8 [n, H, W, 3]) or paths")
         if images is not None:
@@ -78,21 +95,34 @@ class ImageSet:
         self.frame_index = np.full(n, -1, np.int64) if frame_index is None else int_array(frame_index, "frame_index", n)
         if n and self.camids.min() < 0:
             raise ValueError(f"camids must be >= 0 (0-based), got {int(self.camids.min())}")
-        if n and self.pids.min() < -1:
-            raise ValueError(f"pids must be >= -1, got {int(self.pids.min())}")
+        self.distractor_pid = None if distractor_pid is None else check_int(distractor_pid, "distractor_pid", 0)
+        self.junk_pid = None if junk_pid is None else check_int(junk_pid, "junk_pid", high=-1)
+        wrong = (self.pids < 0) & (self.pids != self.junk_pid)
+        if wrong.any():
+            junk = "" if self.junk_pid is None else f" or the junk pid {self.junk_pid}"
+            raise ValueError(f"pids must be >= 0{junk}, got {int(self.pids[wrong][0])}")
 
     def __len__(self) -> int:
         return len(self.pids)
 
     def __repr__(self) -> str:
         kind = f"images {list(self.images.shape[1:])}" if self.images is not None else "paths"
-        return (f"ImageSet(n={len(self)}, {kind}, identities={len(np.unique(self.pids[self.pids > 0]))}, "
-                f"cameras={len(np.unique(self.camids))}, distractors={int((self.pids == 0).sum())})")
+        return (f"ImageSet(n={len(self)}, {kind}, identities={self.num_identities}, "
+                f"cameras={len(np.unique(self.camids))}, distractors={int((self.pids == self.distractor_pid).sum())})")
+
+    @property
+    def identity_mask(self) -> np.ndarray:
+        """bool [n]: True for images of the identity set, False for distractors and junk (as
+        ``distractor_pid`` and ``junk_pid`` say)."""
+        return (self.pids >= 0) & (self.pids != self.distractor_pid)
 
     @property
     def num_identities(self) -> int:
-        """Distinct person ids, distractors (0) and junk (-1) excluded."""
-        return len(np.unique(self.pids[self.pids > 0]))
+        """Distinct person ids, distractors and junk excluded."""
+        return len(np.unique(self.pids[self.identity_mask]))
+
+    def _pid_roles(self) -> dict:
+        return {"distractor_pid": self.distractor_pid, "junk_pid": self.junk_pid}
 
     def load_images(self, index=None, size: tuple[int, int] | None = None) -> np.ndarray:
         """The pixels of images ``index`` (all by default) as uint8 [k, H, W, 3]; path sets read the
@@ -126,7 +156,8 @@ class ImageSet:
         """
         if self.images is not None:
             return self
-        return ImageSet(images=self.load_images(size=size), pids=self.pids, camids=self.camids, frame_index=self.frame_index)
+        return ImageSet(images=self.load_images(size=size), pids=self.pids, camids=self.camids, frame_index=self.frame_index,
+                        **self._pid_roles())
 
     def subset(self, index) -> "ImageSet":
         """The images at ``index`` (int indices or a bool mask [n]), in that order.
@@ -144,11 +175,13 @@ class ImageSet:
                 raise ValueError(f"a bool index must have shape [{len(self)}], got {list(idx.shape)}")
             idx = np.flatnonzero(idx)
         kw = {"images": self.images[idx]} if self.images is not None else {"paths": [self.paths[int(i)] for i in idx]}
-        return ImageSet(**kw, pids=self.pids[idx], camids=self.camids[idx], frame_index=self.frame_index[idx])
+        return ImageSet(**kw, pids=self.pids[idx], camids=self.camids[idx], frame_index=self.frame_index[idx],
+                        **self._pid_roles())
 
     def relabeled(self) -> "ImageSet":
         """A copy whose pids are 0..K-1 in order of sorted original pid (torchreid's
-        ``relabel=True`` for training splits). Distractors/junk (pid <= 0) are not allowed here.
+        ``relabel=True`` for training splits), all identities (no distractor or junk pid). The set
+        must hold identities only: distractors and junk (Market-1501's pids 0 and -1) are refused.
 
         Example:
             >>> import numpy as np
@@ -156,11 +189,13 @@ class ImageSet:
             >>> ImageSet(images=np.zeros((3, 2, 2, 3), np.uint8), pids=[40, 7, 40], camids=[0, 1, 0]).relabeled().pids.tolist()
             [1, 0, 1]
         """
-        if len(self) and self.pids.min() <= 0:
-            raise ValueError("relabeled() needs identities only (pid >= 1); drop distractors/junk first")
+        if not self.identity_mask.all():
+            raise ValueError(f"relabeled() needs identities only; drop the distractors (pid {self.distractor_pid}) "
+                             f"and junk (pid {self.junk_pid}) first")
         _, labels = np.unique(self.pids, return_inverse=True)
         kw = {"images": self.images} if self.images is not None else {"paths": self.paths}
-        return ImageSet(**kw, pids=labels.astype(np.int64), camids=self.camids, frame_index=self.frame_index)
+        return ImageSet(**kw, pids=labels.astype(np.int64), camids=self.camids, frame_index=self.frame_index,
+                        distractor_pid=None, junk_pid=None)
 
     def write_market1501(self, directory: str | os.PathLike, image_format: str = "png",
                          overwrite: bool = False) -> list[Path]:
@@ -169,6 +204,8 @@ class ImageSet:
         Names are ``{pid:04d}_c{camid + 1}s1_{frame:06d}_{k:02d}.{ext}`` (pid -1 is written as
         ``-1``; ``k`` numbers images sharing pid, camera and frame), so a set sorted by
         (pid, camid, frame) reads back in the same order. Path-based sets are read and re-encoded.
+        The names carry Market-1501's pid roles (0 distractor, -1 junk), so a set in which a pid
+        has another role (MSMT17's person 0, label 0 of a relabeled set) is refused.
 
         Args:
             directory: the folder to create.
@@ -186,6 +223,9 @@ class ImageSet:
             ['0002_c1s1_000451_00.png']
         """
         ext = _format_ext(image_format)
+        if (self.identity_mask != (self.pids >= 1)).any() or ((self.pids == self.distractor_pid) != (self.pids == 0)).any():
+            raise ValueError(f"Market-1501 names make pid 0 a distractor and -1 junk; this set (distractor_pid="
+                             f"{self.distractor_pid}, junk_pid={self.junk_pid}) gives some of its pids other roles")
         if len(self) and self.pids.max() > 9999:
             raise ValueError(f"Market-1501 names hold pids up to 9999, got {int(self.pids.max())}")
         frames = np.where(self.frame_index < 0, 0, self.frame_index)
@@ -422,7 +462,7 @@ def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool, allow_ou
         relative.append(parts[0])
         lines.append(number)
         paths.append(str(folder / parts[0]))
-        pids.append(parse_int(parts[1], f"{where}: the PID", -1))
+        pids.append(parse_int(parts[1], f"{where}: the PID", 0))
         # torchreid: the camera is the name's third field, made 0-based; the fifth is the frame
         camids.append(parse_int(fields[2], f"{where}: the camera field of {parts[0]}", 1) - 1)
         frames.append(parse_int(fields[4], f"{where}: the frame field of {parts[0]}") if is_digits(fields[4]) else -1)
@@ -430,10 +470,12 @@ def _read_msmt17_list(list_path: Path, folder: Path, load_images: bool, allow_ou
     if outside.shape[0] and not allow_outside_root:
         raise ValueError(f"{list_path}:{lines[outside[0]]}: {relative[outside[0]]} is outside the dataset's folder {folder} "
                          "(pass allow_outside_root=True if the list is meant to point there)")
+    # MSMT17 numbers its people from 0 and marks no distractors or junk: every pid is an identity
+    roles = {"distractor_pid": None, "junk_pid": None}
     if load_images:
         return ImageSet(images=read_images(paths, hint=f"read {list_path.parent} with load_images=False"), pids=pids,
-                        camids=camids, frame_index=frames)
-    return ImageSet(paths=paths, pids=pids, camids=camids, frame_index=frames)
+                        camids=camids, frame_index=frames, **roles)
+    return ImageSet(paths=paths, pids=pids, camids=camids, frame_index=frames, **roles)
 
 
 def read_msmt17(root: str | os.PathLike, load_images: bool = False, keep_val: bool = False,
@@ -442,8 +484,9 @@ def read_msmt17(root: str | os.PathLike, load_images: bool = False, keep_val: bo
     ``mask_test_v2/``), beside ``list_train.txt``, ``list_val.txt``, ``list_query.txt`` and
     ``list_gallery.txt`` (``root`` or its ``MSMT17_V1`` / ``MSMT17_V2`` subfolder).
 
-    As torchreid: the pid is the list's label, the camera the image name's third field (0-based),
-    and ``train`` holds the train and val lists merged (``keep_val=True`` keeps val apart: it is then
+    As torchreid: the pid is the list's label (from 0; every pid is a person, so the sets have
+    ``distractor_pid=None`` and ``junk_pid=None``: person 0 relabels and counts as an identity), the
+    camera the image name's third field (0-based), and ``train`` holds the train and val lists merged (``keep_val=True`` keeps val apart: it is then
     returned as ``data.val``, an extra attribute). A list line whose path leaves the image folder
     (``../``, an absolute path) is refused unless ``allow_outside_root=True``: a list file from
     elsewhere must not make the reader open files outside the dataset without being asked to.
@@ -465,6 +508,8 @@ def read_msmt17(root: str | os.PathLike, load_images: bool = False, keep_val: bo
         >>> m = read_msmt17(root.parent)
         >>> m.layout, m.train.camids.tolist(), m.query.pids.tolist(), m.query.camids.tolist()
         ('msmt17', [0], [7], [13])
+        >>> m.train, m.train.relabeled().pids.tolist()
+        (ImageSet(n=1, paths, identities=1, cameras=1, distractors=0), [0])
     """
     base, train_folder, test_folder = _msmt17_root(Path(root))
     allow_outside_root = check_flag(allow_outside_root, "allow_outside_root")
@@ -483,8 +528,10 @@ def _concatenate(a: ImageSet, b: ImageSet) -> ImageSet:
         return a
     if (a.images is None) != (b.images is None):
         raise ValueError("cannot merge an image set held in memory with one held as paths")
+    if a._pid_roles() != b._pid_roles():
+        raise ValueError(f"cannot merge image sets whose pids have different roles: {a._pid_roles()} and {b._pid_roles()}")
     joined = {"pids": np.concatenate([a.pids, b.pids]), "camids": np.concatenate([a.camids, b.camids]),
-              "frame_index": np.concatenate([a.frame_index, b.frame_index])}
+              "frame_index": np.concatenate([a.frame_index, b.frame_index]), **a._pid_roles()}
     if a.images is not None:
         return ImageSet(images=np.concatenate([a.images, b.images]), **joined)
     return ImageSet(paths=list(a.paths) + list(b.paths), **joined)

@@ -3,12 +3,16 @@
 ResNets get two ReID options: ``last_stride=1`` (the last stage keeps a 16x reduction, as in the
 strong ReID baseline) and ``ibn=True`` (IBN-a: the first BatchNorm of every block in the first three
 stages becomes half InstanceNorm, half BatchNorm, as in IBN-Net's ``resnet50_ibn_a``, CION's
-headline model). Transformers with a fixed input grid (ViT, Swin, ...) take ``img_size``; ViTs are
-built with ``dynamic_img_size=True`` so local crops of another size go through the same network.
+headline model). Transformers with a fixed input grid (ViT, Swin, VOLO, ...) take ``img_size``;
+ViTs and Swins are built with ``dynamic_img_size=True`` and VOLOs resample their position embedding
+(:class:`cion_fast.models._volo.VOLOAnySize`), so local crops of another size go through the same
+network.
 
 Every backbone built here carries two attributes the rest of the package relies on:
-``feature_dim`` (int, the width of the pooled features) and ``backbone_config`` (a JSON-able dict
-that :func:`build_backbone` rebuilds the same network from; exports store it).
+``feature_dim`` (int, the width of the pooled features, measured by one forward pass at build time:
+timm's ``num_features`` is the width before the head convolution of GhostNet, MobileNetV3, LCNet,
+...) and ``backbone_config`` (a JSON-able dict that :func:`build_backbone` rebuilds the same network
+from; exports store it).
 """
 
 from __future__ import annotations
@@ -90,6 +94,26 @@ def _apply_ibn_a(model: nn.Module) -> None:
             block.bn1 = IBN(block.bn1.num_features)
 
 
+def _is_volo(model: nn.Module) -> bool:
+    from timm.models.volo import VOLO
+
+    return isinstance(model, VOLO)
+
+
+def _measured_width(model: nn.Module, input_hw: tuple[int, int], name: str) -> int:
+    """The width C of what ``model`` returns for one zero image of ``input_hw``, which must be a
+    pooled [1, C]. Eval mode, because BatchNorm refuses a batch of one in training mode; the model
+    is left in training mode."""
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, *input_hw))
+    model.train()
+    if out.ndim != 2:
+        raise ValueError(f"{name!r} built with {model.backbone_config['timm_kwargs']} returns features of shape "
+                         f"{tuple(out.shape)} for a [1, 3, {input_hw[0]}, {input_hw[1]}] input, not pooled [B, C]")
+    return int(out.shape[1])
+
+
 def _probe(name: str) -> nn.Module:
     """The architecture built on the meta device (no memory, no weights) to see what it accepts."""
     import timm
@@ -125,24 +149,29 @@ def build_backbone(
             practice), 2 is the architecture's own; None leaves the architecture as it is.
         ibn: ResNets only: IBN-a normalisation in the first three stages (``resnet50`` +
             ``ibn=True`` is ResNet50-IBN-a).
-        img_size: (H, W) input size for architectures with a fixed grid (ViT, Swin, ...); ViTs
-            also get ``dynamic_img_size=True`` so smaller local crops pass. Ignored by CNNs, which
-            take any size.
+        img_size: (H, W) input size for architectures with a fixed grid (ViT, Swin, VOLO, ...);
+            ViTs and Swins also get ``dynamic_img_size=True`` and VOLOs resample their position
+            embedding, so smaller local crops pass. Ignored by CNNs, which take any size.
         **timm_kwargs: passed to ``timm.create_model`` (``drop_path_rate=0.1``, ...).
 
     Returns:
-        ``nn.Module`` on the CPU, float32, in training mode, with ``feature_dim`` (int) and
+        ``nn.Module`` on the CPU, float32, in training mode, with ``feature_dim`` (int, measured:
+        one forward pass of a zero image of ``img_size``, or of timm's ImageNet input size) and
         ``backbone_config`` (dict) attributes. Input float [B, 3, H, W]; output float
         [B, feature_dim].
 
     Raises:
         ValueError: unknown architecture, ``last_stride``/``ibn`` on a non-ResNet, bad values,
-            ``timm_kwargs`` the model's constructor refuses.
+            ``timm_kwargs`` the model's constructor refuses or that make it return something other
+            than pooled [B, C] features (``global_pool=""``).
 
     Example:
         >>> net = build_backbone("resnet18", last_stride=1, ibn=True)
         >>> net.feature_dim, net(torch.randn(2, 3, 64, 32)).shape
         (512, torch.Size([2, 512]))
+        >>> ghost = build_backbone("ghostnet_050")  # 480 channels pooled, then a 1x1 head conv to 1280
+        >>> ghost.feature_dim, ghost.num_features
+        (1280, 480)
         >>> vit = build_backbone("vit_tiny_patch16_224", img_size=(64, 32))
         >>> vit(torch.randn(2, 3, 32, 16)).shape
         torch.Size([2, 192])
@@ -193,13 +222,17 @@ def build_backbone(
         _set_last_stride_one(model)
     if ibn:
         _apply_ibn_a(model)
-    model.feature_dim = int(model.num_features)
+    if _is_volo(model):
+        from cion_fast.models._volo import VOLOAnySize
+
+        model.__class__ = VOLOAnySize
     model.backbone_config = {
         "arch": name,
         "last_stride": last_stride,
         "ibn": ibn,
         "timm_kwargs": _jsonable(kwargs),
     }
+    model.feature_dim = _measured_width(model, img_size or tuple(model.pretrained_cfg["input_size"][1:]), name)
     return model
 
 
