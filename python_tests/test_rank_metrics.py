@@ -121,11 +121,11 @@ def test_stable_tie_rule():
     assert evaluate_rank(one, [7], [8, 7], [0], [1, 1], max_rank=2).mAP == 0.5
 
 
-@pytest.mark.parametrize("matches", [1, 5, 16, 17, 33, 48])
+@pytest.mark.parametrize("matches", [1, 5, 24, 25, 47, 48])
 def test_ties_infinities_and_match_counts_around_the_register_passes(matches):
     """float32 rows of heavy ties, negative and infinite distances, with 1..48 matches per query:
-    the AVX-512 path compares 16 matches per pass and switches each threshold at its match's index
-    (the stable tie rule), so counts around 16 and 32 and rows not a multiple of 16 are checked."""
+    the AVX-512 path compares 24 matches per pass and switches each threshold at its match's index
+    (the stable tie rule), so counts around 24 and 48 and rows not a multiple of 16 are checked."""
     rng = np.random.default_rng(matches)
     num_gallery = 1007
     g_pids = np.where(np.arange(num_gallery) < matches * 2, 1, rng.integers(2, 50, num_gallery))

@@ -1,9 +1,10 @@
 // CPU ranking metrics: OpenMP over queries; each distance row is read from memory once.
 //
 // Per query, rank(m) = number of valid gallery entries ranked before match m. Three ways to get it:
-//  * AVX-512, float32, up to 16 matches per pass (the usual ReID case): one pass over the row
-//    compares each block of 16 entries with every match's threshold held in a register, counting
-//    in 16 register accumulators: 2 instructions per (block, match), the row loaded once.
+//  * AVX-512, float32, up to 24 matches per pass (the usual ReID case): one pass over the row
+//    compares each block of 16 entries with every match's threshold (broadcast from memory),
+//    counting in 24 register accumulators: 2 instructions per (block, match), the row loaded
+//    once. Compute-bound: P * G / 16 compares and masked adds per query (benchmarks/NOTES.md).
 //  * few matches otherwise: for each match, count the entries with a smaller key in a branch-free
 //    SIMD loop. The row stays in L2 across these passes: P * G compares at vector width.
 //  * many matches: one pass in which each entry finds, by binary search, how many matches it
@@ -95,9 +96,9 @@ void ranks_by_counting(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
 }
 
 #if defined(CION_X86_DISPATCH)
-// Matches per register pass of the AVX-512 path: one zmm accumulator each, thresholds broadcast
-// from memory, leaving registers for the entries.
-constexpr int64_t kRegisterMatches = 16;
+// Matches per register pass of the AVX-512 path: one zmm accumulator each (24 of the 32), the
+// thresholds broadcast from memory (held in registers too, they spilled: 20 % slower).
+constexpr int64_t kRegisterMatches = 24;
 
 // rank[m] for matches [first, first + N) in one pass over the float32 row. Entry j precedes match
 // (d, g) when row[j] < d, or row[j] == d and j < g: so entries before g are compared with
@@ -122,19 +123,19 @@ __attribute__((target("avx512f"))) void ranks_avx512_pass(const float* row, int6
   int64_t start = 0;
   for (int b = 0; b <= N; ++b) {
     const int64_t end = b < N ? boundary[b].first : G;
-    __m512 t[N];
-    for (int k = 0; k < N; ++k) t[k] = _mm512_set1_ps(threshold[k]);
     int64_t j = start;
     for (; j + 16 <= end; j += 16) {
       const __m512 x = _mm512_loadu_ps(row + j);
       for (int k = 0; k < N; ++k)
-        acc[k] = _mm512_mask_add_epi32(acc[k], _mm512_cmp_ps_mask(x, t[k], _CMP_LT_OQ), acc[k], one);
+        acc[k] = _mm512_mask_add_epi32(acc[k], _mm512_cmp_ps_mask(x, _mm512_set1_ps(threshold[k]), _CMP_LT_OQ),
+                                       acc[k], one);
     }
     if (j < end) {
       const __mmask16 valid = static_cast<__mmask16>((1u << (end - j)) - 1u);
       const __m512 x = _mm512_maskz_loadu_ps(valid, row + j);
       for (int k = 0; k < N; ++k)
-        acc[k] = _mm512_mask_add_epi32(acc[k], _mm512_mask_cmp_ps_mask(valid, x, t[k], _CMP_LT_OQ), acc[k], one);
+        acc[k] = _mm512_mask_add_epi32(acc[k], _mm512_mask_cmp_ps_mask(valid, x, _mm512_set1_ps(threshold[k]), _CMP_LT_OQ),
+                                       acc[k], one);
     }
     if (b < N) threshold[boundary[b].second] = s.matches[first + boundary[b].second].first;
     start = end;
