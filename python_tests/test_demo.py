@@ -146,9 +146,39 @@ def test_the_report_shows_the_label_free_estimate(demo_run):
 
     _, report, _ = demo_run
     shown = {**report, "estimate": {"false_merge_rate": 0.0125, "separation": {"centroid_auc": 0.9}}}
-    for page in (markdown(shown, {}), html_page(shown, {})):
-        assert "false_merge_rate | 0.0125" in page and "separation.centroid_auc | 0.9" in page
+    assert "false_merge_rate | 0.0125" in markdown(shown, {}) and "separation.centroid_auc | 0.9" in markdown(shown, {})
+    page = html_page(shown, {})
+    assert "<td>false_merge_rate</td><td>0.0125</td>" in page and "<td>separation.centroid_auc</td><td>0.9</td>" in page
     assert "estimate (label-free)" not in markdown({**report, "estimate": None}, {})
+
+
+def test_the_html_report_is_one_page_with_real_tables_and_embedded_figures(demo_run):
+    """Parsed as HTML: the verdict comes first, every Markdown table is a <table>, every figure is
+    embedded (the file alone can be mailed) and has a one-line caption."""
+    from html.parser import HTMLParser
+
+    out, report, _ = demo_run
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.images, self.text = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            if tag == "img":
+                self.images.append(dict(attrs)["src"])
+
+        def handle_data(self, data):
+            self.text.append((len(self.tags), data))
+
+    page = Page()
+    page.feed((out / "report.html").read_text())
+    assert "pre" not in page.tags and page.tags.count("table") >= 4 and page.tags.count("figcaption") == len(page.images)
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    first_table = page.tags.index("table")
+    verdict_at = next(at for at, data in page.text if report["verdict"][:40] in data)
+    assert verdict_at <= first_table
 
 
 def test_an_unchanged_config_reuses_every_stage(copy_of_run):
