@@ -8,35 +8,75 @@
 
 namespace cion {
 
-// Holds at most max(2k, 4096) values: when full, nth_element keeps the k largest and drops the rest.
+// Two regimes, the same values out:
+//  * k <= kSmallK (the usual topk_mean k and mutual_k): the k largest so far, kept sorted
+//    ascending; a value not above the smallest of them (most values, once k are held) costs one
+//    compare, a larger one an insertion into at most k entries.
+//  * larger k: holds at most max(2k, 4096) values; when full, nth_element keeps the k largest.
+// size() counts the values held: min(k, pushed) in the first regime, which is all its callers ask
+// (whether at least k were pushed).
 template <class T>
 class TopK {
  public:
+  static constexpr int64_t kSmallK = 32;
+
   void reset(int64_t k) {
     k_ = k;
     capacity_ = std::max<int64_t>(2 * k, 4096);
     values_.clear();
   }
   void push(T v) {
+    if (k_ <= kSmallK) {
+      push_small(v);
+      return;
+    }
     if (static_cast<int64_t>(values_.size()) == capacity_) shrink();
     values_.push_back(v);
+  }
+  // push() of values[0, n): in the first regime, a run whose largest value is not above the k-th
+  // largest held is skipped after one vectorised max.
+  void push_all(const T* values, int64_t n) {
+    if (k_ <= kSmallK && size() == k_) {
+      T largest = values_.front();
+      for (int64_t j = 0; j < n; ++j) largest = std::max(largest, values[j]);
+      if (!(largest > values_.front())) return;
+    }
+    for (int64_t j = 0; j < n; ++j) push(values[j]);
   }
   int64_t size() const { return static_cast<int64_t>(values_.size()); }
   // The k-th largest value pushed (call only when at least k values were pushed).
   T kth_largest() {
+    if (k_ <= kSmallK) return values_.front();
     shrink();
     return *std::min_element(values_.begin(), values_.end());
   }
   // Mean of the min(k, count) largest values, summed in float64 in descending order.
   double mean() {
-    if (size() > k_) shrink();
-    std::sort(values_.begin(), values_.end(), std::greater<T>());
+    if (k_ > kSmallK) {
+      if (size() > k_) shrink();
+      std::sort(values_.begin(), values_.end());
+    }
     double sum = 0.0;
-    for (const T v : values_) sum += static_cast<double>(v);
+    for (auto v = values_.rbegin(); v != values_.rend(); ++v) sum += static_cast<double>(*v);
     return sum / static_cast<double>(values_.size());
   }
 
  private:
+  void push_small(T v) {
+    const int64_t n = size();
+    if (n < k_) {
+      values_.insert(std::upper_bound(values_.begin(), values_.end(), v), v);
+      return;
+    }
+    if (!(v > values_.front())) return;
+    int64_t i = 0;  // drop the smallest, slide the ones below v down, put v in its place
+    while (i + 1 < n && values_[i + 1] < v) {
+      values_[i] = values_[i + 1];
+      ++i;
+    }
+    values_[i] = v;
+  }
+
   void shrink() {
     std::nth_element(values_.begin(), values_.begin() + (k_ - 1), values_.end(), std::greater<T>());
     values_.resize(k_);

@@ -68,7 +68,7 @@ struct PairKernel {
               for (int64_t j = 0; j < nj; ++j) best = std::min(best, row[j]);
               break;
             case PairReduce::kTopkMean:
-              for (int64_t j = 0; j < nj; ++j) s.topk.push(row[j]);
+              s.topk.push_all(row, nj);
               break;
           }
         }
