@@ -4,11 +4,15 @@
 // in size). An item computes its rows' similarity strip against the range in blocks of kColChunk
 // columns with dot_block, so the working memory is O(threads * kRowsPerItem * kColChunk) plus the
 // links found, whatever the number of identities. Each item keeps its links in its own buffer; one
-// pass finds them, and a copy in item order lays them out once the output is allocated.
+// pass finds them, and a copy in item order lays them out once the output is allocated. With
+// mutual_k, small ranges first compute their thresholds over each pair once (the symmetric pass)
+// and keep the candidate pairs it saw, which the link step then filters (kCandidateBudgetBytes).
 //
 // Components: sequential union-find (path halving, union by rank) over the link list: O(L alpha),
 // a small cost next to the similarity passes that produce the links in parallel.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -22,6 +26,17 @@ namespace {
 
 constexpr int64_t kColChunk = 256;
 constexpr int64_t kSymmetricRows = 2048;  // ranges up to this size get their thresholds in one task
+// With mutual_k, the threshold pass keeps each small range's candidate pairs (cosine at least the
+// threshold) so that the link pass filters them instead of computing every similarity again. Past
+// this many bytes of kept candidates (a low threshold makes nearly every pair one), the remaining
+// ranges drop theirs and their links are found by the second pass as before.
+constexpr int64_t kCandidateBudgetBytes = int64_t{512} << 20;
+
+template <class T>
+struct Candidate {
+  int64_t i, j;  // i < j, different videos, both in the range
+  T sim;
+};
 
 template <class T>
 struct Linker {
@@ -82,7 +97,9 @@ struct Linker {
   // kth[e(r, i)] for every row of range r, one task: each unordered pair is computed once (upper
   // triangle, in strips of kRowsPerItem rows) and offered to both rows. For ranges of at most
   // kSymmetricRows rows (per-task memory: one top-k buffer per row).
-  void range_thresholds(int64_t r, std::vector<T>& block, std::vector<TopK<T>>& top) const {
+  // Every pair offered to the top-k buffers is also appended to `candidates` when given.
+  void range_thresholds(int64_t r, std::vector<T>& block, std::vector<TopK<T>>& top,
+                        std::vector<Candidate<T>>* candidates) const {
     const int64_t b = range_begin(r), e = range_end(r);
     if (static_cast<int64_t>(top.size()) < e - b) top.resize(e - b);
     for (int64_t i = b; i < e; ++i) top[i - b].reset(p.mutual_k);
@@ -98,6 +115,7 @@ struct Linker {
             if (p.video_rank[j] == video || !offer(sim)) continue;
             top[i - b].push(sim);
             top[j - b].push(sim);
+            if (candidates) candidates->push_back({i, j, sim});
           }
         }
       }
@@ -126,6 +144,22 @@ struct Linker {
       }
     }
     for (int64_t i = i0; i < i1; ++i) store_threshold(r, i, top[i - i0]);
+  }
+
+  // The links range r emits, from its kept candidates, into found[item] of each of its items in
+  // (i, j) order: the layout links() gives, without a second similarity pass.
+  void links_from_candidates(int64_t r, std::vector<Candidate<T>>& candidates,
+                             std::vector<std::vector<int64_t>>& found) const {
+    std::sort(candidates.begin(), candidates.end(),
+              [](const Candidate<T>& a, const Candidate<T>& b) { return a.i != b.i ? a.i < b.i : a.j < b.j; });
+    const int64_t b = range_begin(r);
+    for (int64_t item = p.item_offsets[r]; item < p.item_offsets[r + 1]; ++item) found[item].clear();
+    for (const Candidate<T>& c : candidates) {
+      if (!emits(r, c.i, c.j, c.sim)) continue;
+      std::vector<int64_t>& out = found[p.item_offsets[r] + (c.i - b) / kRowsPerItem];
+      out.push_back(c.i);
+      out.push_back(c.j);
+    }
   }
 
   // Appends the links the item's rows emit to `out`, in (i, j) order (`rows` is per-row scratch).
@@ -162,6 +196,16 @@ void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
              "features contains NaN or inf values");
   const Linker<T> linker(p);
   std::vector<std::vector<int64_t>> found(p.num_items);  // each item's links, (i, j) interleaved
+  // Small ranges' candidate pairs, kept from the threshold pass (empty and not `kept` otherwise).
+  std::vector<std::vector<Candidate<T>>> candidates(p.mutual_k > 0 ? p.num_ranges : 0);
+  std::vector<uint8_t> kept(candidates.size(), 0);
+  std::atomic<int64_t> kept_bytes{0};
+  auto small = [&](int64_t r) { return linker.range_end(r) - linker.range_begin(r) <= kSymmetricRows; };
+  auto range_of = [&](int64_t item) {
+    int64_t r, row;
+    linker.locate(item, &r, &row);
+    return r;
+  };
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp parallel
 #endif
@@ -173,22 +217,37 @@ void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1) nowait
 #endif
-      for (int64_t r = 0; r < p.num_ranges; ++r)
-        if (linker.range_end(r) - linker.range_begin(r) <= kSymmetricRows) linker.range_thresholds(r, block, top);
+      for (int64_t r = 0; r < p.num_ranges; ++r) {
+        if (!small(r)) continue;
+        linker.range_thresholds(r, block, top, &candidates[r]);
+        const int64_t bytes = static_cast<int64_t>(candidates[r].size() * sizeof(Candidate<T>));
+        if (kept_bytes.fetch_add(bytes) + bytes <= kCandidateBudgetBytes) {
+          kept[r] = 1;
+        } else {
+          kept_bytes.fetch_sub(bytes);
+          std::vector<Candidate<T>>().swap(candidates[r]);
+        }
+      }
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
       for (int64_t item = 0; item < p.num_items; ++item) {
         int64_t r, row;
         linker.locate(item, &r, &row);
-        if (linker.range_end(r) - linker.range_begin(r) > kSymmetricRows) linker.item_thresholds(item, block, top);
+        if (!small(r)) linker.item_thresholds(item, block, top);
       }
     }  // the loop's implicit barrier: every threshold is written before any is read below
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+    for (int64_t r = 0; r < static_cast<int64_t>(candidates.size()); ++r)
+      if (kept[r]) linker.links_from_candidates(r, candidates[r], found);
     std::vector<int64_t> rows[kRowsPerItem];
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t item = 0; item < p.num_items; ++item) linker.links(item, block, rows, found[item]);
+    for (int64_t item = 0; item < p.num_items; ++item)
+      if (candidates.empty() || !kept[range_of(item)]) linker.links(item, block, rows, found[item]);
   }
   std::vector<int64_t> start(p.num_items + 1, 0);
   for (int64_t item = 0; item < p.num_items; ++item)
