@@ -437,26 +437,36 @@ command("pretrain", "pre-train a backbone: CION (identity-guided distillation), 
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="C", help="a checkpoint directory or a run directory (newest)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="backbone .safetensors (a .json config is written beside)")
+    parser.add_argument("--checkpoint", required=True, metavar="C",
+                        help="a checkpoint directory, a run directory (newest) or an exported backbone .safetensors")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="backbone .safetensors (a .json config is written beside) or, with --format onnx, .onnx")
+    parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                        help="safetensors (default; cion_fast.models.load_pretrained reads it) or onnx: input 'images' float32 "
+                             "[B, 3, H, W] RGB in [0, 1] normalised with the ImageNet mean/std by the caller, dynamic B, fixed "
+                             "HxW; output 'features' float32 [B, D], the pooled features (needs pip install 'cion_fast[onnx]')")
+    parser.add_argument("--size", type=_parse_size, metavar="HxW",
+                        help="onnx: the input size fixed in the graph (default: the size the checkpoint was trained at; "
+                             "required when it does not say, e.g. a CNN's .safetensors export)")
+    parser.add_argument("--opset", type=int, metavar="N", help="onnx: the ONNX operator set (default 18, >= 18)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def _export(args: argparse.Namespace) -> int:
-    """Writes a checkpoint's backbone for ``cion_fast.models.load_pretrained``."""
+    """Writes a checkpoint's backbone for ``cion_fast.models.load_pretrained`` or as ONNX."""
     from cion_fast.training import export_backbone
 
     from pathlib import Path
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
-    path = export_backbone(args.checkpoint, args.out)
-    print(f"wrote {path} and {path.with_suffix('.json')}")
+    path = export_backbone(args.checkpoint, args.out, args.format, args.size, args.opset)
+    print(f"wrote {path}" + (f" and {path.with_suffix('.json')}" if args.format == "safetensors" else ""))
     return 0
 
 
 _export.add_arguments = _export_arguments
-command("export", "export a pre-training checkpoint's backbone as safetensors + JSON config (load_pretrained)")(_export)
+command("export", "export a checkpoint's backbone as safetensors + JSON config (load_pretrained) or as ONNX")(_export)
 
 
 # FinetuneConfig fields with a flag of their own (--lr for base_lr, --size for image_size).
@@ -684,18 +694,20 @@ _evaluate.add_arguments = _evaluate_arguments
 
 
 # Exceptions that may mean "the input is wrong", not "the program is wrong" (see is_user_error);
-# OutputError: an output that could not be written (cion_fast._io names it).
+# OutputError: an output that could not be written (cion_fast._io names it); ImportError: an optional
+# package the command needs is missing (the raise names the extra that installs it).
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, OutputError)
+               PermissionError, OutputError, ImportError)
 
 
 def is_user_error(error: BaseException) -> bool:
     """Bad input, reported in one line: a missing, existing or unreadable path, a full disk or a
     read-only filesystem, a name too long for it (the OSError names the path; an output's is a
     ``cion_fast._io.OutputError`` naming the output, not its temporary), a kernel's input check
-    (``_C.InputError`` / ``_C.InputTypeError``), or a ValueError / TypeError that a check of this
-    package raised on purpose (a ``raise`` statement in ``cion_fast``). The same types raised
-    anywhere else (Python finding a bug, a library) are internal errors and keep their traceback.
+    (``_C.InputError`` / ``_C.InputTypeError``), or a ValueError / TypeError / ImportError (a
+    missing optional package) that a check of this package raised on purpose (a ``raise``
+    statement in ``cion_fast``). The same types raised anywhere else (Python finding a bug, a
+    library, an ``import`` that fails) are internal errors and keep their traceback.
 
     Example:
         >>> from cion_fast._checks import check_int

@@ -1,4 +1,5 @@
-"""Models: timm backbones (with IBN-a and last-stride options for ResNets) and heads.
+"""Models: timm backbones (with IBN-a and last-stride options for ResNets), heads, and the exports
+(safetensors: :func:`save_backbone` / :func:`load_pretrained`; ONNX: :func:`export_onnx`).
 
 Quick tour::
 
@@ -12,6 +13,7 @@ Quick tour::
 
 from cion_fast.models.backbone import IBN, backbone_from_config, build_backbone, pooled_features
 from cion_fast.models.heads import BNNeckHead, BNNeckOutput, DINOHead, ProjectionMLP, WeightNormLinear
+from cion_fast.models.onnx_export import export_onnx
 from cion_fast.models.pretrained import load_pretrained, read_safetensors_config, save_backbone
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "WeightNormLinear",
     "backbone_from_config",
     "build_backbone",
+    "export_onnx",
     "load_pretrained",
     "pooled_features",
     "read_safetensors_config",

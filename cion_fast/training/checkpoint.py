@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from cion_fast._checks import check_choice
 from cion_fast._io import atomic_directory
 from cion_fast.models.pretrained import METADATA_KEY
 
@@ -223,19 +224,37 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     return tensors, state
 
 
-def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+EXPORT_FORMATS = ("safetensors", "onnx")
+
+
+def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike, format: str = "safetensors",
+                    image_size: tuple[int, int] | None = None, opset: int | None = None) -> Path:
     """Writes the exported backbone of a checkpoint (the teacher for cion/dino, the query encoder
-    for upreid) as ``out`` (safetensors) + ``out.with_suffix('.json')`` (its config).
+    for upreid, the backbone of a fine-tuning run) as ``out``.
 
     Args:
-        checkpoint: a checkpoint directory, or a run directory (its newest checkpoint).
-        out: destination ending in ``.safetensors``.
+        checkpoint: a checkpoint directory, a run directory (its newest checkpoint), or a backbone
+            file :func:`cion_fast.models.load_pretrained` reads without a name (a ``.safetensors``
+            export).
+        out: destination, ending in ``.safetensors`` or ``.onnx`` (the ``format``).
+        format: ``"safetensors"``: ``out`` + ``out.with_suffix('.json')`` (its config), for
+            :func:`cion_fast.models.load_pretrained`; ``"onnx"``: one ONNX file, see
+            :func:`cion_fast.models.export_onnx` (float32 [B, 3, H, W] ImageNet-normalised input,
+            dynamic B, pooled float32 [B, D] output; needs the ``onnx`` extra).
+        image_size: onnx only: (H, W) fixed in the graph. Default: the size the checkpoint was
+            trained at (the global views of a pre-training run, ``image_size`` of a fine-tuning
+            run), else the ``img_size`` of a fixed-grid backbone's config (ViT); required when
+            none says (a CNN's ``.safetensors`` export).
+        opset: onnx only: the ONNX operator set (default
+            :data:`cion_fast.models.onnx_export.DEFAULT_OPSET`, 18).
 
     Returns:
-        the written path; load it with :func:`cion_fast.models.load_pretrained`.
+        the written path.
 
     Raises:
-        FileNotFoundError: no checkpoint there. ValueError: unreadable or incomplete checkpoint.
+        FileNotFoundError: no checkpoint there. ValueError: unreadable or incomplete checkpoint,
+            an unknown ``format``, ``image_size`` / ``opset`` with ``format="safetensors"``, no
+            ``image_size`` known for ONNX, a bad ``out`` suffix.
 
     Example:
         >>> import tempfile
@@ -246,10 +265,41 @@ def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Pa
         >>> path = export_backbone(run, run / "backbone.safetensors")
         >>> torch.equal(load_pretrained(path).conv1.weight, net.conv1.weight)
         True
+        >>> export_backbone(run, run / "backbone.onnx", format="onnx")
+        Traceback (most recent call last):
+        ...
+        ValueError: image_size: ... does not record the size its backbone was trained at; give image_size=(H, W) (--size HxW)
     """
-    from cion_fast.models import load_pretrained, save_backbone
+    from cion_fast.models import export_onnx, load_pretrained, save_backbone
+    from cion_fast.models.onnx_export import DEFAULT_OPSET
 
+    check_choice(format, "format", EXPORT_FORMATS)
+    if format != "onnx" and (image_size is not None or opset is not None):
+        raise ValueError("image_size (--size) and opset (--opset) apply to format 'onnx' only")
     found = latest_checkpoint(checkpoint)
-    if found is None:
+    if found is None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint: no checkpoint in {checkpoint}")
-    return save_backbone(load_pretrained(found), out)
+    model = load_pretrained(found or checkpoint)
+    if format == "safetensors":
+        return save_backbone(model, out)
+    if image_size is None:
+        image_size = _training_size(found, model)
+    if image_size is None:
+        raise ValueError(f"image_size: {checkpoint} does not record the size its backbone was trained at; "
+                         "give image_size=(H, W) (--size HxW)")
+    return export_onnx(model, out, image_size, DEFAULT_OPSET if opset is None else opset)
+
+
+def _training_size(found: Path | None, model: torch.nn.Module) -> tuple[int, int] | None:
+    """(H, W) a backbone was trained at: the global views of a pre-training checkpoint, the
+    ``image_size`` of a fine-tuning one, else its config's ``img_size`` (a fixed-grid backbone:
+    ViT, Swin, VOLO); None when nothing says (a CNN's export)."""
+    if found is not None:
+        _, state = read_checkpoint(found, with_tensors=False)
+        size = (state.get("multicrop") or {}).get("global_size") or (state.get("config") or {}).get("image_size")
+        if size is not None:
+            return tuple(size)
+    size = (model.backbone_config.get("timm_kwargs") or {}).get("img_size")
+    if isinstance(size, int):  # timm takes one int for a square input
+        return size, size
+    return None if size is None else tuple(size)
