@@ -206,6 +206,40 @@ _extract.add_arguments = _extract_arguments
 command("extract", "frame features of a tracklet directory (stripe descriptor or a timm backbone); torchrun shards the frames")(_extract)
 
 
+def _tracklets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mot", required=True, metavar="TXT",
+                        help="tracker output in MOTChallenge text: frame,id,x,y,w,h,conf,... (1-based frames, pixels)")
+    parser.add_argument("--frames", required=True, metavar="DIR|VIDEO",
+                        help="the frames: a folder of images (000001.jpg = frame 1) or a video file (needs PyAV: pip install av)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the tracklet directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--size", type=_parse_size, default=(256, 128), metavar="HxW", help="crop size (default 256x128)")
+    parser.add_argument("--min-height", type=int, default=0, metavar="N", help="drop boxes less than N pixels high (after clipping)")
+    parser.add_argument("--min-length", type=int, default=1, metavar="N", help="drop tracks left with fewer than N boxes")
+    parser.add_argument("--min-confidence", type=float, default=None, metavar="X", help="drop boxes of confidence below X")
+    parser.add_argument("--video", type=int, default=0, help="the video id of the tracklets (default 0)")
+    parser.add_argument("--camera", type=int, default=0, help="the camera id of the tracklets (default 0)")
+
+
+def _tracklets(args: argparse.Namespace) -> int:
+    """Tracker output (MOTChallenge text + frames) -> a tracklet directory."""
+    from pathlib import Path
+
+    from cion_fast.data import tracklets_from_mot
+
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
+    t = tracklets_from_mot(args.mot, args.frames, args.out, size=args.size, min_height=args.min_height,
+                           min_length=args.min_length, min_confidence=args.min_confidence, video=args.video,
+                           camera=args.camera, overwrite=args.overwrite)
+    print(f"{t.num_tracklets} tracklets, {t.num_frames} crops {args.size[0]}x{args.size[1]}; wrote {args.out}")
+    return 0
+
+
+_tracklets.add_arguments = _tracklets_arguments
+command("tracklets", "tracker output in MOTChallenge text + its frames (folder or video) -> a tracklet directory")(_tracklets)
+
+
 def _denoise_arguments(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 

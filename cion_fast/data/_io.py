@@ -108,10 +108,21 @@ def read_images(paths: list, hint: str = "resize them first", size: tuple[int, i
     if len(shapes) > 1 or (resize_all and size is not None):
         if size is None:
             raise ValueError(f"images have different sizes {shapes[:4]}; {hint}")
-        image_mod = pil()
-        imgs = [im if im.shape[:2] == tuple(size) else
-                np.asarray(image_mod.fromarray(im).resize((size[1], size[0]), image_mod.BILINEAR)) for im in imgs]
+        imgs = [im if im.shape[:2] == tuple(size) else resize_image(im, size) for im in imgs]
     return np.stack(imgs) if imgs else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W, 3] resized to uint8 [size[0], size[1], 3] (PIL bilinear, which antialiases when
+    shrinking): the one resize of crops read from files or cut from frames.
+
+    Example:
+        >>> import numpy as np
+        >>> resize_image(np.zeros((8, 4, 3), np.uint8), (4, 2)).shape
+        (4, 2, 3)
+    """
+    image_mod = pil()
+    return np.asarray(image_mod.fromarray(image).resize((size[1], size[0]), image_mod.BILINEAR))
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:

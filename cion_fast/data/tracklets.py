@@ -253,40 +253,49 @@ class Tracklets:
             >>> bool((u.frames == t.frames).all()), u.identity.tolist()
             (True, [4, 4, 4])
         """
-        m = self.num_frames
+        arrays = self._index_arrays("array" if self.has_pixels else "files")
+        with atomic_directory(directory, overwrite=overwrite) as tmp:
+            if self.has_pixels:
+                np.save(tmp / "frames.npy", np.ascontiguousarray(self.frames))
+            else:
+                arrays["paths"] = self._copy_images(tmp)
+            if self.features is not None:
+                np.save(tmp / "features.npy", self.features)
+            np.savez(tmp / "index.npz", **arrays)
+        return Path(directory)
+
+    def _index_arrays(self, storage: str) -> dict:
+        """The fields of ``index.npz`` (see the module docstring) but the image paths; frame ``i``
+        in slot ``i``. Also used by writers that fill ``frames.npy`` themselves (MOT import)."""
         tracklet = self.tracklet_of_frame
-        arrays = {
+        return {
             "format": np.array(FORMAT_NAME),
             "version": np.array(FORMAT_VERSION, np.int64),
             "tracklet": tracklet,
             "video": self.video[tracklet],
             "camera": self.camera[tracklet],
             "frame": self.frame_index,
-            "slot": np.arange(m, dtype=np.int64),
+            "slot": np.arange(self.num_frames, dtype=np.int64),
             "identity": self.identity,
             "offsets": self.offsets,
             "tracklet_video": self.video,
             "tracklet_camera": self.camera,
-            "storage": np.array("array" if self.has_pixels else "files"),
+            "storage": np.array(storage),
         }
-        with atomic_directory(directory, overwrite=overwrite) as tmp:
-            if self.has_pixels:
-                np.save(tmp / "frames.npy", np.ascontiguousarray(self.frames))
-            else:
-                rel = []
-                (tmp / "images").mkdir()
-                for i, src in enumerate(self.frames):
-                    src = Path(src)
-                    if not src.is_file():
-                        raise FileNotFoundError(f"frame {i} of tracklet {int(tracklet[i])}: image file {src} does not exist")
-                    name = f"images/{i:08d}{src.suffix.lower()}"
-                    shutil.copyfile(src, tmp / name)
-                    rel.append(name)
-                arrays["paths"] = np.array(rel, dtype=str) if rel else np.zeros(0, dtype="<U1")
-            if self.features is not None:
-                np.save(tmp / "features.npy", self.features)
-            np.savez(tmp / "index.npz", **arrays)
-        return Path(directory)
+
+    def _copy_images(self, tmp: Path) -> np.ndarray:
+        """Copies the image files of a path set into ``tmp/images/``; their relative paths str [M]."""
+        rel = []
+        (tmp / "images").mkdir()
+        tracklet = self.tracklet_of_frame
+        for i, src in enumerate(self.frames):
+            src = Path(src)
+            if not src.is_file():
+                raise FileNotFoundError(f"frame {i} of tracklet {int(tracklet[i])}: image file {src} does not exist")
+            name = f"images/{i:08d}{src.suffix.lower()}"
+            shutil.copyfile(src, tmp / name)
+            rel.append(name)
+        return np.array(rel, dtype=str) if rel else np.zeros(0, dtype="<U1")
 
     @classmethod
     def load(cls, directory: str | os.PathLike, mmap: bool = True, allow_outside_root: bool = False) -> "Tracklets":
