@@ -175,7 +175,10 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
             ``cion-fast export`` writes: the teacher for cion/dino, the query encoder for
             upreid), ``"student"`` or ``"teacher"``. Other sources hold one network: "exported" only.
         **backbone_kwargs: options for :func:`~cion_fast.models.build_backbone` (``ibn=True``,
-            ``last_stride=1``, ``img_size=...``); they override the stored config.
+            ``last_stride=1``, ``img_size=...``); they override the stored config. CION's ResNet
+            and ResNet-IBN-a (``resnet50_ibn`` ...) were pre-trained with a stride-1 ``layer4``:
+            load them with ``last_stride=1`` (plus ``ibn=True``) to get their network's features;
+            without it the same weights load into a stride-2 ``layer4``.
 
     Returns:
         the backbone (``nn.Module`` on the CPU, float32, training mode) with all weights loaded.
