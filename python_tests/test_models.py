@@ -194,13 +194,14 @@ def test_official_cion_checkpoint_layout_loads(tmp_path):
     head = DINOHead(net.feature_dim, out_dim=64, hidden_dim=16, bottleneck_dim=8)
     teacher = {"module.backbone." + k: v for k, v in net.state_dict().items()}
     teacher.update({"module.head." + k: v for k, v in head.state_dict().items()})
-    ckpt = {"teacher": teacher, "student": teacher, "epoch": 100, "args": argparse.Namespace(arch="resnet50_ibn")}
+    ckpt = {"teacher": teacher, "student": teacher, "epoch": 100, "args": argparse.Namespace(arch="resnet18_ibn")}
     torch.save(ckpt, tmp_path / "checkpoint.pth")
-    loaded = load_pretrained(tmp_path / "checkpoint.pth", "resnet18", ibn=True)
+    loaded = load_pretrained(tmp_path / "checkpoint.pth")  # CION's args.arch names the network
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+    torch.save({**ckpt, "args": argparse.Namespace(arch="vit_small")}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="pass name"):
-        load_pretrained(tmp_path / "checkpoint.pth")
+        load_pretrained(tmp_path / "other.pth")
 
 
 def test_load_pretrained_names_missing_and_mismatched_keys(tmp_path):

@@ -425,12 +425,26 @@ def test_cion_resnet_ibn_a_checkpoint_loads_with_equal_features(depth, tmp_path)
     assert (got - expected).abs().max().item() <= 1e-5
 
 
-def test_cion_checkpoint_without_last_stride_one_loads_but_differs(tmp_path):
+def test_cion_checkpoint_with_timms_stride_loads_but_differs(tmp_path):
     """The weights fit a stride-2 layer4 too (a stride has no parameters), but its features are not
-    CION's: ``last_stride=1`` is needed to reproduce their pre-trained network."""
+    CION's: the stride-1 layer4 the checkpoint implies is what reproduces their network, and a
+    caller who asks for stride 2 gets it."""
     path = tmp_path / "checkpoint.pth"
     theirs = _cion_checkpoint("resnet18_ibn", path).eval()
-    ours = load_pretrained(path, "resnet18", ibn=True).eval()
+    ours = load_pretrained(path, "resnet18", ibn=True, last_stride=2).eval()
     x = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert (ours(x) - theirs(x)).abs().max().item() > 1e-3
+
+
+def test_a_cion_ibn_checkpoint_says_its_architecture_and_stride(tmp_path):
+    """Loaded without options, the checkpoint's args.arch gives resnet18, IBN-a and the stride-1
+    layer4: CION's own features, not a silently different network."""
+    path = tmp_path / "checkpoint.pth"
+    theirs = _cion_checkpoint("resnet18_ibn", path)
+    ours = load_pretrained(path)
+    x = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(3))
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -135,6 +136,21 @@ def _load_failure(error: Exception) -> str:
     return reason or text[:200]
 
 
+# CION's ReIDZoo ResNet-IBN-a names (its run.py stores them as args.arch): IBN-a with a stride-1
+# layer4 (CION_Pretrain/models/ResNet_IBN.py), not timm's stride 2.
+_CION_IBN_ARCH = re.compile(r"resnet(18|34|50|101|152)_ibn(_a)?")
+
+
+def _cion_ibn_defaults(checkpoint: Any) -> dict[str, Any]:
+    """``{"name": timm name}`` for an official CION ResNet-IBN-a checkpoint ({} for any other): its
+    ``args.arch`` names the depth; CION builds those networks IBN-a with ``last_stride=1``.
+    Loading one with timm's stride 2 would load every key and silently give other features.
+    (Plain ``resnet50`` is not inferred: DINO's official ResNet-50 has the same name and stride 2.)"""
+    args = checkpoint.get("args") if isinstance(checkpoint, Mapping) else None
+    match = _CION_IBN_ARCH.fullmatch(str(getattr(args, "arch", "")))
+    return {"name": f"resnet{match.group(1)}"} if match else {}
+
+
 def _backbone_state(state: Any, source: str) -> dict[str, torch.Tensor]:
     """Backbone tensors of a checkpoint dict: takes ``["teacher"]`` (or ``["state_dict"]``,
     ``["model"]``) when present, strips ``module.`` and then keeps ``backbone.*`` keys if any."""
@@ -176,9 +192,11 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
             upreid), ``"student"`` or ``"teacher"``. Other sources hold one network: "exported" only.
         **backbone_kwargs: options for :func:`~cion_fast.models.build_backbone` (``ibn=True``,
             ``last_stride=1``, ``img_size=...``); they override the stored config. CION's ResNet
-            and ResNet-IBN-a (``resnet50_ibn`` ...) were pre-trained with a stride-1 ``layer4``:
-            load them with ``last_stride=1`` (plus ``ibn=True``) to get their network's features;
-            without it the same weights load into a stride-2 ``layer4``.
+            and ResNet-IBN-a were pre-trained with a stride-1 ``layer4``. A CION ResNet-IBN-a
+            checkpoint says so (``args.arch`` ``resnet50_ibn`` ...): ``name``, ``ibn=True`` and
+            ``last_stride=1`` are then taken from it unless given. CION's plain ResNets need
+            ``last_stride=1`` passed (DINO's official ResNet-50 has the same name and stride 2);
+            without it the same weights load into a stride-2 ``layer4`` and give other features.
 
     Returns:
         the backbone (``nn.Module`` on the CPU, float32, training mode) with all weights loaded.
@@ -233,7 +251,12 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
             if meta is None:
                 state = _backbone_state(state, source)
         else:
-            state = _backbone_state(_torch_load(path), source)
+            loaded = _torch_load(path)
+            state = _backbone_state(loaded, source)
+            inferred = _cion_ibn_defaults(loaded)
+            if inferred:  # what the checkpoint says, unless the caller says otherwise
+                name = name or inferred["name"]
+                backbone_kwargs = {"ibn": True, "last_stride": 1, **backbone_kwargs}
     if config is not None:
         if name is not None and name != config["arch"]:
             raise ValueError(f"name {name!r} disagrees with the architecture stored in {source}: {config['arch']!r}")
