@@ -143,6 +143,26 @@ def test_a_frame_past_the_end_of_the_video(scene):
         _run(root, root / "frames.avi")
 
 
+def test_a_video_damaged_mid_stream_names_the_file(scene):
+    """A decoder error after some good frames is one ValueError naming the video and the row."""
+    av = pytest.importorskip("av")
+    root, frames = scene
+    path = root / "frames.avi"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("png", rate=5)
+        stream.width, stream.height, stream.pix_fmt = FRAME[1], FRAME[0], "rgb24"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 2000] = bytes(2000)  # zeros over the middle frames
+    path.write_bytes(bytes(data))
+    (root / "tracks.txt").write_text("".join(f"{k},1,4,2,16,32,0.9\n" for k in range(1, len(frames) + 1)))
+    with pytest.raises(ValueError, match=r"tracks.txt:\d+: video .*frames.avi cannot be decoded after frame \d+"):
+        _run(root, path)
+    assert not (root / "out").exists()
+
+
 def test_a_video_without_pyav_names_the_extra(scene, monkeypatch):
     root, _ = scene
     (root / "frames.avi").write_bytes(b"not read")

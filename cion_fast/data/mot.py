@@ -124,7 +124,15 @@ def _video_frames(path: Path) -> tuple[tuple[int, int], Callable]:
         wanted, count = iter(needed.tolist()), 0
         k = next(wanted)
         with container:
-            for count, frame in enumerate(container.decode(stream), start=1):
+            frames = container.decode(stream)
+            while True:
+                try:  # a damaged stretch of the file fails in the decoder, mid-video
+                    frame = next(frames, None)
+                except av.error.FFmpegError as error:
+                    raise ValueError(f"{where(k)}: video {path} cannot be decoded after frame {count}: {error}") from None
+                if frame is None:
+                    break
+                count += 1
                 if count == k:
                     image = frame.to_ndarray(format="rgb24")
                     if image.shape[:2] != size:
