@@ -44,9 +44,14 @@ class _Set:
         self.frames = int(features.shape[0])
 
 
-def _ragged_set(features: Any, offsets: Any, dtype: str, placement: _arrays.Placement, names: tuple[str, str]) -> _Set:
+def _ragged_set(features: Any, offsets: Any, dtype: str, placement: _arrays.Placement, names: tuple[str, str],
+                mode: str) -> _Set:
     host_offsets = _ragged.as_offsets(offsets, int(features.shape[0]), names[1], allow_empty=False)
-    return _Set(names[0], _ragged.prepare_features(features, dtype, cosine=True), host_offsets, placement)
+    # Only the frame-pair modes take float32 dot products of raw frames (scaled by the inverse norms
+    # after): centroid/mean normalise each frame first, in float64, so any finite scale is safe there
+    # and the rescaling pass would be wasted (denoising's level 2 runs them on every chunk).
+    rescale = mode in _REDUCE
+    return _Set(names[0], _ragged.prepare_features(features, dtype, cosine=rescale), host_offsets, placement)
 
 
 def _rows_as_set(rows: Any, placement: _arrays.Placement, name: str) -> _Set:
@@ -180,8 +185,9 @@ def tracklet_similarity(
             )
         dtype = _ragged.kernel_dtype(features, other_features)
 
-    a = _ragged_set(features, offsets, dtype, placement, ("features", "offsets"))
-    b = None if same_set else _ragged_set(other_features, other_offsets, dtype, placement, ("other_features", "other_offsets"))
+    a = _ragged_set(features, offsets, dtype, placement, ("features", "offsets"), mode)
+    b = None if same_set else _ragged_set(other_features, other_offsets, dtype, placement,
+                                          ("other_features", "other_offsets"), mode)
     other = a if b is None else b
     if pairs is not None:
         pairs = _as_pairs(pairs, a.num, other.num, placement, other.name)
