@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import tempfile
 
 import pytest
 
@@ -20,7 +21,10 @@ def _modules():
 
 
 @pytest.mark.parametrize("name", _modules())
-def test_docstring_examples_run(name):
+def test_docstring_examples_run(name, tmp_path, monkeypatch):
+    # The examples make scratch directories with tempfile.mkdtemp(); rooting tempfile in
+    # tmp_path lets pytest remove them (a finetune example alone writes ~250 MB of checkpoints).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
