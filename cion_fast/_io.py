@@ -198,6 +198,28 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     _fsync_dir(target.parent)
 
 
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON document in ``path``; ValueError naming ``what`` and the file when it is missing,
+    unreadable or not JSON.
+
+    Example:
+        >>> bad = Path(tempfile.mkdtemp()) / "x.json"
+        >>> _ = bad.write_text("{")
+        >>> read_json(bad, "recipes")
+        Traceback (most recent call last):
+        ...
+        ValueError: recipes: .../x.json is not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what}: cannot read {path} ({error})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what}: {path} is not JSON ({error})") from None
+
+
 def text_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[int, str]]:
     """(number from 1, text) of each line of the UTF-8 text file ``path``; a line that is not
     UTF-8 is a ValueError naming the file (``what``) and the line.

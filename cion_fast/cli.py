@@ -231,7 +231,7 @@ def _tracklets(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
     t = tracklets_from_mot(args.mot, args.frames, args.out, size=args.size, min_height=args.min_height,
                            min_length=args.min_length, min_confidence=args.min_confidence, video=args.video,
-                           camera=args.camera, overwrite=args.overwrite)
+                           camera=args.camera, overwrite=args.overwrite, log=print)
     print(f"{t.num_tracklets} tracklets, {t.num_frames} crops {args.size[0]}x{args.size[1]}; wrote {args.out}")
     return 0
 
@@ -669,6 +669,11 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
     _demo_arguments(parser)
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    parser.add_argument("--protocol", choices=("shared", "tuned", "both"), default="both",
+                        help="shared: every method with the one shared recipe; tuned: also each method at its own "
+                             "recipe (the presets chosen by `cion-fast search`, or --recipes); both (default) = tuned")
+    parser.add_argument("--recipes", metavar="SEARCH_JSON",
+                        help="the recipes of a `cion-fast search` run (its search.json) instead of the presets")
 
 
 @command("compare", "random init vs DINO vs tracklet-level vs CION vs UP-ReID at the same pre-training budget: one table + plots")
@@ -679,12 +684,60 @@ def _compare(args: argparse.Namespace) -> int:
     if args.finetune_steps is None:
         args.finetune_steps = _COMPARE_FINETUNE_STEPS["quick" if args.quick else "default"]
     out = _demo_out(args)
-    report = run_demo(out, _demo_config(args), methods=methods)
+    recipes = None
+    if args.protocol != "shared":
+        from cion_fast._demo.recipes import TUNED_RECIPES, load_recipes
+
+        recipes = load_recipes(args.recipes) if args.recipes else TUNED_RECIPES
+    elif args.recipes:
+        raise ValueError("--recipes needs --protocol tuned or both (the shared protocol has one recipe for all)")
+    report = run_demo(out, _demo_config(args), methods=methods, recipes=recipes)
     print(f"report: {out}/report.md, {out}/report.html, {out}/report.json")
     return 0 if report["methods"] else 1
 
 
 _compare.add_arguments = _compare_arguments
+
+
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    from cion_fast._demo.recipes import SEARCH_SEED, SEARCH_SPACES
+
+    parser.add_argument("--out", metavar="DIR",
+                        help="run directory (default ./cion_demo, ./cion_demo_quick with --quick: the comparison's, "
+                             "so the world and the denoising are shared); finished configurations are reused")
+    parser.add_argument("--quick", action="store_true", help="the quick world")
+    parser.add_argument("--configs", type=_positive_int, default=6, metavar="N",
+                        help="configurations per method, the shared recipe first (the same budget for all; default 6)")
+    parser.add_argument("--steps", type=_positive_int,
+                        help="pre-training steps per configuration (default: half the shared recipe's)")
+    parser.add_argument("--seed", type=int, default=SEARCH_SEED,
+                        help=f"the search's pre-training seed (default {SEARCH_SEED}: not a comparison seed)")
+    parser.add_argument("--methods", default=",".join(SEARCH_SPACES),
+                        help=f"comma-separated subset of {','.join(SEARCH_SPACES)} (default: all)")
+    parser.add_argument("--arch", help="timm backbone (default: the shared recipe's)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+@command("search", "each pre-training method's recipe chosen on a validation split (train identities) with the same budget")
+def _search(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from cion_fast.demo import DemoConfig, run_search
+
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    config = DemoConfig.quick() if args.quick else DemoConfig.default()
+    if args.arch:
+        config = replace(config, pretrain=replace(config.pretrain, arch=args.arch))
+    config = replace(config, device=args.device)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    out = _demo_out(args)
+    run_search(out, config, methods, configurations=args.configs, steps=args.steps, seed=args.seed)
+    print(f"search: {out}/search.md, {out}/search.json (compare --recipes {out}/search.json uses its choices)")
+    return 0
+
+
+_search.add_arguments = _search_arguments
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,17 +43,21 @@ from pathlib import Path
 from typing import Callable
 
 from cion_fast._demo.config import DEMO_METHODS, METHODS, PRETRAINED_METHODS, SMALL_BUDGET_RECIPE, DemoConfig
+from cion_fast._demo.recipes import SEARCH_SEED, SEARCH_SPACES, TUNED_RECIPES, draw_configurations
 from cion_fast._demo.report import (CLAIMED_ORDER, aggregate_seeds, baselines_sentence, methods_table,
                                     nest_finetuned, ordering_sentence, quality_table, verdict, write_report)
 
-__all__ = ["CLAIMED_ORDER", "DEMO_METHODS", "METHODS", "PRETRAINED_METHODS", "SMALL_BUDGET_RECIPE",
-           "DemoConfig", "aggregate_seeds", "baselines_sentence", "ordering_sentence", "run_demo"]
+__all__ = ["CLAIMED_ORDER", "DEMO_METHODS", "METHODS", "PRETRAINED_METHODS", "SEARCH_SPACES", "SMALL_BUDGET_RECIPE",
+           "TUNED_RECIPES", "DemoConfig", "aggregate_seeds", "baselines_sentence", "ordering_sentence", "run_demo",
+           "run_search"]
 
-_PRETRAIN_FIELDS = ("step", "loss", "images_per_s", "view_share", "k", "reused")
+_PRETRAIN_FIELDS = ("step", "loss", "images_per_s", "view_share", "k", "reused", "teacher_entropy", "prototypes",
+                    "collapse_warnings")
 
 
 def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress: bool = True,
-             log: Callable[[str], None] = print, methods: tuple[str, ...] = DEMO_METHODS) -> dict:
+             log: Callable[[str], None] = print, methods: tuple[str, ...] = DEMO_METHODS,
+             recipes: dict[str, dict] | None = None) -> dict:
     """Runs (or resumes) the demo in ``out`` and returns the report dict (also in ``out/report.json``).
 
     Args:
@@ -62,6 +66,10 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         progress: progress bars on long steps.
         log: where stage messages go.
         methods: which of :data:`METHODS` to train and evaluate (``cion-fast compare``: all).
+        recipes: None, or method -> knobs (:data:`TUNED_RECIPES`, or a search's ``chosen``): then
+            every method that pre-trains is also trained at its own recipe with the same steps and
+            batch (``pretrain_<m>_tuned``), evaluated the same way, and the report gains
+            ``"tuned": {"recipes", "methods", "verdict", "curves"}`` beside the shared recipe's.
 
     Returns:
         the report: ``{"denoise": {"tracklets" / level name: quality of the round CION trains on,
@@ -103,8 +111,46 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     per_seed = pipeline.evaluate_methods(run, methods, trained)
     report = _report(run, methods, per_seed, in_use, world, pipeline.rounds_table(run, rounds, in_use), trained)
     log("retrieval on the held-out query/gallery (%):\n" + methods_table(report["methods"]) + "\n" + report["verdict"])
+    if recipes is not None:
+        report["tuned"] = _tuned_protocol(run, methods, per_seed, in_use, recipes)
+        report["pretrain"].update(report["tuned"].pop("pretrain"))
+        log("each method at its own recipe (%):\n" + methods_table(report["tuned"]["methods"]) + "\n"
+            + report["tuned"]["verdict"])
     write_report(run.out, report, {m: runs[config.seeds[0]] for m, runs in per_seed.items()}, run.market)
     return report
+
+
+def _tuned_protocol(run, methods: tuple[str, ...], per_seed: dict, in_use: dict, recipes: dict[str, dict]) -> dict:
+    """The second protocol: each method that pre-trains at its own recipe; the training-free and
+    random-init rows are the shared protocol's (they have no recipe)."""
+    from cion_fast._demo import run as pipeline
+    from cion_fast._demo.report import learning_curves, seed_suffix
+
+    missing = [m for m in methods if m in PRETRAINED_METHODS and m not in recipes]
+    if missing:
+        raise ValueError(f"recipes has no recipe for {', '.join(missing)}")
+    trained = pipeline.train_tuned(run, methods, in_use, recipes)
+    tuned = pipeline.evaluate_methods(run, tuple(dict.fromkeys(label for label, _ in trained)), trained)
+    rows = {m: per_seed[m] for m in ("stripe", "random") if m in per_seed}
+    rows.update({label[: -len("_tuned")]: runs for label, runs in tuned.items()})
+    summary = _summarise(rows)
+    return {"recipes": {m: recipes[m] for m in methods if m in PRETRAINED_METHODS}, "methods": summary,
+            "verdict": verdict(summary, run.config.finetune_steps), "curves": learning_curves(rows),
+            "pretrain": {label + seed_suffix(seed): _pretrain_fields(run, stage) for (label, seed), stage in trained.items()}}
+
+
+def _summarise(per_seed: dict) -> dict:
+    """method -> mean ± std over seeds of every scalar figure (curves and CMC left out)."""
+    return {m: nest_finetuned(aggregate_seeds({s: {k: v for k, v in r.items() if not k.startswith("cmc") and k != "curve"}
+                                               for s, r in runs.items()})) for m, runs in per_seed.items()}
+
+
+def _pretrain_fields(run, stage: str) -> dict:
+    """What the report keeps of a pre-training stage's result: its figures, the collapse monitors
+    (``collapsed``: the run ended with a collapse warning), its run directory."""
+    result = run.stages.results[stage]
+    return {**{k: result.get(k) for k in _PRETRAIN_FIELDS}, "collapsed": bool(result.get("collapse_warnings")),
+            "run_dir": str(run.out / result["run_dir"])}
 
 
 def _checked_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -128,16 +174,70 @@ def _report(run, methods: tuple[str, ...], per_seed: dict, in_use: dict, world: 
 
     used = run.stages.results[in_use[run.config.seeds[0]]]
     run.log("denoising quality against ground truth (the round CION trains on, seed 0):\n" + quality_table(used["quality"]))
-    summary = {m: nest_finetuned(aggregate_seeds({s: {k: v for k, v in r.items() if not k.startswith("cmc") and k != "curve"}
-                                                  for s, r in runs.items()})) for m, runs in per_seed.items()}
-    pretrained = {method + seed_suffix(seed): run.stages.results[stage] for (method, seed), stage in trained.items()
-                  if method in PRETRAINED_METHODS}
+    summary = _summarise(per_seed)
+    pretrained = {method + seed_suffix(seed): stage for (method, seed), stage in trained.items() if method in PRETRAINED_METHODS}
     return {
         "denoise": used["quality"], "estimate": used["estimate"], "denoise_rounds": rounds, "methods": summary,
         "verdict": verdict(summary, run.config.finetune_steps),
         "curves": learning_curves(per_seed),
         "config": {"demo": run.config.to_dict(), "world": world, "methods": list(methods)},
         "timings": dict(run.stages.timings),
-        "pretrain": {name: {**{k: r.get(k) for k in _PRETRAIN_FIELDS}, "run_dir": str(run.out / r["run_dir"])}
-                     for name, r in pretrained.items()},
+        "pretrain": {name: _pretrain_fields(run, stage) for name, stage in pretrained.items()},
     }
+
+
+def run_search(out: str | os.PathLike, config: DemoConfig | None = None, methods: tuple[str, ...] = tuple(SEARCH_SPACES),
+               configurations: int = 6, steps: int | None = None, seed: int = SEARCH_SEED, progress: bool = True,
+               log: Callable[[str], None] = print) -> dict:
+    """The recipe search (``cion-fast search``): for every method that pre-trains, the same number
+    of configurations of its search space (:data:`SEARCH_SPACES`; the shared recipe first), each
+    pre-trained the same ``steps`` with the search ``seed`` (not one of the comparison's seeds) and
+    scored by plain mAP on the validation split (the labelled *train* identities; the held-out
+    query/gallery is never seen). The best configuration of each method is its ``chosen`` recipe.
+
+    Args:
+        out: run directory (stages shared with ``run_demo`` / ``compare`` in the same directory).
+        config: :class:`DemoConfig` (world, denoising, the shared recipe); default the default one.
+        methods: subset of :data:`SEARCH_SPACES`' methods.
+        configurations: configurations per method (the tuning budget, equal for all).
+        steps: pre-training steps per configuration (default: half the shared recipe's).
+        seed: the search's pre-training seed.
+
+    Returns:
+        ``{"methods": {method: [row per configuration: "index", "knobs", "validation_mAP",
+        "validation_rank1", "collapsed", "prototypes", "teacher_entropy", "seconds"]}, "chosen":
+        {method: knobs}, "budget": {"configurations", "steps", "seed"}, "config": ...}``, also in
+        ``out/search.json`` with ``out/search.md`` and ``out/figures/search.png``.
+
+    Example (one configuration of 2 steps on a tiny world):
+        >>> import tempfile
+        >>> from dataclasses import replace
+        >>> from cion_fast.data.synth import WorldConfig
+        >>> world = WorldConfig.quick(identities=30, train_identities=5, eval_identities=20, cameras=3, videos=4)
+        >>> tiny = replace(DemoConfig.quick(), world=world)
+        >>> found = run_search(tempfile.mkdtemp(), tiny, ("dino",), configurations=1, steps=2, progress=False, log=lambda m: None)
+        >>> found["chosen"]["dino"]["views"], found["methods"]["dino"][0]["index"]
+        ('light', 0)
+    """
+    from cion_fast._demo import run as pipeline
+    from cion_fast._demo.report import write_search_report
+    from cion_fast._demo.stages import Stages
+
+    unknown = [m for m in methods if m not in SEARCH_SPACES]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {', '.join(SEARCH_SPACES)}, got {list(methods)}")
+    for method in methods:  # a budget the space cannot hold fails before any work
+        draw_configurations(method, configurations, seed)
+    config = config or DemoConfig.default()
+    steps = steps or max(1, config.pretrain.steps // 2)
+    run = pipeline.DemoRun(Path(out), config, Stages(Path(out), log), progress, log)
+    pipeline.world(run)
+    in_use, _ = pipeline.denoise_rounds(run, 1)
+    rows = {m: pipeline.search_method(run, m, configurations, steps, seed, in_use[config.seeds[0]]) for m in methods}
+    chosen = {m: max(found, key=lambda r: (r["validation_mAP"], -r["index"]))["knobs"] for m, found in rows.items()}
+    search = {"methods": rows, "chosen": chosen, "budget": {"configurations": configurations, "steps": steps, "seed": seed},
+              "config": {"demo": config.to_dict()}, "timings": dict(run.stages.timings)}
+    write_search_report(run.out, search)
+    for method, knobs in chosen.items():
+        log(f"{method}: chose {knobs}")
+    return search

@@ -89,10 +89,15 @@ def test_a_box_crossing_the_border_is_clipped(scene, people):
 
 def test_filters(scene):
     root, _ = scene
-    t = _run(root, root / "img1", min_height=16, min_length=3, min_confidence=0.5)
+    said = []
+    t = _run(root, root / "img1", min_height=16, min_length=3, min_confidence=0.5, log=said.append)
     # track 2 loses its low-confidence box, track 3 is too short, track 4 too small
     assert t.lengths.tolist() == [5, 3, 3]
     assert t.frame_index[t.frames_of(1)].tolist() == [1, 2, 4]
+    # each filter's count, in the order they apply: track 5's box past the border, track 4's four
+    # small boxes, track 2's low-confidence box, then track 3's two boxes (a track of 2 < 3)
+    assert said == ["kept 11 of 19 boxes; dropped 1 outside the frame, 4 below min_height, 1 below min_confidence, "
+                    "2 in tracks shorter than min_length"]
 
 
 def test_video_frames(scene, people):
@@ -194,7 +199,7 @@ def test_cli(scene, capsys):
     args = ["tracklets", "--mot", str(root / "tracks.txt"), "--frames", str(root / "img1"), "--size", "32x16"]
     assert cli.main(args + ["--out", str(root / "out"), "--min-length", "3"]) == 0
     assert Tracklets.load(root / "out").lengths.tolist() == [5, 4, 4, 3]
-    capsys.readouterr()
+    assert "kept 16 of 19 boxes; dropped 1 outside the frame" in capsys.readouterr().out
     (root / "tracks.txt").write_text("1,1,4,2,16,32,0.9\n1,2,x,2,16,32,0.9\n")
     assert cli.main(args + ["--out", str(root / "out2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

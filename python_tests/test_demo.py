@@ -271,7 +271,8 @@ def test_compare_reuses_the_demo_and_adds_every_method(copy_of_run, capsys, monk
     out, report = copy_of_run
     tiny = tiny_config()
     monkeypatch.setattr(DemoConfig, "quick", classmethod(lambda cls: tiny))  # --quick: the tiny world of the demo run
-    assert cli.main(["compare", "--quick", "--steps", str(STEPS), "--out", str(out), "--no-rerank", "--finetune-steps", "8"]) == 0
+    assert cli.main(["compare", "--quick", "--steps", str(STEPS), "--out", str(out), "--no-rerank", "--finetune-steps", "8",
+                     "--protocol", "shared"]) == 0
     printed = capsys.readouterr().out
     compared = json.loads((out / "report.json").read_text())
     assert compared["config"]["methods"] == ["stripe", "random", "dino", "tracklet", "cion", "upreid"]

@@ -256,12 +256,15 @@ def _curve_figures(out: Path, report: dict) -> dict[str, Path]:
     losses = _loss_curves(runs)
     if losses:
         paths["loss"] = plots.plot_curves(losses, out / "figures" / "pretrain_loss.png", "pre-training loss", "loss")
-    if report.get("curves"):
-        bands = {name: (c["steps"], [100 * v for v in c["mAP"]], [100 * v for v in c["mAP_std"]])
-                 for name, c in report["curves"].items()}
-        seeds = len(report["config"]["demo"]["seeds"])
-        title = f"held-out plain mAP during pre-training (mean ± std, {seeds} seed{'s' * (seeds > 1)})"
-        paths["learning"] = plots.plot_bands(bands, out / "figures" / "learning_curves.png", title, "mAP (%)")
+    seeds = len(report["config"]["demo"]["seeds"])
+    for key, curves, protocol, name in (("learning", report.get("curves"), "", "learning_curves.png"),
+                                        ("learning_tuned", report.get("tuned", {}).get("curves"),
+                                         ", each method at its own recipe", "learning_curves_tuned.png")):
+        if curves:
+            bands = {method: (c["steps"], [100 * v for v in c["mAP"]], [100 * v for v in c["mAP_std"]])
+                     for method, c in curves.items()}
+            title = f"held-out plain mAP during pre-training (mean ± std, {seeds} seed{'s' * (seeds > 1)}{protocol})"
+            paths[key] = plots.plot_bands(bands, out / "figures" / name, title, "mAP (%)")
     return paths
 
 
@@ -291,6 +294,7 @@ def _rounds_rows(report: dict) -> str:
 FIGURE_CAPTIONS = {
     "denoise": "Denoising quality per level against the world's ground truth: purity, pairwise F1 and BCubed F.",
     "learning": "Held-out plain mAP at each pre-training checkpoint, mean ± std over seeds: how fast each method learns.",
+    "learning_tuned": "The same learning curves with each method at its own recipe (the second protocol).",
     "methods": "Retrieval on held-out identities with frozen features, per method (higher is better).",
     "cmc": "CMC curves: the share of queries whose first true match is within the top k.",
     "cmc_camnorm": "CMC curves after test-time camera normalisation of the same features.",
@@ -311,13 +315,57 @@ def _finetuned_section(methods: dict[str, dict]) -> str:
             "initialisation, BNNeck feature, %)\n\n" + methods_table(tuned) + "\n")
 
 
+def collapse_sentence(pretrain: dict[str, dict]) -> str:
+    """Which pre-training runs ended collapsed (the trainer's monitors at the last log line).
+
+    Example:
+        >>> collapse_sentence({"dino": {"collapsed": True, "prototypes": 3.1}, "cion": {"collapsed": False}})
+        'Runs that ended COLLAPSED (a collapse warning at their last log line): dino (3.1 effective prototypes).'
+    """
+    collapsed = [f"{name} ({r['prototypes']:.1f} effective prototypes)" if r.get("prototypes") is not None else name
+                 for name, r in pretrain.items() if r.get("collapsed")]
+    if not collapsed:
+        return "No pre-training run ended collapsed (the trainer's monitors at their last log line)."
+    return "Runs that ended COLLAPSED (a collapse warning at their last log line): " + ", ".join(collapsed) + "."
+
+
+def _tuned_section(report: dict, paths: dict[str, Path]) -> str:
+    """The second protocol's section (``compare``): each method at its own recipe."""
+    if "tuned" not in report:
+        return ""
+    from cion_fast._demo.recipes import describe
+
+    tuned = report["tuned"]
+    recipes = "\n".join(f"| {m} | {describe(knobs) or 'the shared recipe'} |" for m, knobs in tuned["recipes"].items())
+    return f"""
+## Each method at its own recipe (chosen on the validation split; frozen features, %)
+
+The same steps, batch, backbone and evaluation as above; each method's recipe was chosen by the
+same search budget on the labelled train identities (`cion-fast search`, docs/RECIPES.md).
+
+| method | recipe |
+|---|---|
+{recipes}
+
+{methods_table(tuned["methods"])}
+
+**Each method at its own recipe: {tuned["verdict"]}**
+{_finetuned_section(tuned["methods"])}
+{_image(paths, "learning_tuned")}
+"""
+
+
 def markdown(report: dict, paths: dict[str, Path]) -> str:
     """``report.md``: the rounds, the quality of the labels CION trains on, the methods, the verdict."""
     timings = "\n".join(f"| {k} | {v:.1f} |" for k, v in report["timings"].items())
     estimate = estimate_table(report.get("estimate"))
+    shared = "One shared recipe for every method: " if "tuned" in report else ""
+    tuned = f"\n**Each method at its own recipe: {report['tuned']['verdict']}**\n" if "tuned" in report else ""
     return f"""# cion_fast demo report
 
-**{report["verdict"]}**
+**{shared}{report["verdict"]}**
+{tuned}
+{collapse_sentence(report.get("pretrain", {}))}
 
 ## Denoising rounds (thresholds chosen from the data; ground truth only measures)
 
@@ -342,6 +390,7 @@ in use before it (the best-separating round so far). The round CION trains on, p
 **{report["verdict"]}**
 {_finetuned_section(report["methods"])}
 
+{_tuned_section(report, paths)}
 `student_*`: the student network of the same run (the exported network is the teacher for
 DINO / tracklet / CION, the query encoder for UP-ReID). `random`: the trainer's own step-0 backbone.
 
@@ -438,3 +487,50 @@ def write_report(out: Path, report: dict, results: dict, market: Any) -> None:
     atomic_write(out / "report.md", lambda p: p.write_text(markdown(report, paths)))
     atomic_write(out / "report.html", lambda p: p.write_text(html_page(report, paths)))
     atomic_write_json(out / "report.json", report)
+
+
+def search_markdown(search: dict) -> str:
+    """``search.md``: every configuration of every method with its validation figures, the chosen
+    one in bold, collapsed runs marked.
+
+    Example:
+        >>> row = {"index": 0, "knobs": {"views": "light"}, "validation_mAP": 0.25, "validation_rank1": 0.5,
+        ...        "collapsed": True, "prototypes": 3.0, "teacher_entropy": 0.1, "seconds": 9.0}
+        >>> text = search_markdown({"methods": {"dino": [row]}, "chosen": {"dino": {"views": "light"}},
+        ...                         "budget": {"configurations": 1, "steps": 5, "seed": 1000}})
+        >>> text.splitlines()[-1]
+        '| **0** | **views light** | **25.0** | **50.0** | COLLAPSED | 3.0 | 0.10 | 9 |'
+    """
+    from cion_fast._demo.recipes import describe
+
+    budget = search["budget"]
+    parts = [f"# Recipe search\n\nEvery method: {budget['configurations']} configurations of its search space (the "
+             f"shared recipe first), {budget['steps']} pre-training steps each, seed {budget['seed']}; chosen by plain "
+             "mAP on the validation split (every image of the labelled train identities queries the others; the "
+             "held-out query/gallery is never seen). `collapsed`: the run ended with a collapse warning."]
+    for method, rows in search["methods"].items():
+        lines = [f"## {method}", "", "| # | recipe | validation mAP | validation Rank-1 | collapsed | prototypes | "
+                 "teacher entropy | s |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            chosen = r["knobs"] == search["chosen"][method]
+            bold = (lambda text: f"**{text}**") if chosen else str
+            entropy = "—" if r["teacher_entropy"] is None else f"{r['teacher_entropy']:.2f}"
+            prototypes = "—" if r["prototypes"] is None else f"{r['prototypes']:.1f}"
+            cells = [r["index"], describe(r["knobs"]), f"{100 * r['validation_mAP']:.1f}", f"{100 * r['validation_rank1']:.1f}"]
+            lines.append("| " + " | ".join(bold(c) for c in cells) + f" | {'COLLAPSED' if r['collapsed'] else 'no'} | "
+                         f"{prototypes} | {entropy} | {r['seconds']:.0f} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_search_report(out: Path, search: dict) -> None:
+    """``search.json``, ``search.md`` and ``figures/search.png`` (validation mAP of every
+    configuration, per method), each written atomically."""
+    from cion_fast._io import atomic_write_json
+    from cion_fast.evaluate import plots
+
+    (out / "figures").mkdir(exist_ok=True)
+    bars = {m: {f"#{r['index']}": 100 * r["validation_mAP"] for r in rows} for m, rows in search["methods"].items()}
+    plots.plot_bars(bars, out / "figures" / "search.png", "validation mAP of each configuration (#0: the shared recipe)", "%")
+    atomic_write(out / "search.md", lambda p: p.write_text(search_markdown(search)))
+    atomic_write_json(out / "search.json", search)

@@ -112,11 +112,17 @@ def denoise(run: DemoRun, name: str, features: str) -> dict:
     return run.stages.run(name, work, config=run.config.denoise.as_dict(), after=(features,), outputs=(run.out / name,))
 
 
-def pretrain_config(run: DemoRun, method: str, seed: int) -> Any:
-    """The shared recipe for one method and seed; checkpoints kept for the learning curve."""
+def pretrain_config(run: DemoRun, method: str, seed: int, recipe: dict | None = None, steps: int | None = None) -> Any:
+    """The shared recipe for one method and seed (with a ``recipe``'s overrides,
+    :func:`cion_fast._demo.recipes.apply_recipe`, and ``steps`` when given); checkpoints kept for
+    the learning curve."""
+    from cion_fast._demo.recipes import apply_recipe
+
     cfg = run.config
-    return dataclasses.replace(cfg.pretrain, method=PRETRAINED_METHODS[method][0], seed=seed, device=cfg.device,
-                               progress=run.progress, checkpoint_every=max(1, cfg.pretrain.steps // cfg.curve_points),
+    base = apply_recipe(cfg.pretrain, recipe or {})
+    steps = steps or base.steps
+    return dataclasses.replace(base, method=PRETRAINED_METHODS[method][0], seed=seed, device=cfg.device, steps=steps,
+                               progress=run.progress, checkpoint_every=max(1, steps // cfg.curve_points),
                                keep_checkpoints=cfg.curve_points + 1)
 
 
@@ -135,10 +141,12 @@ def _train(run: DemoRun, name: str, cfg: Any, labels: Any, until_step: int | Non
     return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}, "run_dir": name, "checkpoint": checkpoint}
 
 
-def pretrain(run: DemoRun, name: str, method: str, seed: int, identities: str) -> dict:
-    """Stage ``name``: pre-training of ``method`` with ``seed``; CION on the labels of the denoising
+def pretrain(run: DemoRun, name: str, method: str, seed: int, identities: str, recipe: dict | None = None,
+             steps: int | None = None) -> dict:
+    """Stage ``name``: pre-training of ``method`` with ``seed`` (the shared recipe, or it with
+    ``recipe``'s overrides; ``steps`` instead of the recipe's); CION on the labels of the denoising
     stage ``identities``, the tracklet baseline on the tracker's ids."""
-    cfg = pretrain_config(run, method, seed)
+    cfg = pretrain_config(run, method, seed, recipe, steps)
     kind = PRETRAINED_METHODS[method][1]
     after = ("world",) + ((identities,) if kind == "denoised" else ())
     labels = {"denoised": lambda: np.load(run.out / identities / "labels.npy"),
@@ -157,6 +165,60 @@ def random_init(run: DemoRun, seed: int) -> dict:
     inputs = {k: v for k, v in cfg.to_dict().items() if k in ("arch", "last_stride", "ibn", "timm_kwargs", "seed")}
     return run.stages.run(name, lambda: _train(run, name, cfg, None, until_step=0),
                           config={**inputs, "size": list(run.train_size)}, after=("world",), outputs=(run.out / name,))
+
+
+def validate(run: DemoRun, trained: str) -> dict:
+    """Stage ``validate_<trained>``: plain cosine mAP / Rank-1 of stage ``trained``'s exported
+    network on the validation split (:func:`cion_fast._demo.recipes.validation_split`: the labelled
+    *train* identities, never the held-out query/gallery)."""
+    from cion_fast._demo.recipes import validation_split
+
+    def work() -> dict:
+        from cion_fast.evaluate.retrieval import evaluate_features
+        from cion_fast.features import extract_features
+        from cion_fast.models import load_pretrained
+
+        images, pids, camids = validation_split(run.market.train)
+        features = extract_features(load_pretrained(run.path(trained)), images, batch_size=run.config.eval_batch_size,
+                                    device=run.config.device, size=run.train_size)
+        metrics = evaluate_features(features, features, pids, pids, camids, camids, metric="cosine")
+        return {"mAP": metrics["mAP"], "rank1": metrics["rank1"], "queries": int(len(pids))}
+
+    return run.stages.run(f"validate_{trained}", work, after=("world", trained))
+
+
+def search_method(run: DemoRun, method: str, count: int, steps: int, seed: int, identities: str) -> list[dict]:
+    """Stages ``search_<method>_<i>`` (and their ``validate_``): ``count`` configurations of
+    ``method``'s search space (:func:`cion_fast._demo.recipes.draw_configurations`, the shared
+    recipe first), each pre-trained ``steps`` steps with ``seed`` and scored on the validation
+    split. One row per configuration: its knobs, validation mAP / Rank-1, whether the run ended
+    collapsed (the trainer's monitors), its seconds."""
+    from cion_fast._demo.recipes import draw_configurations, knobs_to_overrides
+
+    rows = []
+    for index, knobs in enumerate(draw_configurations(method, count, seed)):
+        name = f"search_{method}_{index}"
+        trained = pretrain(run, name, method, seed, identities, knobs_to_overrides(knobs), steps)
+        scores = validate(run, name)
+        rows.append({"index": index, "knobs": knobs, "validation_mAP": scores["mAP"], "validation_rank1": scores["rank1"],
+                     "collapsed": bool(trained.get("collapse_warnings")), "prototypes": trained.get("prototypes"),
+                     "teacher_entropy": trained.get("teacher_entropy"), "seconds": run.stages.timings[name]})
+    return rows
+
+
+def train_tuned(run: DemoRun, methods: tuple[str, ...], in_use: dict[int, str],
+                recipes: dict[str, dict]) -> dict[tuple[str, int], str]:
+    """Stages ``pretrain_<method>_tuned[_seed<s>]``: every method that pre-trains at its own
+    recipe (``recipes``: method -> knobs), same steps and batch as the shared protocol.
+    (``<method>_tuned``, seed) -> stage."""
+    from cion_fast._demo.recipes import knobs_to_overrides
+
+    stages = {}
+    for method in (m for m in methods if m in PRETRAINED_METHODS):
+        for seed in run.config.seeds:
+            name = stages[(f"{method}_tuned", seed)] = f"pretrain_{method}_tuned{seed_suffix(seed)}"
+            pretrain(run, name, method, seed, in_use[seed], knobs_to_overrides(recipes[method]))
+    return stages
 
 
 def reuse(run: DemoRun, name: str, earlier: str) -> dict:

@@ -148,22 +148,40 @@ def _video_frames(path: Path) -> tuple[tuple[int, int], Callable]:
 
 
 def _select(rows: dict, frame_size: tuple[int, int], min_height: int, min_length: int,
-            min_confidence: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """The kept rows in (track, frame) order, int64 [m], and their clipped boxes int64 [m, 4]
-    (x0, y0, x1, y1). A box entirely outside the frame has nothing to crop and is dropped."""
+            min_confidence: float | None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The kept rows in (track, frame) order, int64 [m], their clipped boxes int64 [m, 4]
+    (x0, y0, x1, y1), and how many boxes each filter dropped, in the order they apply
+    (``outside``: nothing of the box inside the frame, then ``min_height``, ``min_confidence``,
+    ``min_length``)."""
     height, width = frame_size
     x, y, w, h = rows["box"].T
     edges = np.rint(np.stack([x, y, x + w, y + h], axis=1))
     box = np.clip(edges, 0, [width, height, width, height]).astype(np.int64)
     visible_height = box[:, 3] - box[:, 1]
-    keep = (box[:, 2] > box[:, 0]) & (visible_height > 0) & (visible_height >= min_height)
-    if min_confidence is not None:
-        keep &= rows["conf"] >= min_confidence
+    stages = {"outside": (box[:, 2] > box[:, 0]) & (visible_height > 0), "min_height": visible_height >= min_height,
+              "min_confidence": rows["conf"] >= min_confidence if min_confidence is not None else True}
+    keep, dropped = np.ones(len(box), bool), {}
+    for name, passes in stages.items():
+        dropped[name] = int((keep & ~passes).sum())
+        keep &= passes
     tracks, counts = np.unique(rows["track"][keep], return_counts=True)
-    keep &= np.isin(rows["track"], tracks[counts >= min_length])
-    kept = np.flatnonzero(keep)
+    long_enough = np.isin(rows["track"], tracks[counts >= min_length])
+    dropped["min_length"] = int((keep & ~long_enough).sum())
+    kept = np.flatnonzero(keep & long_enough)
     kept = kept[np.lexsort((rows["frame"][kept], rows["track"][kept]))]
-    return kept, box[kept]
+    return kept, box[kept], dropped
+
+
+def _filter_summary(total: int, kept: int, dropped: dict[str, int]) -> str:
+    """One line: boxes kept and what each filter dropped.
+
+    Example:
+        >>> _filter_summary(10, 6, {"outside": 1, "min_height": 2, "min_confidence": 0, "min_length": 1})
+        'kept 6 of 10 boxes; dropped 1 outside the frame, 2 below min_height, 0 below min_confidence, 1 in tracks shorter than min_length'
+    """
+    what = {"outside": "outside the frame", "min_height": "below min_height", "min_confidence": "below min_confidence",
+            "min_length": "in tracks shorter than min_length"}
+    return f"kept {kept} of {total} boxes; dropped " + ", ".join(f"{dropped[k]} {what[k]}" for k in what)
 
 
 def _crop_all(crops: np.ndarray, frames: np.ndarray, boxes: np.ndarray, lines: np.ndarray, read: Callable,
@@ -185,7 +203,7 @@ def _crop_all(crops: np.ndarray, frames: np.ndarray, boxes: np.ndarray, lines: n
 def tracklets_from_mot(tracks_path: str | os.PathLike, frames: str | os.PathLike, out_dir: str | os.PathLike,
                        size: tuple[int, int] = (256, 128), min_height: int = 0, min_length: int = 1,
                        min_confidence: float | None = None, video: int = 0, camera: int = 0, overwrite: bool = False,
-                       progress: bool = True) -> Tracklets:
+                       progress: bool = True, log: Callable[[str], None] | None = None) -> Tracklets:
     """Crops the boxes of a MOTChallenge tracks file (see the module docstring) out of their frames
     and writes them as a tracklet directory (:meth:`Tracklets.save`'s format, written atomically).
 
@@ -206,6 +224,8 @@ def tracklets_from_mot(tracks_path: str | os.PathLike, frames: str | os.PathLike
         video, camera: the video and camera (>= 0) of every tracklet.
         overwrite: replace an existing ``out_dir``.
         progress: show a progress bar over the frames read.
+        log: None, or where one line goes saying how many boxes were kept and how many each
+            filter dropped (``cion-fast tracklets`` prints it).
 
     Returns:
         The written :class:`Tracklets` (memory-mapped uint8 [M, H, W, 3] frames).
@@ -246,10 +266,14 @@ def tracklets_from_mot(tracks_path: str | os.PathLike, frames: str | os.PathLike
         raise FileNotFoundError(f"frames {frames} do not exist (expected a folder of images or a video file)")
     rows = _read_rows(tracks_path)
     frame_size, read = _folder_frames(frames) if frames.is_dir() else _video_frames(frames)
-    kept, boxes = _select(rows, frame_size, min_height, min_length, min_confidence)
+    kept, boxes, dropped = _select(rows, frame_size, min_height, min_length, min_confidence)
+    summary = _filter_summary(len(rows["track"]), len(kept), dropped)
     if not len(kept):
         raise ValueError(f"{tracks_path}: no box is left after the filters (min_height={min_height}, "
-                         f"min_length={min_length}, min_confidence={min_confidence}; frames {frame_size[1]}x{frame_size[0]})")
+                         f"min_length={min_length}, min_confidence={min_confidence}; frames {frame_size[1]}x{frame_size[0]}): "
+                         + summary.split("; ", 1)[1])
+    if log is not None:
+        log(summary)
     track, frame_index = rows["track"][kept], rows["frame"][kept]
     starts = np.flatnonzero(np.r_[True, track[1:] != track[:-1]])
     offsets = np.append(starts, len(kept)).astype(np.int64)

@@ -324,7 +324,10 @@ class Trainer(TrainingRun):
         return {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}", "K": record["k"], **monitors}
 
     def _summary(self, record: dict[str, Any]) -> dict[str, Any]:
-        return {"k": record.get("k")}
+        # The last interval's collapse monitors (distillation only) and their warnings: a run that
+        # ends collapsed says so in its result, not only in log.jsonl.
+        monitors = {k: record[k] for k in ("teacher_entropy", "prototypes") if k in record}
+        return {"k": record.get("k"), **monitors, "collapse_warnings": record.get("warnings", [])}
 
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
         """Trains from the current step to the end of the plan (or to ``until_step``): the shared
