@@ -69,7 +69,9 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         recipes: None, or method -> knobs (:data:`TUNED_RECIPES`, or a search's ``chosen``): then
             every method that pre-trains is also trained at its own recipe with the same steps and
             batch (``pretrain_<m>_tuned``), evaluated the same way, and the report gains
-            ``"tuned": {"recipes", "methods", "verdict", "curves"}`` beside the shared recipe's.
+            ``"tuned": {"recipes", "own_runs", "methods", "verdict", "curves"}`` beside the shared
+            recipe's (``own_runs``: the methods whose recipe is not the shared one; the others'
+            rows are the shared protocol's runs).
 
     Returns:
         the report: ``{"denoise": {"tracklets" / level name: quality of the round CION trains on,
@@ -121,20 +123,21 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
 
 
 def _tuned_protocol(run, methods: tuple[str, ...], per_seed: dict, in_use: dict, recipes: dict[str, dict]) -> dict:
-    """The second protocol: each method that pre-trains at its own recipe; the training-free and
-    random-init rows are the shared protocol's (they have no recipe)."""
+    """The second protocol: each method that pre-trains at its own recipe. The training-free and
+    random-init rows are the shared protocol's (they have no recipe), and so are the runs of a
+    method whose chosen recipe is the shared one (not trained twice)."""
     from cion_fast._demo import run as pipeline
     from cion_fast._demo.report import learning_curves, seed_suffix
 
     missing = [m for m in methods if m in PRETRAINED_METHODS and m not in recipes]
     if missing:
         raise ValueError(f"recipes has no recipe for {', '.join(missing)}")
-    trained = pipeline.train_tuned(run, methods, in_use, recipes)
-    tuned = pipeline.evaluate_methods(run, tuple(dict.fromkeys(label for label, _ in trained)), trained)
-    rows = {m: per_seed[m] for m in ("stripe", "random") if m in per_seed}
-    rows.update({label[: -len("_tuned")]: runs for label, runs in tuned.items()})
+    own = tuple(m for m in methods if m in PRETRAINED_METHODS and not pipeline.is_shared_recipe(run, m, recipes[m]))
+    trained = pipeline.train_tuned(run, own, in_use, recipes)
+    tuned = pipeline.evaluate_methods(run, tuple(f"{m}_tuned" for m in own), trained)
+    rows = {m: (tuned[f"{m}_tuned"] if m in own else runs) for m, runs in per_seed.items()}
     summary = _summarise(rows)
-    return {"recipes": {m: recipes[m] for m in methods if m in PRETRAINED_METHODS}, "methods": summary,
+    return {"recipes": {m: recipes[m] for m in methods if m in PRETRAINED_METHODS}, "own_runs": list(own), "methods": summary,
             "verdict": verdict(summary, run.config.finetune_steps), "curves": learning_curves(rows),
             "pretrain": {label + seed_suffix(seed): _pretrain_fields(run, stage) for (label, seed), stage in trained.items()}}
 

@@ -132,23 +132,29 @@ def test_compare_runs_both_protocols_with_the_searched_recipes(searched, capsys,
     out, found, _ = searched
     tiny = tiny_config()
     monkeypatch.setattr(DemoConfig, "quick", classmethod(lambda cls: tiny))
+    # DINO keeps the shared recipe (its runs are reused, not trained twice); CION gets its own.
+    chosen = {"dino": draw_configurations("dino", 1, 0)[0], "cion": {"base_lr": 0.02, "n_local": 4}}
+    (out / "chosen.json").write_text(json.dumps({**found, "chosen": chosen}))
     assert cli.main(["compare", "--quick", "--out", str(out), "--methods", "random,dino,cion", "--no-rerank",
-                     "--finetune-steps", "4", "--recipes", str(out / "search.json")]) == 0
+                     "--finetune-steps", "4", "--recipes", str(out / "chosen.json")]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     tuned = report["tuned"]
-    assert tuned["recipes"] == found["chosen"]
+    assert tuned["recipes"] == chosen and tuned["own_runs"] == ["cion"]
     assert set(tuned["methods"]) == {"random", "dino", "cion"}
-    assert tuned["methods"]["random"] == report["methods"]["random"]  # no recipe: the shared row
-    for method in ("dino", "cion"):
-        assert 0 < tuned["methods"][method]["mAP"] <= 1 and "finetuned" in tuned["methods"][method]
-        config = json.loads((out / f"pretrain_{method}_tuned" / "config.json").read_text())
-        assert config["steps"] == STEPS and config["seed"] == 0  # the comparison's seed, the shared budget
-        assert apply_recipe(tiny.pretrain, knobs_to_overrides(found["chosen"][method])).base_lr == config["base_lr"]
-        assert isinstance(report["pretrain"][f"{method}_tuned"]["collapsed"], bool)
+    for shared in ("random", "dino"):  # no recipe of its own: the shared protocol's row
+        assert tuned["methods"][shared] == report["methods"][shared]
+    assert not (out / "pretrain_dino_tuned").exists() and "[pretrain_dino_tuned]" not in printed
+    assert 0 < tuned["methods"]["cion"]["mAP"] <= 1 and "finetuned" in tuned["methods"]["cion"]
+    assert tuned["methods"]["cion"] != report["methods"]["cion"]
+    config = json.loads((out / "pretrain_cion_tuned" / "config.json").read_text())
+    assert config["steps"] == STEPS and config["seed"] == 0  # the comparison's seed, the shared budget
+    assert (config["base_lr"], config["multicrop"]["n_local"]) == (0.02, 4)
+    assert isinstance(report["pretrain"]["cion_tuned"]["collapsed"], bool)
     assert "each method at its own recipe" in printed and tuned["verdict"].startswith("random")
     page = (out / "report.md").read_text()
     assert "One shared recipe for every method:" in page and "## Each method at its own recipe" in page
+    assert "| dino | views light, n_local 2, teacher 0.04, center_momentum 0.9, base_lr 0.01 (the shared recipe: its runs above) |" in page
     assert "pre-training run ended collapsed" in page or "COLLAPSED" in page
 
 

@@ -336,7 +336,8 @@ def _tuned_section(report: dict, paths: dict[str, Path]) -> str:
     from cion_fast._demo.recipes import describe
 
     tuned = report["tuned"]
-    recipes = "\n".join(f"| {m} | {describe(knobs) or 'the shared recipe'} |" for m, knobs in tuned["recipes"].items())
+    recipes = "\n".join(f"| {m} | {describe(knobs)}{'' if m in tuned['own_runs'] else ' (the shared recipe: its runs above)'} |"
+                         for m, knobs in tuned["recipes"].items())
     return f"""
 ## Each method at its own recipe (chosen on the validation split; frozen features, %)
 

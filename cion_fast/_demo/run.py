@@ -208,8 +208,8 @@ def search_method(run: DemoRun, method: str, count: int, steps: int, seed: int, 
 
 def train_tuned(run: DemoRun, methods: tuple[str, ...], in_use: dict[int, str],
                 recipes: dict[str, dict]) -> dict[tuple[str, int], str]:
-    """Stages ``pretrain_<method>_tuned[_seed<s>]``: every method that pre-trains at its own
-    recipe (``recipes``: method -> knobs), same steps and batch as the shared protocol.
+    """Stages ``pretrain_<method>_tuned[_seed<s>]``: each of ``methods`` (all pre-training ones)
+    at its own recipe (``recipes``: method -> knobs), same steps and batch as the shared protocol.
     (``<method>_tuned``, seed) -> stage."""
     from cion_fast._demo.recipes import knobs_to_overrides
 
@@ -219,6 +219,14 @@ def train_tuned(run: DemoRun, methods: tuple[str, ...], in_use: dict[int, str],
             name = stages[(f"{method}_tuned", seed)] = f"pretrain_{method}_tuned{seed_suffix(seed)}"
             pretrain(run, name, method, seed, in_use[seed], knobs_to_overrides(recipes[method]))
     return stages
+
+
+def is_shared_recipe(run: DemoRun, method: str, knobs: dict) -> bool:
+    """Whether ``knobs`` leave ``method``'s shared recipe as it is (the search may keep it)."""
+    from cion_fast._demo.recipes import knobs_to_overrides
+
+    seed = run.config.seeds[0]
+    return pretrain_config(run, method, seed, knobs_to_overrides(knobs)) == pretrain_config(run, method, seed)
 
 
 def reuse(run: DemoRun, name: str, earlier: str) -> dict:
