@@ -150,6 +150,62 @@ def test_bad_input_raises_clear_errors(kwargs, error, match):
         tracklet_prune(**args)
 
 
+# The CPU kernel's vector body is compiled for AVX-512, for AVX2 + FMA and for the baseline ISA, and
+# the widest the CPU has runs; CION_FAST_TRACKLET_PRUNE_ISA caps it so that every copy runs here
+# ("native": no cap). A cap above what the CPU has falls back to the copies it can run.
+@pytest.fixture(params=["native", "avx2", "baseline"])
+def cpu_copy(request, monkeypatch):
+    if request.param != "native":
+        monkeypatch.setenv("CION_FAST_TRACKLET_PRUNE_ISA", request.param)
+    return request.param
+
+
+# Lengths around the kernel's blocks of 4 rows (and 1-3 left over), single frames, empty
+# tracklets and a long tracklet with many drops.
+AWKWARD_LENGTHS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 0, 1, 2, 3, 60]
+
+
+@pytest.mark.parametrize("dim", [1, 3, 8, 17, 64, 255, 257])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_vector_copy_matches_oracle(cpu_copy, poisoned_outputs, dim, dtype):
+    """Dims around the 8-lane vectors and the 64-wide column blocks (tails of 1-7), zero rows."""
+    features, offsets = make_noisy_tracklets(AWKWARD_LENGTHS, dim, seed=dim, dtype=dtype)
+    features[[5, 11, 12, len(features) - 1]] = 0  # zero rows: in a block of 4, left over, last
+    features[offsets[9]:offsets[10]] = 0  # a tracklet of zero rows only
+    for threshold, min_frames in ((0.6, 2), (0.3, 1)):
+        keep = tracklet_prune(features, offsets, threshold=threshold, min_frames=min_frames)
+        assert keep.dtype == np.bool_ and keep.shape == (len(features),)
+        np.testing.assert_array_equal(keep, oracle(features, offsets, threshold, min_frames))
+
+
+@pytest.mark.parametrize("dim", [1, 3, 17, 256])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["single frame", "vector lanes", "tail", "long tracklet"])
+def test_every_vector_copy_raises_on_nan_and_inf(cpu_copy, dim, bad, where):
+    features, offsets = make_noisy_tracklets(AWKWARD_LENGTHS, dim, seed=9)
+    row = {"single frame": offsets[11], "vector lanes": offsets[8] + 5, "tail": offsets[9] + 2,
+           "long tracklet": offsets[-1] - 1}[where]
+    column = {"single frame": 0, "vector lanes": min(4, dim - 1), "tail": dim - 1, "long tracklet": dim // 2}[where]
+    features[row, column] = bad
+    with pytest.raises(ValueError, match="features contains NaN or inf"):
+        tracklet_prune(features, offsets)
+    with pytest.raises(ValueError, match="features contains NaN or inf"):
+        tracklet_prune(features.astype(np.float64), offsets)
+
+
+def test_every_vector_copy_handles_ties_and_extreme_scales(cpu_copy):
+    """The exact ties of test_ties_and_zero_vectors, and float32 features near the overflow and
+    subnormal ends (their squares leave float32's range; the kernel sums them in float64)."""
+    features = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(tracklet_prune(features, [0, 3, 5], min_frames=1), [False, False, True, False, True])
+    base, offsets = make_noisy_tracklets([7, 12, 5, 30], 19, seed=10, dtype=np.float64)
+    expected = oracle(base.astype(np.float32), offsets, 0.6, 2)
+    for scale in (1e30, 1e-40):
+        scaled = (base * scale).astype(np.float32)
+        np.testing.assert_array_equal(tracklet_prune(scaled, offsets), oracle(scaled.astype(np.float64), offsets, 0.6, 2))
+    np.testing.assert_array_equal(tracklet_prune(base.astype(np.float32), offsets), expected)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("framework", ["torch_cuda", "cupy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])

@@ -43,6 +43,11 @@ def tracklet_prune(features: Any, offsets: Any, threshold: float = 0.6, min_fram
 
     On CUDA the call waits for the kernel to finish (it reads back the NaN flag).
 
+    Speed: the floor is one read of the features (each frame is read from memory once). The CPU
+    kernel stays above it by its float64 arithmetic on rows converted from float32 in cache: the
+    norms, ``S`` and the ``d_j`` take about three converting multiply-add passes over every frame,
+    and each drop one more over the frames still kept (benchmarks/NOTES.md, issue 27).
+
     Example:
         >>> import numpy as np
         >>> from cion_fast.ops import tracklet_prune
