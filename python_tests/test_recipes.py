@@ -11,7 +11,7 @@ import pytest
 
 from cion_fast import cli
 from cion_fast._demo.config import PRETRAINED_METHODS
-from cion_fast._demo.recipes import (SEARCH_SPACES, apply_recipe, check_recipes, draw_configurations,
+from cion_fast._demo.recipes import (SEARCH_SPACES, TUNED_RECIPES, apply_recipe, check_recipes, draw_configurations,
                                      knobs_to_overrides, load_recipes, validation_split)
 from cion_fast.data import ImageSet
 from cion_fast.data.synth import WorldConfig
@@ -56,6 +56,13 @@ def test_every_method_gets_the_same_budget():
         draw_configurations("dino", 0, seed=0)
     with pytest.raises(ValueError, match="count"):
         draw_configurations("dino", 10**6, seed=0)
+
+
+def test_the_presets_cover_every_method_that_pre_trains():
+    assert set(TUNED_RECIPES) == set(PRETRAINED_METHODS)
+    check_recipes(TUNED_RECIPES, "TUNED_RECIPES")
+    for method, knobs in TUNED_RECIPES.items():  # complete points of each space: nothing left implicit
+        assert set(knobs) == set(SEARCH_SPACES[method])
 
 
 def test_bad_recipes_name_what_is_wrong(tmp_path):
