@@ -116,6 +116,7 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     if recipes is not None:
         report["tuned"] = _tuned_protocol(run, methods, per_seed, in_use, recipes)
         report["pretrain"].update(report["tuned"].pop("pretrain"))
+        report["timings"] = dict(run.stages.timings)  # the second protocol's stages too
         log("each method at its own recipe (%):\n" + methods_table(report["tuned"]["methods"]) + "\n"
             + report["tuned"]["verdict"])
     write_report(run.out, report, {m: runs[config.seeds[0]] for m, runs in per_seed.items()}, run.market)

@@ -158,6 +158,7 @@ def test_compare_runs_both_protocols_with_the_searched_recipes(searched, capsys,
     assert config["steps"] == STEPS and config["seed"] == 0  # the comparison's seed, the shared budget
     assert (config["base_lr"], config["multicrop"]["n_local"]) == (0.02, 4)
     assert isinstance(report["pretrain"]["cion_tuned"]["collapsed"], bool)
+    assert report["timings"]["pretrain_cion_tuned"] > 0 and "finetune_cion_tuned" in report["timings"]
     assert "each method at its own recipe" in printed and tuned["verdict"].startswith("random")
     page = (out / "report.md").read_text()
     assert "One shared recipe for every method:" in page and "## Each method at its own recipe" in page
