@@ -45,8 +45,8 @@ def tracklet_prune(features: Any, offsets: Any, threshold: float = 0.6, min_fram
 
     Speed: the floor is one read of the features (each frame is read from memory once). The CPU
     kernel stays above it by its float64 arithmetic on rows converted from float32 in cache: the
-    norms, ``S`` and the ``d_j`` take about three converting multiply-add passes over every frame,
-    and each drop one more over the frames still kept (benchmarks/NOTES.md, issue 27).
+    norms, then ``S`` and the ``d_j``, take two or three converting multiply-add passes over every
+    frame, and each drop one more over the frames still kept (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
