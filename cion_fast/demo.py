@@ -23,6 +23,11 @@ with everything downstream, an interrupted one resumes; the log says which and w
 8. report                    ``report.json``, ``report.md``, ``report.html`` (written atomically) and PNG
                              plots; the verdict sets CION against every baseline of the table.
 
+With ``recipes`` (``cion-fast compare``'s second protocol) steps 5-7 run again for every method
+whose recipe is not the shared one, as ``pretrain_<m>_tuned``, ``evaluate_<m>_tuned`` and
+``finetune_<m>_tuned``. The recipe search (:func:`run_search`, ``cion-fast search``) adds
+``search_<m>_<i>`` (pre-training of configuration ``i``) and ``validate_search_<m>_<i>``.
+
 With several ``seeds`` every pre-training (and every round after the first) runs once per seed,
 stage names gaining ``_seed<s>`` for s > 0, and the report gives mean and std over seeds.
 
@@ -231,7 +236,7 @@ def run_search(out: str | os.PathLike, config: DemoConfig | None = None, methods
     if unknown or not methods:
         raise ValueError(f"methods must be a non-empty subset of {', '.join(SEARCH_SPACES)}, got {list(methods)}")
     for method in methods:  # a budget the space cannot hold fails before any work
-        draw_configurations(method, configurations, seed)
+        draw_configurations(method, configurations, seed, name="configurations")
     config = config or DemoConfig.default()
     steps = steps or max(1, config.pretrain.steps // 2)
     run = pipeline.DemoRun(Path(out), config, Stages(Path(out), log), progress, log)

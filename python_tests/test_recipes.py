@@ -173,6 +173,9 @@ def test_cli_errors_of_the_search_and_the_protocols(capsys, tmp_path):
     assert "none.json" in capsys.readouterr().err
     assert cli.main(["search", "--quick", "--out", str(tmp_path), "--methods", "random"]) == 2
     assert "random" in capsys.readouterr().err
+    assert cli.main(["search", "--quick", "--out", str(tmp_path), "--configs", "200"]) == 2
+    assert "configurations must be in [1, 162] (dino's search space holds 162 points), got 200" in capsys.readouterr().err
+    assert not (tmp_path / "world").exists()  # refused before any work
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["search", "--configs", "0"])
     assert exit_info.value.code == 2

@@ -111,10 +111,11 @@ def knobs_to_overrides(knobs: dict[str, Any]) -> dict[str, Any]:
     return {**overrides, **({"multicrop": multicrop} if multicrop else {})}
 
 
-def draw_configurations(method: str, count: int, seed: int) -> list[dict[str, Any]]:
+def draw_configurations(method: str, count: int, seed: int, name: str = "count") -> list[dict[str, Any]]:
     """``count`` distinct points of ``method``'s search space: the shared recipe first (every
     knob at its first value), then points drawn uniformly without replacement (seeded, so a search
-    is reproducible). Every method gets the same ``count``: the same tuning budget.
+    is reproducible). Every method gets the same ``count``: the same tuning budget. ``name``:
+    how a ValueError calls ``count``.
 
     Example:
         >>> points = draw_configurations("dino", 4, seed=0)
@@ -124,7 +125,7 @@ def draw_configurations(method: str, count: int, seed: int) -> list[dict[str, An
     space = SEARCH_SPACES[method]
     grid = list(itertools.product(*space.values()))
     if not 1 <= count <= len(grid):
-        raise ValueError(f"count must be in [1, {len(grid)}] for {method}, got {count}")
+        raise ValueError(f"{name} must be in [1, {len(grid)}] ({method}'s search space holds {len(grid)} points), got {count}")
     order = np.random.default_rng([seed, sorted(SEARCH_SPACES).index(method)]).permutation(np.arange(1, len(grid)))
     return [dict(zip(space, grid[i])) for i in [0, *order[: count - 1].tolist()]]
 
