@@ -669,9 +669,9 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
     _demo_arguments(parser)
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
-    parser.add_argument("--protocol", choices=("shared", "tuned", "both"), default="both",
-                        help="shared: every method with the one shared recipe; tuned: also each method at its own "
-                             "recipe (the presets chosen by `cion-fast search`, or --recipes); both (default) = tuned")
+    parser.add_argument("--protocol", choices=("both", "shared"), default="both",
+                        help="both (default): every method with the one shared recipe, then each at its own recipe "
+                             "(the presets chosen by `cion-fast search`, or --recipes); shared: the first only")
     parser.add_argument("--recipes", metavar="SEARCH_JSON",
                         help="the recipes of a `cion-fast search` run (its search.json) instead of the presets")
 
@@ -685,12 +685,12 @@ def _compare(args: argparse.Namespace) -> int:
         args.finetune_steps = _COMPARE_FINETUNE_STEPS["quick" if args.quick else "default"]
     out = _demo_out(args)
     recipes = None
-    if args.protocol != "shared":
+    if args.protocol == "both":
         from cion_fast._demo.recipes import TUNED_RECIPES, load_recipes
 
         recipes = load_recipes(args.recipes) if args.recipes else TUNED_RECIPES
     elif args.recipes:
-        raise ValueError("--recipes needs --protocol tuned or both (the shared protocol has one recipe for all)")
+        raise ValueError("--recipes needs --protocol both (the shared protocol has one recipe for all)")
     report = run_demo(out, _demo_config(args), methods=methods, recipes=recipes)
     print(f"report: {out}/report.md, {out}/report.html, {out}/report.json")
     return 0 if report["methods"] else 1
