@@ -724,8 +724,6 @@ def _search(args: argparse.Namespace) -> int:
 
     from cion_fast.demo import DemoConfig, run_search
 
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     config = DemoConfig.quick() if args.quick else DemoConfig.default()
     if args.arch:
         config = replace(config, pretrain=replace(config.pretrain, arch=args.arch))

@@ -47,8 +47,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from cion_fast._checks import check_int
+
 from cion_fast._demo.config import DEMO_METHODS, METHODS, PRETRAINED_METHODS, SMALL_BUDGET_RECIPE, DemoConfig
-from cion_fast._demo.recipes import SEARCH_SEED, SEARCH_SPACES, TUNED_RECIPES, draw_configurations
+from cion_fast._demo.recipes import SEARCH_SEED, SEARCH_SPACES, TUNED_RECIPES, check_recipes, draw_configurations
 from cion_fast._demo.report import (CLAIMED_ORDER, aggregate_seeds, baselines_sentence, methods_table,
                                     nest_finetuned, ordering_sentence, quality_table, verdict, write_report)
 
@@ -109,6 +111,11 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
     from cion_fast._demo.stages import Stages
 
     methods = _checked_methods(methods)
+    if recipes is not None:  # a missing or unknown recipe fails before anything runs
+        check_recipes(recipes, "recipes")
+        missing = [m for m in methods if m in PRETRAINED_METHODS and m not in recipes]
+        if missing:
+            raise ValueError(f"recipes has no recipe for {', '.join(missing)}")
     config = config or DemoConfig.default()
     run = pipeline.DemoRun(Path(out), config, Stages(Path(out), log), progress, log)
     world = pipeline.world(run)
@@ -135,9 +142,6 @@ def _tuned_protocol(run, methods: tuple[str, ...], per_seed: dict, in_use: dict,
     from cion_fast._demo import run as pipeline
     from cion_fast._demo.report import learning_curves, seed_suffix
 
-    missing = [m for m in methods if m in PRETRAINED_METHODS and m not in recipes]
-    if missing:
-        raise ValueError(f"recipes has no recipe for {', '.join(missing)}")
     own = tuple(m for m in methods if m in PRETRAINED_METHODS and not pipeline.is_shared_recipe(run, m, recipes[m]))
     trained = pipeline.train_tuned(run, own, in_use, recipes)
     tuned = pipeline.evaluate_methods(run, tuple(f"{m}_tuned" for m in own), trained)
@@ -235,6 +239,10 @@ def run_search(out: str | os.PathLike, config: DemoConfig | None = None, methods
     unknown = [m for m in methods if m not in SEARCH_SPACES]
     if unknown or not methods:
         raise ValueError(f"methods must be a non-empty subset of {', '.join(SEARCH_SPACES)}, got {list(methods)}")
+    check_int(seed, "seed", 0)
+    check_int(configurations, "configurations", 1)
+    if steps is not None:
+        check_int(steps, "steps", 1)
     for method in methods:  # a budget the space cannot hold fails before any work
         draw_configurations(method, configurations, seed, name="configurations")
     config = config or DemoConfig.default()

@@ -176,6 +176,12 @@ def test_cli_errors_of_the_search_and_the_protocols(capsys, tmp_path):
     assert cli.main(["search", "--quick", "--out", str(tmp_path), "--configs", "200"]) == 2
     assert "configurations must be in [1, 162] (dino's search space holds 162 points), got 200" in capsys.readouterr().err
     assert not (tmp_path / "world").exists()  # refused before any work
+    assert cli.main(["search", "--quick", "--out", str(tmp_path), "--seed", "-1"]) == 2
+    assert "seed must be >= 0" in capsys.readouterr().err and not (tmp_path / "world").exists()
+    (tmp_path / "partial.json").write_text(json.dumps({"chosen": {"dino": {"base_lr": 0.02}}}))
+    assert cli.main(["compare", "--quick", "--out", str(tmp_path), "--recipes", str(tmp_path / "partial.json")]) == 2
+    assert "recipes has no recipe for tracklet, cion, upreid" in capsys.readouterr().err
+    assert not (tmp_path / "world").exists()  # before the shared protocol ran, not after it
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["search", "--configs", "0"])
     assert exit_info.value.code == 2

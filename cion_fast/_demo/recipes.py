@@ -175,7 +175,7 @@ def check_recipes(recipes: Any, name: str) -> dict[str, dict[str, Any]]:
             space = SEARCH_SPACES[method]
             if knob not in space:
                 raise ValueError(f"{name}[{method!r}] has an unknown knob {knob!r} (known: {', '.join(space)})")
-            if value not in space[knob] and not (isinstance(value, list) and tuple(value) in space[knob]):
+            if value not in space[knob]:
                 raise ValueError(f"{name}[{method!r}][{knob!r}] must be one of {space[knob]}, got {value!r}")
     return recipes
 
