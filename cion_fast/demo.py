@@ -51,7 +51,7 @@ from cion_fast._checks import check_int
 
 from cion_fast._demo.config import DEMO_METHODS, METHODS, PRETRAINED_METHODS, SMALL_BUDGET_RECIPE, DemoConfig
 from cion_fast._demo.recipes import SEARCH_SEED, SEARCH_SPACES, TUNED_RECIPES, check_recipes, draw_configurations
-from cion_fast._demo.report import (CLAIMED_ORDER, aggregate_seeds, baselines_sentence, methods_table,
+from cion_fast._demo.report import (CLAIMED_ORDER, aggregate_seeds, baselines_sentence, headline, methods_table,
                                     nest_finetuned, ordering_sentence, quality_table, verdict, write_report)
 
 __all__ = ["CLAIMED_ORDER", "DEMO_METHODS", "METHODS", "PRETRAINED_METHODS", "SEARCH_SPACES", "SMALL_BUDGET_RECIPE",
@@ -85,7 +85,8 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         seed 0}, "estimate": its label-free estimate (or None), "denoise_rounds": [{"round",
         "bcubed_f", "bcubed_f_std", "thresholds", "separation", "used_by_seeds", "seeds"}],
         "methods": {name: {metric: mean over seeds, metric_std, "seeds": [...]}}, "verdict": the
-        ordering sentence, then CION against every baseline, "curves": {name:
+        ordering sentence, then CION against every baseline, "headline": one line over every table
+        of the report (:func:`cion_fast._demo.report.headline`), "curves": {name:
         {"steps", "mAP", "mAP_std"}}, "config": {...}, "timings": {...}, "pretrain": {method:
         {...}}}``; ``config["methods"]`` lists the methods in the order of :data:`METHODS`.
 
@@ -131,6 +132,8 @@ def run_demo(out: str | os.PathLike, config: DemoConfig | None = None, progress:
         report["timings"] = dict(run.stages.timings)  # the second protocol's stages too
         log("each method at its own recipe (%):\n" + methods_table(report["tuned"]["methods"]) + "\n"
             + report["tuned"]["verdict"])
+    report["headline"] = headline(report)
+    log(report["headline"])
     write_report(run.out, report, {m: runs[config.seeds[0]] for m, runs in per_seed.items()}, run.market)
     return report
 

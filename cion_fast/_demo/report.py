@@ -70,6 +70,35 @@ def _gap(methods: dict[str, dict], low: str, high: str, metric: str) -> tuple[fl
     return gap, std, (f", {gap / std:.1f}x the larger std" if std > 0 else "")
 
 
+def _ordered_present(methods: dict[str, dict], metric: str) -> list[str]:
+    return [m for m in CLAIMED_ORDER if m in methods and metric in methods[m]]
+
+
+def order_holds(methods: dict[str, dict], metric: str = "mAP") -> bool:
+    """Whether the claimed order holds: each method of ``CLAIMED_ORDER`` present beats the one
+    before it by more than the larger std of the two (False with fewer than two present).
+
+    Example:
+        >>> order_holds({"random": {"mAP": 0.05, "mAP_std": 0.01}, "cion": {"mAP": 0.30, "mAP_std": 0.02}})
+        True
+    """
+    present = _ordered_present(methods, metric)
+    return len(present) >= 2 and all(_gap(methods, low, high, metric)[0] > _gap(methods, low, high, metric)[1]
+                                     for low, high in zip(present, present[1:]))
+
+
+def baselines_above_cion(methods: dict[str, dict], metric: str = "mAP") -> list[str]:
+    """The methods CION does not beat on ``metric`` (every one when there is no CION).
+
+    Example:
+        >>> baselines_above_cion({"stripe": {"mAP": 0.4}, "random": {"mAP": 0.05}, "cion": {"mAP": 0.3}})
+        ['stripe']
+    """
+    if "cion" not in methods or metric not in methods["cion"]:
+        return [m for m in methods if m != "cion"]
+    return [m for m in methods if m != "cion" and metric in methods[m] and methods[m][metric] >= methods["cion"][metric]]
+
+
 def ordering_sentence(methods: dict[str, dict], metric: str = "mAP", label: str = "plain mAP") -> str:
     """One sentence: does the claimed order random < DINO < tracklet < CION hold, and by how much
     (each gap against the larger std of the pair)?
@@ -78,13 +107,12 @@ def ordering_sentence(methods: dict[str, dict], metric: str = "mAP", label: str 
         >>> ordering_sentence({"random": {"mAP": 0.05, "mAP_std": 0.01}, "cion": {"mAP": 0.30, "mAP_std": 0.02}})
         'random < cion holds on plain mAP: random 5.0 < cion 30.0 (gap 25.0, 12.5x the larger std).'
     """
-    present = [m for m in CLAIMED_ORDER if m in methods and metric in methods[m]]
+    present = _ordered_present(methods, metric)
     if len(present) < 2:
         return f"(the ordering needs at least two of {', '.join(CLAIMED_ORDER)})"
-    parts, holds = [], True
+    holds, parts = order_holds(methods, metric), []
     for low, high in zip(present, present[1:]):
-        gap, std, ratio = _gap(methods, low, high, metric)
-        holds = holds and gap > std
+        gap, _, ratio = _gap(methods, low, high, metric)
         parts.append(f"{low} {100 * methods[low][metric]:.1f} {'<' if gap > 0 else '>='} {high} "
                      f"{100 * methods[high][metric]:.1f} (gap {100 * gap:.1f}{ratio})")
     return f"{' < '.join(present)} {'holds' if holds else 'does NOT hold'} on {label}: " + "; ".join(parts) + "."
@@ -110,13 +138,12 @@ def baselines_sentence(methods: dict[str, dict], metric: str = "mAP", label: str
     if "cion" not in methods or metric not in methods["cion"]:
         return "(no CION in this run: nothing to compare the baselines with)"
     others = sorted((m for m in methods if m != "cion" and metric in methods[m]), key=lambda m: methods[m][metric])
-    parts, below = [], []
+    parts, below = [], [m for m in others if m in baselines_above_cion(methods, metric)]
     for name in others:
         gap, _, ratio = _gap(methods, name, "cion", metric)
         word = "above" if gap > 0 else "BELOW"
         parts.append(f"{word} {name} {100 * methods[name][metric]:.1f} ({100 * gap:+.1f}{ratio}"
                      f"{_columns_below(methods, name, metric)})")
-        below += [name] if gap <= 0 else []
     end = f"CION does NOT beat {', '.join(below)}." if below else f"CION beats every baseline on {label}."
     return f"CION against every baseline on {label}: " + "; ".join(parts) + ". " + end
 
@@ -134,6 +161,39 @@ def verdict(methods: dict[str, dict], finetune_steps: int) -> str:
         label = f"plain mAP after {finetune_steps} fine-tuning steps"
         text += " Fine-tuned: " + ordering_sentence(tuned, label=label) + " " + baselines_sentence(tuned, label=label)
     return text
+
+
+def _settings_checked(report: dict) -> list[tuple[str, dict[str, dict]]]:
+    """(label, methods) of every table the report shows: frozen and fine-tuned, per protocol."""
+    protocols = [("", report["methods"])]
+    if "tuned" in report:
+        protocols = [("shared recipe, ", report["methods"]), ("own recipes, ", report["tuned"]["methods"])]
+    settings = []
+    for prefix, methods in protocols:
+        settings.append((prefix + "frozen", methods))
+        tuned = {m: v["finetuned"] for m, v in methods.items() if "finetuned" in v}
+        if tuned:
+            settings.append((prefix + "fine-tuned", tuned))
+    return settings
+
+
+def headline(report: dict) -> str:
+    """The report's first line: does the claimed order hold and does CION beat every baseline, in
+    every table of the report (plain mAP); the sentences under each table give the figures.
+
+    Example:
+        >>> headline({"methods": {"random": {"mAP": 0.05}, "stripe": {"mAP": 0.4}, "cion": {"mAP": 0.3}}})
+        'Verdict on plain mAP, in the 1 table below (frozen): random < cion holds in every table; CION does NOT beat stripe (frozen).'
+    """
+    settings = _settings_checked(report)
+    order = " < ".join(m for m in CLAIMED_ORDER if m in report["methods"])
+    failed = [label for label, methods in settings if not order_holds(methods)]
+    beaten = [(label, baselines_above_cion(methods)) for label, methods in settings]
+    beaten = [f"{', '.join(names)} ({label})" for label, names in beaten if names]
+    tables = f"{len(settings)} table{'s' if len(settings) > 1 else ''} below ({'; '.join(label for label, _ in settings)})"
+    return (f"Verdict on plain mAP, in the {tables}: {order} "
+            + (f"does NOT hold in: {', '.join(failed)}" if failed else "holds in every table")
+            + ("; CION does NOT beat " + "; ".join(beaten) if beaten else "; CION beats every baseline in every table") + ".")
 
 
 def learning_curves(per_seed: dict[str, dict[int, dict]]) -> dict[str, dict[str, list]]:
@@ -350,7 +410,7 @@ same search budget on the labelled train identities (`cion-fast search`, docs/RE
 
 {methods_table(tuned["methods"])}
 
-**Each method at its own recipe: {tuned["verdict"]}**
+Each method at its own recipe: {tuned["verdict"]}
 {_finetuned_section(tuned["methods"])}
 {_image(paths, "learning_tuned")}
 """
@@ -360,12 +420,10 @@ def markdown(report: dict, paths: dict[str, Path]) -> str:
     """``report.md``: the rounds, the quality of the labels CION trains on, the methods, the verdict."""
     timings = "\n".join(f"| {k} | {v:.1f} |" for k, v in report["timings"].items())
     estimate = estimate_table(report.get("estimate"))
-    shared = "One shared recipe for every method: " if "tuned" in report else ""
-    tuned = f"\n**Each method at its own recipe: {report['tuned']['verdict']}**\n" if "tuned" in report else ""
     return f"""# cion_fast demo report
 
-**{shared}{report["verdict"]}**
-{tuned}
+**{headline(report)}**
+
 {collapse_sentence(report.get("pretrain", {}))}
 
 ## Denoising rounds (thresholds chosen from the data; ground truth only measures)
@@ -388,7 +446,7 @@ in use before it (the best-separating round so far). The round CION trains on, p
 
 {methods_table(report["methods"])}
 
-**{report["verdict"]}**
+{"One shared recipe for every method: " if "tuned" in report else ""}{report["verdict"]}
 {_finetuned_section(report["methods"])}
 
 {_tuned_section(report, paths)}
@@ -425,14 +483,14 @@ def html_page(report: dict, paths: dict[str, Path]) -> str:
     Example:
         >>> page = html_page({"verdict": "cion wins", "denoise_rounds": [], "timings": {}, "denoise": {},
         ...                   "methods": {"cion": {"mAP": 0.3, "seeds": [0]}}}, {})
-        >>> "<th>method</th>" in page and "<td>30.0</td>" in page and page.index("cion wins") < page.index("<table>")
+        >>> "<th>method</th>" in page and "<td>30.0</td>" in page and page.index("Verdict") < page.index("<table>")
         True
     """
     body = markdown_to_html(markdown(report, paths), paths)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>cion_fast demo report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em;line-height:1.4}"
-            "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:.25em .6em;text-align:right}"
-            "th:first-child,td:first-child{text-align:left}th{background:#eee}img{max-width:100%}"
+            ".wide{overflow-x:auto}table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:.25em .6em;text-align:right}"
+            "th:first-child,td:first-child{text-align:left}td{white-space:nowrap}th{background:#eee}img{max-width:100%}"
             "figcaption{color:#444;font-size:.9em}code{background:#f4f4f4}</style></head>"
             f"<body>{body}</body></html>")
 
@@ -443,7 +501,7 @@ def markdown_to_html(text: str, paths: dict[str, Path]) -> str:
 
     Example:
         >>> markdown_to_html("## A\n\n| x | y |\n|---|---|\n| 1 | `b` |\n\n**ok**", {})
-        '<h2>A</h2>\n<table><tr><th>x</th><th>y</th></tr><tr><td>1</td><td><code>b</code></td></tr></table>\n<p><strong>ok</strong></p>'
+        "<h2>A</h2>\n<div class='wide'><table><tr><th>x</th><th>y</th></tr><tr><td>1</td><td><code>b</code></td></tr></table></div>\n<p><strong>ok</strong></p>"
     """
     blocks = [block.strip() for block in text.split("\n\n") if block.strip()]
     return "\n".join(_html_block(block, paths) for block in blocks)
@@ -458,7 +516,7 @@ def _html_block(block: str, paths: dict[str, Path]) -> str:
         rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
         head = "".join(f"<th>{_inline(cell)}</th>" for cell in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in rows[1:])
-        return f"<table><tr>{head}</tr>{body}</table>"
+        return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"  # scrolls, never overflows the page
     if block.startswith("![") and block.endswith(")"):
         caption, source = block[2:-1].split("](", 1)
         return f'<figure><img src="{_embedded(source, paths)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
