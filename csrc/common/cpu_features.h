@@ -3,6 +3,23 @@
 // runs everywhere. Each answer is computed once.
 #pragma once
 
+#include <cstdint>  // on glibc, defines __GLIBC__, tested below
+
+// CION_SIMD_CLONES: a loop function compiled for AVX-512, AVX2 and baseline x86-64 (SSE2, what the
+// portable wheel targets), the copy picked once per process by the loader (GCC target_clones, an
+// ifunc: GCC on glibc x86-64 only; elsewhere the one baseline copy). The AVX-512 and AVX2 copies
+// would contract a * b + c into an FMA and round differently from the baseline, so a file that
+// uses the macro on floating-point arithmetic starts with CION_SIMD_CLONES_SAME_ROUNDING, which
+// also lets GCC vectorise compare-and-select loops (no-trapping-math: no FP exception is observed).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+#define CION_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CION_SIMD_CLONES_SAME_ROUNDING \
+  _Pragma("GCC optimize(\"no-trapping-math\")") _Pragma("GCC optimize(\"fp-contract=off\")")
+#else
+#define CION_SIMD_CLONES
+#define CION_SIMD_CLONES_SAME_ROUNDING
+#endif
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define CION_X86_DISPATCH 1
 

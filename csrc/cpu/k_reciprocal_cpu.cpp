@@ -1,5 +1,9 @@
 // CPU k-reciprocal re-ranking: OpenMP over items (rows), per-thread buffers reused across items.
-// The per-item logic lives in ops/k_reciprocal_steps.h, shared with the CUDA kernels.
+// The per-item logic lives in ops/k_reciprocal_steps.h, shared with the CUDA kernels; steps 4
+// and 6 use the CPU forms there (expanded_set_marked, expansion_row_cursors): same results, less work.
+#include "common/cpu_features.h"
+CION_SIMD_CLONES_SAME_ROUNDING  // the distance loops below, in AVX-512 / AVX2 copies
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -36,6 +40,40 @@ inline T block_value(T value, T row_norm, T col_norm) {
   }
 }
 
+// One chunk of n <= kChunk values of a block row turned into distances (written to `chunk`): returns
+// their minimum; raises *row_max to their maximum and clears *finite on a NaN or inf.
+template <class T, bool kGram>
+CION_SIMD_CLONES T summarise_chunk(const T* row, const T* col_norms, T row_norm, int64_t n, T* chunk, T* row_max,
+                                   bool* finite) {
+  constexpr T kInf = std::numeric_limits<T>::infinity();
+  T lo[kLanes], hi[kLanes], probe[kLanes];  // probe: x * 0 turns inf and NaN into NaN
+  for (int l = 0; l < kLanes; ++l) lo[l] = kInf, hi[l] = -kInf, probe[l] = T(0);
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const T x = block_value<T, kGram>(row[c + l], row_norm, kGram ? col_norms[c + l] : T(0));
+      chunk[c + l] = x;
+      lo[l] = x < lo[l] ? x : lo[l];
+      hi[l] = x > hi[l] ? x : hi[l];
+      probe[l] += x * T(0);
+    }
+  for (; c < n; ++c) {
+    const T x = block_value<T, kGram>(row[c], row_norm, kGram ? col_norms[c] : T(0));
+    chunk[c] = x;
+    lo[0] = x < lo[0] ? x : lo[0];
+    hi[0] = x > hi[0] ? x : hi[0];
+    probe[0] += x * T(0);
+  }
+  for (int l = 1; l < kLanes; ++l) {
+    lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
+    hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
+    probe[0] += probe[l];
+  }
+  *finite &= probe[0] == T(0);
+  *row_max = hi[0] > *row_max ? hi[0] : *row_max;
+  return lo[0];
+}
+
 // Row direction for dense blocks: each row item scans its block row once.
 template <class T, bool kGram>
 void select_rows(const KReciprocalSelectParams& p, std::atomic<bool>& non_finite) {
@@ -57,36 +95,13 @@ void select_rows(const KReciprocalSelectParams& p, std::atomic<bool>& non_finite
     T chunk[kChunk];
     for (int64_t c0 = 0; c0 < p.cols; c0 += kChunk) {
       const int64_t n = std::min(kChunk, p.cols - c0);
-      T lo[kLanes], hi[kLanes], probe[kLanes];  // probe: x * 0 turns inf and NaN into NaN
-      for (int l = 0; l < kLanes; ++l) lo[l] = kInf, hi[l] = -kInf, probe[l] = T(0);
-      int64_t c = 0;
-      for (; c + kLanes <= n; c += kLanes)
-        for (int l = 0; l < kLanes; ++l) {
-          const T x = block_value<T, kGram>(row[c0 + c + l], row_norm, kGram ? col_norms[c0 + c + l] : T(0));
-          chunk[c + l] = x;
-          lo[l] = x < lo[l] ? x : lo[l];
-          hi[l] = x > hi[l] ? x : hi[l];
-          probe[l] += x * T(0);
-        }
-      for (; c < n; ++c) {
-        const T x = block_value<T, kGram>(row[c0 + c], row_norm, kGram ? col_norms[c0 + c] : T(0));
-        chunk[c] = x;
-        lo[0] = x < lo[0] ? x : lo[0];
-        hi[0] = x > hi[0] ? x : hi[0];
-        probe[0] += x * T(0);
-      }
-      for (int l = 1; l < kLanes; ++l) {
-        lo[0] = lo[l] < lo[0] ? lo[l] : lo[0];
-        hi[0] = hi[l] > hi[0] ? hi[l] : hi[0];
-        probe[0] += probe[l];
-      }
-      finite &= probe[0] == T(0);
-      row_max = hi[0] > row_max ? hi[0] : row_max;
+      const T lowest = summarise_chunk<T, kGram>(row + c0, kGram ? col_norms + c0 : nullptr, row_norm, n, chunk,
+                                                 &row_max, &finite);
       if (raw) {  // the (query, gallery) part of the chunk, kept raw for the final step
         const int64_t first = std::max<int64_t>(p.num_query - (p.col_begin + c0), 0);
         for (int64_t k = first; k < n; ++k) raw[p.col_begin + c0 + k - p.num_query] = static_cast<float>(chunk[k]);
       }
-      if (static_cast<double>(lo[0]) > worst_value) continue;
+      if (static_cast<double>(lowest) > worst_value) continue;
       for (int64_t k = 0; k < n; ++k) {
         const double v = static_cast<double>(chunk[k]);
         const int64_t j = p.col_begin + c0 + k;
@@ -125,6 +140,21 @@ void select_rows_graph(const KReciprocalSelectParams& p, std::atomic<bool>& non_
   });
 }
 
+// One block row across a chunk of `width` <= kChunk columns: the distances into x, each column's
+// maximum raised; returns whether any distance is at most its column's threshold.
+template <class T, bool kGram>
+CION_SIMD_CLONES bool column_step(const T* row, T row_norm, const T* column_norm, const T* threshold, int64_t width,
+                                  T* x, T* column_max) {
+  int any = 0;
+  for (int64_t l = 0; l < width; ++l) {
+    const T v = block_value<T, kGram>(row[l], row_norm, column_norm[l]);
+    x[l] = v;
+    column_max[l] = v > column_max[l] ? v : column_max[l];
+    any |= v <= threshold[l];
+  }
+  return any != 0;
+}
+
 // Column direction (symmetric blocks): each thread owns kChunk columns and walks down the block
 // row by row (contiguous reads); the per-column thresholds sit in local arrays. Thresholds are
 // compared in T: every kept value came from a block of this dtype, so T(worst) is exact.
@@ -149,14 +179,7 @@ void select_columns(const KReciprocalSelectParams& p) {
     for (int64_t r = 0; r < p.rows; ++r) {
       const T* row = static_cast<const T*>(p.block) + r * p.block_row_stride + c0;
       const T row_norm = kGram ? row_norms[r] : T(0);
-      int any = 0;
-      for (int64_t l = 0; l < width; ++l) {
-        const T v = block_value<T, kGram>(row[l], row_norm, column_norm[l]);
-        x[l] = v;
-        column_max[l] = v > column_max[l] ? v : column_max[l];
-        any |= v <= threshold[l];
-      }
-      if (!any) continue;
+      if (!column_step<T, kGram>(row, row_norm, column_norm, threshold, width, x, column_max)) continue;
       const int64_t j = p.row_begin + r;
       for (int64_t l = 0; l < width; ++l) {
         if (!(x[l] <= threshold[l])) continue;
@@ -183,7 +206,7 @@ void select_columns(const KReciprocalSelectParams& p) {
 // Squared Euclidean distance with 16 independent partial sums, so the compiler vectorises it
 // without reassociating a single running sum (no -ffast-math needed).
 template <class T>
-double squared_distance(const T* a, const T* b, int64_t dim) {
+CION_SIMD_CLONES double squared_distance(const T* a, const T* b, int64_t dim) {
   using Acc = acc_t<T>;
   constexpr int kLanes = 16;
   Acc lanes[kLanes] = {};
@@ -237,18 +260,25 @@ void k_reciprocal_select_cpu(const KReciprocalSelectParams& p) {
   CION_CHECK(!non_finite, "non-finite distance (NaN or inf) in the distance block");
 }
 
+// The candidate sets R(c, mh) of every item are computed once per pass ([N, mh] int64: about as
+// large as the neighbour lists), then each item's R*(i) from them with a per-thread marker array.
 void k_reciprocal_expand_cpu(const KReciprocalExpandParams& p) {
-  const int64_t capacity = krr::expansion_capacity(p.m1, p.mh);
+  const int64_t W = p.num_neighbours;
+  std::vector<int64_t> candidates(static_cast<size_t>(p.num_items * p.mh)), candidate_sizes(p.num_items);
+  parallel_for(p.num_items, 256, [&](int64_t c) {
+    candidate_sizes[c] = krr::reciprocal_set(p.neighbours, W, c, p.mh, candidates.data() + c * p.mh);
+  });
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp parallel
 #endif
   {
-    std::vector<int64_t> buffer(capacity);
+    std::vector<int64_t> buffer(krr::expansion_capacity(p.m1, p.mh)), mark(p.num_items, -1);
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 64)
 #endif
     for (int64_t i = 0; i < p.num_items; ++i) {
-      const int64_t size = krr::expanded_set(p.neighbours, p.num_neighbours, i, p.m1, p.mh, buffer.data());
+      const int64_t size = krr::expanded_set_marked(p.neighbours, W, i, p.m1, p.mh, candidates.data(),
+                                                    candidate_sizes.data(), mark.data(), buffer.data());
       if (p.indices)
         std::copy(buffer.begin(), buffer.begin() + size, p.indices + p.indptr[i]);
       else
@@ -297,15 +327,22 @@ void k_reciprocal_weights_cpu(const KReciprocalWeightsParams& p) {
 }
 
 void k_reciprocal_query_expansion_cpu(const KReciprocalExpansionParams& p) {
-  parallel_for(p.num_items, 64, [&](int64_t i) {
-    if (p.out_indptr) {
-      krr::expansion_row(p.neighbours, p.num_neighbours, i, p.k2, p.indptr, p.indices, p.values,
-                         p.out_indices + p.out_indptr[i], p.out_values + p.out_indptr[i]);
-    } else {
-      p.counts[i] = krr::expansion_row(p.neighbours, p.num_neighbours, i, p.k2, p.indptr, p.indices,
-                                       p.values, nullptr, nullptr);
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp parallel
+#endif
+  {
+    std::vector<int64_t> cursor(p.k2);
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 64)
+#endif
+    for (int64_t i = 0; i < p.num_items; ++i) {
+      const int64_t at = p.out_indptr ? p.out_indptr[i] : 0;
+      const int64_t count = krr::expansion_row_cursors(
+          p.neighbours, p.num_neighbours, i, p.k2, p.indptr, p.indices, p.values,
+          p.out_indptr ? p.out_indices + at : nullptr, p.out_indptr ? p.out_values + at : nullptr, cursor.data());
+      if (!p.out_indptr) p.counts[i] = count;
     }
-  });
+  }
 }
 
 // Sequential on purpose: it is a few milliseconds even at MSMT17 size, and filling rows in order

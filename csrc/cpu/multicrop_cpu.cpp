@@ -15,14 +15,13 @@
 // Without contrast and blur a view is one sweep: resample, colour and finish per block of rows.
 // The per-pixel maths is the shared code of ops/multicrop_math.h.
 
-// The colour ops are selects between computed values (clamps, hue sectors, solarise). Under GCC's
-// default -ftrapping-math the vectoriser refuses to if-convert a loop with floating-point
-// comparisons, since a compare could raise an FP exception the scalar code would not have. Nothing
-// here observes FP exceptions, so turn that assumption off for this file. It changes no result:
-// no contraction, no reassociation (sampling, compiled here too, stays bit-exact).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+// The colour ops are selects between computed values (clamps, hue sectors, solarise): GCC
+// vectorises them only without -ftrapping-math, and the AVX-512 / AVX2 copies of the hot loops
+// (CION_SIMD_CLONES) must not contract a multiply-add. Both are set here, before any code: no
+// result changes, and every copy is bit-identical to the baseline one (sampling, compiled here
+// too, stays bit-exact).
+#include "common/cpu_features.h"
+CION_SIMD_CLONES_SAME_ROUNDING
 
 #include <algorithm>
 #include <cstring>
@@ -32,16 +31,6 @@
 #include "common/parallel.h"
 #include "ops/multicrop.h"
 #include "ops/multicrop_math.h"
-
-// The hot loops are compiled twice, for baseline x86-64 (SSE2: what the portable wheel targets)
-// and for AVX2 (8 float lanes, blend instructions), and the loader picks one per CPU (GCC
-// target_clones, an ifunc: glibc x86-64 only). AVX2 without FMA on purpose: the results are
-// bit-identical to the baseline clone, and no multiply-add gets contracted.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
-#define CION_CPU_HOT __attribute__((target_clones("avx2", "default")))
-#else
-#define CION_CPU_HOT
-#endif
 
 namespace cion {
 namespace {
@@ -53,7 +42,7 @@ constexpr int64_t kBlockPixels = 2048;  // rows per block: about 24 KB of the th
 // ---- leaf loops (one ISA clone each) ------------------------------------------------------------
 
 // line[j] = sum_k w[k] * src[k * row_stride + j] for j < n: the row pass over HWC source rows.
-CION_CPU_HOT void rows_interleaved(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
+CION_SIMD_CLONES void rows_interleaved(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
                                    int64_t n, float* line) {
   for (int64_t j = 0; j < n; ++j) line[j] = w[0] * static_cast<float>(src[j]);
   for (int64_t k = 1; k < taps; ++k) {
@@ -64,7 +53,7 @@ CION_CPU_HOT void rows_interleaved(const uint8_t* src, int64_t row_stride, const
 }
 
 // Same over one CHW source plane, written into channel c of the interleaved line.
-CION_CPU_HOT void rows_planar(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
+CION_SIMD_CLONES void rows_planar(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
                               int64_t n, float* line) {
   for (int64_t j = 0; j < n; ++j) line[3 * j] = w[0] * static_cast<float>(src[j]);
   for (int64_t k = 1; k < taps; ++k) {
@@ -118,7 +107,7 @@ inline void columns_fixed(const float* line, const float* weights, const int64_t
   }
 }
 
-CION_CPU_HOT void columns(const float* line, const float* weights, const int64_t* first, int stride, int taps,
+CION_SIMD_CLONES void columns(const float* line, const float* weights, const int64_t* first, int stride, int taps,
                           bool flip, int64_t W, float* out_r, float* out_g, float* out_b) {
   switch (taps) {
     case 1: columns_fixed<1>(line, weights, first, stride, taps, flip, W, out_r, out_g, out_b); break;
@@ -131,17 +120,17 @@ CION_CPU_HOT void columns(const float* line, const float* weights, const int64_t
   }
 }
 
-CION_CPU_HOT void clamp_all(float* p, int64_t n) {
+CION_SIMD_CLONES void clamp_all(float* p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) p[i] = clamp01(p[i]);
 }
 
 // brightness (blend with black) and contrast (blend with a constant) on all three planes.
-CION_CPU_HOT void blend_constant(float* p, int64_t n, float factor, float value) {
+CION_SIMD_CLONES void blend_constant(float* p, int64_t n, float factor, float value) {
   const float offset = (1.0f - factor) * value;
   for (int64_t i = 0; i < n; ++i) p[i] = clamp01(factor * p[i] + offset);
 }
 
-CION_CPU_HOT void saturate(float* r, float* g, float* b, int64_t n, float factor) {
+CION_SIMD_CLONES void saturate(float* r, float* g, float* b, int64_t n, float factor) {
   for (int64_t i = 0; i < n; ++i) {
     const float y = gray_of(r[i], g[i], b[i]);
     r[i] = blend(factor, r[i], y);
@@ -150,11 +139,11 @@ CION_CPU_HOT void saturate(float* r, float* g, float* b, int64_t n, float factor
   }
 }
 
-CION_CPU_HOT void rotate_hue(float* r, float* g, float* b, int64_t n, float shift) {
+CION_SIMD_CLONES void rotate_hue(float* r, float* g, float* b, int64_t n, float shift) {
   for (int64_t i = 0; i < n; ++i) shift_hue(r[i], g[i], b[i], shift);
 }
 
-CION_CPU_HOT void to_gray(float* r, float* g, float* b, int64_t n) {
+CION_SIMD_CLONES void to_gray(float* r, float* g, float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float y = gray_of(r[i], g[i], b[i]);
     r[i] = y;
@@ -165,7 +154,7 @@ CION_CPU_HOT void to_gray(float* r, float* g, float* b, int64_t n) {
 
 // Sum of the gray of n pixels, in eight float lanes (a fixed order, vectorisable without
 // reassociation flags), returned in double.
-CION_CPU_HOT double gray_sum(const float* r, const float* g, const float* b, int64_t n) {
+CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b, int64_t n) {
   float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -178,7 +167,7 @@ CION_CPU_HOT double gray_sum(const float* r, const float* g, const float* b, int
 
 // dst[x] = sum_d k[d] * padded[x + d] for a symmetric kernel of 2 r + 1 taps: the mirrored taps
 // share a multiply.
-CION_CPU_HOT void blur_along(const float* padded, const float* kernel, int radius, int64_t W, float* dst) {
+CION_SIMD_CLONES void blur_along(const float* padded, const float* kernel, int radius, int64_t W, float* dst) {
   const float* centre = padded + radius;
   const float kc = kernel[radius];
   for (int64_t x = 0; x < W; ++x) dst[x] = kc * centre[x];
@@ -192,7 +181,7 @@ CION_CPU_HOT void blur_along(const float* padded, const float* kernel, int radiu
 
 // dst[x] = sum_d k[d] * rows[d][x] over the 2 r + 1 reflected rows around an output row, same
 // pairing of mirrored taps.
-CION_CPU_HOT void blur_across(const float* const* rows, const float* kernel, int radius, int64_t W, float* dst) {
+CION_SIMD_CLONES void blur_across(const float* const* rows, const float* kernel, int radius, int64_t W, float* dst) {
   const float kc = kernel[radius];
   const float* centre = rows[radius];
   for (int64_t x = 0; x < W; ++x) dst[x] = kc * centre[x];
@@ -205,7 +194,7 @@ CION_CPU_HOT void blur_across(const float* const* rows, const float* kernel, int
 }
 
 template <class T>
-CION_CPU_HOT void finish(const float* in, int64_t n, bool solarize_values, float mean, float inv_std, T* out) {
+CION_SIMD_CLONES void finish(const float* in, int64_t n, bool solarize_values, float mean, float inv_std, T* out) {
   if (solarize_values) {
     for (int64_t i = 0; i < n; ++i) out[i] = from_float<T>((solarize(in[i]) - mean) * inv_std);
   } else {

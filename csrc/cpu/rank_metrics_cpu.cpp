@@ -26,13 +26,6 @@
 #include <immintrin.h>
 #endif
 
-// Runtime dispatch to AVX2 where the CPU has it: the counting loops are the whole cost.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CION_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CION_SIMD_CLONES
-#endif
-
 namespace cion {
 namespace {
 

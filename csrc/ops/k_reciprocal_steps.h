@@ -116,6 +116,65 @@ CION_HOST_DEVICE int64_t expanded_set(const int64_t* neighbours, int64_t width, 
   return sort_unique(buffer, size);
 }
 
+#if !defined(__CUDA_ARCH__)
+// The CPU form of expanded_set: the same R*(i), in less work. The candidate sets R(c, mh) come
+// from `candidates` ([N, mh], row c holding candidate_sizes[c] entries, computed once per item
+// instead of once per item whose R(i, m1) holds c: about m1 times), and `mark` ([N], all entries
+// < 0 before the first call of a pass, owned by one thread) replaces the pairwise overlap scan
+// and the duplicates: mark[x] == i means x is in R(i, m1), mark[x] == -2 - i that x was already
+// added by a kept candidate set. Only distinct entries reach the sort.
+inline int64_t expanded_set_marked(const int64_t* neighbours, int64_t width, int64_t i, int64_t m1, int64_t mh,
+                                   const int64_t* candidates, const int64_t* candidate_sizes, int64_t* mark,
+                                   int64_t* buffer) {
+  const int64_t base = reciprocal_set(neighbours, width, i, m1, buffer);
+  for (int64_t a = 0; a < base; ++a) mark[buffer[a]] = i;
+  int64_t size = base;
+  for (int64_t a = 0; a < base; ++a) {
+    const int64_t* candidate = candidates + buffer[a] * mh;
+    const int64_t candidate_size = candidate_sizes[buffer[a]];
+    int64_t overlap = 0;
+    for (int64_t b = 0; b < candidate_size; ++b) overlap += mark[candidate[b]] == i;
+    if (3 * overlap > 2 * candidate_size)  // the test of expanded_set
+      for (int64_t b = 0; b < candidate_size; ++b) {
+        const int64_t x = candidate[b];
+        if (mark[x] == i || mark[x] == -2 - i) continue;
+        mark[x] = -2 - i;
+        buffer[size++] = x;
+      }
+  }
+  std::sort(buffer, buffer + size);
+  return size;
+}
+
+// The CPU form of expansion_row: the same columns and sums (in the same row order), merged with
+// one cursor per row (`cursor`: k2 entries of scratch), so each emitted column costs 2 k2 steps
+// instead of 2 k2 binary searches.
+inline int64_t expansion_row_cursors(const int64_t* neighbours, int64_t width, int64_t i, int64_t k2,
+                                     const int64_t* indptr, const int64_t* indices, const float* values,
+                                     int64_t* out_indices, float* out_values, int64_t* cursor) {
+  for (int64_t t = 0; t < k2; ++t) cursor[t] = indptr[rank_at(neighbours, width, i, t)];
+  int64_t count = 0;
+  for (;;) {
+    int64_t next = INT64_MAX;
+    for (int64_t t = 0; t < k2; ++t) {
+      const int64_t r = rank_at(neighbours, width, i, t);
+      if (cursor[t] < indptr[r + 1] && indices[cursor[t]] < next) next = indices[cursor[t]];
+    }
+    if (next == INT64_MAX) return count;
+    float sum = 0.f;
+    for (int64_t t = 0; t < k2; ++t) {
+      const int64_t r = rank_at(neighbours, width, i, t);
+      if (cursor[t] < indptr[r + 1] && indices[cursor[t]] == next) sum += values[cursor[t]++];
+    }
+    if (out_indices) {
+      out_indices[count] = next;
+      out_values[count] = sum / static_cast<float>(k2);
+    }
+    ++count;
+  }
+}
+#endif
+
 // First position p in [begin, end) with indices[p] > key (indices ascending).
 CION_HOST_DEVICE int64_t upper_bound(const int64_t* indices, int64_t begin, int64_t end, int64_t key) {
   while (begin < end) {
