@@ -110,6 +110,23 @@ def test_matches_oracle(poisoned_outputs, videos, per_video, dim, window, stride
     np.testing.assert_array_equal(labels, expected_labels)  # the kernel's numbering is canonical
 
 
+@pytest.mark.parametrize("window,stride", [(4, 2), (3, 1), (5, 5)])
+def test_small_ranges_beside_large_ones(window, stride):
+    """Ranges of 2,000+ rows take their thresholds per work item and keep no candidate list, so a
+    small range whose earlier neighbour is large cannot assemble its list from the neighbour's
+    new pairs and computes it whole."""
+    rng = np.random.default_rng(window * 10 + stride)
+    counts = np.array([3, 2, 2100, 4, 3, 2, 5, 2200, 1, 3, 4])
+    video_ids = np.repeat(np.arange(len(counts)) * 3, counts)
+    people = rng.normal(size=(6, 5))
+    features = people[rng.integers(0, 6, len(video_ids))] + 0.6 * rng.normal(size=(len(video_ids), 5))
+    expected_links, expected_labels = oracle_link(features, video_ids, window, stride, 0.8, 3)
+    labels, links = sliding_range_link(features, video_ids, window, stride, 0.8, 3)
+    assert len(expected_links) > 0
+    np.testing.assert_array_equal(links, expected_links)
+    np.testing.assert_array_equal(labels, expected_labels)
+
+
 def test_cases_link_across_ranges():
     """The data above is not trivial: links exist, and with overlapping ranges chains merge
     identities of videos that share no range (with stride = window they cannot)."""

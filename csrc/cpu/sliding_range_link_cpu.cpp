@@ -5,8 +5,9 @@
 // columns with dot_block, so the working memory is O(threads * kRowsPerItem * kColChunk) plus the
 // links found, whatever the number of identities. Each item keeps its links in its own buffer; one
 // pass finds them, and a copy in item order lays them out once the output is allocated. With
-// mutual_k, small ranges first compute their thresholds over each pair once (the symmetric pass)
-// and keep the candidate pairs it saw, which the link step then filters (kCandidateBudgetBytes).
+// mutual_k, small ranges first collect the candidate pairs new to each of them (every distinct pair
+// computed once, although a pair lies in about window / stride ranges), assemble each range's list
+// from those, take its thresholds from it and filter it into links (kCandidateBudgetBytes).
 //
 // Components: sequential union-find (path halving, union by rank) over the link list: O(L alpha),
 // a small cost next to the similarity passes that produce the links in parallel.
@@ -25,7 +26,7 @@ namespace cion {
 namespace {
 
 constexpr int64_t kColChunk = 256;
-constexpr int64_t kSymmetricRows = 2048;  // ranges up to this size get their thresholds in one task
+constexpr int64_t kSymmetricRows = 2048;  // ranges up to this size keep candidate lists (one task each)
 // With mutual_k, the threshold pass keeps each small range's candidate pairs (cosine at least the
 // threshold) so that the link pass filters them instead of computing every similarity again. Past
 // this many bytes of kept candidates (a low threshold makes nearly every pair one), the remaining
@@ -94,36 +95,61 @@ struct Linker {
     kth[entry(r, i)] = top.size() >= p.mutual_k ? top.kth_largest() : -std::numeric_limits<T>::infinity();
   }
 
-  // kth[e(r, i)] for every row of range r, one task: each unordered pair is computed once (upper
-  // triangle, in strips of kRowsPerItem rows) and offered to both rows. For ranges of at most
-  // kSymmetricRows rows (per-task memory: one top-k buffer per row).
-  // Every pair offered to the top-k buffers is also appended to `candidates` when given.
-  void range_thresholds(int64_t r, std::vector<T>& block, std::vector<TopK<T>>& top,
-                        std::vector<Candidate<T>>* candidates) const {
+  // The first row of range r whose pairs are new to it: its later row's video lies past range
+  // r - 1, so the pair is in no earlier range (each distinct pair is new to exactly one range).
+  int64_t first_new_row(int64_t r) const { return r > 0 ? std::max(range_begin(r), range_end(r - 1)) : range_begin(r); }
+
+  // Appends to `out` range r's candidate pairs (i < j, different videos, cosine at least the
+  // threshold: the only ones that reach a top-k buffer or link) with j >= lowest, computed in
+  // strips of kRowsPerItem rows.
+  void collect_candidates(int64_t r, int64_t lowest, std::vector<T>& block, std::vector<Candidate<T>>& out) const {
     const int64_t b = range_begin(r), e = range_end(r);
-    if (static_cast<int64_t>(top.size()) < e - b) top.resize(e - b);
-    for (int64_t i = b; i < e; ++i) top[i - b].reset(p.mutual_k);
     for (int64_t i0 = b; i0 < e; i0 += kRowsPerItem) {
       const int64_t i1 = std::min(i0 + kRowsPerItem, e);
-      for (int64_t j0 = i0; j0 < e; j0 += kColChunk) {
+      for (int64_t j0 = std::max(lowest, i0); j0 < e; j0 += kColChunk) {
         const int64_t j1 = std::min(j0 + kColChunk, e);
         similarities(i0, i1, j0, j1, block.data());
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t video = p.video_rank[i];
           for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
             const T sim = block[(i - i0) * (j1 - j0) + (j - j0)];
-            if (p.video_rank[j] == video || !offer(sim)) continue;
-            top[i - b].push(sim);
-            top[j - b].push(sim);
-            if (candidates) candidates->push_back({i, j, sim});
+            if (p.video_rank[j] != video && offer(sim)) out.push_back({i, j, sim});
           }
         }
       }
     }
+  }
+
+  // The ranges whose new pairs can lie in range r: those that hold r's first video, and r.
+  int64_t first_source(int64_t r) const { return g.first_range_of_rank(g.first_rank(r)); }
+
+  // Range r's candidates from the new pairs of its sources (`fresh`, per range), when every source
+  // kept them: the pairs of a source lying in r are those whose earlier row is in r too.
+  bool assemble_candidates(int64_t r, const std::vector<std::vector<Candidate<T>>>& fresh,
+                           const std::vector<uint8_t>& fresh_kept, std::vector<Candidate<T>>& out) const {
+    for (int64_t source = first_source(r); source <= r; ++source)
+      if (!fresh_kept[source]) return false;
+    const int64_t b = range_begin(r);
+    for (int64_t source = first_source(r); source < r; ++source)
+      for (const Candidate<T>& c : fresh[source])
+        if (c.i >= b) out.push_back(c);
+    out.insert(out.end(), fresh[r].begin(), fresh[r].end());
+    return true;
+  }
+
+  // kth[e(r, i)] for every row of range r from all its candidate pairs, each offered to both rows.
+  void thresholds_from(int64_t r, const std::vector<Candidate<T>>& candidates, std::vector<TopK<T>>& top) const {
+    const int64_t b = range_begin(r), e = range_end(r);
+    if (static_cast<int64_t>(top.size()) < e - b) top.resize(e - b);
+    for (int64_t i = b; i < e; ++i) top[i - b].reset(p.mutual_k);
+    for (const Candidate<T>& c : candidates) {
+      top[c.i - b].push(c.sim);
+      top[c.j - b].push(c.sim);
+    }
     for (int64_t i = b; i < e; ++i) store_threshold(r, i, top[i - b]);
   }
 
-  // kth[e(r, i)] for one item's rows (ranges too large for range_thresholds): the full strip of the
+  // kth[e(r, i)] for one item's rows (ranges too large for a candidate list): the full strip of the
   // rows against the range.
   void item_thresholds(int64_t item, std::vector<T>& block, std::vector<TopK<T>>& top) const {
     int64_t r, i0;
@@ -196,10 +222,21 @@ void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
              "features contains NaN or inf values");
   const Linker<T> linker(p);
   std::vector<std::vector<int64_t>> found(p.num_items);  // each item's links, (i, j) interleaved
-  // Small ranges' candidate pairs, kept from the threshold pass (empty and not `kept` otherwise).
-  std::vector<std::vector<Candidate<T>>> candidates(p.mutual_k > 0 ? p.num_ranges : 0);
-  std::vector<uint8_t> kept(candidates.size(), 0);
+  // With mutual_k, small ranges keep their candidate pairs: first the pairs new to each range
+  // (`fresh`: every distinct pair computed once), then each range's whole list, assembled from
+  // its sources' new pairs (or computed, where a source has none), which gives its thresholds and
+  // then its links. Lists past kCandidateBudgetBytes are dropped: their ranges take the strips.
+  const int64_t lists = p.mutual_k > 0 ? p.num_ranges : 0;
+  std::vector<std::vector<Candidate<T>>> fresh(lists), candidates(lists);
+  std::vector<uint8_t> fresh_kept(lists, 0), kept(lists, 0);
   std::atomic<int64_t> kept_bytes{0};
+  auto keep = [&](std::vector<Candidate<T>>& list) {
+    const int64_t bytes = static_cast<int64_t>(list.size() * sizeof(Candidate<T>));
+    if (kept_bytes.fetch_add(bytes) + bytes <= kCandidateBudgetBytes) return uint8_t{1};
+    kept_bytes.fetch_sub(bytes);
+    std::vector<Candidate<T>>().swap(list);
+    return uint8_t{0};
+  };
   auto small = [&](int64_t r) { return linker.range_end(r) - linker.range_begin(r) <= kSymmetricRows; };
   auto range_of = [&](int64_t item) {
     int64_t r, row;
@@ -213,41 +250,41 @@ void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
     std::vector<T> block(kRowsPerItem * kColChunk);
     if (p.mutual_k > 0) {
       std::vector<TopK<T>> top;
-      // Small ranges one task each (each pair computed once); large ones split into items.
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (int64_t r = 0; r < p.num_ranges; ++r) {
+        if (!small(r)) continue;
+        linker.collect_candidates(r, linker.first_new_row(r), block, fresh[r]);
+        fresh_kept[r] = keep(fresh[r]);
+      }  // implicit barrier: every range's new pairs are in before any range assembles
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1) nowait
 #endif
       for (int64_t r = 0; r < p.num_ranges; ++r) {
         if (!small(r)) continue;
-        linker.range_thresholds(r, block, top, &candidates[r]);
-        const int64_t bytes = static_cast<int64_t>(candidates[r].size() * sizeof(Candidate<T>));
-        if (kept_bytes.fetch_add(bytes) + bytes <= kCandidateBudgetBytes) {
-          kept[r] = 1;
-        } else {
-          kept_bytes.fetch_sub(bytes);
-          std::vector<Candidate<T>>().swap(candidates[r]);
-        }
+        if (!linker.assemble_candidates(r, fresh, fresh_kept, candidates[r]))
+          linker.collect_candidates(r, linker.range_begin(r), block, candidates[r]);
+        linker.thresholds_from(r, candidates[r], top);
+        kept[r] = keep(candidates[r]);
       }
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
-      for (int64_t item = 0; item < p.num_items; ++item) {
-        int64_t r, row;
-        linker.locate(item, &r, &row);
-        if (!small(r)) linker.item_thresholds(item, block, top);
-      }
+      for (int64_t item = 0; item < p.num_items; ++item)
+        if (!small(range_of(item))) linker.item_thresholds(item, block, top);
     }  // the loop's implicit barrier: every threshold is written before any is read below
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1) nowait
 #endif
-    for (int64_t r = 0; r < static_cast<int64_t>(candidates.size()); ++r)
+    for (int64_t r = 0; r < lists; ++r)
       if (kept[r]) linker.links_from_candidates(r, candidates[r], found);
     std::vector<int64_t> rows[kRowsPerItem];
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (int64_t item = 0; item < p.num_items; ++item)
-      if (candidates.empty() || !kept[range_of(item)]) linker.links(item, block, rows, found[item]);
+      if (lists == 0 || !kept[range_of(item)]) linker.links(item, block, rows, found[item]);
   }
   std::vector<int64_t> start(p.num_items + 1, 0);
   for (int64_t item = 0; item < p.num_items; ++item)
