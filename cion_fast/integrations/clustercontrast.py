@@ -13,8 +13,10 @@ Example (in such a code base)::
     # Large N: their dense N x N float32 arrays (the encodings V, their query expansion, the
     # result) hold about 8 N^2 bytes at once (3.0 GiB measured at N = 20,000), 2.6 TiB at 600k
     # images; ours dense only the 4 N^2 of the result. The sparse result holds only the pairs with
-    # a non-zero overlap (0.74 GiB peak at N = 100,000), and DBSCAN gives the same labels on it
-    # (an absent pair is at distance 1):
+    # a non-zero overlap, a count per row that depends on the data (41 with ~40 images per
+    # identity: 1.09 GiB peak at N = 600,000; 5,400 with ~13: 8.2 GiB at N = 100,000;
+    # benchmarks/jaccard_memory.py), and DBSCAN gives the same labels on it (an absent pair is at
+    # distance 1):
     rerank_dist = compute_jaccard_distance(features, k1=30, k2=6, sparse=True)
 
 It runs :func:`cion_fast.ops.jaccard_distance` with ``variant="spcl"`` (their k1-item kNN lists,
