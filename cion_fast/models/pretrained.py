@@ -9,7 +9,8 @@ checkpoints' ``weights.safetensors`` carry the same metadata with prefix ``"teac
 so a checkpoint loads directly too.
 
 Official CION / DINO checkpoints (``torch.load(path)["teacher"]``, keys ``module.backbone.*``)
-and plain state dicts load as well, given the architecture ``name``.
+and plain state dicts load as well, given the architecture ``name`` (read from a CION checkpoint's
+``args.arch`` where it names one network: ResNet-IBN-a and the families of ``CION_ZOO_NAMES``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -140,15 +142,58 @@ def _load_failure(error: Exception) -> str:
 # layer4 (CION_Pretrain/models/ResNet_IBN.py), not timm's stride 2.
 _CION_IBN_ARCH = re.compile(r"resnet(18|34|50|101|152)_ibn(_a)?")
 
+# CION's other ReIDZoo names whose networks are timm's (CION_Pretrain/models/*.py copy each family's
+# reference code), with what builds them as CION trained them: 256 x 128 input for VOLO and Swin,
+# and Swin's detection variant (window 8, every stage partitioned). Not listed: plain ResNets
+# (DINO's official ResNet-50 has the same name and a stride-2 layer4: pass last_stride=1), CION's
+# ViT (a convolution stem with IBN before the patch projection) and RepViT (its own squeeze-excite):
+# other networks than timm's.
+_SWIN_AS_CION = {"img_size": (256, 128), "window_size": 8, "always_partition": True}
+CION_ZOO_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ghostnet_0_5": ("ghostnet_050", {}), "ghostnet_1_0": ("ghostnet_100", {}), "ghostnet_1_3": ("ghostnet_130", {}),
+    **{f"volo_d{d}": (f"volo_d{d}_224", {"img_size": (256, 128)}) for d in (1, 2, 3)},
+    **{f"convnext_{size}": (f"convnext_{size}", {}) for size in ("tiny", "small", "base")},
+    **{f"edgenext_{size}": (f"edgenext_{size}", {}) for size in ("x_small", "small", "base")},
+    **{name: (name, {}) for name in ("fastvit_s12", "fastvit_sa12", "fastvit_sa24")},
+    **{f"swin_{size}": (f"swin_{size}_patch4_window7_224", _SWIN_AS_CION) for size in ("tiny", "small", "base")},
+}
 
-def _cion_ibn_defaults(checkpoint: Any) -> dict[str, Any]:
-    """``{"name": timm name}`` for an official CION ResNet-IBN-a checkpoint ({} for any other): its
-    ``args.arch`` names the depth; CION builds those networks IBN-a with ``last_stride=1``.
-    Loading one with timm's stride 2 would load every key and silently give other features.
-    (Plain ``resnet50`` is not inferred: DINO's official ResNet-50 has the same name and stride 2.)"""
+
+def _cion_defaults(checkpoint: Any) -> tuple[str | None, dict[str, Any]]:
+    """(timm name, build options) for an official CION checkpoint, from its ``args.arch``; (None, {})
+    for any other. ResNet-IBN-a: IBN with ``last_stride=1`` (timm's stride 2 would load every key and
+    silently give other features); the names of :data:`CION_ZOO_NAMES`: their timm network."""
     args = checkpoint.get("args") if isinstance(checkpoint, Mapping) else None
-    match = _CION_IBN_ARCH.fullmatch(str(getattr(args, "arch", "")))
-    return {"name": f"resnet{match.group(1)}"} if match else {}
+    arch = str(getattr(args, "arch", ""))
+    match = _CION_IBN_ARCH.fullmatch(arch)
+    if match:
+        return f"resnet{match.group(1)}", {"ibn": True, "last_stride": 1}
+    name, kwargs = CION_ZOO_NAMES.get(arch, (None, {}))
+    return name, dict(kwargs)
+
+
+# Keys a family's reference code names differently from timm that timm's checkpoint_filter_fn leaves:
+# the detection Swin's final norm, named after its last output stage.
+_EXTRA_RENAMES = {"timm.models.swin_transformer": (("norm3.", "norm."),)}
+
+
+def _timm_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with a family's reference-code key names (ConvNeXt's ``downsample_layers.*``,
+    FastViT's ``network.*``, the original Swin's merging at the end of a stage, ...) renamed to the
+    timm network's, by timm's own ``checkpoint_filter_fn`` for that family (what timm applies to those
+    repositories' weights); unchanged when the keys already fit or the renaming does not make them."""
+    own = set(model.state_dict())
+    module = type(model).__module__
+    filter_fn = getattr(sys.modules.get(module), "checkpoint_filter_fn", None)
+    if set(state) == own or filter_fn is None:
+        return state
+    try:
+        renamed = filter_fn(dict(state), model)
+    except Exception:  # a filter written for other checkpoints; the strict load then names the keys
+        return state
+    for old, new in _EXTRA_RENAMES.get(module, ()):
+        renamed = {new + k[len(old):] if k.startswith(old) else k: v for k, v in renamed.items()}
+    return renamed if set(renamed) == own else state
 
 
 def _backbone_state(state: Any, source: str) -> dict[str, torch.Tensor]:
@@ -197,6 +242,9 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
             ``last_stride=1`` are then taken from it unless given. CION's plain ResNets need
             ``last_stride=1`` passed (DINO's official ResNet-50 has the same name and stride 2);
             without it the same weights load into a stride-2 ``layer4`` and give other features.
+            CION's GhostNet, VOLO, ConvNeXt, EdgeNeXt, FastViT and Swin checkpoints are recognised
+            the same way (:data:`CION_ZOO_NAMES`), and their reference-code key names renamed by
+            timm's ``checkpoint_filter_fn`` of the family.
 
     Returns:
         the backbone (``nn.Module`` on the CPU, float32, training mode) with all weights loaded.
@@ -253,10 +301,10 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
         else:
             loaded = _torch_load(path)
             state = _backbone_state(loaded, source)
-            inferred = _cion_ibn_defaults(loaded)
-            if inferred:  # what the checkpoint says, unless the caller says otherwise
-                name = name or inferred["name"]
-                backbone_kwargs = {"ibn": True, "last_stride": 1, **backbone_kwargs}
+            inferred_name, inferred_kwargs = _cion_defaults(loaded)
+            if inferred_name:  # what the checkpoint says, unless the caller says otherwise
+                name = name or inferred_name
+                backbone_kwargs = {**inferred_kwargs, **backbone_kwargs}
     if config is not None:
         if name is not None and name != config["arch"]:
             raise ValueError(f"name {name!r} disagrees with the architecture stored in {source}: {config['arch']!r}")
@@ -274,5 +322,5 @@ def load_pretrained(path_or_state: str | os.PathLike | Mapping[str, Any], name: 
         if name is None:
             raise ValueError(f"{source} does not say its architecture: pass name (a timm model name)")
         model = build_backbone(name, **backbone_kwargs)
-    _load_strict(model, state, source)
+    _load_strict(model, _timm_layout(model, state), source)
     return model
