@@ -2,7 +2,8 @@
 of 256x128 person images, against the same ops per image in plain PyTorch (``cion_fast.reference``,
 with the parameters the op drew), DINO's PIL/torchvision ``DataAugmentationDINO`` per image (what
 ReID pre-training runs today, in DataLoader workers: single-threaded each, so W workers run W at
-once), and the floor, writing the views' bytes once.
+once), and the floor, writing the views' bytes once. A second group times the op writing into the
+same buffers every call (``out=``), a training loop's steady state: no fresh pages to zero.
 
 Correctness first: the op's views equal the plain-PyTorch reference with the returned parameters
 within 2/255, else nothing is timed.
@@ -92,11 +93,17 @@ def problem(size, device):
             "group": f"multicrop {batch} images 256x128 -> 2 x 256x128 + {config.n_local} x 128x64 views"}
 
 
-def test_cion_fast(benchmark, problem, device):
+REUSED = " into the caller's buffers (out=)"  # the group of the steady state of a training loop
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["new outputs", "out"])
+def test_cion_fast(benchmark, problem, device, reuse):
     x = torch.from_numpy(problem["images"]).to(device)
     steps = iter(range(1, 10**9))
-    bench(benchmark, lambda: multicrop(x, problem["config"], seed=0, step=next(steps)), role="cion_fast",
-          group=problem["group"], device=device, items=problem["batch"])
+    first = multicrop(x, problem["config"], seed=0)
+    out = (first.global_views, first.local_views) if reuse else None
+    bench(benchmark, lambda: multicrop(x, problem["config"], seed=0, step=next(steps), out=out), role="cion_fast",
+          group=problem["group"] + (REUSED if reuse else ""), device=device, items=problem["batch"])
 
 
 def test_reference(benchmark, problem, device):
@@ -120,7 +127,8 @@ def test_pil_torchvision_baseline(benchmark, problem, device):
           rounds=1, items=problem["batch"], note="DINO's PIL/torchvision pipeline, one image at a time (a DataLoader worker)")
 
 
-def test_floor_write_the_views(benchmark, problem, device):
+@pytest.mark.parametrize("reuse", [False, True], ids=["new outputs", "out"])
+def test_floor_write_the_views(benchmark, problem, device, reuse):
     scratch = torch.empty(problem["view_bytes"] // 4, dtype=torch.float32, device=device)
-    bench(benchmark, lambda: scratch.fill_(1.0), role="floor", group=problem["group"], device=device,
-          note=f"writing the views once ({problem['view_bytes'] / 2**20:.0f} MiB)")
+    bench(benchmark, lambda: scratch.fill_(1.0), role="floor", group=problem["group"] + (REUSED if reuse else ""),
+          device=device, note=f"writing the views once ({problem['view_bytes'] / 2**20:.0f} MiB)")

@@ -278,6 +278,49 @@ def as_index_array(x: Any, name: str, length: int | None = None) -> np.ndarray:
     return host
 
 
+def _byte_range(x: Any) -> tuple[int, int]:
+    """[first, last) bytes of a C-contiguous array's elements."""
+    framework = framework_of(x)
+    if framework == "torch":
+        start, item = x.data_ptr(), x.element_size()
+    elif framework == "numpy":
+        start, item = x.__array_interface__["data"][0], x.itemsize
+    else:
+        start, item = int(x.data.ptr), x.itemsize
+    return start, start + math.prod(int(n) for n in x.shape) * item
+
+
+def check_output(x: Any, name: str, placement: Placement, shape: tuple[int, ...], dtype: str,
+                 reads: dict[str, Any]) -> Any:
+    """Validates a caller's buffer for an op to write into: the op's framework and device, its
+    dtype and shape, C-contiguous and writable, sharing no memory with ``reads`` (name -> the
+    C-contiguous arrays the op reads, and outputs checked before this one).
+
+    Raises:
+        TypeError: not an array of the op's framework and device, or another dtype (naming ``name``).
+        ValueError: another shape, not C-contiguous, read-only (numpy) or requiring grad (torch),
+            or overlapping one of ``reads``.
+    """
+    where = placement_of(x, name)
+    if where != placement:
+        raise TypeError(f"{name} must be an array of the op's inputs' kind, {placement}; got {where}")
+    require_dtype(x, name, (dtype,))
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
+    if not (x.is_contiguous() if where.framework == "torch" else x.flags.c_contiguous):
+        raise ValueError(f"{name} must be C-contiguous")
+    if where.framework == "numpy" and not x.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if where.framework == "torch" and x.requires_grad:
+        raise ValueError(f"{name} requires grad: the op writes into it outside autograd")
+    first, last = _byte_range(x)
+    for other_name, other in reads.items():
+        other_first, other_last = _byte_range(other)
+        if first < other_last and other_first < last:
+            raise ValueError(f"{name} shares memory with {other_name}")
+    return x
+
+
 def to_dlpack(x: Any, placement: Placement) -> Any:
     """Exports ``x`` (already on ``placement``) as a DLPack capsule for the kernels.
 

@@ -545,6 +545,72 @@ def test_bad_input_raises_clear_errors(call, error, match):
         call(images, config)
 
 
+def _views_like(result):
+    return np.empty_like(result.global_views), np.empty_like(result.local_views)
+
+
+def test_out_receives_the_same_views():
+    """Views written into the caller's buffers (poisoned first, reused across calls) are the views
+    of a fresh call, and the result holds those very arrays."""
+    images = random_images((3, 40, 24, 3))
+    config = MultiCropConfig.cion(global_size=(16, 8), local_size=(8, 4))
+    buffers = None
+    for step in range(3):
+        fresh = multicrop(images, config, seed=5, step=step)
+        buffers = buffers or _views_like(fresh)
+        for buffer in buffers:
+            buffer[...] = np.nan
+        into = multicrop(images, config, seed=5, step=step, out=buffers)
+        assert into.global_views is buffers[0] and into.local_views is buffers[1]
+        np.testing.assert_array_equal(into.global_views, fresh.global_views)
+        np.testing.assert_array_equal(into.local_views, fresh.local_views)
+
+
+@requires_torch
+def test_out_with_torch_tensors():
+    images = torch.from_numpy(random_images((2, 20, 12, 3)))
+    config = MultiCropConfig.cion(global_size=(8, 4), local_size=(4, 4))
+    fresh = multicrop(images, config, seed=1)
+    buffers = (torch.full_like(fresh.global_views, float("nan")), torch.full_like(fresh.local_views, float("nan")))
+    into = multicrop(images, config, seed=1, out=buffers)
+    assert torch.equal(into.global_views, fresh.global_views) and torch.equal(into.local_views, fresh.local_views)
+    with pytest.raises(ValueError, match=r"out\[0\] \(global_views\) requires grad"):
+        multicrop(images, config, seed=1, out=(buffers[0].clone().requires_grad_(), buffers[1]))
+    with pytest.raises(TypeError, match=r"out\[1\] \(local_views\) must be an array of the op's inputs' kind, torch on cpu"):
+        multicrop(images, config, seed=1, out=(buffers[0], buffers[1].numpy()))
+
+
+def _overlapping_pair(g, l):
+    backing = np.empty(max(g.size, l.size), np.float32)
+    return backing[:g.size].reshape(g.shape), backing[:l.size].reshape(l.shape)
+
+
+@pytest.mark.parametrize(
+    "make_out,error,match",
+    [
+        (lambda g, l, backing: [g], TypeError, "out must be a pair"),
+        (lambda g, l, backing: "views", TypeError, "out must be a pair"),
+        (lambda g, l, backing: (g[:, :1], l), ValueError, r"out\[0\] \(global_views\) must have shape \(2, 2, 3, 4, 2\)"),
+        (lambda g, l, backing: (g, l.astype(np.float64)), TypeError, r"out\[1\] \(local_views\) must have dtype float32"),
+        (lambda g, l, backing: (np.asfortranarray(g), l), ValueError, "must be C-contiguous"),
+        (lambda g, l, backing: (g, np.lib.stride_tricks.as_strided(l, writeable=False)), ValueError, "read-only"),
+        (lambda g, l, backing: ([[0.0]], l), TypeError, r"out\[0\] \(global_views\) must be a numpy array"),
+        (lambda g, l, backing: (backing[:g.size].reshape(g.shape), l), ValueError,
+         r"out\[0\] \(global_views\) shares memory with images"),
+        (lambda g, l, backing: _overlapping_pair(g, l), ValueError,
+         r"out\[1\] \(local_views\) shares memory with out\[0\] \(global_views\)"),
+    ],
+)
+def test_bad_out_raises_naming_it(make_out, error, match):
+    backing = np.zeros(1000, np.float32)  # the images live in its first bytes
+    images = backing.view(np.uint8)[:2 * 8 * 6 * 3].reshape(2, 8, 6, 3)
+    images[...] = random_images((2, 8, 6, 3))
+    config = MultiCropConfig.cion(global_size=(4, 2), local_size=(2, 2))
+    global_views, local_views = _views_like(multicrop(images, config, 0))
+    with pytest.raises(error, match=match):
+        multicrop(images, config, 0, out=make_out(global_views, local_views, backing))
+
+
 def test_checks_survive_python_O():
     out = value_errors_under_python_O("import numpy as np\nfrom cion_fast.ops import MultiCropConfig, multicrop",
                                       "MultiCropConfig(flip_p=2.0)",

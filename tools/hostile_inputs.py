@@ -131,6 +131,11 @@ def _op_cases() -> list[tuple[str, str, str]]:
             "box": ("multicrop(IMGS, CFG, seed=0, params={{**multicrop(IMGS, CFG, 0, return_params=True).params, 'box': {v}}})",
                     ("np.full((4, 4, 4), 2**63 - 1, np.int64)", "np.full((4, 4, 4), -1, np.int64)",
                      "np.zeros((4, 4), np.int64)", "np.full((4, 4, 4), 0.5)")),
+            "out": ("multicrop(IMGS, CFG, seed=0, out={v})",
+                    ("1", "(None, None)", "[IMGS, IMGS]", "(np.zeros(3, np.float32),) * 2",
+                     "(np.zeros((2, 4, 3, 16, 8), np.float32), np.zeros((2, 4, 3, 8, 4), np.float64))",
+                     "(np.zeros((2, 4, 3, 16, 8), np.float32).T, np.zeros((2, 4, 3, 8, 4), np.float32))",
+                     "(np.zeros((2, 4, 3, 16, 8), np.float32),) * 2")),
         },
     }
     cases = []

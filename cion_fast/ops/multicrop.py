@@ -447,6 +447,22 @@ def _check_params(params: Any, source: _Source, config: MultiCropConfig) -> tupl
     return views, float(sigma.max()) if sigma.size else 0.0
 
 
+def _views_out(out: tuple[Any, Any] | None, source: Any, config: MultiCropConfig) -> tuple[Any, Any]:
+    """The (global, local) view arrays: new ones, or the caller's ``out`` once checked."""
+    (gh, gw), (lh, lw) = config.global_size, config.local_size
+    B, placement = source.batch, source.placement
+    shapes = {"global_views": (config.n_global, B, 3, gh, gw), "local_views": (config.n_local, B, 3, lh, lw)}
+    if out is None:
+        return tuple(placement.empty(shape, config.out_dtype, "images") for shape in shapes.values())
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"out must be a pair (global_views, local_views), got {type(out).__name__}")
+    reads = {"images": source.data}  # and the first output, when checking the second
+    for index, ((name, shape), array) in enumerate(zip(shapes.items(), out)):
+        label = f"out[{index}] ({name})"
+        reads[label] = _arrays.check_output(array, label, placement, shape, config.out_dtype, reads)
+    return tuple(out)
+
+
 def multicrop(
     images: Any,
     config: MultiCropConfig,
@@ -454,6 +470,7 @@ def multicrop(
     step: int = 0,
     return_params: bool = False,
     params: dict[str, Any] | None = None,
+    out: tuple[Any, Any] | None = None,
 ) -> MultiCropResult:
     """All global and local views of a batch of uint8 RGB images, in one kernel call.
 
@@ -468,6 +485,11 @@ def multicrop(
         return_params: also return the drawn parameters (``result.params``).
         params: parameters to use instead of sampling (a dict as returned in ``result.params``,
             any framework; validated on the host). Reproduces those views exactly.
+        out: ``(global_views, local_views)`` to write the views into instead of new arrays:
+            C-contiguous, of the shapes, dtype, framework and device the call returns (e.g. the
+            previous call's, once consumed), sharing no memory with ``images``. On the CPU, fresh
+            output pages cost the kernel's zeroing of them at first touch: a quarter of a call at
+            batch 64 (benchmarks/NOTES.md); reused buffers skip it.
 
     Returns:
         :class:`MultiCropResult` with ``global_views`` [n_global, B, 3, H, W] and ``local_views``
@@ -478,7 +500,8 @@ def multicrop(
     Raises:
         TypeError: non-uint8 images, unsupported array types, CUDA input without a CUDA build.
         ValueError: wrong shapes or channel counts, images smaller than 2 x 2, bad seed/step,
-            invalid explicit parameters.
+            invalid explicit parameters; ``out`` of the wrong shape, not C-contiguous, read-only
+            or overlapping ``images`` (TypeError for another dtype, framework or device).
 
     Example:
         >>> import numpy as np
@@ -489,6 +512,10 @@ def multicrop(
         ((2, 4, 3, 256, 128), (8, 4, 3, 128, 64), (4, 10, 4))
         >>> again = multicrop(images, MultiCropConfig.cion(), seed=0, params=out.params)
         >>> bool((again.local_views == out.local_views).all())
+        True
+        >>> into = multicrop(images, MultiCropConfig.cion(), seed=0, params=out.params,
+        ...                  out=(again.global_views, again.local_views))
+        >>> into.local_views is again.local_views
         True
     """
     if not isinstance(config, MultiCropConfig):
@@ -510,9 +537,7 @@ def multicrop(
         max_blur_sigma = config.blur_sigma[1] if max(config.blur_p) > 0 else 0.0
     else:
         views, max_blur_sigma = _check_params(params, source, config)
-    (gh, gw), (lh, lw) = config.global_size, config.local_size
-    global_views = placement.empty((config.n_global, B, 3, gh, gw), config.out_dtype)
-    local_views = placement.empty((config.n_local, B, 3, lh, lw), config.out_dtype)
+    global_views, local_views = _views_out(out, source, config)
 
     if B > 0:
         dl = lambda x: _arrays.to_dlpack(x, placement)  # noqa: E731 - local shorthand
