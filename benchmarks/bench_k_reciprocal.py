@@ -1,6 +1,6 @@
 """k-reciprocal re-ranking (Zhong et al. 2017): ``k_reciprocal_rerank`` against the plain-PyTorch
 reference (dense N x N arrays; run where it fits, N <= 5,000) and the floor, the distance GEMM of
-the same features in [2048, 2048] tiles over the symmetric half (each pair of tiles once: what any
+the same features in [1024, 1024] tiles over the symmetric half (each pair of tiles once: what any
 exact re-ranking must compute, and what the op computes). The original numpy ``re_ranking``
 (torchreid's copy is bit-identical) is the reference's algorithm; its figure at Market size is
 quoted from docs/ALGORITHMS.md, "Reference figures not re-run here" (41.7 s + 10.2 s of distances,
@@ -27,7 +27,7 @@ SIZES = {  # (Q, G, D)
     "full": {"compare": (870, 4130, 2048), "market1501": (3368, 15913, 2048), "msmt17": (11659, 82161, 768)},
 }
 REFERENCE_MAX_ITEMS = 5_000  # the reference holds several dense float32 N x N arrays
-GEMM_TILE = 2048
+GEMM_TILE = 1024  # the fastest tiling of the half GEMM on the 2-core CPU (2048: 8-20 % slower)
 
 
 def features(num_items: int, dim: int, device: str, seed: int = 0) -> torch.Tensor:

@@ -60,8 +60,10 @@ __all__ = [
 ]
 
 _VARIANTS = ("original", "spcl")
-# Feature tiles are [tile, tile] GEMM outputs; block tiles of given distances are [tile, N].
-_FEATURE_TILE = {"cpu": 2048, "cuda": 4096}
+# Feature tiles are [tile, tile] GEMM outputs; block tiles of given distances are [tile, N]. On
+# the CPU a 1024 tile (4 MB) is read back by the selection from cache: 3-8 % faster than 2048 at
+# Q + G = 3,000, Market-1501 and MSMT17 sizes (benchmarks/NOTES.md), the GEMM as fast.
+_FEATURE_TILE = {"cpu": 1024, "cuda": 4096}
 _BLOCK_TILE_ELEMENTS = 1 << 24  # 64 MB of float32
 # CUDA Jaccard: thread blocks sharing the rows, each with one dense accumulator row of scratch.
 _CUDA_JACCARD_BLOCKS = 256
@@ -382,7 +384,7 @@ def k_reciprocal_rerank(
         k2: size of the local query expansion, 1 <= k2 <= k1 + 1 (1: none; the paper: 6).
         lambda_value: weight of the original distance, in [0, 1] (the paper: 0.3).
         normalize: L2-normalise the features first.
-        tile_size: items per distance tile (default 2048 on CPU, 4096 on GPU); memory per tile is
+        tile_size: items per distance tile (default 1024 on CPU, 4096 on GPU); memory per tile is
             tile_size^2 floats.
 
     Returns:
