@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Callable
 
 from cion_fast._checks import check_int
-
 from cion_fast._demo.config import DEMO_METHODS, METHODS, PRETRAINED_METHODS, SMALL_BUDGET_RECIPE, DemoConfig
 from cion_fast._demo.recipes import SEARCH_SEED, SEARCH_SPACES, TUNED_RECIPES, check_recipes, draw_configurations
 from cion_fast._demo.report import (CLAIMED_ORDER, aggregate_seeds, baselines_sentence, headline, methods_table,

@@ -83,8 +83,13 @@ def order_holds(methods: dict[str, dict], metric: str = "mAP") -> bool:
         True
     """
     present = _ordered_present(methods, metric)
-    return len(present) >= 2 and all(_gap(methods, low, high, metric)[0] > _gap(methods, low, high, metric)[1]
-                                     for low, high in zip(present, present[1:]))
+    gaps = [_gap(methods, low, high, metric) for low, high in zip(present, present[1:])]
+    return len(present) >= 2 and all(gap > std for gap, std, _ in gaps)
+
+
+def finetuned_of(methods: dict[str, dict]) -> dict[str, dict]:
+    """The fine-tuned figures of the methods that have them (``methods[m]["finetuned"]``)."""
+    return {m: v["finetuned"] for m, v in methods.items() if "finetuned" in v}
 
 
 def baselines_above_cion(methods: dict[str, dict], metric: str = "mAP") -> list[str]:
@@ -138,7 +143,8 @@ def baselines_sentence(methods: dict[str, dict], metric: str = "mAP", label: str
     if "cion" not in methods or metric not in methods["cion"]:
         return "(no CION in this run: nothing to compare the baselines with)"
     others = sorted((m for m in methods if m != "cion" and metric in methods[m]), key=lambda m: methods[m][metric])
-    parts, below = [], [m for m in others if m in baselines_above_cion(methods, metric)]
+    above = set(baselines_above_cion(methods, metric))
+    parts, below = [], [m for m in others if m in above]
     for name in others:
         gap, _, ratio = _gap(methods, name, "cion", metric)
         word = "above" if gap > 0 else "BELOW"
@@ -156,7 +162,7 @@ def verdict(methods: dict[str, dict], finetune_steps: int) -> str:
         'CION against every baseline on plain mAP: above random 5.0 (+25.0)'
     """
     text = ordering_sentence(methods) + " " + baselines_sentence(methods)
-    tuned = {m: v["finetuned"] for m, v in methods.items() if "finetuned" in v}
+    tuned = finetuned_of(methods)
     if tuned:
         label = f"plain mAP after {finetune_steps} fine-tuning steps"
         text += " Fine-tuned: " + ordering_sentence(tuned, label=label) + " " + baselines_sentence(tuned, label=label)
@@ -171,7 +177,7 @@ def _settings_checked(report: dict) -> list[tuple[str, dict[str, dict]]]:
     settings = []
     for prefix, methods in protocols:
         settings.append((prefix + "frozen", methods))
-        tuned = {m: v["finetuned"] for m, v in methods.items() if "finetuned" in v}
+        tuned = finetuned_of(methods)
         if tuned:
             settings.append((prefix + "fine-tuned", tuned))
     return settings
@@ -184,6 +190,8 @@ def headline(report: dict) -> str:
     Example:
         >>> headline({"methods": {"random": {"mAP": 0.05}, "stripe": {"mAP": 0.4}, "cion": {"mAP": 0.3}}})
         'Verdict on plain mAP, in the 1 table below (frozen): random < cion holds in every table; CION does NOT beat stripe (frozen).'
+        >>> headline({"methods": {"random": {"mAP": 0.05}, "dino": {"mAP": 0.2}}})
+        'Verdict on plain mAP, in the 1 table below (frozen): random < dino holds in every table; no CION in this run.'
     """
     settings = _settings_checked(report)
     order = " < ".join(m for m in CLAIMED_ORDER if m in report["methods"])
@@ -191,9 +199,12 @@ def headline(report: dict) -> str:
     beaten = [(label, baselines_above_cion(methods)) for label, methods in settings]
     beaten = [f"{', '.join(names)} ({label})" for label, names in beaten if names]
     tables = f"{len(settings)} table{'s' if len(settings) > 1 else ''} below ({'; '.join(label for label, _ in settings)})"
+    if "cion" not in report["methods"]:
+        against = "; no CION in this run"
+    else:
+        against = "; CION does NOT beat " + "; ".join(beaten) if beaten else "; CION beats every baseline in every table"
     return (f"Verdict on plain mAP, in the {tables}: {order} "
-            + (f"does NOT hold in: {', '.join(failed)}" if failed else "holds in every table")
-            + ("; CION does NOT beat " + "; ".join(beaten) if beaten else "; CION beats every baseline in every table") + ".")
+            + (f"does NOT hold in: {', '.join(failed)}" if failed else "holds in every table") + against + ".")
 
 
 def learning_curves(per_seed: dict[str, dict[int, dict]]) -> dict[str, dict[str, list]]:
@@ -368,7 +379,7 @@ def _image(paths: dict[str, Path], key: str) -> str:
 
 
 def _finetuned_section(methods: dict[str, dict]) -> str:
-    tuned = {m: v["finetuned"] for m, v in methods.items() if "finetuned" in v}
+    tuned = finetuned_of(methods)
     if not tuned:
         return ""
     return ("\n### After supervised fine-tuning on the labelled train split (same recipe and steps for every "

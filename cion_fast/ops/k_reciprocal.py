@@ -61,8 +61,8 @@ __all__ = [
 
 _VARIANTS = ("original", "spcl")
 # Feature tiles are [tile, tile] GEMM outputs; block tiles of given distances are [tile, N]. On
-# the CPU a 1024 tile (4 MB) is read back by the selection from cache: 3-8 % faster than 2048 at
-# Q + G = 3,000, Market-1501 and MSMT17 sizes (benchmarks/NOTES.md), the GEMM as fast.
+# the CPU a 1024 tile (4 MB) is read back by the selection from cache: 3-15 % faster than 2048 at
+# Q + G = 3,000, Market-1501 and MSMT17 sizes, the GEMM itself included (benchmarks/NOTES.md).
 _FEATURE_TILE = {"cpu": 1024, "cuda": 4096}
 _BLOCK_TILE_ELEMENTS = 1 << 24  # 64 MB of float32
 # CUDA Jaccard: thread blocks sharing the rows, each with one dense accumulator row of scratch.

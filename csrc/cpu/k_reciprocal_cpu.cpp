@@ -331,7 +331,7 @@ void k_reciprocal_query_expansion_cpu(const KReciprocalExpansionParams& p) {
 #pragma omp parallel
 #endif
   {
-    std::vector<int64_t> cursor(p.k2);
+    std::vector<int64_t> cursor(2 * p.k2);  // expansion_row_cursors' scratch
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 64)
 #endif

@@ -89,6 +89,11 @@ CION_HOST_DEVICE int64_t sort_unique(int64_t* buffer, int64_t n) {
   return unique;
 }
 
+// Whether a candidate set of `size` entries, `overlap` of them in R(i, m1), joins R*(i). The
+// reference tests overlap > 2./3 * size in float64; for integer sizes below 1e5 that is exactly
+// 3 * overlap > 2 * size (checked exhaustively), with no rounding to worry about.
+CION_HOST_DEVICE bool candidate_joins(int64_t overlap, int64_t size) { return 3 * overlap > 2 * size; }
+
 // Capacity of the buffer expanded_set needs: R(i, m1) plus one R(c, mh) per member c.
 CION_HOST_DEVICE int64_t expansion_capacity(int64_t m1, int64_t mh) { return m1 + m1 * mh; }
 
@@ -109,9 +114,7 @@ CION_HOST_DEVICE int64_t expanded_set(const int64_t* neighbours, int64_t width, 
           ++overlap;
           break;
         }
-    // The reference tests overlap > 2./3 * size in float64; for integer sizes below 1e5 that is
-    // exactly 3 * overlap > 2 * size (checked exhaustively), with no rounding to worry about.
-    if (3 * overlap > 2 * candidate_size) size += candidate_size;
+    if (candidate_joins(overlap, candidate_size)) size += candidate_size;
   }
   return sort_unique(buffer, size);
 }
@@ -134,7 +137,7 @@ inline int64_t expanded_set_marked(const int64_t* neighbours, int64_t width, int
     const int64_t candidate_size = candidate_sizes[buffer[a]];
     int64_t overlap = 0;
     for (int64_t b = 0; b < candidate_size; ++b) overlap += mark[candidate[b]] == i;
-    if (3 * overlap > 2 * candidate_size)  // the test of expanded_set
+    if (candidate_joins(overlap, candidate_size))
       for (int64_t b = 0; b < candidate_size; ++b) {
         const int64_t x = candidate[b];
         if (mark[x] == i || mark[x] == -2 - i) continue;
@@ -147,25 +150,26 @@ inline int64_t expanded_set_marked(const int64_t* neighbours, int64_t width, int
 }
 
 // The CPU form of expansion_row: the same columns and sums (in the same row order), merged with
-// one cursor per row (`cursor`: k2 entries of scratch), so each emitted column costs 2 k2 steps
-// instead of 2 k2 binary searches.
+// one cursor per row (`cursor`: 2 k2 entries of scratch, each row's position then its end), so each
+// emitted column costs 2 k2 steps instead of 2 k2 binary searches.
 inline int64_t expansion_row_cursors(const int64_t* neighbours, int64_t width, int64_t i, int64_t k2,
                                      const int64_t* indptr, const int64_t* indices, const float* values,
                                      int64_t* out_indices, float* out_values, int64_t* cursor) {
-  for (int64_t t = 0; t < k2; ++t) cursor[t] = indptr[rank_at(neighbours, width, i, t)];
+  int64_t* end = cursor + k2;
+  for (int64_t t = 0; t < k2; ++t) {
+    const int64_t r = rank_at(neighbours, width, i, t);
+    cursor[t] = indptr[r];
+    end[t] = indptr[r + 1];
+  }
   int64_t count = 0;
   for (;;) {
     int64_t next = INT64_MAX;
-    for (int64_t t = 0; t < k2; ++t) {
-      const int64_t r = rank_at(neighbours, width, i, t);
-      if (cursor[t] < indptr[r + 1] && indices[cursor[t]] < next) next = indices[cursor[t]];
-    }
+    for (int64_t t = 0; t < k2; ++t)
+      if (cursor[t] < end[t] && indices[cursor[t]] < next) next = indices[cursor[t]];
     if (next == INT64_MAX) return count;
     float sum = 0.f;
-    for (int64_t t = 0; t < k2; ++t) {
-      const int64_t r = rank_at(neighbours, width, i, t);
-      if (cursor[t] < indptr[r + 1] && indices[cursor[t]] == next) sum += values[cursor[t]++];
-    }
+    for (int64_t t = 0; t < k2; ++t)
+      if (cursor[t] < end[t] && indices[cursor[t]] == next) sum += values[cursor[t]++];
     if (out_indices) {
       out_indices[count] = next;
       out_values[count] = sum / static_cast<float>(k2);
