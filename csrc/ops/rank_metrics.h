@@ -2,9 +2,9 @@
 // "Ranking metrics".
 //
 // Per query, only the positions of its matches in the ranked gallery matter. The matches are few:
-// sort them by (distance, gallery index), then one pass over the query's distance row counts how
-// many valid gallery entries rank before each match (binary search into the sorted matches). That
-// is O(G log P) per query with no [Q, G] index matrix; the pass reads the distance row once.
+// sort them by (distance, gallery index), then one read of the query's distance row counts how many
+// valid gallery entries rank before each match (how: rank_metrics_cpu.cpp, rank_metrics_cuda.cu).
+// No [Q, G] index matrix; the floor is one read of the distance matrix.
 //
 // Device/stream contract: every pointer lives on `device`; CUDA work is enqueued on `stream` (the
 // caller's current stream) and nothing synchronises. Errors found inside a CUDA kernel (NaN
