@@ -41,7 +41,9 @@ constexpr int64_t kBlockPixels = 2048;  // rows per block: about 24 KB of the th
 
 // ---- leaf loops (one ISA clone each) ------------------------------------------------------------
 
-// line[j] = sum_k w[k] * src[k * row_stride + j] for j < n: the row pass over HWC source rows.
+// line[j] = sum_k w[k] * src[k * row_stride + j] for j < n: the row pass over HWC source rows. (Not in
+// blocks of 16 sums held across the taps as the blur: GCC 12 converts a vector of bytes to floats
+// one byte at a time, 1.5x slower.)
 CION_SIMD_CLONES void rows_interleaved(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
                                    int64_t n, float* line) {
   for (int64_t j = 0; j < n; ++j) line[j] = w[0] * static_cast<float>(src[j]);
@@ -165,23 +167,32 @@ CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b,
   return total;
 }
 
+#if defined(__GNUC__)
+// 16 floats at any address. The blur keeps a block of 16 sums in registers across its taps (a loop
+// over the samples per tap loads and stores every sum at every tap), adding the terms in the same
+// order as that loop, so the results are the same. A vector type, not a 16-float array: GCC
+// vectorised the array loop into a mix of widths, slower than before.
+typedef float Floats16 __attribute__((vector_size(64)));
+typedef float Floats16Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
+inline Floats16 load16(const float* p) { return *reinterpret_cast<const Floats16Unaligned*>(p); }
+inline void store16(float* p, Floats16 v) { *reinterpret_cast<Floats16Unaligned*>(p) = v; }
+#define CION_BLOCKS_OF_16 1
+#endif
+
 // dst[x] = k[r] * rows[r][x] + sum_{d = 1..r} k[r + d] * (rows[r - d][x] + rows[r + d][x]): a
 // symmetric kernel of 2 r + 1 taps over rows of W samples (the mirrored taps share a multiply), the
-// terms added in that order for every x. Blocks of 16 samples keep their sums in registers across
-// the taps (a loop over x per tap loaded and stored dst at every tap). A vector type, not a
-// 16-float array: GCC vectorised the array loop into a mix of widths, slower than before.
-typedef float Floats16 __attribute__((vector_size(64), aligned(4), may_alias));  // any float*, unaligned
-
+// terms added in that order for every x.
 CION_SIMD_CLONES void blur_rows(const float* const* rows, const float* kernel, int radius, int64_t W, float* dst) {
   const float* centre = rows[radius];
   int64_t x0 = 0;
+#if defined(CION_BLOCKS_OF_16)
   for (; x0 + 16 <= W; x0 += 16) {
-    Floats16 sum = kernel[radius] * *reinterpret_cast<const Floats16*>(centre + x0);
+    Floats16 sum = kernel[radius] * load16(centre + x0);
     for (int d = 1; d <= radius; ++d)
-      sum += kernel[radius + d] * (*reinterpret_cast<const Floats16*>(rows[radius - d] + x0) +
-                                   *reinterpret_cast<const Floats16*>(rows[radius + d] + x0));
-    *reinterpret_cast<Floats16*>(dst + x0) = sum;
+      sum += kernel[radius + d] * (load16(rows[radius - d] + x0) + load16(rows[radius + d] + x0));
+    store16(dst + x0, sum);
   }
+#endif
   for (int64_t x = x0; x < W; ++x) {
     float sum = kernel[radius] * centre[x];
     for (int d = 1; d <= radius; ++d) sum += kernel[radius + d] * (rows[radius - d][x] + rows[radius + d][x]);
