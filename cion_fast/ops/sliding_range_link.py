@@ -134,6 +134,12 @@ def sliding_range_link(
     On CUDA the call waits once, to read the number of links before allocating them (with the
     caller's library, like every output).
 
+    Speed: the floor is one dot product per distinct cross-video pair in a range, as a GEMM. The
+    CPU kernel computes each distinct pair once but in per-range blocks that also hold same-video
+    pairs, at ~70 % of the BLAS rate, plus the rows' norms and, with ``mutual_k``, each range's
+    candidate lists and top-k: 2.0-2.5x the floor at 100,000 identities (2 CPU cores;
+    benchmarks/NOTES.md, issue 27).
+
     Example:
         >>> import numpy as np
         >>> from cion_fast.ops import sliding_range_link
