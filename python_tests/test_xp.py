@@ -1,0 +1,44 @@
+"""The shared array helpers of cion_fast._xp that every op's input checks go through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cion_fast import _xp
+
+
+def huge_finite(library, dtype):
+    """70 x 100 finite values whose sum overflows the dtype: the one-sum fast path cannot decide."""
+    value = {"float16": 60000.0, "float32": 3e38, "float64": 1e308}[dtype]
+    x = np.full((100, 70), value, dtype=dtype)
+    x[::2] *= -0.5  # both signs
+    return x if library == "numpy" else torch.from_numpy(x)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_finiteness_checks_survive_an_overflowing_sum(library, dtype):
+    """A sum that overflows proves nothing: the checks must then look entry by entry, accept these
+    finite values, and refuse one NaN or infinity among them wherever it is."""
+    x = huge_finite(library, dtype)
+    _xp.check_finite(x, "x")
+    assert _xp.all_finite(x, 7) == (True, 0)
+    for bad in (np.nan, np.inf, -np.inf):
+        for row, column in ((0, 0), (57, 3), (99, 69)):
+            y = x.copy() if library == "numpy" else x.clone()
+            y[row, column] = bad
+            with pytest.raises(ValueError, match="y contains NaN or inf"):
+                _xp.check_finite(y, "y")
+            assert _xp.all_finite(y, 7) == (False, row // 7 * 7)
+
+
+def test_finiteness_checks_on_ordinary_values_and_tensors_requiring_grad():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(33, 5)).astype(np.float32)).requires_grad_()
+    _xp.check_finite(x, "x")
+    assert _xp.all_finite(x, 4) == (True, 0)
+    bad = x.detach().clone()
+    bad[32, 4] = float("nan")
+    assert _xp.all_finite(bad, 4) == (False, 32)
