@@ -319,11 +319,18 @@ def tile_distances(query: Any, gallery: Any, gallery_sq: Any, metric: str) -> An
 def _sum_is_finite(x: Any) -> bool:
     """Whether the sum of ``x`` is finite, which proves every entry finite (a NaN or an infinity
     makes every sum holding it NaN or infinite): one read, no mask the size of ``x``. A sum that is
-    not finite may also be an overflow of finite entries: callers then look entry by entry."""
+    not finite may also be an overflow of finite entries: callers then look entry by entry. 16-bit
+    values are summed in float32, where their sum cannot overflow."""
+    if is_torch(x):
+        import torch
+
+        wide = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+        return bool(torch.isfinite(x.detach().sum(dtype=wide)))
+    wide = np.float32 if x.dtype == np.float16 else None
     if isinstance(x, np.ndarray):
         with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the case handled
-            return bool(np.isfinite(x.sum()))
-    return bool(_isfinite(x.detach().sum() if is_torch(x) else x.sum()))
+            return bool(np.isfinite(x.sum(dtype=wide)))
+    return bool(_isfinite(x.sum(dtype=wide)))
 
 
 def all_finite(x: Any, chunk_rows: int) -> tuple[bool, int]:

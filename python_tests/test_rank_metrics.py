@@ -139,29 +139,33 @@ def test_ties_infinities_and_match_counts_around_the_register_passes(matches):
     assert_matches_oracle(evaluate_rank(distmat, *ids, max_rank=20, return_per_query=True), expected)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("matches", [0, 3, 30, 60])
 @pytest.mark.parametrize("where", ["beyond every match", "a match", "a same-camera match", "the ragged end"])
-def test_a_nan_anywhere_in_a_float32_row_is_refused(matches, where):
+def test_a_nan_anywhere_in_a_row_is_refused(dtype, matches, where):
     """The AVX-512 path reads NaNs only among the entries it packs (those at most the farthest
-    match): a NaN far beyond every match, at a match, at a junk entry or in the row's last partial
-    block must still be refused, whatever the number of matches (no match, one pass, two passes,
-    the histogram path)."""
+    match; 16-bit rows are widened to float32 first): a NaN far beyond every match, at a match, at
+    a junk entry or in the row's last partial block must still be refused, whatever the number of
+    matches (no match, one pass, two passes, the histogram path)."""
     rng = np.random.default_rng(matches)
     num_gallery = 1000 + 13
     g_pids = np.where(np.arange(num_gallery) < 2 * matches, 1, rng.integers(2, 50, num_gallery))
-    g_camids = np.where(np.arange(num_gallery) % 2 == 0, 1, 2)  # even indices: the query's camera
+    g_camids = np.where(np.arange(num_gallery) % 2 == 0, 1, 2)  # odd indices: the query's camera (2)
     distmat = rng.random((3, num_gallery), dtype=np.float32)
     distmat[:, g_pids == 1] *= np.float32(0.01)  # every match near the front
     positions = {
         "beyond every match": int(np.argmax(np.where(g_pids == 1, -1, distmat[1]))),
-        "a match": int(np.flatnonzero((g_pids == 1) & (g_camids == 2))[-1]) if matches else 5,
-        "a same-camera match": int(np.flatnonzero((g_pids == 1) & (g_camids == 1))[0]) if matches else 6,
+        "a match": int(np.flatnonzero((g_pids == 1) & (g_camids == 1))[-1]) if matches else 5,
+        "a same-camera match": int(np.flatnonzero((g_pids == 1) & (g_camids == 2))[0]) if matches else 6,
         "the ragged end": num_gallery - 1,
     }
     distmat[1, positions[where]] = np.nan
     ids = (np.ones(3, np.int64), g_pids, np.full(3, 2, np.int64), g_camids)
+    if dtype == "bfloat16" and torch is None:
+        pytest.skip("bfloat16 rows come from torch")
+    rows = torch.from_numpy(distmat).to(torch.bfloat16) if dtype == "bfloat16" else distmat.astype(dtype)
     with pytest.raises(ValueError, match="NaN"):
-        evaluate_rank(distmat, *ids)
+        evaluate_rank(rows, *ids)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

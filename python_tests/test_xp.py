@@ -10,10 +10,11 @@ from cion_fast import _xp
 
 
 def huge_finite(library, dtype):
-    """70 x 100 finite values whose sum overflows the dtype: the one-sum fast path cannot decide."""
+    """100 x 70 finite values near the dtype's largest: their sum overflows float32 and float64;
+    float16 ones are summed in float32, where they cannot overflow."""
     value = {"float16": 60000.0, "float32": 3e38, "float64": 1e308}[dtype]
     x = np.full((100, 70), value, dtype=dtype)
-    x[::2] *= -0.5  # both signs
+    x[1::2] *= 0.5
     return x if library == "numpy" else torch.from_numpy(x)
 
 
@@ -23,6 +24,7 @@ def test_finiteness_checks_survive_an_overflowing_sum(library, dtype):
     """A sum that overflows proves nothing: the checks must then look entry by entry, accept these
     finite values, and refuse one NaN or infinity among them wherever it is."""
     x = huge_finite(library, dtype)
+    assert _xp._sum_is_finite(x) == (dtype == "float16")  # the entry-by-entry path is the one tested
     _xp.check_finite(x, "x")
     assert _xp.all_finite(x, 7) == (True, 0)
     for bad in (np.nan, np.inf, -np.inf):
@@ -37,6 +39,7 @@ def test_finiteness_checks_survive_an_overflowing_sum(library, dtype):
 def test_finiteness_checks_on_ordinary_values_and_tensors_requiring_grad():
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.normal(size=(33, 5)).astype(np.float32)).requires_grad_()
+    assert _xp._sum_is_finite(x) and _xp._sum_is_finite(x.detach().to(torch.bfloat16))  # the one-read path
     _xp.check_finite(x, "x")
     assert _xp.all_finite(x, 4) == (True, 0)
     bad = x.detach().clone()

@@ -170,12 +170,21 @@ CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b,
 #if defined(__GNUC__)
 // 16 floats at any address. The blur keeps a block of 16 sums in registers across its taps (a loop
 // over the samples per tap loads and stores every sum at every tap), adding the terms in the same
-// order as that loop, so the results are the same. A vector type, not a 16-float array: GCC
-// vectorised the array loop into a mix of widths, slower than before.
+// order as that loop: the same results wherever multiply-adds are not contracted (x86-64 GCC, see
+// CION_SIMD_CLONES_SAME_ROUNDING). A vector type, not a 16-float array: GCC vectorised the array
+// loop into a mix of widths, slower than before. The helpers pass vectors by value; they are
+// always inlined, so no ABI is involved.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats16Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
-inline Floats16 load16(const float* p) { return *reinterpret_cast<const Floats16Unaligned*>(p); }
-inline void store16(float* p, Floats16 v) { *reinterpret_cast<Floats16Unaligned*>(p) = v; }
+inline __attribute__((always_inline)) Floats16 load16(const float* p) {
+  return *reinterpret_cast<const Floats16Unaligned*>(p);
+}
+inline __attribute__((always_inline)) void store16(float* p, Floats16 v) {
+  *reinterpret_cast<Floats16Unaligned*>(p) = v;
+}
 #define CION_BLOCKS_OF_16 1
 #endif
 

@@ -128,8 +128,9 @@ __attribute__((target("avx512f"))) inline int64_t pack_candidates(const float* r
   }
   if (j < end) {
     const __mmask16 valid = static_cast<__mmask16>((1u << (end - j)) - 1u);
-    const __mmask16 keep = _mm512_mask_cmp_ps_mask(valid, _mm512_maskz_loadu_ps(valid, row + j), filter, _CMP_NGE_UQ);
-    _mm512_storeu_ps(packed + n, _mm512_maskz_compress_ps(keep, _mm512_maskz_loadu_ps(valid, row + j)));
+    const __m512 x = _mm512_maskz_loadu_ps(valid, row + j);
+    const __mmask16 keep = _mm512_mask_cmp_ps_mask(valid, x, filter, _CMP_NGE_UQ);
+    _mm512_storeu_ps(packed + n, _mm512_maskz_compress_ps(keep, x));
     n += __builtin_popcount(keep);
   }
   return n;
@@ -172,28 +173,34 @@ __attribute__((target("avx512f"))) bool ranks_avx512_pass(const float* row, int6
   }
 
   // The compares below touch no memory: the next row is fetched meanwhile, its lines spread over
-  // the compare steps (without this the read and the compares took turns: 30 % slower at Market).
+  // the compare steps, the rest after them (without this the read and the compares took turns:
+  // 30 % slower at Market).
   const int64_t compare_steps = num_packed / 16 + N + 1;
   const int64_t next_lines = s.next_row_bytes / 64;
-  const int64_t lines_per_step = std::min<int64_t>(4, (next_lines + compare_steps - 1) / compare_steps);
+  const int64_t lines_per_step = (next_lines + compare_steps - 1) / compare_steps;
   int64_t next_line = 0;
+  const auto prefetch_next_row = [&](int64_t lines) {
+    for (const int64_t stop = std::min(next_lines, next_line + lines); next_line < stop; ++next_line)
+      __builtin_prefetch(s.next_row + next_line * 64);
+  };
   __m512i acc[N];
   for (int k = 0; k < N; ++k) acc[k] = _mm512_setzero_si512();
   __mmask16 nan = 0;
   int64_t j = 0;
   for (int b = 0; b <= N; ++b) {
     for (; j + 16 <= segment_end[b]; j += 16) {
-      for (const int64_t stop = std::min(next_lines, next_line + lines_per_step); next_line < stop; ++next_line)
-        _mm_prefetch(s.next_row + next_line * 64, _MM_HINT_T0);
+      prefetch_next_row(lines_per_step);
       count_block<N>(acc, threshold, _mm512_loadu_ps(packed + j), 0xFFFF, nan);
     }
     if (j < segment_end[b]) {
+      prefetch_next_row(lines_per_step);
       const __mmask16 valid = static_cast<__mmask16>((1u << (segment_end[b] - j)) - 1u);
       count_block<N>(acc, threshold, _mm512_maskz_loadu_ps(valid, packed + j), valid, nan);
       j = segment_end[b];
     }
     if (b < N) threshold[boundary[b].second] = s.matches[first + boundary[b].second].first;
   }
+  prefetch_next_row(next_lines);
   for (int k = 0; k < N; ++k) {
     alignas(64) int32_t lanes[16];
     _mm512_store_si512(lanes, acc[k]);
@@ -261,6 +268,21 @@ void ranks_by_histogram(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
   }
 }
 
+// rank[m] of every sorted match (the path by count and processor); false when the row holds a NaN.
+template <class Acc>
+bool rank_matches(const Acc* row, int64_t G, QueryScratch<Acc>& s) {
+  const int64_t P = static_cast<int64_t>(s.matches.size());
+  s.rank.resize(P);
+  bool row_has_nan = false;
+  if (P <= kDirectCountMaxMatches && avx512_ranks(row, G, s, row_has_nan)) return !row_has_nan;
+  if (has_nan(row, G)) return false;
+  if (P > kDirectCountMaxMatches)
+    ranks_by_histogram(row, G, s);
+  else
+    ranks_by_counting(row, G, s);
+  return true;
+}
+
 // Asks for the distances of query q's matches ahead of time: they are read first, scattered over
 // the row, before the row is streamed in; fetched on demand, their cache misses were half the time
 // of a query at Market-1501 size.
@@ -312,21 +334,10 @@ void rank_one_query(const RankMetricsParams& p, int64_t q, QueryScratch<acc_t<T>
     return;
   }
   std::sort(s.matches.begin(), s.matches.end());
-  s.rank.resize(P);
   const bool has_next = q + 1 < p.num_query;
   s.next_row = has_next ? reinterpret_cast<const char*>(raw_row + p.dist_row_stride) : nullptr;
   s.next_row_bytes = has_next ? G * static_cast<int64_t>(sizeof(T)) : 0;
-  bool row_has_nan = false;
-  if (P > kDirectCountMaxMatches || !avx512_ranks(row, G, s, row_has_nan)) {
-    row_has_nan = has_nan(row, G);
-    if (!row_has_nan) {
-      if (P > kDirectCountMaxMatches)
-        ranks_by_histogram(row, G, s);
-      else
-        ranks_by_counting(row, G, s);
-    }
-  }
-  if (row_has_nan) {
+  if (!rank_matches(row, G, s)) {
     saw_nan = true;
     return;
   }
