@@ -123,6 +123,26 @@ def test_topk_mean_any_k(poisoned_outputs, k):
         np.testing.assert_array_equal(result, tracklet_similarity(features, offsets, mode="max", pairs=pairs))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_frame_pair_gives_the_same_bits_in_every_place_of_a_block(dtype):
+    """The dot products run in register tiles of several shapes (4 x 3 and the block's edges): a
+    frame pair must give the same bits in every one, the tail of a dimension that is not a multiple
+    of the vector width included (sliding_range_link recomputes similarities and must reach the same
+    decisions). Tracklets repeating one frame x against ones repeating y, every length 1..13 on
+    both sides: the max and the min of every pair must be one and the same value."""
+    rng = np.random.default_rng(0)
+    lengths = np.arange(1, 14)
+    pairs = np.array([(i, len(lengths) + j) for i in range(len(lengths)) for j in range(len(lengths))])
+    for dim in (5, 8, 37, 100, 257):
+        for _ in range(20):
+            x, y = rng.standard_normal((2, dim)).astype(dtype)
+            features = np.concatenate([np.repeat(x[None], n, 0) for n in lengths] + [np.repeat(y[None], n, 0) for n in lengths])
+            offsets = np.concatenate([[0], np.cumsum(np.concatenate([lengths, lengths]))])
+            high = tracklet_similarity(features, offsets, pairs=pairs, mode="max")
+            low = tracklet_similarity(features, offsets, pairs=pairs, mode="min")
+            assert np.all(high == high[0]) and np.all(low == high[0]), f"dim {dim}: {np.unique(np.concatenate([high, low]))}"
+
+
 def test_zero_frames_have_cosine_zero():
     features = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=np.float32)
     offsets = np.array([0, 2, 3, 4])

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "common/cpu_features.h"
 #include "common/parallel.h"
@@ -30,11 +31,15 @@ CION_ALWAYS_INLINE void load(const T* p, typename Vec<T>::type& v) {
   v = *reinterpret_cast<const typename Vec<T>::unaligned*>(p);
 }
 
-// The last dim % lanes elements, zero-padded: the same vector code then handles the tail.
+// The last dim % lanes elements, zero-padded: the same vector code then handles the tail. Copied
+// into a padded buffer and loaded whole: filled lane by lane, the vector left the tail's products in
+// the branches of the fill, where GCC did not fuse them with their adds in some tile shapes (and did
+// in others), so a pair of rows gave different bits in different places when dim % 8 != 0.
 template <class T>
 CION_ALWAYS_INLINE void load_tail(const T* p, int64_t n, typename Vec<T>::type& v) {
-  v = typename Vec<T>::type{};
-  for (int64_t l = 0; l < n; ++l) v[l] = p[l];
+  T padded[Vec<T>::kLanes] = {};
+  std::memcpy(padded, p, static_cast<size_t>(n) * sizeof(T));
+  std::memcpy(&v, padded, sizeof v);
 }
 
 // Fixed pairwise reduction tree over the lanes: the same order for every entry.
