@@ -89,6 +89,26 @@ def test_matches_oracle_float64(poisoned_outputs, num_query, num_gallery, num_pi
     assert_matches_oracle(result, expected)
 
 
+@pytest.mark.parametrize("relabel", ["offset by -2**63", "offset to 2**63 - 200", "spread over more than 2**16", "negative"])
+def test_any_int64_pid_labels_give_the_same_metrics(relabel):
+    """Pids are grouped by counting when they span fewer than 2**16 values and by sorting otherwise;
+    labels anywhere in int64, queries whose pid is absent from the gallery or beyond its span
+    included, must give the metrics of the same problem with small labels."""
+    distmat, q_pids, g_pids, q_camids, g_camids = make_problem(40, 300, 60, seed=3)
+    q_pids = np.concatenate([q_pids, [60, 61]])  # two queries without any match
+    distmat = np.concatenate([distmat, np.random.default_rng(0).random((2, 300))])
+    q_camids = np.concatenate([q_camids, [0, 0]])
+    expected = oracle(distmat, q_pids, g_pids, q_camids, g_camids, 20)
+    label = {
+        "offset by -2**63": lambda p: p.astype(np.int64) + np.iinfo(np.int64).min + 5,
+        "offset to 2**63 - 200": lambda p: p.astype(np.int64) + (np.iinfo(np.int64).max - 200),
+        "spread over more than 2**16": lambda p: p.astype(np.int64) * 5000,
+        "negative": lambda p: -1 - p.astype(np.int64),
+    }[relabel]
+    result = evaluate_rank(distmat, label(q_pids), label(g_pids), q_camids, g_camids, max_rank=20, return_per_query=True)
+    assert_matches_oracle(result, expected)
+
+
 def test_queries_without_matches_are_skipped(poisoned_outputs):
     distmat, q_pids, g_pids, q_camids, g_camids = make_problem(20, 50, 10, seed=3)
     q_pids[:5] = 1000  # pids absent from the gallery
