@@ -88,6 +88,21 @@ def row_dots(a: Any, b: Any) -> np.ndarray:
     return host(_lib(a).einsum("ij,ij->i", a, b))
 
 
+def squared_row_norms(rows: Any, chunk_rows: int = 1024) -> Any:
+    """[N] sum of squares of each row of the 2-D ``rows``, in their library, dtype and device: the
+    values of ``(rows * rows).sum(1)`` (on the CPU the same bits: each row is reduced alone), taken
+    ``chunk_rows`` rows at a time so that the temporary product is one chunk, not a copy of
+    ``rows`` (it set the peak memory of ranking 82,161 gallery features: 242 MB)."""
+    num_rows = int(rows.shape[0])
+    if num_rows <= chunk_rows:
+        return (rows * rows).sum(1)
+    out = rows.new_empty((num_rows,)) if is_torch(rows) else _lib(rows).empty((num_rows,), dtype=rows.dtype)
+    for start in range(0, num_rows, chunk_rows):
+        block = rows[start : start + chunk_rows]
+        out[start : start + chunk_rows] = (block * block).sum(1)
+    return out
+
+
 def row_norms(rows: Any) -> Any:
     """The L2 norm of each row, in the rows' library and dtype (inf or 0 where squares leave the
     dtype's range: see :func:`normalise_rows`)."""

@@ -45,3 +45,14 @@ def test_finiteness_checks_on_ordinary_values_and_tensors_requiring_grad():
     bad = x.detach().clone()
     bad[32, 4] = float("nan")
     assert _xp.all_finite(bad, 4) == (False, 32)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("num_rows", [1, 1023, 1024, 1025, 3000])
+@pytest.mark.parametrize("dim", [7, 256])
+def test_squared_row_norms_in_chunks_equal_the_whole_product_bit_for_bit(library, num_rows, dim):
+    x = np.random.default_rng(num_rows + dim).standard_normal((num_rows, dim)).astype(np.float32)
+    x = x if library == "numpy" else torch.from_numpy(x)
+    got, expected = _xp.squared_row_norms(x), (x * x).sum(1)
+    assert type(got) is type(expected) and got.dtype == expected.dtype and got.shape == (num_rows,)
+    assert np.array_equal(np.asarray(got), np.asarray(expected))

@@ -193,7 +193,7 @@ def _rank_from_features(
     state = _new_rank_state(run, num_items, settings)
     row_max = run.full((num_items,), "float64", -math.inf)
     status = run.placement.zeros((1,), "int32") if run.placement.is_cuda else None
-    squared_norms = _arrays.contiguous((x * x).sum(1))
+    squared_norms = _arrays.contiguous(_xp.squared_row_norms(x))
     for a in range(0, num_items, tile):
         rows = slice(a, min(a + tile, num_items))
         for b in range(a, num_items, tile):

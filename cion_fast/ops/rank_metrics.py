@@ -432,7 +432,7 @@ def evaluate_rank_from_features(
         exponent = _xp.common_exponent(query, gallery)
         if exponent:
             query, gallery = _xp.times_power_of_two(query, exponent), _xp.times_power_of_two(gallery, exponent)
-    gallery_sq = None if metric == "cosine" else (gallery * gallery).sum(1)
+    gallery_sq = None if metric == "cosine" else _xp.squared_row_norms(gallery)
 
     out = _PerQuery(placement, num_query)
     device_ids = _device_ids(ids, placement)
