@@ -504,10 +504,10 @@ def multicrop(
             or overlapping ``images`` (TypeError for another dtype, framework or device).
 
     Speed: the floor is writing the views once. The CPU kernel stays far above it by its pixel
-    work, 20-25 cycles per output pixel of three channels: hue rotation (RGB -> HSV -> RGB, two
-    divisions and a dozen selects per pixel), the two resampling passes, the blur and the colour
-    blends; ~2,250 images/s for the CION recipe at batch 64 on 2 CPU cores with ``out`` given,
-    fewer with new outputs, whose pages the OS zeroes first (benchmarks/NOTES.md, issue 27).
+    work, about 7 ns per output pixel of three channels on one core: hue rotation (RGB -> HSV ->
+    RGB, two divisions and a dozen selects per pixel), the two resampling passes, the blur and the
+    colour blends; 2,000-2,300 images/s for the CION recipe at batch 64 on 2 CPU cores with ``out``
+    given, fewer with new outputs, whose pages the OS zeroes first (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np

@@ -158,9 +158,9 @@ def tracklet_similarity(
     Speed: the floor is a GEMM worth the useful dot products (every frame pair of every asked
     pair). ``max``/``min``/``topk_mean`` stay above it by the pairs' ragged, small cosine blocks
     (below BLAS efficiency) and the reduction of each block (the top-k keeps the k largest in
-    order): 1.25-1.6x the floor at 1,000 tracklets and 50,000 pairs on 2 CPU cores; ``mean`` and
-    ``centroid`` reduce each tracklet first and are bound by reading the frames, not by the GEMM
-    (benchmarks/NOTES.md, issue 27).
+    order): 1.3-1.75x the floor at 1,000 tracklets and 50,000 pairs, 1.8-2.4x at 4,000 and 200,000,
+    on 2 CPU cores; ``mean`` and ``centroid`` reduce each tracklet first and are bound by reading the
+    frames, not by the GEMM (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np

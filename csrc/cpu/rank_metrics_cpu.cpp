@@ -107,7 +107,7 @@ __attribute__((target("avx512f"), always_inline)) inline void count_block(__m512
                                                                           __m512 x, __mmask16 lanes, __mmask16& nan) {
   const __m512i one = _mm512_set1_epi32(1);
   nan |= _mm512_mask_cmp_ps_mask(lanes, x, x, _CMP_UNORD_Q);
-#pragma GCC unroll 24  // kRegisterMatches: the accumulators stay in registers only when unrolled
+#pragma GCC unroll kRegisterMatches  // the accumulators stay in registers only when unrolled
   for (int k = 0; k < N; ++k)
     acc[k] = _mm512_mask_add_epi32(acc[k], _mm512_mask_cmp_ps_mask(lanes, x, _mm512_set1_ps(threshold[k]), _CMP_LT_OQ),
                                    acc[k], one);
