@@ -1,6 +1,7 @@
 // Register-blocked dot products: a tile of RA rows of `a` by RB rows of `b` keeps RA*RB vector
 // accumulators in registers and streams both row sets once along d (RA + RB loads feed RA*RB
-// multiply-adds). 4 x 3 tiles use 12 of the 16 AVX2 registers for accumulators.
+// multiply-adds). 4 x 3 tiles use 12 of the 16 AVX2 registers for accumulators; the rows and columns
+// left over get tiles of their own size.
 #include "cpu/dot_block.h"
 
 #include <atomic>
@@ -42,6 +43,17 @@ CION_ALWAYS_INLINE void load_tail(const T* p, int64_t n, typename Vec<T>::type& 
   std::memcpy(&v, padded, sizeof v);
 }
 
+// Makes v opaque to the optimiser, so it stays in the register it was loaded into. Without it GCC
+// folds the load of a's row into each of its RB multiply-adds (RA * RB + RB loads a step instead of
+// RA + RB), and a 4 x 3 tile then waits on the load ports, not on the multiply-adds.
+// Only in the AVX2 copy: elsewhere a 32-byte vector fits no single register.
+template <bool kPin, class V>
+CION_ALWAYS_INLINE void pin_in_register(V& v) {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (kPin) asm("" : "+x"(v));
+#endif
+}
+
 // Fixed pairwise reduction tree over the lanes: the same order for every entry.
 template <class T>
 CION_ALWAYS_INLINE T horizontal_sum(const typename Vec<T>::type& x) {
@@ -53,7 +65,7 @@ CION_ALWAYS_INLINE T horizontal_sum(const typename Vec<T>::type& x) {
   return s[0];
 }
 
-template <class T, int RA, int RB>
+template <class T, int RA, int RB, bool kAvx2>
 CION_ALWAYS_INLINE void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t dim, T* out,
                              int64_t ldo) {
   using V = typename Vec<T>::type;
@@ -63,11 +75,14 @@ CION_ALWAYS_INLINE void tile(const T* a, int64_t lda, const T* b, int64_t ldb, i
     for (int c = 0; c < RB; ++c) acc[r][c] = V{};
   const int64_t full = dim - dim % kLanes;
   for (int64_t d = 0; d < full; d += kLanes) {
-    V va[RA], vb[RB];
-    for (int r = 0; r < RA; ++r) load(a + r * lda + d, va[r]);
+    V vb[RB];
     for (int c = 0; c < RB; ++c) load(b + c * ldb + d, vb[c]);
-    for (int r = 0; r < RA; ++r)
-      for (int c = 0; c < RB; ++c) acc[r][c] += va[r] * vb[c];
+    for (int r = 0; r < RA; ++r) {
+      V va;
+      load(a + r * lda + d, va);
+      pin_in_register<kAvx2>(va);
+      for (int c = 0; c < RB; ++c) acc[r][c] += va * vb[c];
+    }
   }
   if (full < dim) {
     V va[RA], vb[RB];
@@ -83,7 +98,7 @@ CION_ALWAYS_INLINE void tile(const T* a, int64_t lda, const T* b, int64_t ldb, i
 #else  // no vector extension (e.g. MSVC): plain loops, same guarantees (one fixed order per entry)
 #define CION_ALWAYS_INLINE inline
 
-template <class T, int RA, int RB>
+template <class T, int RA, int RB, bool>
 inline void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t dim, T* out, int64_t ldo) {
   for (int r = 0; r < RA; ++r)
     for (int c = 0; c < RB; ++c) {
@@ -94,23 +109,29 @@ inline void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t dim, 
 }
 #endif
 
-template <class T>
+// One strip of RA rows of `a` against every row of `b`: tiles of RA x 3, then one RA x 2 or RA x 1
+// for the last columns (an edge tile of the full width would reload a's rows for every column).
+template <class T, bool kAvx2, int RA>
+CION_ALWAYS_INLINE void strip(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t nb, int64_t dim,
+                              T* out, int64_t ldo) {
+  constexpr int RB = 3;
+  int64_t j = 0;
+  for (; j + RB <= nb; j += RB) tile<T, RA, RB, kAvx2>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
+  if (nb - j == 2) tile<T, RA, 2, kAvx2>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
+  if (nb - j == 1) tile<T, RA, 1, kAvx2>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
+}
+
+// Strips of 4 rows (4 x 3 tiles: 12 accumulators, 3 rows of b and one row of a fill the 16 AVX2
+// registers), then one strip of the 1-3 rows left.
+template <class T, bool kAvx2>
 CION_ALWAYS_INLINE void block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb,
                               int64_t nb, int64_t dim, T* out, int64_t ldo) {
-  constexpr int RA = 4, RB = 3;
+  constexpr int RA = 4;
   int64_t i = 0;
-  for (; i + RA <= na; i += RA) {
-    int64_t j = 0;
-    for (; j + RB <= nb; j += RB)
-      tile<T, RA, RB>(a + i * lda, lda, b + j * ldb, ldb, dim, out + i * ldo + j, ldo);
-    for (; j < nb; ++j) tile<T, RA, 1>(a + i * lda, lda, b + j * ldb, ldb, dim, out + i * ldo + j, ldo);
-  }
-  for (; i < na; ++i) {
-    int64_t j = 0;
-    for (; j + RB <= nb; j += RB)
-      tile<T, 1, RB>(a + i * lda, lda, b + j * ldb, ldb, dim, out + i * ldo + j, ldo);
-    for (; j < nb; ++j) tile<T, 1, 1>(a + i * lda, lda, b + j * ldb, ldb, dim, out + i * ldo + j, ldo);
-  }
+  for (; i + RA <= na; i += RA) strip<T, kAvx2, RA>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 3) strip<T, kAvx2, 3>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 2) strip<T, kAvx2, 2>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 1) strip<T, kAvx2, 1>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
 }
 
 #if defined(CION_X86_DISPATCH)
@@ -118,12 +139,12 @@ CION_ALWAYS_INLINE void block(const T* a, int64_t lda, int64_t na, const T* b, i
 __attribute__((target("avx2,fma"))) void block_avx2(const float* a, int64_t lda, int64_t na,
                                                     const float* b, int64_t ldb, int64_t nb,
                                                     int64_t dim, float* out, int64_t ldo) {
-  block(a, lda, na, b, ldb, nb, dim, out, ldo);
+  block<float, true>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 __attribute__((target("avx2,fma"))) void block_avx2(const double* a, int64_t lda, int64_t na,
                                                     const double* b, int64_t ldb, int64_t nb,
                                                     int64_t dim, double* out, int64_t ldo) {
-  block(a, lda, na, b, ldb, nb, dim, out, ldo);
+  block<double, true>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
 #endif
@@ -160,7 +181,7 @@ void dispatch_block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb
     return;
   }
 #endif
-  block(a, lda, na, b, ldb, nb, dim, out, ldo);
+  block<T, false>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
 }  // namespace
