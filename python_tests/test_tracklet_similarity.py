@@ -111,16 +111,33 @@ def test_dense_two_sets_and_pairs_match_oracle(poisoned_outputs, mode, dtype):
     )
 
 
-@pytest.mark.parametrize("k", [1, 2, 40, 3000, 10**6])
+@pytest.mark.parametrize("k", [1, 2, 5, 16, 17, 32, 33, 40, 3000, 10**6])
 def test_topk_mean_any_k(poisoned_outputs, k):
     """k = 1 is max, k >= La * Lb is mean; 100 x 100 blocks push the bounded top-k buffer past its
-    capacity (4096 values) so it has to shrink."""
+    capacity (4096 values) so it has to shrink. 16 and 17: a block's values are screened by the
+    k-th largest of its 16 group maxima, which exists up to k = 16; 32 / 33: the two regimes of the
+    top-k buffer."""
     features, offsets = make_tracklets([100, 100, 3, 1], 6, seed=k % 97)
     pairs = np.array([[0, 1], [1, 0], [0, 0], [2, 3], [0, 2], [1, 1]])
     result = tracklet_similarity(features, offsets, mode="topk_mean", k=k, pairs=pairs)
     np.testing.assert_allclose(result, oracle(features, offsets, mode="topk_mean", k=k, pairs=pairs), rtol=0, atol=3e-6)
     if k == 1:
         np.testing.assert_array_equal(result, tracklet_similarity(features, offsets, mode="max", pairs=pairs))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 16, 20])
+def test_topk_mean_with_tied_cosines(k):
+    """Frames repeated, so a pair's cosines take two or three values, each many times: the k largest
+    include values equal to the screening bound (the k-th largest group maximum of a block, or the
+    k-th largest held), which must be kept (a strict bound keeps too few)."""
+    rng = np.random.default_rng(k)
+    x, y, z = rng.standard_normal((3, 24)).astype(np.float32)
+    tracklets = [[x] * 8, [x] * 2 + [y] * 20, [y] * 3 + [z] * 30 + [x], [z] * 70]
+    features = np.concatenate([np.stack(t) for t in tracklets])
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in tracklets])])
+    pairs = np.array([(a, b) for a in range(4) for b in range(4)])
+    result = tracklet_similarity(features, offsets, mode="topk_mean", k=k, pairs=pairs)
+    np.testing.assert_allclose(result, oracle(features, offsets, mode="topk_mean", k=k, pairs=pairs), rtol=0, atol=3e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -8,6 +8,11 @@
 // Candidate pairs are visited grouped by blocks of b-tracklets whose features fit in the
 // last-level cache, and by a within a block: a's rows stay in L1/L2 across its consecutive pairs
 // and the random reads of b's rows hit the cache. The next pair's rows are prefetched.
+// The row loops below (scaling, maxima) run in AVX-512 / AVX2 copies; compare-and-select
+// vectorises only without trapping maths, and no rounding changes (see cpu_features.h).
+#include "common/cpu_features.h"
+CION_SIMD_CLONES_SAME_ROUNDING
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -34,6 +39,33 @@ struct PairScratch {
   PairScratch() : block(kRowChunk * kColChunk) {}
 };
 
+// ---- leaf loops over one row of a block (one ISA copy each) --------------------------------------
+
+// row[j] *= inv_i * inv_b[j]: cosines from dot products.
+template <class T>
+CION_SIMD_CLONES void scale_row(T* row, int64_t n, T inv_i, const T* inv_b) {
+  for (int64_t j = 0; j < n; ++j) row[j] *= inv_i * inv_b[j];
+}
+
+// Entries per group of lane_extremes: the groups of a block are its entries by residue modulo 16.
+constexpr int kLanes = 16;
+
+// lane[l] = max (Larger) or min (!Larger) of x[l], x[l + 16], x[l + 32], ... for x[0, n): 16
+// independent running extremes, so the loop is vector compares instead of one chain of dependent
+// ones (a chain was as slow as the block's dot products). A lane without entries holds init. NaN
+// entries are skipped, as std::max / std::min skip them.
+template <bool Larger, class T>
+CION_SIMD_CLONES void lane_extremes(const T* x, int64_t n, T init, T* lane) {
+  for (int l = 0; l < kLanes; ++l) lane[l] = init;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const T v = x[j + l];
+      lane[l] = (Larger ? lane[l] < v : v < lane[l]) ? v : lane[l];
+    }
+  for (int l = 0; j + l < n; ++l) lane[l] = Larger ? std::max(lane[l], x[j + l]) : std::min(lane[l], x[j + l]);
+}
+
 template <class T>
 struct PairKernel {
   const TrackletPairSimilarityParams& p;
@@ -55,22 +87,25 @@ struct PairKernel {
       for (int64_t j0 = b0; j0 < b1; j0 += kColChunk) {
         const int64_t nj = std::min(kColChunk, b1 - j0);
         dot_block(features_a + i0 * dim, dim, ni, features_b + j0 * dim, dim, nj, dim, s.block.data(), nj);
-        for (int64_t i = 0; i < ni; ++i) {
-          T* row = s.block.data() + i * nj;
-          if (inv_a) {
-            for (int64_t j = 0; j < nj; ++j) row[j] *= inv_a[i0 + i] * inv_b[j0 + j];
-          }
-          switch (p.reduce) {
-            case PairReduce::kMax:
-              for (int64_t j = 0; j < nj; ++j) best = std::max(best, row[j]);
-              break;
-            case PairReduce::kMin:
-              for (int64_t j = 0; j < nj; ++j) best = std::min(best, row[j]);
-              break;
-            case PairReduce::kTopkMean:
-              s.topk.push_all(row, nj);
-              break;
-          }
+        T* block = s.block.data();
+        if (inv_a) {
+          for (int64_t i = 0; i < ni; ++i) scale_row(block + i * nj, nj, inv_a[i0 + i], inv_b + j0);
+        }
+        // The block is contiguous ([ni, nj], row stride nj): reduced as one array.
+        T lane[kLanes];
+        switch (p.reduce) {
+          case PairReduce::kMax:
+            lane_extremes<true>(block, ni * nj, best, lane);
+            best = *std::max_element(lane, lane + kLanes);
+            break;
+          case PairReduce::kMin:
+            lane_extremes<false>(block, ni * nj, best, lane);
+            best = *std::min_element(lane, lane + kLanes);
+            break;
+          case PairReduce::kTopkMean:
+            lane_extremes<true>(block, ni * nj, -std::numeric_limits<T>::infinity(), lane);
+            s.topk.push_block(block, ni * nj, lane, kLanes);
+            break;
         }
       }
     }
