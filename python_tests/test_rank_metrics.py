@@ -141,11 +141,12 @@ def test_stable_tie_rule():
     assert evaluate_rank(one, [7], [8, 7], [0], [1, 1], max_rank=2).mAP == 0.5
 
 
-@pytest.mark.parametrize("matches", [1, 5, 24, 25, 47, 48])
+@pytest.mark.parametrize("matches", [1, 5, 29, 30, 31, 47, 48])
 def test_ties_infinities_and_match_counts_around_the_register_passes(matches):
     """float32 rows of heavy ties, negative and infinite distances, with 1..48 matches per query:
-    the AVX-512 path compares 24 matches per pass and switches each threshold at its match's index
-    (the stable tie rule), so counts around 24 and 48 and rows not a multiple of 16 are checked."""
+    the AVX-512 path compares 30 matches per pass and switches each threshold at its match's index
+    (the stable tie rule), so counts around 30 and 48 (the histogram path above it) and rows not a
+    multiple of 16 are checked."""
     rng = np.random.default_rng(matches)
     num_gallery = 1007
     g_pids = np.where(np.arange(num_gallery) < matches * 2, 1, rng.integers(2, 50, num_gallery))
@@ -160,7 +161,7 @@ def test_ties_infinities_and_match_counts_around_the_register_passes(matches):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("matches", [0, 3, 30, 60])
+@pytest.mark.parametrize("matches", [0, 3, 31, 60])
 @pytest.mark.parametrize("where", ["beyond every match", "a match", "a same-camera match", "the ragged end"])
 def test_a_nan_anywhere_in_a_row_is_refused(dtype, matches, where):
     """The AVX-512 path reads NaNs only among the entries it packs (those at most the farthest
