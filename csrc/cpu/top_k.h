@@ -34,31 +34,23 @@ class TopK {
     if (static_cast<int64_t>(values_.size()) == capacity_) shrink();
     values_.push_back(v);
   }
-  // push() of values[0, n), given the maxima of `groups` disjoint groups that cover them. In the
-  // first regime only values at least a bound are pushed: the k-th largest held, or the k-th
-  // largest group maximum when larger (k groups reach it, so k values are at least it and nothing
-  // below it can be among the k largest). A pair's first values then cost one compare each
-  // instead of an insertion each.
-  void push_block(const T* values, int64_t n, const T* group_max, int64_t groups) {
-    if (k_ > kSmallK) {
-      for (int64_t j = 0; j < n; ++j) push(values[j]);
-      return;
+  // A bound below which no value of a block can be among the k largest, given the maxima of
+  // `groups` disjoint groups that cover the block: the k-th largest held, or the k-th largest group
+  // maximum when larger (k groups reach it, so k values are at least it). -inf when neither exists
+  // or in the second regime. Values at least the bound are the ones to push().
+  T block_bound(const T* group_max, int64_t groups) const {
+    T bound = k_ <= kSmallK && size() == k_ ? values_.front() : -std::numeric_limits<T>::infinity();
+    if (k_ > kSmallK || groups < k_) return bound;
+    T maxima[kSmallK];  // the k largest group maxima, descending
+    int64_t held = 0;
+    for (int64_t g = 0; g < groups; ++g) {
+      const T m = group_max[g];
+      if (held == k_ && !(m > maxima[k_ - 1])) continue;
+      int64_t i = held < k_ ? held++ : k_ - 1;
+      for (; i > 0 && maxima[i - 1] < m; --i) maxima[i] = maxima[i - 1];
+      maxima[i] = m;
     }
-    T bound = size() == k_ ? values_.front() : -std::numeric_limits<T>::infinity();
-    if (groups >= k_) {
-      T maxima[kSmallK];  // the k largest group maxima, descending
-      int64_t held = 0;
-      for (int64_t g = 0; g < groups; ++g) {
-        const T m = group_max[g];
-        if (held == k_ && !(m > maxima[k_ - 1])) continue;
-        int64_t i = held < k_ ? held++ : k_ - 1;
-        for (; i > 0 && maxima[i - 1] < m; --i) maxima[i] = maxima[i - 1];
-        maxima[i] = m;
-      }
-      bound = std::max(bound, maxima[k_ - 1]);
-    }
-    for (int64_t j = 0; j < n; ++j)
-      if (values[j] >= bound) push_small(values[j]);
+    return std::max(bound, maxima[k_ - 1]);
   }
 
   int64_t size() const { return static_cast<int64_t>(values_.size()); }

@@ -17,12 +17,17 @@ CION_SIMD_CLONES_SAME_ROUNDING
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/parallel.h"
 #include "cpu/dot_block.h"
 #include "cpu/top_k.h"
 #include "ops/tracklet_similarity.h"
+
+#if defined(CION_X86_DISPATCH)
+#include <immintrin.h>
+#endif
 
 namespace cion {
 namespace {
@@ -35,8 +40,9 @@ constexpr int64_t kPairsPerTask = 16;
 template <class T>
 struct PairScratch {
   std::vector<T> block;
+  std::vector<T> candidates;  // topk_mean: the block's values that may be among the k largest
   TopK<T> topk;
-  PairScratch() : block(kRowChunk * kColChunk) {}
+  PairScratch() : block(kRowChunk * kColChunk), candidates(kRowChunk * kColChunk + 16) {}
 };
 
 // ---- leaf loops over one row of a block (one ISA copy each) --------------------------------------
@@ -64,6 +70,43 @@ CION_SIMD_CLONES void lane_extremes(const T* x, int64_t n, T init, T* lane) {
       lane[l] = (Larger ? lane[l] < v : v < lane[l]) ? v : lane[l];
     }
   for (int l = 0; j + l < n; ++l) lane[l] = Larger ? std::max(lane[l], x[j + l]) : std::min(lane[l], x[j + l]);
+}
+
+// The values of x[0, n) at least `bound` (NaN never), in order, into out; returns their count.
+template <class T>
+int64_t values_at_least_scalar(const T* x, int64_t n, T bound, T* out) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < n; ++j)
+    if (x[j] >= bound) out[count++] = x[j];
+  return count;
+}
+
+#if defined(CION_X86_DISPATCH)
+// Few values pass (the top-k's screening bound): 16 tested per compare, stored only when one passes.
+__attribute__((target("avx512f"))) int64_t values_at_least_avx512(const float* x, int64_t n, float bound,
+                                                                  float* out) {
+  const __m512 low = _mm512_set1_ps(bound);
+  int64_t count = 0, j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 v = _mm512_loadu_ps(x + j);
+    const __mmask16 keep = _mm512_cmp_ps_mask(v, low, _CMP_GE_OQ);
+    if (keep == 0) continue;
+    _mm512_storeu_ps(out + count, _mm512_maskz_compress_ps(keep, v));
+    count += __builtin_popcount(keep);
+  }
+  return count + values_at_least_scalar(x + j, n - j, bound, out + count);
+}
+#endif
+
+// out needs n + 16 entries (the AVX-512 copy stores 16 lanes at a time).
+template <class T>
+int64_t values_at_least(const T* x, int64_t n, T bound, T* out) {
+#if defined(CION_X86_DISPATCH)
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_has_avx512f()) return values_at_least_avx512(x, n, bound, out);
+  }
+#endif
+  return values_at_least_scalar(x, n, bound, out);
 }
 
 template <class T>
@@ -102,10 +145,13 @@ struct PairKernel {
             lane_extremes<false>(block, ni * nj, best, lane);
             best = *std::min_element(lane, lane + kLanes);
             break;
-          case PairReduce::kTopkMean:
+          case PairReduce::kTopkMean: {
             lane_extremes<true>(block, ni * nj, -std::numeric_limits<T>::infinity(), lane);
-            s.topk.push_block(block, ni * nj, lane, kLanes);
+            T* candidates = s.candidates.data();
+            const int64_t count = values_at_least(block, ni * nj, s.topk.block_bound(lane, kLanes), candidates);
+            for (int64_t c = 0; c < count; ++c) s.topk.push(candidates[c]);
             break;
+          }
         }
       }
     }
