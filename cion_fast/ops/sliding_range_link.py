@@ -136,9 +136,9 @@ def sliding_range_link(
 
     Speed: the floor is one dot product per distinct cross-video pair in a range, as a GEMM. The
     CPU kernel computes each distinct pair once but in per-range blocks that also hold same-video
-    pairs, at ~70 % of the BLAS rate, plus the rows' norms and, with ``mutual_k``, each range's
-    candidate lists and top-k: 2.0-2.5x the floor at 100,000 identities, 2.6-2.9x at 400,000
-    (2 CPU cores; benchmarks/NOTES.md, issue 27).
+    pairs, in small register tiles below the BLAS rate, plus the rows' norms and, with
+    ``mutual_k``, each range's candidate lists and top-k: 1.6-1.9x the floor at 100,000
+    identities, 1.4-2.2x at 400,000 (2 CPU cores; benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
