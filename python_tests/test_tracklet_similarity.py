@@ -160,6 +160,59 @@ def test_a_frame_pair_gives_the_same_bits_in_every_place_of_a_block(dtype):
             assert np.all(high == high[0]) and np.all(low == high[0]), f"dim {dim}: {np.unique(np.concatenate([high, low]))}"
 
 
+# Run in a subprocess with CION_FAST_DOT_BLOCK_ISA set: the dot products of max / min / topk_mean
+# for awkward lengths and dimensions, and the same-bits check of one frame pair in every tile shape.
+_DOT_BLOCK_COPY_SCRIPT = """
+import sys
+import numpy as np
+from cion_fast.ops import tracklet_similarity
+rng = np.random.default_rng(0)
+results, uniform = [], True
+for dim in (5, 37, 100, 257):
+    lengths = rng.integers(1, 30, 40)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    features = rng.standard_normal((int(offsets[-1]), dim)).astype(np.float32)
+    pairs = rng.integers(0, 40, (300, 2))
+    for mode, k in (("max", None), ("min", None), ("topk_mean", 5)):
+        results.append(tracklet_similarity(features, offsets, pairs=pairs, mode=mode, k=k))
+    x, y = rng.standard_normal((2, dim)).astype(np.float32)
+    n = np.arange(1, 14)
+    frames = np.concatenate([np.repeat(x[None], m, 0) for m in n] + [np.repeat(y[None], m, 0) for m in n])
+    frame_offsets = np.concatenate([[0], np.cumsum(np.concatenate([n, n]))])
+    every = np.array([(i, 13 + j) for i in range(13) for j in range(13)])
+    high = tracklet_similarity(frames, frame_offsets, pairs=every, mode="max")
+    low = tracklet_similarity(frames, frame_offsets, pairs=every, mode="min")
+    uniform &= bool(np.all(high == high[0]) and np.all(low == high[0]))
+np.savez(sys.argv[1], uniform=uniform, *results)
+"""
+
+
+def test_every_dot_block_copy_keeps_its_guarantees(tmp_path):
+    """The dot products have an AVX-512VL copy (4 x 6 tiles), an AVX2 one (4 x 3) and a baseline
+    one; the widest the CPU runs is chosen once per process, and CION_FAST_DOT_BLOCK_ISA caps it, so
+    each copy runs here in its own process. Each gives one frame pair the same bits in every tile
+    shape; the AVX2 copy gives the bits of the default one (the same operations per entry); the
+    baseline copy, without FMA, agrees with it within float32 rounding (the oracle tests above
+    check the default copy)."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = {}
+    for cap in ("native", "avx2", "baseline"):
+        env = dict(os.environ)
+        if cap != "native":
+            env["CION_FAST_DOT_BLOCK_ISA"] = cap
+        path = tmp_path / f"{cap}.npz"
+        subprocess.run([sys.executable, "-c", _DOT_BLOCK_COPY_SCRIPT, str(path)], env=env, check=True, timeout=120)
+        outputs[cap] = np.load(path)
+        assert bool(outputs[cap]["uniform"]), f"{cap}: a frame pair gave different bits in different tile shapes"
+    arrays = [name for name in outputs["native"].files if name != "uniform"]
+    for name in arrays:
+        np.testing.assert_array_equal(outputs["avx2"][name], outputs["native"][name])
+        np.testing.assert_allclose(outputs["baseline"][name], outputs["native"][name], rtol=0, atol=3e-6)
+
+
 def test_zero_frames_have_cosine_zero():
     features = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=np.float32)
     offsets = np.array([0, 2, 3, 4])

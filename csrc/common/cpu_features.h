@@ -41,6 +41,14 @@ inline bool cpu_has_avx512f() {
   return has;
 }
 
+inline bool cpu_has_avx512vl() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+}
+
 inline bool cpu_has_f16c() {
   static const bool has = [] {
     __builtin_cpu_init();

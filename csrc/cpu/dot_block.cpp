@@ -1,12 +1,13 @@
 // Register-blocked dot products: a tile of RA rows of `a` by RB rows of `b` keeps RA*RB vector
 // accumulators in registers and streams both row sets once along d (RA + RB loads feed RA*RB
-// multiply-adds). 4 x 3 tiles use 12 of the 16 AVX2 registers for accumulators; the rows and columns
-// left over get tiles of their own size.
+// multiply-adds). 4 x 3 tiles use 12 of the 16 AVX2 registers for accumulators (4 x 6 with
+// AVX-512VL's 32); the rows and columns left over get tiles of their own size.
 #include "cpu/dot_block.h"
 
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/cpu_features.h"
@@ -109,29 +110,40 @@ inline void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t dim, 
 }
 #endif
 
-// One strip of RA rows of `a` against every row of `b`: tiles of RA x 3, then one RA x 2 or RA x 1
-// for the last columns (an edge tile of the full width would reload a's rows for every column).
-template <class T, bool kAvx2, int RA>
-CION_ALWAYS_INLINE void strip(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t nb, int64_t dim,
-                              T* out, int64_t ldo) {
-  constexpr int RB = 3;
-  int64_t j = 0;
-  for (; j + RB <= nb; j += RB) tile<T, RA, RB, kAvx2>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
-  if (nb - j == 2) tile<T, RA, 2, kAvx2>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
-  if (nb - j == 1) tile<T, RA, 1, kAvx2>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
+// The last nb (< W) columns of a strip: one tile of their width (an edge tile of the full width
+// would reload a's rows for every column).
+template <class T, bool kPin, int RA, int W>
+CION_ALWAYS_INLINE void strip_tail(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t nb, int64_t dim,
+                                   T* out, int64_t ldo) {
+  if constexpr (W > 0) {
+    if (nb == W)
+      tile<T, RA, W, kPin>(a, lda, b, ldb, dim, out, ldo);
+    else
+      strip_tail<T, kPin, RA, W - 1>(a, lda, b, ldb, nb, dim, out, ldo);
+  }
 }
 
-// Strips of 4 rows (4 x 3 tiles: 12 accumulators, 3 rows of b and one row of a fill the 16 AVX2
-// registers), then one strip of the 1-3 rows left.
-template <class T, bool kAvx2>
+// One strip of RA rows of `a` against every row of `b`: tiles of RA x RB, then one narrower tile.
+template <class T, bool kPin, int RA, int RB>
+CION_ALWAYS_INLINE void strip(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t nb, int64_t dim,
+                              T* out, int64_t ldo) {
+  int64_t j = 0;
+  for (; j + RB <= nb; j += RB) tile<T, RA, RB, kPin>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
+  strip_tail<T, kPin, RA, RB - 1>(a, lda, b + j * ldb, ldb, nb - j, dim, out + j, ldo);
+}
+
+// Strips of 4 rows in tiles of 4 x RB (4 RB accumulators, RB rows of b and one row of a in
+// registers: RB = 3 fills the 16 AVX2 registers, RB = 6 31 of the 32 of AVX-512VL), then one strip
+// of the 1-3 rows left.
+template <class T, bool kPin, int RB>
 CION_ALWAYS_INLINE void block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb,
                               int64_t nb, int64_t dim, T* out, int64_t ldo) {
   constexpr int RA = 4;
   int64_t i = 0;
-  for (; i + RA <= na; i += RA) strip<T, kAvx2, RA>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 3) strip<T, kAvx2, 3>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 2) strip<T, kAvx2, 2>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 1) strip<T, kAvx2, 1>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  for (; i + RA <= na; i += RA) strip<T, kPin, RA, RB>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 3) strip<T, kPin, 3, RB>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 2) strip<T, kPin, 2, RB>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 1) strip<T, kPin, 1, RB>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
 }
 
 #if defined(CION_X86_DISPATCH)
@@ -139,12 +151,25 @@ CION_ALWAYS_INLINE void block(const T* a, int64_t lda, int64_t na, const T* b, i
 __attribute__((target("avx2,fma"))) void block_avx2(const float* a, int64_t lda, int64_t na,
                                                     const float* b, int64_t ldb, int64_t nb,
                                                     int64_t dim, float* out, int64_t ldo) {
-  block<float, true>(a, lda, na, b, ldb, nb, dim, out, ldo);
+  block<float, true, 3>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 __attribute__((target("avx2,fma"))) void block_avx2(const double* a, int64_t lda, int64_t na,
                                                     const double* b, int64_t ldb, int64_t nb,
                                                     int64_t dim, double* out, int64_t ldo) {
-  block<double, true>(a, lda, na, b, ldb, nb, dim, out, ldo);
+  block<double, true, 3>(a, lda, na, b, ldb, nb, dim, out, ldo);
+}
+// The same 8-lane vectors with AVX-512VL's 32 registers: 4 x 6 tiles (10 loads per 24 FMAs instead
+// of 7 per 12, half as many edge tiles across a row of b). Each entry's operations are the AVX2
+// copy's, so both copies give the same bits.
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const float* a, int64_t lda, int64_t na,
+                                                                        const float* b, int64_t ldb, int64_t nb,
+                                                                        int64_t dim, float* out, int64_t ldo) {
+  block<float, true, 6>(a, lda, na, b, ldb, nb, dim, out, ldo);
+}
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const double* a, int64_t lda, int64_t na,
+                                                                        const double* b, int64_t ldb, int64_t nb,
+                                                                        int64_t dim, double* out, int64_t ldo) {
+  block<double, true, 6>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
 #endif
@@ -173,15 +198,34 @@ bool inverse_norms(const T* x, int64_t rows, int64_t dim, T* inv_norm) {
 }
 
 template <class T>
+using BlockFn = void (*)(const T*, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, T*, int64_t);
+
+template <class T>
+void baseline_block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb, int64_t nb, int64_t dim,
+                    T* out, int64_t ldo) {
+  block<T, false, 3>(a, lda, na, b, ldb, nb, dim, out, ldo);
+}
+
+// The widest copy the CPU runs, capped by CION_FAST_DOT_BLOCK_ISA ("avx2" or "baseline", read once
+// per process: the tests run every copy in a subprocess). The AVX2 and AVX-512VL copies give the
+// same bits; the baseline one, without FMA, its own.
+template <class T>
+BlockFn<T> chosen_block() {
+#if defined(CION_DOT_BLOCK_AVX2)
+  const char* cap = std::getenv("CION_FAST_DOT_BLOCK_ISA");
+  const bool baseline_only = cap && std::strcmp(cap, "baseline") == 0;
+  const bool avx2_at_most = cap && std::strcmp(cap, "avx2") == 0;
+  if (!baseline_only && !avx2_at_most && cpu_has_avx512vl()) return &block_avx512vl;
+  if (!baseline_only && cpu_has_avx2_fma()) return &block_avx2;
+#endif
+  return &baseline_block<T>;
+}
+
+template <class T>
 void dispatch_block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb, int64_t nb,
                     int64_t dim, T* out, int64_t ldo) {
-#if defined(CION_DOT_BLOCK_AVX2)
-  if (cpu_has_avx2_fma()) {
-    block_avx2(a, lda, na, b, ldb, nb, dim, out, ldo);
-    return;
-  }
-#endif
-  block<T, false>(a, lda, na, b, ldb, nb, dim, out, ldo);
+  static const BlockFn<T> chosen = chosen_block<T>();
+  chosen(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
 }  // namespace
