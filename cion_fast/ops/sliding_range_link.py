@@ -137,8 +137,9 @@ def sliding_range_link(
     Speed: the floor is one dot product per distinct cross-video pair in a range, as a GEMM. The
     CPU kernel computes each distinct pair once but in per-range blocks that also hold same-video
     pairs, in small register tiles below the BLAS rate, plus the rows' norms and, with
-    ``mutual_k``, each range's candidate lists and top-k: 1.6-1.9x the floor at 100,000
-    identities, 1.4-2.2x at 400,000 (2 CPU cores; benchmarks/NOTES.md, issue 27).
+    ``mutual_k``, each range's candidate lists and top-k: 1.5-1.9x the floor at 100,000
+    identities, 1.3-2.3x at 400,000, the floor itself moving between runs (2 CPU cores;
+    benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
