@@ -148,28 +148,20 @@ CION_ALWAYS_INLINE void block(const T* a, int64_t lda, int64_t na, const T* b, i
 
 #if defined(CION_X86_DISPATCH)
 #define CION_DOT_BLOCK_AVX2 1
-__attribute__((target("avx2,fma"))) void block_avx2(const float* a, int64_t lda, int64_t na,
-                                                    const float* b, int64_t ldb, int64_t nb,
-                                                    int64_t dim, float* out, int64_t ldo) {
-  block<float, true, 3>(a, lda, na, b, ldb, nb, dim, out, ldo);
+template <class T>
+__attribute__((target("avx2,fma"))) void block_avx2(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb,
+                                                    int64_t nb, int64_t dim, T* out, int64_t ldo) {
+  block<T, true, 3>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
-__attribute__((target("avx2,fma"))) void block_avx2(const double* a, int64_t lda, int64_t na,
-                                                    const double* b, int64_t ldb, int64_t nb,
-                                                    int64_t dim, double* out, int64_t ldo) {
-  block<double, true, 3>(a, lda, na, b, ldb, nb, dim, out, ldo);
-}
+
 // The same 8-lane vectors with AVX-512VL's 32 registers: 4 x 6 tiles (10 loads per 24 FMAs instead
 // of 7 per 12, half as many edge tiles across a row of b). Each entry's operations are the AVX2
 // copy's, so both copies give the same bits.
-__attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const float* a, int64_t lda, int64_t na,
-                                                                        const float* b, int64_t ldb, int64_t nb,
-                                                                        int64_t dim, float* out, int64_t ldo) {
-  block<float, true, 6>(a, lda, na, b, ldb, nb, dim, out, ldo);
-}
-__attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const double* a, int64_t lda, int64_t na,
-                                                                        const double* b, int64_t ldb, int64_t nb,
-                                                                        int64_t dim, double* out, int64_t ldo) {
-  block<double, true, 6>(a, lda, na, b, ldb, nb, dim, out, ldo);
+template <class T>
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const T* a, int64_t lda, int64_t na,
+                                                                        const T* b, int64_t ldb, int64_t nb,
+                                                                        int64_t dim, T* out, int64_t ldo) {
+  block<T, true, 6>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
 #endif
@@ -215,8 +207,8 @@ BlockFn<T> chosen_block() {
   const char* cap = std::getenv("CION_FAST_DOT_BLOCK_ISA");
   const bool baseline_only = cap && std::strcmp(cap, "baseline") == 0;
   const bool avx2_at_most = cap && std::strcmp(cap, "avx2") == 0;
-  if (!baseline_only && !avx2_at_most && cpu_has_avx512vl()) return &block_avx512vl;
-  if (!baseline_only && cpu_has_avx2_fma()) return &block_avx2;
+  if (!baseline_only && !avx2_at_most && cpu_has_avx512vl()) return &block_avx512vl<T>;
+  if (!baseline_only && cpu_has_avx2_fma()) return &block_avx2<T>;
 #endif
   return &baseline_block<T>;
 }
