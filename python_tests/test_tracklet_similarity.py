@@ -204,7 +204,9 @@ def test_every_dot_block_copy_keeps_its_guarantees(tmp_path):
         if cap != "native":
             env["CION_FAST_DOT_BLOCK_ISA"] = cap
         path = tmp_path / f"{cap}.npz"
-        subprocess.run([sys.executable, "-c", _DOT_BLOCK_COPY_SCRIPT, str(path)], env=env, check=True, timeout=120)
+        # cwd: not the repository root, whose source tree (no compiled _C) would shadow the install
+        subprocess.run([sys.executable, "-c", _DOT_BLOCK_COPY_SCRIPT, str(path)], env=env, cwd=tmp_path, check=True,
+                       timeout=120)
         outputs[cap] = np.load(path)
         assert bool(outputs[cap]["uniform"]), f"{cap}: a frame pair gave different bits in different tile shapes"
     arrays = [name for name in outputs["native"].files if name != "uniform"]
