@@ -1,14 +1,16 @@
 // CPU tracklet similarity.
 //
 // Pair kernel: each pair's La x Lb cosine block is produced in cache-sized sub-blocks by the
-// register-blocked dot_block and reduced on the spot (max / min / a bounded top-k buffer); the
-// M x M frame matrix never exists. Features are scaled by their inverse norms after the dot
+// register-blocked dot_block and reduced on the spot as one array in 16 lanes (max / min; for
+// topk_mean a bounded top-k buffer fed only the values at least the k-th largest lane maximum);
+// the M x M frame matrix never exists. Features are scaled by their inverse norms after the dot
 // product (cos = dot * (inv_i * inv_j)), so no normalised copy of the features is made.
 //
 // Candidate pairs are visited grouped by blocks of b-tracklets whose features fit in the
 // last-level cache, and by a within a block: a's rows stay in L1/L2 across its consecutive pairs
 // and the random reads of b's rows hit the cache. The next pair's rows are prefetched.
-// The row loops below (scaling, maxima) run in AVX-512 / AVX2 copies; compare-and-select
+//
+// The block loops below (scaling, lane extremes) run in AVX-512 / AVX2 copies; compare-and-select
 // vectorises only without trapping maths, and no rounding changes (see cpu_features.h).
 #include "common/cpu_features.h"
 CION_SIMD_CLONES_SAME_ROUNDING
