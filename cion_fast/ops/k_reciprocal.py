@@ -399,9 +399,10 @@ def k_reciprocal_rerank(
     Speed: the floor is the distance GEMM of the symmetric half, (Q + G)^2 D / 2 multiply-adds in
     the caller's BLAS. The CPU run stays above it by reading each GEMM tile back twice (rows, then
     columns) to select the neighbours, by the R* sets, encodings and Jaccard sums, and by the
-    threads' waits between tiles: 1.14-1.3x the floor at Market-1501 and MSMT17 sizes (it varies
-    between runs), 2.2-2.8x at Q 500, G 2,500, D 256 where the GEMM is small (2 CPU cores;
-    benchmarks/NOTES.md and RESULTS.md, issue 27).
+    threads' waits between tiles: 1.0-1.15x the floor at Market-1501 size and 1.1-1.3x at MSMT17's
+    (D = 768: a cheaper GEMM for the same selection; both vary between runs), 2.2-3x at Q 500,
+    G 2,500, D 256 where the GEMM is small (2 CPU cores; benchmarks/NOTES.md and RESULTS.md, issue
+    27).
 
     Example:
         >>> import numpy as np

@@ -47,7 +47,7 @@ CION_ALWAYS_INLINE void load_tail(const T* p, int64_t n, typename Vec<T>::type& 
 // Makes v opaque to the optimiser, so it stays in the register it was loaded into. Without it GCC
 // folds the load of a's row into each of its RB multiply-adds (RA * RB + RB loads a step instead of
 // RA + RB), and a 4 x 3 tile then waits on the load ports, not on the multiply-adds.
-// Only in the AVX2 copy: elsewhere a 32-byte vector fits no single register.
+// Only in the AVX2 and AVX-512VL copies: elsewhere a 32-byte vector fits no single register.
 template <bool kPin, class V>
 CION_ALWAYS_INLINE void pin_in_register(V& v) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -66,7 +66,7 @@ CION_ALWAYS_INLINE T horizontal_sum(const typename Vec<T>::type& x) {
   return s[0];
 }
 
-template <class T, int RA, int RB, bool kAvx2>
+template <class T, int RA, int RB, bool kPin>
 CION_ALWAYS_INLINE void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t dim, T* out,
                              int64_t ldo) {
   using V = typename Vec<T>::type;
@@ -81,7 +81,7 @@ CION_ALWAYS_INLINE void tile(const T* a, int64_t lda, const T* b, int64_t ldb, i
     for (int r = 0; r < RA; ++r) {
       V va;
       load(a + r * lda + d, va);
-      pin_in_register<kAvx2>(va);
+      pin_in_register<kPin>(va);
       for (int c = 0; c < RB; ++c) acc[r][c] += va * vb[c];
     }
   }

@@ -42,14 +42,7 @@ class TopK {
     T bound = k_ <= kSmallK && size() == k_ ? values_.front() : -std::numeric_limits<T>::infinity();
     if (k_ > kSmallK || groups < k_) return bound;
     T maxima[kSmallK];  // the k largest group maxima, descending
-    int64_t held = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-      const T m = group_max[g];
-      if (held == k_ && !(m > maxima[k_ - 1])) continue;
-      int64_t i = held < k_ ? held++ : k_ - 1;
-      for (; i > 0 && maxima[i - 1] < m; --i) maxima[i] = maxima[i - 1];
-      maxima[i] = m;
-    }
+    std::partial_sort_copy(group_max, group_max + groups, maxima, maxima + k_, std::greater<T>());
     return std::max(bound, maxima[k_ - 1]);
   }
 

@@ -47,7 +47,7 @@ struct PairScratch {
   PairScratch() : block(kRowChunk * kColChunk), candidates(kRowChunk * kColChunk + 16) {}
 };
 
-// ---- leaf loops over one row of a block (one ISA copy each) --------------------------------------
+// ---- leaf loops over a block and its rows (one ISA copy each) -----------------------------------
 
 // row[j] *= inv_i * inv_b[j]: cosines from dot products.
 template <class T>
