@@ -37,4 +37,24 @@ void parallel_for(int64_t n, int64_t grain, F&& body) {
 #endif
 }
 
+// Calls body(row_band, column_band, bands) for every cell of a bands x bands grid, one band per
+// thread (bands = the threads the team got), in `bands` rounds: in round s thread t takes
+// (t, (t + s) mod bands), so within a round no two threads share a row band or a column band, and a
+// barrier separates the rounds. For work where a cell writes the state of both its bands.
+template <class F>
+void parallel_rounds(F&& body) {
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp parallel
+  {
+    const int bands = omp_get_num_threads(), band = omp_get_thread_num();
+    for (int round = 0; round < bands; ++round) {
+      body(band, (band + round) % bands, bands);
+#pragma omp barrier
+    }
+  }
+#else
+  body(0, 0, 1);
+#endif
+}
+
 }  // namespace cion
