@@ -7,6 +7,7 @@ CION_SIMD_CLONES_SAME_ROUNDING  // the distance loops below, in AVX-512 / AVX2 c
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -22,12 +23,13 @@ namespace {
 //
 // Nearly every value fails the "closer than the item's current L-1-th neighbour" test once the
 // lists have filled up, so a strip of values is first compared with the thresholds in vectorised
-// loops (16 independent lanes for the maxima: no -ffast-math needed), and single values are looked
-// at only in the chunks where one passes. A symmetric tile is read once for its row and column
-// items alike: a second read cost about as much as the first (one [1024, 1024] float32 tile at
-// D = 768: 0.59-0.66 ms read as rows then as columns, 0.36-0.44 ms read once).
+// loops (16 independent lanes for the maxima: no -ffast-math needed); only in a chunk where one
+// passes are its candidates flagged (vectorised too) and visited one by one. A symmetric tile is
+// read once for its row and column items alike: a second read cost about as much as the first
+// (one [1024, 1024] float32 tile at D = 768: 0.59-0.66 ms read as rows then as columns,
+// 0.36-0.44 ms read once).
 
-constexpr int64_t kChunk = 64;   // values flagged together: a flagged chunk is rescanned one by one
+constexpr int64_t kChunk = 64;   // values flagged together
 constexpr int64_t kStrip = 512;  // values summarised per call; a strip's columns' state sits in local arrays
 constexpr int64_t kChunksPerStrip = kStrip / kChunk;
 constexpr int kLanes = 16;
@@ -121,6 +123,29 @@ struct StripColumns {
   T column_max[kStrip];
 };
 
+// flag[k] = 1 for the values of a flagged chunk (n <= kChunk) at most the row's threshold or, with
+// kColumns, at most their column's: the candidates, found 16 at a time rather than one by one.
+template <class T, bool kColumns>
+CION_SIMD_CLONES void flag_candidates(const T* __restrict x, int64_t n, T row_threshold, const T* __restrict threshold,
+                                      uint8_t* __restrict flag) {
+  for (int64_t k = 0; k < n; ++k) {
+    bool candidate = x[k] <= row_threshold;
+    if constexpr (kColumns) candidate |= x[k] <= threshold[k];
+    flag[k] = candidate;
+  }
+}
+
+// Calls visit(k) for each k with flag[k] set (flag: kChunk bytes of 0 or 1), in increasing order:
+// eight flags per 64-bit word, so a chunk with few candidates costs a few word tests.
+template <class F>
+void for_each_flagged(const uint8_t* flag, F&& visit) {
+  for (int64_t w = 0; w < kChunk; w += 8) {
+    uint64_t word;
+    std::memcpy(&word, flag + w, sizeof word);
+    for (; word != 0; word &= word - 1) visit(w + (__builtin_ctzll(word) >> 3));
+  }
+}
+
 // One block row of one item over a strip of n <= kStrip columns, items first .. first + n - 1:
 // the row item is offered the values that rank before its last neighbour; with `columns` set, each
 // column item is offered the row item likewise (disjoint items: no value is an item's own).
@@ -145,13 +170,20 @@ void select_strip(const KReciprocalSelectParams& p, const T* row, const T* col_n
   }
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     if (!hit[c0 / kChunk]) continue;
-    for (int64_t k = c0; k < std::min(c0 + kChunk, n); ++k) {
+    uint8_t flag[kChunk] = {};
+    const int64_t m = std::min(kChunk, n - c0);
+    if (columns)
+      flag_candidates<T, true>(x + c0, m, static_cast<T>(list.worst_value), columns->threshold + c0, flag);
+    else
+      flag_candidates<T, false>(x + c0, m, static_cast<T>(list.worst_value), nullptr, flag);
+    for_each_flagged(flag, [&](int64_t offset) {
+      const int64_t k = c0 + offset;
       if (first + k != item) list.offer(static_cast<double>(x[k]), first + k);
-      if (!columns || !(x[k] <= columns->threshold[k])) continue;
+      if (!columns || !(x[k] <= columns->threshold[k])) return;
       NeighbourList column(p, first + k);
       column.offer(static_cast<double>(x[k]), item);
       columns->threshold[k] = static_cast<T>(column.worst_value);
-    }
+    });
   }
 }
 
