@@ -135,6 +135,16 @@ CION_SIMD_CLONES void flag_candidates(const T* __restrict x, int64_t n, T row_th
   }
 }
 
+inline int lowest_set_bit(uint64_t word) {  // word != 0
+#if defined(__GNUC__)
+  return __builtin_ctzll(word);
+#else
+  int bit = 0;
+  while (!((word >> bit) & 1)) ++bit;
+  return bit;
+#endif
+}
+
 // Calls visit(k) for each k with flag[k] set (flag: kChunk bytes of 0 or 1), in increasing order:
 // eight flags per 64-bit word, so a chunk with few candidates costs a few word tests.
 template <class F>
@@ -142,7 +152,7 @@ void for_each_flagged(const uint8_t* flag, F&& visit) {
   for (int64_t w = 0; w < kChunk; w += 8) {
     uint64_t word;
     std::memcpy(&word, flag + w, sizeof word);
-    for (; word != 0; word &= word - 1) visit(w + (__builtin_ctzll(word) >> 3));
+    for (; word != 0; word &= word - 1) visit(w + lowest_set_bit(word) / 8);
   }
 }
 
