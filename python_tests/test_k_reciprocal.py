@@ -110,6 +110,62 @@ def test_rerank_larger_problem_over_many_tiles(poisoned_outputs):
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
 
 
+
+@requires_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rerank_wide_tiles_match_reference(poisoned_outputs, dtype):
+    """Tiles wider than the kernel's 512-column strips, cut into one band per thread, with a ragged
+    last strip and chunk. Integer features make every distance exact in both dtypes, with many ties
+    (decided by the tie rule), so float32 must give the float64 reference's rank lists."""
+    x = np.random.default_rng(3).integers(-6, 7, size=(2400, 8)).astype(np.float64)
+    features = torch.from_numpy(x)
+    expected = reference.k_reciprocal_rerank(features[:300], features[300:], 20, 6, 0.3).numpy()
+    got = k_reciprocal_rerank(x[:300].astype(dtype), x[300:].astype(dtype), 20, 6, 0.3, tile_size=1200)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+
+
+# Feature-path calls whose symmetric tiles are cut into thread bands: wide tiles (several strips
+# per band), many small tiles, the dense Jaccard distance. (op name, input names, other arguments)
+_TILE_CASES = [
+    ("k_reciprocal_rerank", ("wide_q32", "wide_g32"), {"tile_size": 1200}),
+    ("k_reciprocal_rerank", ("wide_q64", "wide_g64"), {"tile_size": 1200}),
+    ("k_reciprocal_rerank", ("many_q", "many_g"), {"tile_size": 64}),
+    ("jaccard_distance", ("small",), {"k1": 8, "k2": 1, "sparse": False, "tile_size": 11}),
+]
+_RUN_TILE_CASES = """
+import sys, numpy as np, cion_fast.ops as ops
+cases, inputs = {cases!r}, np.load("in.npz")
+out = [getattr(ops, name)(*(inputs[k] for k in keys), **kwargs) for name, keys, kwargs in cases]
+assert "torch" not in sys.modules
+np.savez("out.npz", *out)
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_feature_tiles_same_bits_under_other_thread_counts(threads, tmp_path):
+    """The bands follow the thread count; the results must not: the cases rerun in a subprocess
+    with one thread and with an odd count give this process's bits. The subprocess imports no torch
+    (which sets the OpenMP runtime's thread count, shared with the kernels, to its own) and starts
+    outside the repository root (whose source tree, without _C, would shadow the package)."""
+    import os
+    import subprocess
+    import sys
+
+    wide = np.random.default_rng(3).integers(-6, 7, size=(2400, 8))
+    many = clustered(260, 16, seed=5, clusters=20).astype(np.float32)
+    inputs = {"wide_q32": wide[:300].astype(np.float32), "wide_g32": wide[300:].astype(np.float32),
+              "wide_q64": wide[:300].astype(np.float64), "wide_g64": wide[300:].astype(np.float64),
+              "many_q": many[:45], "many_g": many[45:], "small": clustered(110, 8, seed=9).astype(np.float32)}
+    np.savez(tmp_path / "in.npz", **inputs)
+    done = subprocess.run([sys.executable, "-c", _RUN_TILE_CASES.format(cases=_TILE_CASES)],
+                          env={**os.environ, "OMP_NUM_THREADS": threads}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    for i, (name, keys, kwargs) in enumerate(_TILE_CASES):
+        expected = globals()[name](*(inputs[k] for k in keys), **kwargs)
+        np.testing.assert_array_equal(got[f"arr_{i}"], expected, err_msg=f"case {i}")
+
 def test_rerank_normalize_option():
     x = clustered(70, 10, seed=6) * np.random.default_rng(6).uniform(0.5, 3, size=(70, 1))
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
