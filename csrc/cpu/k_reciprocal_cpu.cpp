@@ -115,8 +115,7 @@ struct NeighbourList {
 };
 
 // The columns of a strip as items (symmetric blocks): their thresholds (their lists' last
-// distances, in T: every kept value came from a block of this dtype, so T(worst) is exact) and
-// running maxima.
+// distances, as T: see select_strip) and running maxima.
 template <class T>
 struct StripColumns {
   T threshold[kStrip];
@@ -166,7 +165,8 @@ void select_strip(const KReciprocalSelectParams& p, const T* row, const T* col_n
                   StripColumns<T>* columns) {
   T x[kStrip];
   bool hit[kChunksPerStrip];
-  // T(worst) may round, but monotonically: a value of T at most worst is at most T(worst).
+  // Thresholds are compared in T. T(worst) may round, but monotonically: a value of T at most worst
+  // is at most T(worst), so no candidate is missed (and offer() compares in double).
   const T row_threshold = static_cast<T>(list.worst_value);
   if (columns)
     summarise_strip<T, kGram, true>(row, col_norms, row_norm, n, row_threshold, x, hit, row_max, finite,
@@ -175,8 +175,9 @@ void select_strip(const KReciprocalSelectParams& p, const T* row, const T* col_n
     summarise_strip<T, kGram, false>(row, col_norms, row_norm, n, row_threshold, x, hit, row_max, finite, nullptr,
                                      nullptr);
   if (p.raw_out && item < p.num_query) {
-    float* raw = p.raw_out + item * p.raw_out_row_stride - p.num_query;
-    for (int64_t k = std::max<int64_t>(p.num_query - first, 0); k < n; ++k) raw[first + k] = static_cast<float>(x[k]);
+    float* raw = p.raw_out + item * p.raw_out_row_stride;
+    for (int64_t k = std::max<int64_t>(p.num_query - first, 0); k < n; ++k)
+      raw[first + k - p.num_query] = static_cast<float>(x[k]);
   }
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     if (!hit[c0 / kChunk]) continue;
