@@ -399,9 +399,9 @@ def k_reciprocal_rerank(
     Speed: the floor is the distance GEMM of the symmetric half, (Q + G)^2 D / 2 multiply-adds in
     the caller's BLAS. The CPU run stays above it by reading each GEMM tile back once to select the
     neighbours of its row and column items (10-12 % of the GEMM's time at D = 768), by the R*
-    sets, encodings and Jaccard sums, and by the threads' waits between tiles: 1.1-1.15x the floor
-    at Market-1501 size and 1.15-1.2x at MSMT17's (D = 768: a cheaper GEMM for the same
-    selection; both vary between runs), 2.4-2.5x at Q 500, G 2,500, D 256 where the GEMM is small
+    sets, encodings and Jaccard sums, and by the threads' waits between tiles: 1.07-1.17x the
+    floor at Market-1501 size and 1.12-1.2x at MSMT17's (D = 768: a cheaper GEMM for the same
+    selection; both vary between runs), 2.1-2.4x at Q 500, G 2,500, D 256 where the GEMM is small
     (2 CPU cores; benchmarks/NOTES.md and RESULTS.md, issue 27).
 
     Example:
