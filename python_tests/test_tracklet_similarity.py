@@ -160,9 +160,10 @@ def test_a_frame_pair_gives_the_same_bits_in_every_place_of_a_block(dtype):
             assert np.all(high == high[0]) and np.all(low == high[0]), f"dim {dim}: {np.unique(np.concatenate([high, low]))}"
 
 
-# The dot products have an AVX-512VL copy (4 x 6 tiles), an AVX2 one (4 x 3) and a baseline one; the
-# widest the CPU runs is chosen once per process, and CION_FAST_DOT_BLOCK_ISA caps it, so the two
-# tests below run the other copies in subprocesses (started outside the repository root, whose
+# The dot products have a 16-lane copy (float32, Intel AVX-512: two entries per register), an
+# AVX-512VL one (4 x 6 tiles of 8 lanes), an AVX2 one (4 x 3) and a baseline one; the widest the CPU
+# runs is chosen once per process, and CION_FAST_DOT_BLOCK_ISA caps it, so the two tests below run
+# the other copies in subprocesses (started outside the repository root, whose
 # source tree, without the compiled _C, would shadow the installed package).
 _ISA_CAP = "CION_FAST_DOT_BLOCK_ISA"
 
@@ -177,7 +178,7 @@ def _with_cap(cap):
     return env
 
 
-@pytest.mark.parametrize("cap", ["avx2", "baseline"])
+@pytest.mark.parametrize("cap", ["avx512vl", "avx2", "baseline"])
 def test_every_dot_block_copy_passes_this_file(cap, tmp_path):
     """Each capped copy runs this file's oracle, top-k and same-bits tests (all but these two)."""
     import subprocess
@@ -196,8 +197,8 @@ import numpy as np
 from cion_fast.ops import tracklet_similarity
 rng = np.random.default_rng(0)
 results = []
-for dim in (5, 37, 100, 257):
-    lengths = rng.integers(1, 30, 40)
+for dim in (5, 37, 64, 100, 257):
+    lengths = rng.integers(1, 80 if dim == 64 else 30, 40)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     features = rng.standard_normal((int(offsets[-1]), dim)).astype(np.float32)
     pairs = rng.integers(0, 40, (300, 2))
@@ -207,21 +208,22 @@ np.savez(sys.argv[1], *results)
 """
 
 
-def test_the_avx2_dot_block_copy_gives_the_bits_of_the_widest(tmp_path):
-    """The AVX2 and AVX-512VL copies run the same operations per entry, so max / min / topk_mean
-    at awkward lengths and dimensions must agree bit for bit (on a CPU without AVX-512VL both
-    processes run the AVX2 copy)."""
+def test_every_fma_dot_block_copy_gives_the_same_bits(tmp_path):
+    """The 16-lane, AVX-512VL and AVX2 copies run the same operations per entry, so max / min /
+    topk_mean at awkward lengths and dimensions must agree bit for bit (where the CPU lacks a copy,
+    the capped processes run the next narrower one)."""
     import subprocess
     import sys
 
     outputs = []
-    for cap in (None, "avx2"):
+    for cap in (None, "avx512vl", "avx2"):
         path = tmp_path / f"{cap}.npz"
         subprocess.run([sys.executable, "-c", _COPY_OUTPUTS_SCRIPT, str(path)], env=_with_cap(cap), cwd=tmp_path,
                        check=True, timeout=120)
         outputs.append(np.load(path))
-    for name in outputs[0].files:
-        np.testing.assert_array_equal(outputs[1][name], outputs[0][name])
+    for other in outputs[1:]:
+        for name in outputs[0].files:
+            np.testing.assert_array_equal(other[name], outputs[0][name])
 
 
 def test_zero_frames_have_cosine_zero():

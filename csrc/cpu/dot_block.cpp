@@ -1,7 +1,8 @@
 // Register-blocked dot products: a tile of RA rows of `a` by RB rows of `b` keeps RA*RB vector
 // accumulators in registers and streams both row sets once along d (RA + RB loads feed RA*RB
 // multiply-adds). 4 x 3 tiles use 12 of the 16 AVX2 registers for accumulators (4 x 6 with
-// AVX-512VL's 32); the rows and columns left over get tiles of their own size.
+// AVX-512VL's 32); the rows and columns left over get tiles of their own size. On Intel's AVX-512
+// CPUs, float32 blocks go through a 16-lane copy that computes two entries per register.
 #include "cpu/dot_block.h"
 
 #include <atomic>
@@ -9,9 +10,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "common/cpu_features.h"
 #include "common/parallel.h"
+
+#if defined(CION_X86_DISPATCH)
+#include <immintrin.h>
+#endif
 
 namespace cion {
 namespace {
@@ -164,6 +170,120 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const T
   block<T, true, 6>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
+// The 16-lane copy (float32): a 512-bit register holds the 8-lane accumulators of two entries, (r, c)
+// in its low half and (r, c + 1) in its high half: a's 8 values broadcast to both halves, b's rows c
+// and c + 1 side by side. Each entry still gets the 8-lane copies' operations (one FMA per 8 values
+// of d, in order; the same zero-padded tail and reduction tree), so the same bits, from half as many
+// multiply-add instructions, at the price of one insert per pair and step. RA x RP tiles cover RA
+// rows of a and 2 RP rows of b. On a 2-core Xeon (benchmarks/NOTES.md) the blocks of the tracklet
+// kernels ran at 105-130 GFLOP/s against 85-105 for the 8-lane copy: the inserts, the reductions
+// and the ragged edges of blocks of 4-28 rows keep it far from the FMA units' 224.
+#define CION_PAIRS_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline
+
+// [low | high] and [v | v] as 16 lanes.
+CION_PAIRS_TARGET __m512 side_by_side(const Vec<float>::type& low, const Vec<float>::type& high) {
+  return _mm512_castpd_ps(
+      _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(__m256(low))), _mm256_castps_pd(__m256(high)), 1));
+}
+CION_PAIRS_TARGET __m512 both_halves(const Vec<float>::type& v) {
+  return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(__m256(v))));
+}
+
+// horizontal_sum's tree on each 8-lane half, in registers: lane 0 ends with the low half's sum, lane
+// 8 with the high half's (s[l] += s[l + 4], then s[l] += s[l + 2], then s[0] += s[1]).
+CION_PAIRS_TARGET __m512 pair_sums(__m512 x) {
+  x = _mm512_add_ps(x, _mm512_shuffle_f32x4(x, x, _MM_SHUFFLE(3, 3, 1, 1)));
+  x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(1, 1, 1, 1)));
+}
+
+// One step along d: 8 values of RA rows of a and of 2 RP rows of b into the accumulators.
+template <int RA, int RP>
+CION_PAIRS_TARGET void pairs_step(__m512 (&acc)[RA][RP], const Vec<float>::type (&va)[RA],
+                                  const Vec<float>::type (&vb)[RP][2]) {
+  __m512 wide_b[RP];
+  for (int q = 0; q < RP; ++q) wide_b[q] = side_by_side(vb[q][0], vb[q][1]);
+  for (int r = 0; r < RA; ++r) {
+    const __m512 wide_a = both_halves(va[r]);
+    for (int q = 0; q < RP; ++q) acc[r][q] = _mm512_fmadd_ps(wide_a, wide_b[q], acc[r][q]);
+  }
+}
+
+template <int RA, int RP>
+CION_PAIRS_TARGET void tile_pairs(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t dim, float* out,
+                                  int64_t ldo) {
+  using V8 = Vec<float>::type;
+  __m512 acc[RA][RP];
+  for (int r = 0; r < RA; ++r)
+    for (int q = 0; q < RP; ++q) acc[r][q] = _mm512_setzero_ps();
+  const int64_t full = dim - dim % 8;
+  for (int64_t d = 0; d < full; d += 8) {
+    V8 va[RA], vb[RP][2];
+    for (int r = 0; r < RA; ++r) load(a + r * lda + d, va[r]);
+    for (int q = 0; q < RP; ++q) {
+      load(b + 2 * q * ldb + d, vb[q][0]);
+      load(b + (2 * q + 1) * ldb + d, vb[q][1]);
+    }
+    pairs_step<RA, RP>(acc, va, vb);
+  }
+  if (full < dim) {
+    V8 va[RA], vb[RP][2];
+    for (int r = 0; r < RA; ++r) load_tail(a + r * lda + full, dim - full, va[r]);
+    for (int q = 0; q < RP; ++q) {
+      load_tail(b + 2 * q * ldb + full, dim - full, vb[q][0]);
+      load_tail(b + (2 * q + 1) * ldb + full, dim - full, vb[q][1]);
+    }
+    pairs_step<RA, RP>(acc, va, vb);
+  }
+  for (int r = 0; r < RA; ++r)
+    for (int q = 0; q < RP; ++q) {
+      const __m512 sums = pair_sums(acc[r][q]);
+      out[r * ldo + 2 * q] = _mm512_cvtss_f32(sums);
+      out[r * ldo + 2 * q + 1] = _mm_cvtss_f32(_mm512_extractf32x4_ps(sums, 2));
+    }
+}
+
+// The last nb (< 2 P) columns of a strip: tiles of fewer pairs, then an odd column in an 8-lane tile.
+template <int RA, int P>
+CION_PAIRS_TARGET void strip_pairs_tail(
+    const float* a, int64_t lda, const float* b, int64_t ldb, int64_t nb, int64_t dim, float* out, int64_t ldo) {
+  if constexpr (P > 0) {
+    if (nb >= 2 * P) {
+      tile_pairs<RA, P>(a, lda, b, ldb, dim, out, ldo);
+      b += 2 * P * ldb, out += 2 * P, nb -= 2 * P;
+    }
+    strip_pairs_tail<RA, P - 1>(a, lda, b, ldb, nb, dim, out, ldo);
+  } else if (nb == 1) {
+    tile<float, RA, 1, true>(a, lda, b, ldb, dim, out, ldo);
+  }
+}
+
+// Tiles of 4 pairs (8 rows of b), then the narrower tiles of strip_pairs_tail. With 6 rows of a,
+// 24 accumulators, 4 pairs and one row of a fill 29 of the 32 registers; 4 x 6 pairs ran out of
+// general registers for the 16 row pointers, and 4 x 3 was 10-15 % slower.
+template <int RA>
+CION_PAIRS_TARGET void strip_pairs(
+    const float* a, int64_t lda, const float* b, int64_t ldb, int64_t nb, int64_t dim, float* out, int64_t ldo) {
+  constexpr int kPairs = 4;
+  int64_t j = 0;
+  for (; j + 2 * kPairs <= nb; j += 2 * kPairs) tile_pairs<RA, kPairs>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
+  strip_pairs_tail<RA, kPairs - 1>(a, lda, b + j * ldb, ldb, nb - j, dim, out + j, ldo);
+}
+
+// Strips of 6 rows of a, then one strip of the 1-5 rows left.
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512_pairs(const float* a, int64_t lda, int64_t na,
+                                                                            const float* b, int64_t ldb, int64_t nb,
+                                                                            int64_t dim, float* out, int64_t ldo) {
+  constexpr int RA = 6;
+  int64_t i = 0;
+  for (; i + RA <= na; i += RA) strip_pairs<RA>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 5) strip_pairs<5>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 4) strip_pairs<4>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 3) strip_pairs<3>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 2) strip_pairs<2>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  if (na - i == 1) strip_pairs<1>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+}
+
 #endif
 
 template <class T>
@@ -198,16 +318,23 @@ void baseline_block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb
   block<T, false, 3>(a, lda, na, b, ldb, nb, dim, out, ldo);
 }
 
-// The widest copy the CPU runs, capped by CION_FAST_DOT_BLOCK_ISA ("avx2" or "baseline", read once
-// per process: the tests run every copy in a subprocess). The AVX2 and AVX-512VL copies give the
-// same bits; the baseline one, without FMA, its own.
+// The widest copy the CPU runs, capped by CION_FAST_DOT_BLOCK_ISA ("avx512vl", "avx2" or "baseline",
+// read once per process: the tests run every copy in a subprocess). The 16-lane (float32 on Intel
+// CPUs), AVX-512VL and AVX2 copies give the same bits; the baseline one, without FMA, its own.
+// AMD's Zen 4 splits a 512-bit multiply-add in two 256-bit halves, so there the 16-lane copy only
+// adds its packing work: it runs where cpu_has_full_width_avx512() says the units are 512 bits wide.
 template <class T>
 BlockFn<T> chosen_block() {
 #if defined(CION_DOT_BLOCK_AVX2)
   const char* cap = std::getenv("CION_FAST_DOT_BLOCK_ISA");
-  const bool baseline_only = cap && std::strcmp(cap, "baseline") == 0;
-  const bool avx2_at_most = cap && std::strcmp(cap, "avx2") == 0;
-  if (!baseline_only && !avx2_at_most && cpu_has_avx512vl()) return &block_avx512vl<T>;
+  const auto capped_at = [cap](const char* name) { return cap && std::strcmp(cap, name) == 0; };
+  const bool baseline_only = capped_at("baseline");
+  const bool avx2_at_most = baseline_only || capped_at("avx2");
+  const bool avx512vl_at_most = avx2_at_most || capped_at("avx512vl");
+  if constexpr (std::is_same_v<T, float>) {
+    if (!avx512vl_at_most && cpu_has_avx512vl() && cpu_has_full_width_avx512()) return &block_avx512_pairs;
+  }
+  if (!avx2_at_most && cpu_has_avx512vl()) return &block_avx512vl<T>;
   if (!baseline_only && cpu_has_avx2_fma()) return &block_avx2<T>;
 #endif
   return &baseline_block<T>;

@@ -8,7 +8,9 @@
 //   recompute similarities and must reach the same decisions every time.
 // * On x86-64 CPUs with AVX2 + FMA a copy compiled for them is chosen at run time (the package is
 //   built for the baseline ISA, so without this the kernels would run on SSE2 at half the speed);
-//   with AVX-512VL, a copy with wider tiles and the same operations per entry (the same bits).
+//   with AVX-512VL, a copy with wider tiles and the same operations per entry (the same bits); for
+//   float32 on Intel's AVX-512 CPUs, a 16-lane copy holding two entries per register, again with
+//   the same operations per entry (the same bits).
 #pragma once
 #include <cstdint>
 
