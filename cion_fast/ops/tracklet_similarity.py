@@ -158,10 +158,11 @@ def tracklet_similarity(
     Speed: the floor is a GEMM worth the useful dot products (every frame pair of every asked
     pair). ``max``/``min``/``topk_mean`` stay above it by the pairs' ragged, small cosine blocks
     (register tiles of 4 x 6 frames, 4 x 3 without AVX-512VL, each entry ending in a sum across 8
-    lanes) and the reduction
-    of each block (the top-k inserts only values at least the k-th largest of 16 group maxima):
-    1.1-1.45x the floor at 1,000 tracklets and 50,000 pairs, 1.2-1.8x (``max``) and 1.4-2.15x
-    (``topk_mean``) at 4,000 and 200,000 on 2 CPU cores, the floor itself moving between runs;
+    lanes; on Intel's AVX-512 CPUs, two entries per 16-lane register) and the reduction of each
+    block (the top-k inserts only values at least the k-th largest of 16 group maxima): on a
+    2-core AMD EPYC, 1.1-1.45x the floor at 1,000 tracklets and 50,000 pairs, 1.2-1.8x (``max``)
+    and 1.4-2.15x (``topk_mean``) at 4,000 and 200,000, the floor itself moving between runs; on a
+    2-core Intel Xeon, whose BLAS runs twice the EPYC's rate, 3.0x and 3.4x at 4,000 and 200,000.
     ``mean`` and ``centroid`` reduce each tracklet first and are bound by reading the frames, not
     by the GEMM (benchmarks/NOTES.md, issue 27).
 
