@@ -205,7 +205,7 @@ CION_PAIRS_TARGET void pairs_step(__m512 (&acc)[RA][RP], const Vec<float>::type 
   for (int q = 0; q < RP; ++q) wide_b[q] = side_by_side(vb[q][0], vb[q][1]);
   for (int r = 0; r < RA; ++r) {
     const __m512 wide_a = both_halves(va[r]);
-    for (int q = 0; q < RP; ++q) acc[r][q] = _mm512_fmadd_ps(wide_a, wide_b[q], acc[r][q]);
+    for (int q = 0; q < RP; ++q) acc[r][q] += wide_a * wide_b[q];  // contracted (or not) as the 8-lane copies are
   }
 }
 
