@@ -110,7 +110,6 @@ def test_rerank_larger_problem_over_many_tiles(poisoned_outputs):
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
 
 
-
 @requires_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rerank_wide_tiles_match_reference(poisoned_outputs, dtype):
@@ -165,6 +164,7 @@ def test_feature_tiles_same_bits_under_other_thread_counts(threads, tmp_path):
     for i, (name, keys, kwargs) in enumerate(_TILE_CASES):
         expected = globals()[name](*(inputs[k] for k in keys), **kwargs)
         np.testing.assert_array_equal(got[f"arr_{i}"], expected, err_msg=f"case {i}")
+
 
 def test_rerank_normalize_option():
     x = clustered(70, 10, seed=6) * np.random.default_rng(6).uniform(0.5, 3, size=(70, 1))

@@ -3,9 +3,10 @@
 Protocol, tie rule and departures: ``docs/ALGORITHMS.md``, "Ranking metrics". Same numbers as
 torchreid / fast-reid evaluators on tie-free data, without sorting the gallery: per query only the
 positions of its matches are found (one pass over the distance row), so the cost is one read of the
-distance matrix: its floor. What keeps it above (about 2-2.5x that read at Market-1501 and MSMT17 sizes
-on a 2-core AMD EPYC and a 2-core Intel Xeon, ``benchmarks/NOTES.md``): each entry ranked before a query's farthest match is
-compared with every match (P compares per 16 entries on AVX-512), the others with one threshold.
+distance matrix: its floor. What keeps it above (about 2-2.5x that read at Market-1501 and MSMT17
+sizes on a 2-core AMD EPYC and a 2-core Intel Xeon, ``benchmarks/NOTES.md``): each entry ranked
+before a query's farthest match is compared with every match (P compares per 16 entries on
+AVX-512), the others with one threshold.
 
 Departures from the reference code, on purpose:
 

@@ -49,10 +49,10 @@ inline bool cpu_has_avx512vl() {
   return has;
 }
 
-// Whether 512-bit multiply-adds should run at twice the 256-bit rate: Intel's AVX-512 cores (most
-// server parts have two 512-bit FMA units; the Xeon of benchmarks/NOTES.md does). AMD's Zen 4
-// executes each 512-bit operation as two 256-bit halves. No CPUID bit says how wide the units are,
-// so the vendor decides; the callers' copies give the same bits, so only speed depends on it.
+// Whether 512-bit multiply-adds may run at twice the 256-bit rate: Intel's AVX-512 cores (the Xeon
+// of benchmarks/NOTES.md: 224 against 118 GFLOP/s; parts with one 512-bit FMA unit gain less). AMD's
+// Zen 4 executes each 512-bit operation as two 256-bit halves. No CPUID bit says how wide the units
+// are, so the vendor decides; the callers' copies give the same bits, so only speed depends on it.
 inline bool cpu_has_full_width_avx512() {
   static const bool has = [] {
     __builtin_cpu_init();

@@ -175,9 +175,9 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const T
 // and c + 1 side by side. Each entry still gets the 8-lane copies' operations (one FMA per 8 values
 // of d, in order; the same zero-padded tail and reduction tree), so the same bits, from half as many
 // multiply-add instructions, at the price of one insert per pair and step. RA x RP tiles cover RA
-// rows of a and 2 RP rows of b. On a 2-core Xeon (benchmarks/NOTES.md) the blocks of the tracklet
-// kernels ran at 105-130 GFLOP/s against 85-105 for the 8-lane copy: the inserts, the reductions
-// and the ragged edges of blocks of 4-28 rows keep it far from the FMA units' 224.
+// rows of a and 2 RP rows of b. On a 2-core Xeon (benchmarks/NOTES.md), one thread, D = 256: blocks
+// of 12 x 12 to 64 x 256 at 105-130 GFLOP/s against 90-105 for the 8-lane copy, 7 x 13 no faster;
+// the inserts, the reductions and the ragged edges keep it far from the FMA units' 224.
 #define CION_PAIRS_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline
 
 // [low | high] and [v | v] as 16 lanes.
@@ -259,8 +259,8 @@ CION_PAIRS_TARGET void strip_pairs_tail(
 }
 
 // Tiles of 4 pairs (8 rows of b), then the narrower tiles of strip_pairs_tail. With 6 rows of a,
-// 24 accumulators, 4 pairs and one row of a fill 29 of the 32 registers; 4 x 6 pairs ran out of
-// general registers for the 16 row pointers, and 4 x 3 was 10-15 % slower.
+// 24 accumulators, 4 pairs and one row of a fill 29 of the 32 registers (4 rows x 6 pairs measured
+// 3-7 % slower on blocks of 32-64 rows, 4 x 3 10-15 % slower).
 template <int RA>
 CION_PAIRS_TARGET void strip_pairs(
     const float* a, int64_t lda, const float* b, int64_t ldb, int64_t nb, int64_t dim, float* out, int64_t ldo) {
@@ -321,8 +321,8 @@ void baseline_block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb
 // The widest copy the CPU runs, capped by CION_FAST_DOT_BLOCK_ISA ("avx512vl", "avx2" or "baseline",
 // read once per process: the tests run every copy in a subprocess). The 16-lane (float32 on Intel
 // CPUs), AVX-512VL and AVX2 copies give the same bits; the baseline one, without FMA, its own.
-// AMD's Zen 4 splits a 512-bit multiply-add in two 256-bit halves, so there the 16-lane copy only
-// adds its packing work: it runs where cpu_has_full_width_avx512() says the units are 512 bits wide.
+// The 16-lane copy runs where cpu_has_full_width_avx512() expects 512-bit units (Intel); AMD's Zen 4
+// splits a 512-bit multiply-add in two 256-bit halves (the copy was not measured there).
 template <class T>
 BlockFn<T> chosen_block() {
 #if defined(CION_DOT_BLOCK_AVX2)
