@@ -314,8 +314,10 @@ template <class T>
 double source_distance(const KReciprocalWeightsParams& p, int64_t i, int64_t j, bool& estimated) {
   switch (p.source) {
     case KReciprocalSource::kFeatures: {
-      const T* x = static_cast<const T*>(p.features);
-      return i == j ? 0.0 : squared_distance(x + i * p.feature_row_stride, x + j * p.feature_row_stride, p.dim);
+      double listed;
+      if (i == j) return 0.0;
+      if (krr::listed_distance(p, i, j, &listed)) return listed;
+      return squared_distance(krr::feature_row<T>(p, i), krr::feature_row<T>(p, j), p.dim);
     }
     case KReciprocalSource::kBlocks:
       return krr::block_distance<T>(p, i, j);

@@ -160,17 +160,20 @@ __global__ void __launch_bounds__(kThreads) weights_kernel(KReciprocalWeightsPar
   double lowest = INFINITY;
   if (p.source == KReciprocalSource::kFeatures) {
     using Acc = acc_t<T>;
-    const T* xi = static_cast<const T*>(p.features) + i * p.feature_row_stride;
+    const T* xi = krr::feature_row<T>(p, i);
     for (int64_t q = begin; q < end; ++q) {
       const int64_t j = p.indices[q];
-      const T* xj = static_cast<const T*>(p.features) + j * p.feature_row_stride;
-      Acc partial = 0;
-      if (j != i)
+      const T* xj = krr::feature_row<T>(p, j);
+      double listed = 0.0;  // every lane reads the same list: the branch is uniform across the warp
+      if (j != i && !krr::listed_distance(p, i, j, &listed)) {
+        Acc partial = 0;
         for (int64_t d = lane; d < p.dim; d += kWarp) {
           const Acc diff = static_cast<Acc>(xi[d]) - static_cast<Acc>(xj[d]);
           partial += diff * diff;
         }
-      const double distance = static_cast<double>(warp_sum(partial)) / divisor;
+        listed = static_cast<double>(warp_sum(partial));
+      }
+      const double distance = listed / divisor;
       lowest = fmin(lowest, distance);
       if (lane == 0) p.values[q] = static_cast<float>(distance);
     }

@@ -276,6 +276,27 @@ CION_HOST_DEVICE double block_distance(const KReciprocalWeightsParams& p, int64_
                : static_cast<const T*>(p.g_g)[(j - Q) * p.g_g_stride + (i - Q)];
 }
 
+// Item i's feature row (kFeatures: see KReciprocalWeightsParams).
+template <class T>
+CION_HOST_DEVICE const T* feature_row(const KReciprocalWeightsParams& p, int64_t i) {
+  return i < p.num_features ? static_cast<const T*>(p.features) + i * p.feature_row_stride
+                            : static_cast<const T*>(p.gallery_features) + (i - p.num_features) * p.gallery_row_stride;
+}
+
+// D[i, j] for features when j is in i's rank list (see KReciprocalWeightsParams): true with the
+// listed distance in *distance, else false (no lists given, or j not listed).
+CION_HOST_DEVICE bool listed_distance(const KReciprocalWeightsParams& p, int64_t i, int64_t j, double* distance) {
+  if (!p.neighbour_index) return false;
+  const int64_t* listed = p.neighbour_index + i * p.num_neighbours;
+  for (int64_t t = 0; t < p.num_neighbours; ++t) {
+    if (listed[t] == j) {
+      *distance = p.neighbour_value[i * p.num_neighbours + t];
+      return true;
+    }
+  }
+  return false;
+}
+
 // D[i, j] from a kNN graph: i's list, else j's (symmetric distances), else -- it is in neither --
 // the largest distance i lists, a lower bound, with *estimated set.
 template <class T>

@@ -142,9 +142,11 @@ void expand_binding(const py::object& neighbours, int64_t m1, int64_t mh, const 
 }
 
 void weights_binding(const py::object& indptr, const py::object& indices, const py::object& row_max,
-                     const py::object& values, const py::object& features, const py::object& q_q,
+                     const py::object& values, const py::object& features,
+                     const py::object& gallery_features, const py::object& q_q,
                      const py::object& q_g, const py::object& g_g, const py::object& graph_index,
-                     const py::object& graph_distance, const py::object& estimated, uintptr_t stream) {
+                     const py::object& graph_distance, const py::object& estimated, const py::object& neighbours,
+                     const py::object& neighbour_distances, uintptr_t stream) {
   const TensorView ip = view_from_dlpack(indptr, "indptr");
   check_ndim(ip, 1);
   const int64_t N = ip.shape[0] - 1;
@@ -155,19 +157,38 @@ void weights_binding(const py::object& indptr, const py::object& indices, const 
   p.indptr = m.indptr.ptr<const int64_t>();
   p.indices = m.indices.ptr<const int64_t>();
   p.values = out.ptr<float>();
-  TensorView maxima, x, qq, qg, gg, gi, gd, est;
+  TensorView maxima, x, xg, qq, qg, gg, gi, gd, est, nb, nd;
   if (given(row_max)) maxima = checked_view(row_max, "row_max", 1, DType::kFloat64, N);
   p.row_max = maxima.ptr<const double>();
   if (given(features)) {
     x = view_from_dlpack(features, "features");
     check_ndim(x, 2);
     check_float_or_double(x);
-    CION_CHECK(x.shape[0] == N && (x.strides[1] == 1 || x.shape[1] <= 1), "features must be [N, D] with contiguous rows");
+    CION_CHECK(x.shape[0] <= N && (x.strides[1] == 1 || x.shape[1] <= 1),
+               "features must be [Q, D] with Q <= N and contiguous rows");
     p.source = KReciprocalSource::kFeatures;
     p.dtype = x.dtype;
     p.features = x.data;
+    p.num_features = x.shape[0];
     p.dim = x.shape[1];
     p.feature_row_stride = x.strides[0];
+    if (x.shape[0] < N) {
+      xg = view_from_dlpack(gallery_features, "gallery_features");
+      check_ndim(xg, 2);
+      check_dtype(xg, x.dtype);
+      CION_CHECK(xg.shape[0] == N - x.shape[0] && xg.shape[1] == x.shape[1] && (xg.strides[1] == 1 || xg.shape[1] <= 1),
+                 "gallery_features must be [N - Q, D] with features' D and contiguous rows");
+      p.gallery_features = xg.data;
+      p.gallery_row_stride = xg.strides[0];
+    }
+    if (given(neighbours)) {
+      nb = checked_view(neighbours, "neighbours", 2, DType::kInt64, N);
+      nd = checked_view(neighbour_distances, "neighbour_distances", 2, DType::kFloat64, N);
+      CION_CHECK(nd.shape[1] == nb.shape[1], "neighbour_distances must have neighbours' shape");
+      p.neighbour_index = nb.ptr<const int64_t>();
+      p.neighbour_value = nd.ptr<const double>();
+      p.num_neighbours = nb.shape[1];
+    }
   } else if (given(q_g)) {
     qg = view_from_dlpack(q_g, "q_g");
     qq = view_from_dlpack(q_q, "q_q");
@@ -205,7 +226,8 @@ void weights_binding(const py::object& indptr, const py::object& indices, const 
     p.graph_k = gi.shape[1];
     p.estimated = est.ptr<int64_t>();
   }
-  same_device(ip, {&m.indices, &out, &maxima, &x, &qq, &qg, &gg, &gi, &gd, &est});
+  CION_CHECK(!given(neighbours) || given(features), "neighbours are read only with features");
+  same_device(ip, {&m.indices, &out, &maxima, &x, &xg, &qq, &qg, &gg, &gi, &gd, &est, &nb, &nd});
   py::gil_scoped_release release;
   k_reciprocal_weights(p, ip.device, ip.device_index, reinterpret_cast<void*>(stream));
 }
@@ -398,8 +420,9 @@ void bind_k_reciprocal(py::module_& m) {
   m.def("k_reciprocal_expand", &expand_binding, py::arg("neighbours"), py::arg("m1"), py::arg("mh"),
         py::arg("counts"), py::arg("indptr"), py::arg("indices"), py::arg("scratch"), py::arg("stream"), internal);
   m.def("k_reciprocal_weights", &weights_binding, py::arg("indptr"), py::arg("indices"), py::arg("row_max"),
-        py::arg("values"), py::arg("features"), py::arg("q_q"), py::arg("q_g"), py::arg("g_g"),
-        py::arg("graph_index"), py::arg("graph_distance"), py::arg("estimated"), py::arg("stream"), internal);
+        py::arg("values"), py::arg("features"), py::arg("gallery_features"), py::arg("q_q"), py::arg("q_g"), py::arg("g_g"),
+        py::arg("graph_index"), py::arg("graph_distance"), py::arg("estimated"), py::arg("neighbours"),
+        py::arg("neighbour_distances"), py::arg("stream"), internal);
   m.def("k_reciprocal_query_expansion", &query_expansion_binding, py::arg("neighbours"), py::arg("k2"),
         py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("counts"), py::arg("out_indptr"),
         py::arg("out_indices"), py::arg("out_values"), py::arg("stream"), internal);
