@@ -207,6 +207,23 @@ def test_nan_features_raise():
         sliding_range_link(_nan_features(), np.arange(6) // 2)
 
 
+@pytest.mark.parametrize("dtype,exponents", [(np.float32, (100, -100, 0)), (np.float64, (600, -600, 0))])
+def test_rows_out_of_float_range_give_the_same_links(dtype, exponents):
+    """Rows times 2^100 (squares past float32), 2^-100 (below its normal range) or the float64
+    equivalents: a power of two changes no cosine, so the links are exactly those of the rows at
+    unit scale (the kernel rescales such rows in its own norm pass)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 16)).astype(dtype)
+    video_ids = np.arange(60) // 6
+    scaled = x * np.ldexp(1.0, np.array(exponents)[np.arange(60) % 3])[:, None].astype(dtype)
+    for mutual_k in (None, 3):
+        labels, links = sliding_range_link(scaled, video_ids, window=4, stride=2, threshold=0.2, mutual_k=mutual_k)
+        want_labels, want_links = sliding_range_link(x, video_ids, window=4, stride=2, threshold=0.2, mutual_k=mutual_k)
+        assert len(want_links) > 0
+        np.testing.assert_array_equal(links, want_links)
+        np.testing.assert_array_equal(labels, want_labels)
+
+
 @pytest.mark.parametrize("num_nodes,num_edges,seed", [(1, 0, 0), (7, 0, 1), (10, 4, 2), (300, 250, 3), (1000, 2000, 4)])
 def test_connected_components_matches_scipy(poisoned_outputs, num_nodes, num_edges, seed):
     rng = np.random.default_rng(seed)

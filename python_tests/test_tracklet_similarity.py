@@ -389,3 +389,20 @@ def test_offsets_that_wrap_around_in_int64_are_refused_not_read_out_of_bounds():
     for mode in ("max", "centroid"):
         with pytest.raises(ValueError, match="non-decreasing"):
             tracklet_similarity(features, np.array([0, 3 * 2**61, -3 * 2**61, 10]), mode=mode)
+
+
+@pytest.mark.parametrize("dtype,exponents", [(np.float32, (100, -100, 0)), (np.float64, (600, -600, 0))])
+@pytest.mark.parametrize("mode", ["max", "min", "topk_mean"])
+def test_frames_out_of_float_range_give_the_same_similarities(dtype, exponents, mode):
+    """Frames times 2^100 (squares past float32), 2^-100 (below its normal range) or the float64
+    equivalents: a power of two changes no cosine, so the similarities equal, bit for bit, those of
+    the frames at unit scale (the kernel rescales such rows in its own norm pass)."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(40, 12)).astype(dtype)
+    offsets = np.array([0, 5, 9, 20, 31, 40])
+    scaled = x * np.ldexp(1.0, np.array(exponents)[np.arange(40) % 3])[:, None].astype(dtype)
+    k = 3 if mode == "topk_mean" else None
+    got = tracklet_similarity(scaled, offsets, mode=mode, k=k)
+    np.testing.assert_array_equal(got, tracklet_similarity(x, offsets, mode=mode, k=k))
+    other = tracklet_similarity(x[:9], offsets[:3], scaled[9:], offsets[2:] - 9, mode=mode, k=k)
+    np.testing.assert_array_equal(other, tracklet_similarity(x[:9], offsets[:3], x[9:], offsets[2:] - 9, mode=mode, k=k))

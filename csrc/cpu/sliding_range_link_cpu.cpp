@@ -217,9 +217,10 @@ struct Linker {
 };
 
 template <class T>
-void run(const SlidingRangeLinkParams& p, const LinkSink& sink) {
-  CION_CHECK(row_inverse_norms(static_cast<const T*>(p.features), p.num_identities, p.dim, static_cast<T*>(p.inv_norm)),
-             "features contains NaN or inf values");
+void run(SlidingRangeLinkParams p, const LinkSink& sink) {
+  std::vector<T> scaled;  // only for rows out of float32's range
+  p.features = rows_for_cosine(static_cast<const T*>(p.features), p.num_identities, p.dim, static_cast<T*>(p.inv_norm),
+                               &scaled, "features");
   const Linker<T> linker(p);
   std::vector<std::vector<int64_t>> found(p.num_items);  // each item's links, (i, j) interleaved
   // With mutual_k, small ranges keep their candidate pairs: first the pairs new to each range

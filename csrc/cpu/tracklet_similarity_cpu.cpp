@@ -192,16 +192,18 @@ std::vector<int64_t> pair_order(const TrackletPairSimilarityParams& p, int64_t e
 }
 
 template <class T>
-void pair_similarity(const TrackletPairSimilarityParams& p) {
-  std::vector<T> inv_a, inv_b;
+void pair_similarity(TrackletPairSimilarityParams p) {
+  std::vector<T> inv_a, inv_b, scaled_a, scaled_b;  // scaled_*: only for rows out of float32's range
   if (p.normalize) {
     inv_a.resize(p.a.frames);
-    CION_CHECK(row_inverse_norms(static_cast<const T*>(p.a.features), p.a.frames, p.dim, inv_a.data()),
-               p.a.name, " contains NaN or inf values");
-    if (!p.same_set) {
+    p.a.features = rows_for_cosine(static_cast<const T*>(p.a.features), p.a.frames, p.dim, inv_a.data(), &scaled_a,
+                                   p.a.name);
+    if (p.same_set) {
+      p.b.features = p.a.features;
+    } else {
       inv_b.resize(p.b.frames);
-      CION_CHECK(row_inverse_norms(static_cast<const T*>(p.b.features), p.b.frames, p.dim, inv_b.data()),
-                 p.b.name, " contains NaN or inf values");
+      p.b.features = rows_for_cosine(static_cast<const T*>(p.b.features), p.b.frames, p.dim, inv_b.data(), &scaled_b,
+                                     p.b.name);
     }
   }
   const T* norms_a = p.normalize ? inv_a.data() : nullptr;
