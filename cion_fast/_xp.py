@@ -201,6 +201,19 @@ def common_exponent(*row_sets: Any) -> int:
     return 0 if peak == 0 else -int(np.frexp(peak)[1])
 
 
+def squared_norms_in_range(squared_norms: Any) -> bool:
+    """Whether rows with these squared norms ([N], from :func:`squared_row_norms`; N >= 1) are
+    finite and need no scaling (:func:`common_exponent` would return 0): the test made from norms a
+    caller computes anyway. A NaN or inf entry makes its row's norm NaN or inf, and so False.
+
+    Example:
+        >>> squared_norms_in_range(np.array([1.0, 4.0])), squared_norms_in_range(np.array([1.0, np.nan]))
+        (True, False)
+    """
+    largest = float(host(squared_norms.max()))
+    return _SMALLEST_SAFE_NORM**2 <= largest <= _LARGEST_SAFE_NORM**2
+
+
 def times_power_of_two(x: Any, exponent: int) -> Any:
     """``x * 2**exponent`` as a new array, exact (barring subnormals), for exponents beyond what
     the dtype can hold as a number (2**136 is not a float32): applied in steps of at most 2**64."""

@@ -146,14 +146,20 @@ class _RankLists(NamedTuple):
 class _Items(NamedTuple):
     """The N items' feature rows as the caller's arrays, never joined into one copy (at Market-1501
     size the join cost 43 ms and 158 MB): item i is query[i] for i < Q, else gallery[i - Q];
-    gallery is None when query holds all N rows (jaccard_distance)."""
+    gallery is None when query holds all N rows (jaccard_distance). squared_norms [N], once known
+    (:meth:`checked`), else None."""
 
     query: Any
     gallery: Any
+    squared_norms: Any = None
 
     @property
     def count(self) -> int:
         return int(self.query.shape[0]) + (0 if self.gallery is None else int(self.gallery.shape[0]))
+
+    @property
+    def parts(self) -> list[Any]:
+        return [self.query] if self.gallery is None else [self.query, self.gallery]
 
     def rows(self, start: int, stop: int) -> Any:
         """Rows [start, stop): a view, or a copy of the two pieces when the range straddles the
@@ -165,22 +171,29 @@ class _Items(NamedTuple):
             return self.gallery[start - border : stop - border]
         return _xp.concat_rows(self.query[start:], self.gallery[: stop - border])
 
-    def squared_norms(self) -> Any:
-        """[N] squared row norms (:func:`cion_fast._xp.squared_row_norms`), contiguous."""
-        norms = _xp.squared_row_norms(self.query)
-        if self.gallery is not None:
-            norms = _xp.concat_rows(norms, _xp.squared_row_norms(self.gallery))
-        return _arrays.contiguous(norms)
+    def with_squared_norms(self) -> "_Items":
+        """The items with their [N] squared row norms (:func:`cion_fast._xp.squared_row_norms`)."""
+        norms = [_xp.squared_row_norms(part) for part in self.parts]
+        joined = norms[0] if len(norms) == 1 else _xp.concat_rows(*norms)
+        return self._replace(squared_norms=_arrays.contiguous(joined))
 
-    def in_range(self) -> "_Items":
-        """Both arrays times the one power of two that keeps their squared distances inside
-        float32 (:func:`cion_fast._xp.common_exponent`): re-ranking divides every distance by a row
-        maximum and the Jaccard distance reads only ranks, so the result is the same, and finite."""
-        parts = [part for part in self if part is not None]
-        exponent = _xp.common_exponent(*parts)
+    def checked(self, names: tuple[str, ...]) -> "_Items":
+        """The items checked finite (ValueError naming the array, ``names`` in the order of
+        :attr:`parts`) and brought into float32's range, with their squared norms. Both arrays are
+        multiplied by the one power of two that keeps their squared distances inside float32
+        (:func:`cion_fast._xp.common_exponent`): re-ranking divides every distance by a row maximum
+        and the Jaccard distance reads only ranks, so the result is the same, and finite. The norms
+        the ranking needs decide both when all is well: one read of the rows, not three."""
+        items = self.with_squared_norms()
+        if _xp.squared_norms_in_range(items.squared_norms):
+            return items
+        for part, name in zip(self.parts, names):
+            _xp.check_finite(part, name)
+        exponent = _xp.common_exponent(*self.parts)
         if not exponent:
-            return self
-        return _Items(*(None if part is None else _xp.times_power_of_two(part, exponent) for part in self))
+            return items
+        scaled = [_xp.times_power_of_two(part, exponent) for part in self.parts]
+        return _Items(scaled[0], scaled[1] if len(scaled) > 1 else None).with_squared_norms()
 
 
 class _Csr(NamedTuple):
@@ -235,7 +248,7 @@ def _rank_from_features(
     state = _new_rank_state(run, num_items, settings)
     row_max = run.full((num_items,), "float64", -math.inf)
     status = run.placement.zeros((1,), "int32") if run.placement.is_cuda else None
-    squared_norms = items.squared_norms()
+    squared_norms = (items if items.squared_norms is not None else items.with_squared_norms()).squared_norms
     tile_rows = [items.rows(a, min(a + tile, num_items)) for a in range(0, num_items, tile)]
     for a in range(0, num_items, tile):
         rows = slice(a, min(a + tile, num_items))
@@ -390,9 +403,13 @@ def _compute_dtype(*arrays: Any) -> str:
 
 
 def _prepare_features(x: Any, dtype: str, normalize: bool, name: str) -> Any:
+    """x in the compute dtype, C-contiguous; checked finite and L2-normalised with ``normalize``
+    (else :meth:`_Items.checked` checks it, from the norms the ranking needs anyway)."""
     x = _arrays.contiguous(_arrays.astype(x, dtype))
+    if not normalize:
+        return x
     _xp.check_finite(x, name)
-    return _xp.normalise_rows(x) if normalize else x
+    return _xp.normalise_rows(x)
 
 
 # ---- public API ---------------------------------------------------------------------------------
@@ -465,7 +482,7 @@ def k_reciprocal_rerank(
     query = _prepare_features(query, dtype, normalize, "query_features")
     gallery = _prepare_features(gallery, dtype, normalize, "gallery_features")
     items = _Items(query, gallery)
-    items = items if normalize else items.in_range()
+    items = items if normalize else items.checked(("query_features", "gallery_features"))
     del query, gallery
 
     out = placement.empty((num_query, num_gallery), "float32", "query_features and gallery_features")
@@ -764,7 +781,7 @@ def jaccard_distance(
     if not sparse:  # refused before the ranking, which is the long part
         _checks.check_bytes(num_items * num_items * 4, "features", f"the dense {num_items}x{num_items} float32 output "
                             "(pass sparse=True)")
-    items = _Items(_prepare_features(x, _compute_dtype(x), False, "features"), None).in_range()
+    items = _Items(_prepare_features(x, _compute_dtype(x), False, "features"), None).checked(("features",))
 
     ranks = _rank_from_features(run, items, settings, tile_size)
     row_max = ranks.row_max if variant == "original" else None
