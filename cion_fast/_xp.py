@@ -303,14 +303,16 @@ def take_along_rows(x: Any, order: Any) -> Any:
     return _lib(x).take_along_axis(x, order, axis=1)
 
 
-def gram(a: Any, b: Any) -> Any:
+def gram(a: Any, b: Any, out: Any = None) -> Any:
     """[len(a), len(b)] dot products ``a @ b.T`` with the caller's library (BLAS / cuBLAS): the bare
-    GEMM, for kernels that fold the norms into their own pass over the tile."""
+    GEMM, for kernels that fold the norms into their own pass over the tile. ``out``: a
+    C-contiguous [len(a), len(b)] array of that library and dtype to write into, for callers
+    that reuse one tile buffer (a fresh tile per GEMM can cost page faults)."""
     if is_torch(a):
         import torch
 
-        return torch.mm(a, b.T)
-    return a @ b.T
+        return torch.mm(a, b.T, out=out)
+    return _lib(a).matmul(a, b.T, out=out)
 
 
 def tile_distances(query: Any, gallery: Any, gallery_sq: Any, metric: str) -> Any:
