@@ -476,14 +476,15 @@ def k_reciprocal_rerank(
 
     Speed: the floor is the distance GEMM of the symmetric half, (Q + G)^2 D / 2 multiply-adds in
     the caller's BLAS. The CPU run stays above it by reading each GEMM tile back once to select the
-    neighbours of its row and column items (at Market-1501 size on the Xeon below, 0.23 s of 3.2:
+    neighbours of its row and column items (at Market-1501 size on the Xeon below, 0.23 s of 2.9:
     the tile read back from the last-level cache, ~3 M list insertions, the raw query x gallery
     values written to fresh pages), by the R* sets, encodings and Jaccard sums (0.1 s) and by
     Python (0.07 s). On a 2-core AMD EPYC: 1.07-1.17x the floor at Market-1501 size and 1.12-1.2x
     at MSMT17's (D = 768: a cheaper GEMM for the same selection; both vary between runs), 2.1-2.4x
     at Q 500, G 2,500, D 256 where the GEMM is small. On a 2-core Intel Xeon, whose BLAS runs
-    twice as fast for the same selection: 1.14-1.20x, 1.25x and 3.3x (benchmarks/NOTES.md,
-    RESULTS.md, issue 27).
+    twice as fast for the same selection: 1.07-1.16x, 1.25-1.32x and 2.9-3.2x
+    (benchmarks/NOTES.md, RESULTS.md, issue 27). CPU tile buffers stay allocated per thread
+    between calls (at most 4 tiles: 16 MB in float32).
 
     Example:
         >>> import numpy as np

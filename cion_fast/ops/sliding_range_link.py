@@ -139,8 +139,8 @@ def sliding_range_link(
     pairs, in small register tiles below the BLAS rate, plus the rows' norms and, with
     ``mutual_k``, each range's candidate lists and top-k: on a 2-core AMD EPYC, 1.5-1.9x the floor
     at 100,000 identities, 1.3-2.3x at 400,000, the floor itself moving between runs; on a 2-core
-    Intel Xeon, whose BLAS runs twice the EPYC's rate, 2.5x (2.7x with ``mutual_k``) at 100,000
-    and 3.1x (3.7-4.05x) at 400,000 (benchmarks/NOTES.md, issue 27).
+    Intel Xeon, whose BLAS runs twice the EPYC's rate, 2.5-2.7x (2.7-3.1x with ``mutual_k``) at
+    100,000 and 3.1-3.3x (3.7-4.05x) at 400,000 (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np

@@ -162,9 +162,9 @@ def tracklet_similarity(
     block (the top-k inserts only values at least the k-th largest of 16 group maxima): on a
     2-core AMD EPYC, 1.1-1.45x the floor at 1,000 tracklets and 50,000 pairs, 1.2-1.8x (``max``)
     and 1.4-2.15x (``topk_mean``) at 4,000 and 200,000, the floor itself moving between runs; on a
-    2-core Intel Xeon, whose BLAS runs twice the EPYC's rate, 3.0x and 3.4x at 4,000 and 200,000.
-    ``mean`` and ``centroid`` reduce each tracklet first and are bound by reading the frames, not
-    by the GEMM (benchmarks/NOTES.md, issue 27).
+    2-core Intel Xeon, whose BLAS runs twice the EPYC's rate, 2.7-3.0x and 3.4-3.6x at 4,000 and
+    200,000. ``mean`` and ``centroid`` reduce each tracklet first and are bound by reading the
+    frames, not by the GEMM (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
