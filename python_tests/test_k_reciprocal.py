@@ -627,3 +627,16 @@ def test_graph_from_real_faiss_matches_the_dense_rerank():
     for q in range(num_query):
         valid = result.index[q] >= 0
         np.testing.assert_allclose(result.distance[q][valid], dense[q, result.index[q][valid]], rtol=0, atol=1e-5)
+
+
+@requires_torch
+def test_calls_inside_and_outside_inference_mode_share_the_tile_buffers():
+    """The CPU tile buffers outlive a call: one made under torch.inference_mode must still take a
+    later call's GEMM outside it (an inference tensor refuses in-place writes there)."""
+    x = torch.nn.functional.normalize(torch.randn(300, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    with torch.inference_mode():
+        inside = k_reciprocal_rerank(x[:50], x[50:], tile_size=97)
+    outside = k_reciprocal_rerank(x[:50], x[50:], tile_size=97)
+    with torch.inference_mode():
+        again = k_reciprocal_rerank(x[:50], x[50:], tile_size=97)
+    assert torch.equal(inside, outside) and torch.equal(outside, again)

@@ -251,8 +251,19 @@ def _tile_buffer(placement: _arrays.Placement, shape: tuple[int, int], dtype: st
     if key not in cache:
         if len(cache) >= _MAX_TILE_BUFFERS:
             cache.clear()
-        cache[key] = placement.empty(shape, dtype)
+        cache[key] = _outside_inference_mode(placement.empty, shape, dtype)
     return cache[key]
+
+
+def _outside_inference_mode(make: Any, *args: Any) -> Any:
+    """make(*args), with torch's inference mode off: a tensor made inside it could not be written
+    to by a later call outside it, while a normal tensor can be written to in both."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - numpy callers without torch
+        return make(*args)
+    with torch.inference_mode(False):
+        return make(*args)
 
 
 def _rank_from_features(
