@@ -251,19 +251,19 @@ def _tile_buffer(placement: _arrays.Placement, shape: tuple[int, int], dtype: st
     if key not in cache:
         if len(cache) >= _MAX_TILE_BUFFERS:
             cache.clear()
-        cache[key] = _outside_inference_mode(placement.empty, shape, dtype)
+        cache[key] = _new_tile_buffer(placement, shape, dtype)
     return cache[key]
 
 
-def _outside_inference_mode(make: Any, *args: Any) -> Any:
-    """make(*args), with torch's inference mode off: a tensor made inside it could not be written
+def _new_tile_buffer(placement: _arrays.Placement, shape: tuple[int, int], dtype: str) -> Any:
+    """For torch, made with its inference mode off: a tensor made inside it could not be written
     to by a later call outside it, while a normal tensor can be written to in both."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - numpy callers without torch
-        return make(*args)
+    if placement.framework != "torch":
+        return placement.empty(shape, dtype)
+    import torch
+
     with torch.inference_mode(False):
-        return make(*args)
+        return placement.empty(shape, dtype)
 
 
 def _rank_from_features(
