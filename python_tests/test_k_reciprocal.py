@@ -640,3 +640,16 @@ def test_calls_inside_and_outside_inference_mode_share_the_tile_buffers():
     with torch.inference_mode():
         again = k_reciprocal_rerank(x[:50], x[50:], tile_size=97)
     assert torch.equal(inside, outside) and torch.equal(outside, again)
+
+
+def test_only_small_tile_buffers_outlive_a_call():
+    """Tile buffers up to 8 MB are kept between calls (no fresh pages per call); a larger tile
+    (a caller's tile_size) lives for its call only, so no call leaves hundreds of MB behind."""
+    import cion_fast.ops.k_reciprocal as module
+
+    x = np.random.default_rng(4).normal(size=(1600, 8)).astype(np.float32)
+    kept = lambda: list(getattr(module._TILE_BUFFERS, "by_key", {}).values())  # noqa: E731
+    k_reciprocal_rerank(x[:100], x[100:], tile_size=1600)  # one 1600 x 1600 float32 tile: 10 MB
+    assert all(buffer.nbytes <= 8 << 20 for buffer in kept())
+    k_reciprocal_rerank(x[:100], x[100:], tile_size=1000)  # 4 MB tiles: kept
+    assert any(buffer.shape == (1000, 1000) for buffer in kept())

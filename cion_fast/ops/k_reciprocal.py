@@ -234,25 +234,27 @@ def _select(
     )
 
 
-_TILE_BUFFERS = threading.local()  # this thread's CPU tile buffers, by (framework, dtype, shape)
-_MAX_TILE_BUFFERS = 4  # the shapes of one call: full tiles, the last row and column, the corner
+_TILE_BUFFERS = threading.local()  # by_key: the last call's small CPU tile buffers, by (framework, dtype, shape)
+_MAX_KEPT_TILE_BYTES = 8 << 20  # a default 1024 x 1024 tile in float64; larger tiles: a new array each
 
 
-def _tile_buffer(placement: _arrays.Placement, shape: tuple[int, int], dtype: str) -> Any:
-    """An uninitialised [rows, cols] GEMM tile buffer, kept between tiles and calls on the CPU
-    (a fresh 4 MB tile per GEMM cost 50 ms of page faults at Market-1501 size, and one fresh set
-    per call 1.7 ms of 34 at Q 500, G 2,500, on the 2-core Xeon, 2026-12-05; the floor's plain loop
-    of GEMMs pays neither). Per thread, so concurrent calls never share one; on CUDA the caching
-    allocator already reuses memory."""
+def _tile_buffers(placement: _arrays.Placement, shapes: set[tuple[int, int]], dtype: str) -> dict:
+    """GEMM tile buffers for a call's tile shapes, reused from tile to tile and kept for the
+    thread's next call: on the CPU, for tiles up to 8 MB (a fresh 4 MB tile per GEMM cost 50 ms of
+    page faults at Market-1501 size, and one fresh set per call 1.7 ms of 34 at Q 500, G 2,500, on
+    the 2-core Xeon, 2026-12-05; the floor's plain loop of GEMMs pays neither). A shape not in the
+    dict (larger tiles; CUDA, whose caching allocator already reuses memory) gets a new array per
+    tile, as before. Per thread, so concurrent calls never share one."""
     if placement.is_cuda:
-        return placement.empty(shape, dtype)
-    cache = _TILE_BUFFERS.__dict__.setdefault("by_key", {})
-    key = (placement.framework, dtype, shape)
-    if key not in cache:
-        if len(cache) >= _MAX_TILE_BUFFERS:
-            cache.clear()
-        cache[key] = _new_tile_buffer(placement, shape, dtype)
-    return cache[key]
+        return {}
+    kept = _TILE_BUFFERS.__dict__.get("by_key", {})
+    buffers = {}
+    for shape in shapes:
+        if math.prod(shape) * np.dtype(dtype).itemsize <= _MAX_KEPT_TILE_BYTES:
+            key = (placement.framework, dtype, shape)
+            buffers[key] = kept[key] if key in kept else _new_tile_buffer(placement, shape, dtype)
+    _TILE_BUFFERS.by_key = buffers
+    return {key[2]: buffer for key, buffer in buffers.items()}
 
 
 def _new_tile_buffer(placement: _arrays.Placement, shape: tuple[int, int], dtype: str) -> Any:
@@ -282,13 +284,15 @@ def _rank_from_features(
     row_max = run.full((num_items,), "float64", -math.inf)
     status = run.placement.zeros((1,), "int32") if run.placement.is_cuda else None
     squared_norms = (items if items.squared_norms is not None else items.with_squared_norms()).squared_norms
-    tile_rows = [items.rows(a, min(a + tile, num_items)) for a in range(0, num_items, tile)]
-    dtype = _arrays.dtype_name(tile_rows[0])
-    for a in range(0, num_items, tile):
+    starts = range(0, num_items, tile)
+    tile_rows = [items.rows(a, min(a + tile, num_items)) for a in starts]
+    shapes = {(min(tile, num_items - a), min(tile, num_items - b)) for a in starts for b in starts if b >= a}
+    buffers = _tile_buffers(run.placement, shapes, _arrays.dtype_name(tile_rows[0]))
+    for a in starts:
         rows = slice(a, min(a + tile, num_items))
         for b in range(a, num_items, tile):
             cols = slice(b, min(b + tile, num_items))
-            out = _tile_buffer(run.placement, (rows.stop - rows.start, cols.stop - cols.start), dtype)
+            out = buffers.get((rows.stop - rows.start, cols.stop - cols.start))
             block = _xp.gram(tile_rows[a // tile], tile_rows[b // tile], out=out)
             _select(
                 run, block, state, a, b, symmetric=b != a, norms=(squared_norms[rows], squared_norms[cols]),
@@ -494,8 +498,8 @@ def k_reciprocal_rerank(
     at MSMT17's (D = 768: a cheaper GEMM for the same selection; both vary between runs), 2.1-2.4x
     at Q 500, G 2,500, D 256 where the GEMM is small. On a 2-core Intel Xeon, whose BLAS runs
     twice as fast for the same selection: 1.07-1.16x, 1.25-1.32x and 2.9-3.2x
-    (benchmarks/NOTES.md, RESULTS.md, issue 27). CPU tile buffers stay allocated per thread
-    between calls (at most 4 tiles: 16 MB in float32).
+    (benchmarks/NOTES.md, RESULTS.md, issue 27). CPU tile buffers of up to 8 MB stay allocated
+    per thread until its next call (at most 3: 12 MB with the default tile in float32).
 
     Example:
         >>> import numpy as np
