@@ -308,10 +308,15 @@ double squared_norm(const T* row, int64_t dim) {
 // [2^-60, 2^60], or not finite (a NaN or inf entry, or float64 squares past the range). A sum of 0
 // is an all-zero row for float32 (whose squares cannot vanish in float64), which the kernels give
 // similarity 0; for float64 it may be squares that vanished, so those rows are looked at too.
+// The squares of the safe norms [2^-30, 2^30] (_LARGEST_SAFE_NORM and _SMALLEST_SAFE_NORM of
+// cion_fast/_xp.py, which the CUDA path and re-ranking use).
+constexpr double kLargestSafeSquaredNorm = 0x1p60;
+constexpr double kSmallestSafeSquaredNorm = 0x1p-60;
+
 template <class T>
 bool out_of_range(double sum) {
   const bool zero_is_fine = std::is_same_v<T, float>;
-  return !(sum <= 0x1p60) || (sum < 0x1p-60 && (sum > 0.0 || !zero_is_fine));
+  return !(sum <= kLargestSafeSquaredNorm) || (sum < kSmallestSafeSquaredNorm && (sum > 0.0 || !zero_is_fine));
 }
 
 template <class T>

@@ -107,14 +107,13 @@ struct KReciprocalWeightsParams {
   DType dtype = DType::kFloat32;  // of the source arrays: float32 or float64
 
   // kFeatures: squared Euclidean distance between item rows, kept as the caller's two arrays
-  // (no copy joining them): item i's row is features[i] for i < num_features, else
-  // gallery_features[i - num_features] (row strides given; num_features = N: no second array).
+  // (no copy joining them): item i's row is features[i] for i < num_query (below), else
+  // gallery_features[i - num_query] (row strides given; num_query = N: no second array).
   // When stage 1's rank lists are given, a j in i's list is taken at its listed distance (the
   // value the ranking computed: no second read of two feature rows, which at Market-1501 size was
   // 93 % of the pairs and all of this stage's time); only the other pairs read the features.
-  const void* features = nullptr;          // [num_features, dim]
-  const void* gallery_features = nullptr;  // [N - num_features, dim] or null
-  int64_t num_features = 0;
+  const void* features = nullptr;          // [num_query, dim]
+  const void* gallery_features = nullptr;  // [N - num_query, dim] or null
   int64_t dim = 0;
   int64_t feature_row_stride = 0;
   int64_t gallery_row_stride = 0;
@@ -123,7 +122,7 @@ struct KReciprocalWeightsParams {
   int64_t num_neighbours = 0;
 
   // kBlocks: the full matrix M = [[q_q, q_g], [q_g^T, g_g]] given as blocks (Q = num_query);
-  // item i sees item j at distance M[j, i].
+  // item i sees item j at distance M[j, i]. num_query: the items before the gallery, both sources.
   const void* q_q = nullptr;  // [Q, Q], row stride q_q_stride
   const void* q_g = nullptr;  // [Q, G], row stride q_g_stride
   const void* g_g = nullptr;  // [G, G], row stride g_g_stride

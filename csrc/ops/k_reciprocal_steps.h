@@ -286,8 +286,8 @@ CION_HOST_DEVICE double block_distance(const KReciprocalWeightsParams& p, int64_
 // Item i's feature row (kFeatures: see KReciprocalWeightsParams).
 template <class T>
 CION_HOST_DEVICE const T* feature_row(const KReciprocalWeightsParams& p, int64_t i) {
-  return i < p.num_features ? static_cast<const T*>(p.features) + i * p.feature_row_stride
-                            : static_cast<const T*>(p.gallery_features) + (i - p.num_features) * p.gallery_row_stride;
+  return i < p.num_query ? static_cast<const T*>(p.features) + i * p.feature_row_stride
+                         : static_cast<const T*>(p.gallery_features) + (i - p.num_query) * p.gallery_row_stride;
 }
 
 // D[i, j] for features when j is in i's rank list (see KReciprocalWeightsParams): true with the

@@ -169,7 +169,7 @@ void weights_binding(const py::object& indptr, const py::object& indices, const 
     p.source = KReciprocalSource::kFeatures;
     p.dtype = x.dtype;
     p.features = x.data;
-    p.num_features = x.shape[0];
+    p.num_query = x.shape[0];
     p.dim = x.shape[1];
     p.feature_row_stride = x.strides[0];
     if (x.shape[0] < N) {
