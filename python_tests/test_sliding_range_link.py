@@ -207,6 +207,29 @@ def test_nan_features_raise():
         sliding_range_link(_nan_features(), np.arange(6) // 2)
 
 
+@pytest.mark.parametrize("mutual_k", [None, 1])
+def test_float32_cosine_exactly_at_the_threshold(mutual_k):
+    """A float32 cosine s links at threshold s (as a float64) and at anything below it, but not at
+    a float64 strictly between s and the next float32: the kernel compares in float32, so it must
+    round the threshold up to a float32, never to the nearest one."""
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [1.5, 2.0, 2.5, 4.5]], dtype=np.float32)
+
+    def linked(threshold):
+        return len(sliding_range_link(x, [0, 1], window=2, stride=1, threshold=threshold, mutual_k=mutual_k)[1]) == 1
+
+    # The kernel's cosine: the largest float32 threshold that links (bisection over float32 bits).
+    low, high = np.float32(0.5).view(np.int32), np.float32(1.5).view(np.int32)
+    assert linked(float(np.int32(low).view(np.float32))) and not linked(float(np.int32(high).view(np.float32)))
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if linked(float(np.int32(middle).view(np.float32))) else (low, middle)
+    s = float(np.int32(low).view(np.float32))
+    gap = float(np.spacing(np.float32(s)))
+    assert 0.9 < s < 1.0
+    assert linked(s) and linked(s - gap / 4)
+    assert not linked(s + gap / 4) and not linked(s + gap / 2)
+
+
 @pytest.mark.parametrize("dtype,exponents", [(np.float32, (100, -100, 0)), (np.float64, (600, -600, 0))])
 def test_rows_out_of_float_range_give_the_same_links(dtype, exponents):
     """Rows times 2^100 (squares past float32), 2^-100 (below its normal range) or the float64

@@ -35,7 +35,7 @@ def prepare_features(features: Any, dtype: str, cosine: bool = False) -> Any:
 
     ``cosine``: the kernel compares rows by cosine, so rows whose squares leave float32's range
     must be rescaled (:func:`cion_fast._xp.rows_in_range`). The CPU kernels do it in the norm pass
-    they make anyway (``rows_for_cosine`` in csrc/cpu/dot_block.h: one read of the rows, not two;
+    they make anyway (``rows_for_cosine`` in csrc/cpu/cosine.h: one read of the rows, not two;
     at 100,000 identities that pass here was 11 % of sliding_range_link's time); for CUDA it is
     done here.
     """

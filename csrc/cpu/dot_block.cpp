@@ -5,17 +5,12 @@
 // CPUs, float32 blocks go through a 16-lane copy that computes two entries per register.
 #include "cpu/dot_block.h"
 
-#include <algorithm>
-#include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
-#include "common/check.h"
 #include "common/cpu_features.h"
-#include "common/parallel.h"
 
 #if defined(CION_X86_DISPATCH)
 #include <immintrin.h>
@@ -288,83 +283,6 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512_pairs(con
 
 #endif
 
-// The sum of squares of a row in float64. Eight independent partial sums: the adds overlap instead
-// of waiting on one another (a single running sum made this loop as slow as the similarity pass it
-// prepares).
-template <class T>
-double squared_norm(const T* row, int64_t dim) {
-  constexpr int kLanes = 8;
-  double lanes[kLanes] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= dim; d += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += static_cast<double>(row[d + l]) * static_cast<double>(row[d + l]);
-  double sum = 0.0;
-  for (; d < dim; ++d) sum += static_cast<double>(row[d]) * static_cast<double>(row[d]);
-  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-  return sum;
-}
-
-// Whether a row's squared norm (summed in float64) calls for a look at the row: outside
-// [2^-60, 2^60], or not finite (a NaN or inf entry, or float64 squares past the range). A sum of 0
-// is an all-zero row for float32 (whose squares cannot vanish in float64), which the kernels give
-// similarity 0; for float64 it may be squares that vanished, so those rows are looked at too.
-// The squares of the safe norms [2^-30, 2^30] (_LARGEST_SAFE_NORM and _SMALLEST_SAFE_NORM of
-// cion_fast/_xp.py, which the CUDA path and re-ranking use).
-constexpr double kLargestSafeSquaredNorm = 0x1p60;
-constexpr double kSmallestSafeSquaredNorm = 0x1p-60;
-
-template <class T>
-bool out_of_range(double sum) {
-  const bool zero_is_fine = std::is_same_v<T, float>;
-  return !(sum <= kLargestSafeSquaredNorm) || (sum < kSmallestSafeSquaredNorm && (sum > 0.0 || !zero_is_fine));
-}
-
-template <class T>
-T inverse_norm(double sum) {
-  return sum > 0.0 ? static_cast<T>(1.0 / std::sqrt(sum)) : T(0);
-}
-
-// The rare pass behind rows_for_cosine: `scaled` = x with each out-of-range row times 2^-e, e the
-// exponent of its largest magnitude (frexp: peak = m 2^e, m in [0.5, 1)); ldexp is exact.
-template <class T>
-const T* rescaled_rows(const T* x, int64_t rows, int64_t dim, T* inv_norm, std::vector<T>* scaled, const char* name) {
-  scaled->assign(x, x + rows * dim);
-  std::atomic<bool> finite{true};
-  parallel_for(rows, 1024, [&](int64_t r) {
-    T* row = scaled->data() + r * dim;
-    if (!out_of_range<T>(squared_norm(row, dim))) return;
-    double peak = 0.0;
-    bool finite_row = true;
-    for (int64_t d = 0; d < dim; ++d) {
-      const double magnitude = std::fabs(static_cast<double>(row[d]));
-      finite_row &= std::isfinite(magnitude);
-      peak = std::max(peak, magnitude);
-    }
-    if (!finite_row) {
-      finite.store(false, std::memory_order_relaxed);
-      return;
-    }
-    if (peak == 0.0) return;  // an all-zero row
-    int exponent = 0;
-    std::frexp(peak, &exponent);
-    for (int64_t d = 0; d < dim; ++d) row[d] = std::ldexp(row[d], -exponent);
-    inv_norm[r] = inverse_norm<T>(squared_norm(row, dim));
-  });
-  CION_CHECK(finite.load(), name, " contains NaN or inf values");
-  return scaled->data();
-}
-
-template <class T>
-const T* cosine_rows(const T* x, int64_t rows, int64_t dim, T* inv_norm, std::vector<T>* scaled, const char* name) {
-  std::atomic<bool> in_range{true};
-  parallel_for(rows, 1024, [&](int64_t r) {
-    const double sum = squared_norm(x + r * dim, dim);
-    if (out_of_range<T>(sum)) in_range.store(false, std::memory_order_relaxed);
-    inv_norm[r] = inverse_norm<T>(sum);
-  });
-  return in_range.load() ? x : rescaled_rows(x, rows, dim, inv_norm, scaled, name);
-}
-
 template <class T>
 using BlockFn = void (*)(const T*, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, T*, int64_t);
 
@@ -413,16 +331,6 @@ void dot_block(const float* a, int64_t lda, int64_t na, const float* b, int64_t 
 void dot_block(const double* a, int64_t lda, int64_t na, const double* b, int64_t ldb, int64_t nb,
                int64_t dim, double* out, int64_t ldo) {
   dispatch_block(a, lda, na, b, ldb, nb, dim, out, ldo);
-}
-
-const float* rows_for_cosine(const float* x, int64_t rows, int64_t dim, float* inv_norm, std::vector<float>* scaled,
-                             const char* name) {
-  return cosine_rows(x, rows, dim, inv_norm, scaled, name);
-}
-
-const double* rows_for_cosine(const double* x, int64_t rows, int64_t dim, double* inv_norm,
-                              std::vector<double>* scaled, const char* name) {
-  return cosine_rows(x, rows, dim, inv_norm, scaled, name);
 }
 
 }  // namespace cion

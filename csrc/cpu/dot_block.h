@@ -13,7 +13,6 @@
 //   the same operations per entry (the same bits).
 #pragma once
 #include <cstdint>
-#include <vector>
 
 namespace cion {
 
@@ -23,19 +22,6 @@ void dot_block(const float* a, int64_t lda, int64_t na, const float* b, int64_t 
                int64_t dim, float* out, int64_t ldo);
 void dot_block(const double* a, int64_t lda, int64_t na, const double* b, int64_t ldb, int64_t nb,
                int64_t dim, double* out, int64_t ldo);
-
-// The rows of x [rows, dim] that the cosine kernels take dot products of, and their inverse norms.
-// A row whose norm leaves [2^-30, 2^30] (squares that overflow or vanish in a float32 dot product)
-// is multiplied by the power of two that brings its largest entry into [0.5, 1), as
-// cion_fast._xp.rows_in_range does (the CUDA path calls that first): a cosine does not see a
-// row's scale, and a power of two changes no digit. Returns x itself or, only when such a row
-// exists, scaled->data() holding that copy; inv_norm[r] = 1 / ||row r|| of the rows returned (0
-// for an all-zero row), the squares summed in float64, parallel over rows. Throws ValueError
-// "<name> contains NaN or inf values". One read of the rows in the common case, not two.
-const float* rows_for_cosine(const float* x, int64_t rows, int64_t dim, float* inv_norm, std::vector<float>* scaled,
-                             const char* name);
-const double* rows_for_cosine(const double* x, int64_t rows, int64_t dim, double* inv_norm,
-                              std::vector<double>* scaled, const char* name);
 
 // Asks the memory system for [p, p + bytes) ahead of use (a no-op where unsupported). The pair
 // kernels read tracklets at random places; fetching the next pair's rows hides that latency.

@@ -3,7 +3,9 @@
 // Linking: OpenMP over work items (kRowsPerItem rows of one range, dynamic schedule: ranges differ
 // in size). An item computes its rows' similarity strip against the range in blocks of kColChunk
 // columns with dot_block, so the working memory is O(threads * kRowsPerItem * kColChunk) plus the
-// links found, whatever the number of identities. Each item keeps its links in its own buffer; one
+// links found, whatever the number of identities. Only cosines reaching the threshold can link or
+// enter a top-k buffer: a strip's rows are made cosines and screened 16 at a time (cosine.h), and
+// only the few that pass are looked at one by one. Each item keeps its links in its own buffer; one
 // pass finds them, and a copy in item order lays them out once the output is allocated. With
 // mutual_k, small ranges first collect the candidate pairs new to each of them (every distinct pair
 // computed once, although a pair lies in about window / stride ranges), assemble each range's list
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "common/parallel.h"
+#include "cpu/cosine.h"
 #include "cpu/dot_block.h"
 #include "cpu/top_k.h"
 #include "ops/sliding_range_link.h"
@@ -39,6 +42,13 @@ struct Candidate {
   T sim;
 };
 
+// A thread's working memory: one strip of dot products, the positions of its entries that pass.
+template <class T>
+struct Scratch {
+  std::vector<T> block = std::vector<T>(kRowsPerItem * kColChunk);
+  std::vector<int32_t> passing = std::vector<int32_t>(kColChunk + 16);
+};
+
 template <class T>
 struct Linker {
   const SlidingRangeLinkParams& p;
@@ -46,13 +56,15 @@ struct Linker {
   const T* x;
   const T* inv;
   T* kth;
+  T at_least;  // a cosine passes the threshold when at least this (cosine.h)
 
   explicit Linker(const SlidingRangeLinkParams& params)
       : p(params),
         g{params.window, params.stride, params.num_videos},
         x(static_cast<const T*>(params.features)),
         inv(static_cast<const T*>(params.inv_norm)),
-        kth(static_cast<T*>(params.kth)) {}
+        kth(static_cast<T*>(params.kth)),
+        at_least(at_least_in<T>(params.threshold)) {}
 
   int64_t range_begin(int64_t r) const { return p.video_start[g.first_rank(r)]; }
   int64_t range_end(int64_t r) const { return p.video_start[g.end_rank(r)]; }
@@ -65,12 +77,21 @@ struct Linker {
     *row = range_begin(*range) + (item - p.item_offsets[*range]) * kRowsPerItem;
   }
 
-  // cos(f_i, f_j) for the rows [i0, i1) x [j0, j1), into block (row-major, leading dim j1 - j0).
-  void similarities(int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* block) const {
+  // visit(i, j, sim) for the pairs of rows [i0, i1) x columns [max(j0, first(i)), j1) whose cosine
+  // reaches the threshold (only those can make links or enter a top-k buffer), in (i, j) order.
+  // The dot products come in one block; a row's cosines are taken and screened 16 at a time.
+  template <class First, class Visit>
+  void passing_pairs(int64_t i0, int64_t i1, int64_t j0, int64_t j1, First first, Scratch<T>& s, Visit visit) const {
     const int64_t nj = j1 - j0;
-    dot_block(x + i0 * p.dim, p.dim, i1 - i0, x + j0 * p.dim, p.dim, nj, p.dim, block, nj);
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = j0; j < j1; ++j) block[(i - i0) * nj + (j - j0)] *= inv[i] * inv[j];
+    dot_block(x + i0 * p.dim, p.dim, i1 - i0, x + j0 * p.dim, p.dim, nj, p.dim, s.block.data(), nj);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t from = std::max(j0, first(i));
+      if (from >= j1) continue;
+      T* cosines = s.block.data() + (i - i0) * nj + (from - j0);
+      scale_to_cosines(cosines, j1 - from, inv[i], inv + from);
+      const int64_t count = positions_at_least(cosines, j1 - from, at_least, s.passing.data());
+      for (int64_t c = 0; c < count; ++c) visit(i, from + s.passing[c], cosines[s.passing[c]]);
+    }
   }
 
   bool mutual_in(int64_t r, int64_t i, int64_t j, T sim) const {
@@ -79,7 +100,7 @@ struct Linker {
 
   // Does range r emit the candidate pair (i < j, different videos, both in r)?
   bool emits(int64_t r, int64_t i, int64_t j, T sim) const {
-    if (!(static_cast<double>(sim) >= p.threshold)) return false;
+    if (!(sim >= at_least)) return false;
     if (p.mutual_k == 0) return true;  // the caller only visits pairs new to range r
     if (!mutual_in(r, i, j, sim)) return false;
     for (int64_t earlier = g.first_range_of_rank(p.video_rank[j]); earlier < r; ++earlier)
@@ -88,9 +109,9 @@ struct Linker {
   }
 
   // Only similarities reaching the threshold can make links, so only those enter the top-k
-  // buffers: with at least mutual_k of them the k-th largest is the threshold that matters, with
-  // fewer the true one is below the link threshold and -inf is equivalent.
-  bool offer(T sim) const { return static_cast<double>(sim) >= p.threshold; }
+  // buffers (passing_pairs gives no others): with at least mutual_k of them the k-th largest is the
+  // threshold that matters, with fewer the true one is below the link threshold and -inf is
+  // equivalent.
   void store_threshold(int64_t r, int64_t i, TopK<T>& top) const {
     kth[entry(r, i)] = top.size() >= p.mutual_k ? top.kth_largest() : -std::numeric_limits<T>::infinity();
   }
@@ -102,21 +123,16 @@ struct Linker {
   // Appends to `out` range r's candidate pairs (i < j, different videos, cosine at least the
   // threshold: the only ones that reach a top-k buffer or link) with j >= lowest, computed in
   // strips of kRowsPerItem rows.
-  void collect_candidates(int64_t r, int64_t lowest, std::vector<T>& block, std::vector<Candidate<T>>& out) const {
+  void collect_candidates(int64_t r, int64_t lowest, Scratch<T>& s, std::vector<Candidate<T>>& out) const {
     const int64_t b = range_begin(r), e = range_end(r);
+    const int64_t* video = p.video_rank;
     for (int64_t i0 = b; i0 < e; i0 += kRowsPerItem) {
       const int64_t i1 = std::min(i0 + kRowsPerItem, e);
-      for (int64_t j0 = std::max(lowest, i0); j0 < e; j0 += kColChunk) {
-        const int64_t j1 = std::min(j0 + kColChunk, e);
-        similarities(i0, i1, j0, j1, block.data());
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t video = p.video_rank[i];
-          for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
-            const T sim = block[(i - i0) * (j1 - j0) + (j - j0)];
-            if (p.video_rank[j] != video && offer(sim)) out.push_back({i, j, sim});
-          }
-        }
-      }
+      for (int64_t j0 = std::max(lowest, i0); j0 < e; j0 += kColChunk)
+        passing_pairs(i0, i1, j0, std::min(j0 + kColChunk, e), [](int64_t i) { return i + 1; }, s,
+                      [&](int64_t i, int64_t j, T sim) {
+                        if (video[j] != video[i]) out.push_back({i, j, sim});
+                      });
     }
   }
 
@@ -151,24 +167,19 @@ struct Linker {
 
   // kth[e(r, i)] for one item's rows (ranges too large for a candidate list): the full strip of the
   // rows against the range.
-  void item_thresholds(int64_t item, std::vector<T>& block, std::vector<TopK<T>>& top) const {
+  void item_thresholds(int64_t item, Scratch<T>& s, std::vector<TopK<T>>& top) const {
     int64_t r, i0;
     locate(item, &r, &i0);
     const int64_t b = range_begin(r), e = range_end(r);
     const int64_t i1 = std::min(i0 + kRowsPerItem, e);
     if (static_cast<int64_t>(top.size()) < kRowsPerItem) top.resize(kRowsPerItem);
     for (int64_t i = i0; i < i1; ++i) top[i - i0].reset(p.mutual_k);
-    for (int64_t j0 = b; j0 < e; j0 += kColChunk) {
-      const int64_t j1 = std::min(j0 + kColChunk, e);
-      similarities(i0, i1, j0, j1, block.data());
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t video = p.video_rank[i];
-        for (int64_t j = j0; j < j1; ++j) {
-          const T sim = block[(i - i0) * (j1 - j0) + (j - j0)];
-          if (p.video_rank[j] != video && offer(sim)) top[i - i0].push(sim);
-        }
-      }
-    }
+    const int64_t* video = p.video_rank;
+    for (int64_t j0 = b; j0 < e; j0 += kColChunk)
+      passing_pairs(i0, i1, j0, std::min(j0 + kColChunk, e), [b](int64_t) { return b; }, s,
+                    [&](int64_t i, int64_t j, T sim) {
+                      if (video[j] != video[i]) top[i - i0].push(sim);
+                    });
     for (int64_t i = i0; i < i1; ++i) store_threshold(r, i, top[i - i0]);
   }
 
@@ -189,7 +200,7 @@ struct Linker {
   }
 
   // Appends the links the item's rows emit to `out`, in (i, j) order (`rows` is per-row scratch).
-  void links(int64_t item, std::vector<T>& block, std::vector<int64_t> (&rows)[kRowsPerItem],
+  void links(int64_t item, Scratch<T>& s, std::vector<int64_t> (&rows)[kRowsPerItem],
              std::vector<int64_t>& out) const {
     int64_t r, i0;
     locate(item, &r, &i0);
@@ -199,18 +210,13 @@ struct Linker {
     const int64_t lowest = (p.mutual_k == 0 && r > 0) ? range_end(r - 1) : range_begin(r);
     auto first_candidate = [&](int64_t i) { return std::max(lowest, p.video_start[p.video_rank[i] + 1]); };
     for (int64_t i = i0; i < i1; ++i) rows[i - i0].clear();
-    for (int64_t j0 = first_candidate(i0); j0 < e; j0 += kColChunk) {
-      const int64_t j1 = std::min(j0 + kColChunk, e);
-      similarities(i0, i1, j0, j1, block.data());
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t j = std::max(j0, first_candidate(i)); j < j1; ++j) {
-          if (emits(r, i, j, block[(i - i0) * (j1 - j0) + (j - j0)])) {
-            rows[i - i0].push_back(i);
-            rows[i - i0].push_back(j);
-          }
+    for (int64_t j0 = first_candidate(i0); j0 < e; j0 += kColChunk)
+      passing_pairs(i0, i1, j0, std::min(j0 + kColChunk, e), first_candidate, s, [&](int64_t i, int64_t j, T sim) {
+        if (emits(r, i, j, sim)) {
+          rows[i - i0].push_back(i);
+          rows[i - i0].push_back(j);
         }
-      }
-    }
+      });
     out.clear();
     for (int64_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i - i0].begin(), rows[i - i0].end());
   }
@@ -248,7 +254,7 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
 #pragma omp parallel
 #endif
   {
-    std::vector<T> block(kRowsPerItem * kColChunk);
+    Scratch<T> scratch;
     if (p.mutual_k > 0) {
       std::vector<TopK<T>> top;
 #if defined(CION_FAST_WITH_OPENMP)
@@ -256,7 +262,7 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
 #endif
       for (int64_t r = 0; r < p.num_ranges; ++r) {
         if (!small(r)) continue;
-        linker.collect_candidates(r, linker.first_new_row(r), block, fresh[r]);
+        linker.collect_candidates(r, linker.first_new_row(r), scratch, fresh[r]);
         fresh_kept[r] = keep(fresh[r]);
       }  // implicit barrier: every range's new pairs are in before any range assembles
 #if defined(CION_FAST_WITH_OPENMP)
@@ -265,7 +271,7 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
       for (int64_t r = 0; r < p.num_ranges; ++r) {
         if (!small(r)) continue;
         if (!linker.assemble_candidates(r, fresh, fresh_kept, candidates[r]))
-          linker.collect_candidates(r, linker.range_begin(r), block, candidates[r]);
+          linker.collect_candidates(r, linker.range_begin(r), scratch, candidates[r]);
         linker.thresholds_from(r, candidates[r], top);
         kept[r] = keep(candidates[r]);
       }
@@ -273,7 +279,7 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
 #pragma omp for schedule(dynamic, 1)
 #endif
       for (int64_t item = 0; item < p.num_items; ++item)
-        if (!small(range_of(item))) linker.item_thresholds(item, block, top);
+        if (!small(range_of(item))) linker.item_thresholds(item, scratch, top);
     }  // the loop's implicit barrier: every threshold is written before any is read below
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1) nowait
@@ -285,7 +291,7 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (int64_t item = 0; item < p.num_items; ++item)
-      if (lists == 0 || !kept[range_of(item)]) linker.links(item, block, rows, found[item]);
+      if (lists == 0 || !kept[range_of(item)]) linker.links(item, scratch, rows, found[item]);
   }
   std::vector<int64_t> start(p.num_items + 1, 0);
   for (int64_t item = 0; item < p.num_items; ++item)

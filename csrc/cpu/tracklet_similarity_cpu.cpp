@@ -10,8 +10,8 @@
 // last-level cache, and by a within a block: a's rows stay in L1/L2 across its consecutive pairs
 // and the random reads of b's rows hit the cache. The next pair's rows are prefetched.
 //
-// The block loops below (scaling, lane extremes) run in AVX-512 / AVX2 copies; compare-and-select
-// vectorises only without trapping maths, and no rounding changes (see cpu_features.h).
+// The lane extremes run in AVX-512 / AVX2 copies; compare-and-select vectorises only without
+// trapping maths (see cpu_features.h). The scaling and screening are cosine.h's.
 #include "common/cpu_features.h"
 CION_SIMD_CLONES_SAME_ROUNDING
 
@@ -19,17 +19,13 @@ CION_SIMD_CLONES_SAME_ROUNDING
 #include <atomic>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "common/parallel.h"
+#include "cpu/cosine.h"
 #include "cpu/dot_block.h"
 #include "cpu/top_k.h"
 #include "ops/tracklet_similarity.h"
-
-#if defined(CION_X86_DISPATCH)
-#include <immintrin.h>
-#endif
 
 namespace cion {
 namespace {
@@ -49,12 +45,6 @@ struct PairScratch {
 
 // ---- leaf loops over a block and its rows (one ISA copy each) -----------------------------------
 
-// row[j] *= inv_i * inv_b[j]: cosines from dot products.
-template <class T>
-CION_SIMD_CLONES void scale_row(T* row, int64_t n, T inv_i, const T* inv_b) {
-  for (int64_t j = 0; j < n; ++j) row[j] *= inv_i * inv_b[j];
-}
-
 // Entries per group of lane_extremes: the groups of a block are its entries by residue modulo 16.
 constexpr int kLanes = 16;
 
@@ -72,43 +62,6 @@ CION_SIMD_CLONES void lane_extremes(const T* x, int64_t n, T init, T* lane) {
       lane[l] = (Larger ? lane[l] < v : v < lane[l]) ? v : lane[l];
     }
   for (int l = 0; j + l < n; ++l) lane[l] = Larger ? std::max(lane[l], x[j + l]) : std::min(lane[l], x[j + l]);
-}
-
-// The values of x[0, n) at least `bound` (NaN never), in order, into out; returns their count.
-template <class T>
-int64_t values_at_least_scalar(const T* x, int64_t n, T bound, T* out) {
-  int64_t count = 0;
-  for (int64_t j = 0; j < n; ++j)
-    if (x[j] >= bound) out[count++] = x[j];
-  return count;
-}
-
-#if defined(CION_X86_DISPATCH)
-// Few values pass (the top-k's screening bound): 16 tested per compare, stored only when one passes.
-__attribute__((target("avx512f"))) int64_t values_at_least_avx512(const float* x, int64_t n, float bound,
-                                                                  float* out) {
-  const __m512 low = _mm512_set1_ps(bound);
-  int64_t count = 0, j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m512 v = _mm512_loadu_ps(x + j);
-    const __mmask16 keep = _mm512_cmp_ps_mask(v, low, _CMP_GE_OQ);
-    if (keep == 0) continue;
-    _mm512_storeu_ps(out + count, _mm512_maskz_compress_ps(keep, v));
-    count += __builtin_popcount(keep);
-  }
-  return count + values_at_least_scalar(x + j, n - j, bound, out + count);
-}
-#endif
-
-// out needs n + 16 entries (the AVX-512 copy stores 16 lanes at a time).
-template <class T>
-int64_t values_at_least(const T* x, int64_t n, T bound, T* out) {
-#if defined(CION_X86_DISPATCH)
-  if constexpr (std::is_same_v<T, float>) {
-    if (cpu_has_avx512f()) return values_at_least_avx512(x, n, bound, out);
-  }
-#endif
-  return values_at_least_scalar(x, n, bound, out);
 }
 
 template <class T>
@@ -134,7 +87,7 @@ struct PairKernel {
         dot_block(features_a + i0 * dim, dim, ni, features_b + j0 * dim, dim, nj, dim, s.block.data(), nj);
         T* block = s.block.data();
         if (inv_a) {
-          for (int64_t i = 0; i < ni; ++i) scale_row(block + i * nj, nj, inv_a[i0 + i], inv_b + j0);
+          for (int64_t i = 0; i < ni; ++i) scale_to_cosines(block + i * nj, nj, inv_a[i0 + i], inv_b + j0);
         }
         // The block is contiguous ([ni, nj], row stride nj): reduced as one array.
         T lane[kLanes];

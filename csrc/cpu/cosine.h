@@ -1,0 +1,63 @@
+// Cosines from blocks of dot products on the CPU, shared by the tracklet kernels
+// (tracklet_similarity, sliding_range_link): the rows' inverse norms, the scaling of a block's
+// dot products into cosines, and the screening of a block for the few entries that matter.
+//
+// The loops run in AVX-512 / AVX2 copies where the CPU has them (cpu_features.h), with the
+// baseline copy's roundings: every copy gives the same bits.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace cion {
+
+// The rows of x [rows, dim] that the cosine kernels take dot products of, and their inverse norms.
+// A row whose norm leaves [2^-30, 2^30] (squares that overflow or vanish in a float32 dot product)
+// is multiplied by the power of two that brings its largest entry into [0.5, 1), as
+// cion_fast._xp.rows_in_range does (the CUDA path calls that first): a cosine does not see a
+// row's scale, and a power of two changes no digit. Returns x itself or, only when such a row
+// exists, scaled->data() holding that copy; inv_norm[r] = 1 / ||row r|| of the rows returned (0
+// for an all-zero row), the squares summed in float64 (eight partial sums per row, in a fixed
+// order), parallel over rows. Throws ValueError "<name> contains NaN or inf values". One read of
+// the rows in the common case, not two.
+const float* rows_for_cosine(const float* x, int64_t rows, int64_t dim, float* inv_norm, std::vector<float>* scaled,
+                             const char* name);
+const double* rows_for_cosine(const double* x, int64_t rows, int64_t dim, double* inv_norm,
+                              std::vector<double>* scaled, const char* name);
+
+// row[j] *= inv_i * inv_cols[j] for j < n: a row of dot products made cosines, rounded as
+// dot * (inv_i * inv_j) everywhere (row and inv_cols do not overlap).
+void scale_to_cosines(float* row, int64_t n, float inv_i, const float* inv_cols);
+void scale_to_cosines(double* row, int64_t n, double inv_i, const double* inv_cols);
+
+// The values of x[0, n) at least `bound` (NaN never), in order, into out; returns their count.
+// out holds n + 16 entries (16 lanes are stored at a time).
+int64_t values_at_least(const float* x, int64_t n, float bound, float* out);
+int64_t values_at_least(const double* x, int64_t n, double bound, double* out);
+
+// The positions j of the values x[j] >= bound (NaN never) in x[0, n), increasing, into out;
+// returns their count. n < 2^31; out holds n + 16 entries.
+int64_t positions_at_least(const float* x, int64_t n, float bound, int32_t* out);
+int64_t positions_at_least(const double* x, int64_t n, double bound, int32_t* out);
+
+// The smallest T that compares at least `threshold` as a double: `static_cast<double>(v) >=
+// threshold` is `v >= at_least_in<T>(threshold)`, so a kernel compares in its own type (and 16
+// lanes at a time). NaN gives NaN (nothing passes).
+template <class T>
+T at_least_in(double threshold) {
+  if constexpr (std::is_same_v<T, double>) {
+    return threshold;
+  } else {
+    constexpr T kLargest = std::numeric_limits<T>::max();
+    if (std::isnan(threshold)) return std::numeric_limits<T>::quiet_NaN();
+    if (threshold > kLargest) return std::numeric_limits<T>::infinity();
+    if (threshold < -kLargest) return -kLargest;
+    T v = static_cast<T>(threshold);  // rounded to nearest: possibly below the threshold
+    if (static_cast<double>(v) < threshold) v = std::nextafter(v, std::numeric_limits<T>::infinity());
+    return v;
+  }
+}
+
+}  // namespace cion
