@@ -120,19 +120,36 @@ struct Linker {
   // r - 1, so the pair is in no earlier range (each distinct pair is new to exactly one range).
   int64_t first_new_row(int64_t r) const { return r > 0 ? std::max(range_begin(r), range_end(r - 1)) : range_begin(r); }
 
+  // The first row of the video after row i's: pairs of i with any earlier row are not candidates.
+  int64_t next_video_row(int64_t i) const { return p.video_start[p.video_rank[i] + 1]; }
+
+  // The end of the strip of rows that starts at i0 (< e): whole videos while they fit in
+  // kRowsPerItem rows (a longer video in pieces of kRowsPerItem). The strip's columns then start
+  // at the next video, so almost no same-video or lower-triangle pair is computed and dropped
+  // (strips of a fixed kRowsPerItem rows computed ~20 % more pairs than the candidates).
+  int64_t strip_end(int64_t i0, int64_t e) const {
+    int64_t i1 = i0;
+    while (i1 < e) {
+      const int64_t video_end = std::min(next_video_row(i1), e);
+      if (video_end - i0 <= kRowsPerItem)
+        i1 = video_end;
+      else
+        return i1 > i0 ? i1 : i0 + kRowsPerItem;
+    }
+    return i1;
+  }
+
   // Appends to `out` range r's candidate pairs (i < j, different videos, cosine at least the
   // threshold: the only ones that reach a top-k buffer or link) with j >= lowest, computed in
-  // strips of kRowsPerItem rows.
+  // strips of whole videos.
   void collect_candidates(int64_t r, int64_t lowest, Scratch<T>& s, std::vector<Candidate<T>>& out) const {
     const int64_t b = range_begin(r), e = range_end(r);
-    const int64_t* video = p.video_rank;
-    for (int64_t i0 = b; i0 < e; i0 += kRowsPerItem) {
-      const int64_t i1 = std::min(i0 + kRowsPerItem, e);
-      for (int64_t j0 = std::max(lowest, i0); j0 < e; j0 += kColChunk)
-        passing_pairs(i0, i1, j0, std::min(j0 + kColChunk, e), [](int64_t i) { return i + 1; }, s,
-                      [&](int64_t i, int64_t j, T sim) {
-                        if (video[j] != video[i]) out.push_back({i, j, sim});
-                      });
+    auto first = [this](int64_t i) { return next_video_row(i); };  // later videos only: j > i
+    for (int64_t i0 = b, i1; i0 < e; i0 = i1) {
+      i1 = strip_end(i0, e);
+      for (int64_t j0 = std::max(lowest, first(i0)); j0 < e; j0 += kColChunk)
+        passing_pairs(i0, i1, j0, std::min(j0 + kColChunk, e), first, s,
+                      [&](int64_t i, int64_t j, T sim) { out.push_back({i, j, sim}); });
     }
   }
 
@@ -208,7 +225,7 @@ struct Linker {
     const int64_t i1 = std::min(i0 + kRowsPerItem, e);
     // Without mutual_k only pairs with j beyond the previous range are new to this one.
     const int64_t lowest = (p.mutual_k == 0 && r > 0) ? range_end(r - 1) : range_begin(r);
-    auto first_candidate = [&](int64_t i) { return std::max(lowest, p.video_start[p.video_rank[i] + 1]); };
+    auto first_candidate = [&](int64_t i) { return std::max(lowest, next_video_row(i)); };
     for (int64_t i = i0; i < i1; ++i) rows[i - i0].clear();
     for (int64_t j0 = first_candidate(i0); j0 < e; j0 += kColChunk)
       passing_pairs(i0, i1, j0, std::min(j0 + kColChunk, e), first_candidate, s, [&](int64_t i, int64_t j, T sim) {
