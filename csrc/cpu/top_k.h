@@ -41,8 +41,17 @@ class TopK {
   T block_bound(const T* group_max, int64_t groups) const {
     T bound = k_ <= kSmallK && size() == k_ ? values_.front() : -std::numeric_limits<T>::infinity();
     if (k_ > kSmallK || groups < k_) return bound;
-    T maxima[kSmallK];  // the k largest group maxima, descending
-    std::partial_sort_copy(group_max, group_max + groups, maxima, maxima + k_, std::greater<T>());
+    // The k largest group maxima, descending, by insertion: most maxima fail the one compare with
+    // the k-th held (a heap, std::partial_sort_copy, took 4 % of topk_mean's time).
+    T maxima[kSmallK];
+    int64_t held = 0;
+    for (int64_t g = 0; g < groups; ++g) {
+      const T v = group_max[g];
+      if (held == k_ && !(v > maxima[k_ - 1])) continue;
+      int64_t i = held < k_ ? held++ : k_ - 1;
+      for (; i > 0 && maxima[i - 1] < v; --i) maxima[i] = maxima[i - 1];
+      maxima[i] = v;
+    }
     return std::max(bound, maxima[k_ - 1]);
   }
 
