@@ -154,19 +154,23 @@ def as_torch(array: Any, device: str):
 def equivalent_gemm(flops: float, device: str, dim: int = 256) -> Callable[[], Any]:
     """Float32 matrix products worth ``flops`` ([8192, dim] @ [dim, 1024] tiles, results dropped):
     the floor of an op whose unavoidable work is that many dot-product FLOPs, at this machine's
-    GEMM rate (MKL/oneDNN or cuBLAS, near the hardware's peak)."""
+    GEMM rate (MKL/oneDNN or cuBLAS, near the hardware's peak). Every tile is written into one
+    buffer: a fresh [8192, 1024] output is 32 MiB of new pages (8,192 page faults on a CPU without
+    huge pages), which made this floor 1.3-1.55x slower than the GEMM on the 2-core Xeon, by an
+    amount that changed from run to run (benchmarks/NOTES.md)."""
     import torch
 
     columns, tile = 1024, 8192
     rows = max(1, int(round(flops / (2.0 * dim * columns))))
     a = torch.randn(min(rows, tile), dim, device=device)
     b = torch.randn(dim, columns, device=device)
+    out = torch.empty(min(rows, tile), columns, device=device)
     repeats, rest = divmod(rows, tile) if rows > tile else (1, 0)
-    tail = a[:rest]
+    tail, tail_out = a[:rest], out[:rest]
 
     def run():
         for _ in range(repeats):
-            a @ b
+            torch.matmul(a, b, out=out)
         if rest:
-            tail @ b
+            torch.matmul(tail, b, out=tail_out)
     return run
