@@ -134,13 +134,13 @@ def sliding_range_link(
     On CUDA the call waits once, to read the number of links before allocating them (with the
     caller's library, like every output).
 
-    Speed: the floor is one dot product per distinct cross-video pair in a range, as a GEMM. The
-    CPU kernel computes each distinct pair once but in per-range blocks that also hold same-video
-    pairs, in small register tiles below the BLAS rate, plus the rows' norms and, with
-    ``mutual_k``, each range's candidate lists and top-k: on a 2-core AMD EPYC, 1.5-1.9x the floor
-    at 100,000 identities, 1.3-2.3x at 400,000, the floor itself moving between runs; on a 2-core
-    Intel Xeon, whose BLAS runs twice the EPYC's rate, 2.5-2.7x (2.7-3.1x with ``mutual_k``) at
-    100,000 and 3.1-3.3x (3.7-4.05x) at 400,000 (benchmarks/NOTES.md, issue 27).
+    Speed: the floor is one dot product per distinct cross-video pair in a range, as a GEMM at the
+    BLAS rate. The CPU kernel computes each distinct pair about once (with ``mutual_k``, in strips
+    of whole videos: 1.01 dot products per candidate pair), in small register tiles that sum each
+    entry across 8 lanes and run at about half the BLAS rate, plus the rows' norms, the screening
+    of each strip for cosines reaching the threshold and, with ``mutual_k``, each range's candidate
+    lists and top-k: on a 2-core Intel Xeon, 3.1-3.2x the floor at 100,000 identities (52-57 ms)
+    and 3.2-3.6x at 400,000 (0.21-0.23 s) (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np

@@ -156,15 +156,14 @@ def tracklet_similarity(
     On CUDA the call waits for the kernels to finish (it reads back the NaN flag).
 
     Speed: the floor is a GEMM worth the useful dot products (every frame pair of every asked
-    pair). ``max``/``min``/``topk_mean`` stay above it by the pairs' ragged, small cosine blocks
-    (register tiles of 4 x 6 frames, 4 x 3 without AVX-512VL, each entry ending in a sum across 8
-    lanes; on Intel's AVX-512 CPUs, two entries per 16-lane register) and the reduction of each
-    block (the top-k inserts only values at least the k-th largest of 16 group maxima): on a
-    2-core AMD EPYC, 1.1-1.45x the floor at 1,000 tracklets and 50,000 pairs, 1.2-1.8x (``max``)
-    and 1.4-2.15x (``topk_mean``) at 4,000 and 200,000, the floor itself moving between runs; on a
-    2-core Intel Xeon, whose BLAS runs twice the EPYC's rate, 2.7-3.0x and 3.4-3.6x at 4,000 and
-    200,000. ``mean`` and ``centroid`` reduce each tracklet first and are bound by reading the
-    frames, not by the GEMM (benchmarks/NOTES.md, issue 27).
+    pair) at the BLAS rate. ``max``/``min``/``topk_mean`` stay above it by the pairs' ragged, small
+    cosine blocks (register tiles of 4 x 6 frames, 4 x 3 without AVX-512VL, each entry ending in a
+    sum across 8 lanes; on Intel's AVX-512 CPUs, two entries per 16-lane register) and the
+    reduction of each block (the top-k inserts only values at least the k-th largest of 16 group
+    maxima): on a 2-core Intel Xeon, 2.3-2.65x the floor at 1,000 tracklets and 50,000 pairs and
+    2.8-3.4x at 4,000 and 200,000 (``topk_mean`` the highest). ``mean`` and ``centroid`` reduce
+    each tracklet first and are bound by reading the frames, not by the GEMM
+    (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
