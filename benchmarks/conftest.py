@@ -152,7 +152,7 @@ def as_torch(array: Any, device: str):
 
 
 def equivalent_gemm(flops: float, device: str, dim: int = 256) -> Callable[[], Any]:
-    """Float32 matrix products worth ``flops`` ([8192, dim] @ [dim, 1024] tiles, results dropped):
+    """Float32 matrix products worth ``flops`` ([8192, dim] @ [dim, 1024] tiles, results overwritten):
     the floor of an op whose unavoidable work is that many dot-product FLOPs, at this machine's
     GEMM rate (MKL/oneDNN or cuBLAS, near the hardware's peak). Every tile is written into one
     buffer: a fresh [8192, 1024] output is 32 MiB of new pages (8,192 page faults on a CPU without

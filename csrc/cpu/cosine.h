@@ -2,8 +2,9 @@
 // (tracklet_similarity, sliding_range_link): the rows' inverse norms, the scaling of a block's
 // dot products into cosines, and the screening of a block for the few entries that matter.
 //
-// The loops run in AVX-512 / AVX2 copies where the CPU has them (cpu_features.h), with the
-// baseline copy's roundings: every copy gives the same bits.
+// The norm and scaling loops run in AVX-512 / AVX2 copies where the CPU has them (cpu_features.h),
+// with the baseline copy's roundings: every copy gives the same bits. The screening has an AVX-512
+// path for float32 and a scalar one (compares only: the same positions and values).
 #pragma once
 #include <cmath>
 #include <cstdint>
