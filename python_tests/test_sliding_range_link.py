@@ -98,9 +98,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("videos,per_video,dim,window,stride,threshold,mutual_k", CASES)
-def test_matches_oracle(poisoned_outputs, videos, per_video, dim, window, stride, threshold, mutual_k):
-    features, video_ids = make_identities(videos, per_video, dim, seed=videos * 7 + per_video + dim)
+def test_matches_oracle(poisoned_outputs, videos, per_video, dim, window, stride, threshold, mutual_k, dtype):
+    """float32 runs the CPU's float32 dot-product copies (16-lane tiles on Intel's AVX-512), whose
+    entries must land at their own (i, j): the oracle takes the same float32 values in float64."""
+    features, video_ids = make_identities(videos, per_video, dim, seed=videos * 7 + per_video + dim, dtype=dtype)
     expected_links, expected_labels = oracle_link(features, video_ids, window, stride, threshold, mutual_k)
     labels, links = sliding_range_link(features, video_ids, window, stride, threshold, mutual_k)
     assert labels.dtype == np.int64 and labels.shape == (len(features),)
