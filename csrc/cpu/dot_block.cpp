@@ -2,7 +2,10 @@
 // accumulators in registers and streams both row sets once along d (RA + RB loads feed RA*RB
 // multiply-adds). 4 x 3 tiles use 12 of the 16 AVX2 registers for accumulators (4 x 6 with
 // AVX-512VL's 32); the rows and columns left over get tiles of their own size. On Intel's AVX-512
-// CPUs, float32 blocks go through a 16-lane copy that computes two entries per register.
+// CPUs, float32 blocks go through a 16-lane copy that computes two entries per register. Each
+// entry ends in a sum across its 8 lanes (4 for float64) by one fixed tree; the vector copies run
+// that tree for several accumulators at once (a quarter of a 256-long entry's instructions went to
+// reducing it one accumulator at a time).
 #include "cpu/dot_block.h"
 
 #include <cstdint>
