@@ -227,13 +227,22 @@ struct Linker {
     const int64_t lowest = (p.mutual_k == 0 && r > 0) ? range_end(r - 1) : range_begin(r);
     auto first_candidate = [&](int64_t i) { return std::max(lowest, next_video_row(i)); };
     for (int64_t i = i0; i < i1; ++i) rows[i - i0].clear();
-    for (int64_t j0 = first_candidate(i0); j0 < e; j0 += kColChunk)
-      passing_pairs(i0, i1, j0, std::min(j0 + kColChunk, e), first_candidate, s, [&](int64_t i, int64_t j, T sim) {
-        if (emits(r, i, j, sim)) {
-          rows[i - i0].push_back(i);
-          rows[i - i0].push_back(j);
-        }
-      });
+    auto keep = [&](int64_t i, int64_t j, T sim) {
+      if (emits(r, i, j, sim)) {
+        rows[i - i0].push_back(i);
+        rows[i - i0].push_back(j);
+      }
+    };
+    // Rows that share their first candidate (the rows before `lowest`, or one video's rows) form a
+    // strip whose columns start there: the item's 32 rows as one strip computed ~14 % more pairs
+    // than the candidates (100k identities).
+    for (int64_t s0 = i0, s1; s0 < i1; s0 = s1) {
+      const int64_t start = first_candidate(s0);
+      for (s1 = s0 + 1; s1 < i1 && first_candidate(s1) == start; ++s1) {
+      }
+      for (int64_t j0 = start; j0 < e; j0 += kColChunk)
+        passing_pairs(s0, s1, j0, std::min(j0 + kColChunk, e), first_candidate, s, keep);
+    }
     out.clear();
     for (int64_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i - i0].begin(), rows[i - i0].end());
   }
