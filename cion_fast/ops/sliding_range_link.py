@@ -139,8 +139,8 @@ def sliding_range_link(
     of whole videos: 1.01 dot products per candidate pair), in small register tiles that sum each
     entry across 8 lanes and run at about half the BLAS rate, plus the rows' norms, the screening
     of each strip for cosines reaching the threshold and, with ``mutual_k``, each range's candidate
-    lists and top-k: on a 2-core Intel Xeon, 3.0-3.2x the floor at 100,000 identities (48-58 ms)
-    and 3.2-3.6x at 400,000 (0.20-0.23 s) (benchmarks/NOTES.md, issue 27).
+    lists and top-k: on a 2-core Intel Xeon, 3.0-3.4x the floor at 100,000 identities (47-58 ms)
+    and 2.7-3.6x at 400,000 (0.19-0.23 s) (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np

@@ -160,8 +160,8 @@ def tracklet_similarity(
     cosine blocks (register tiles of 4 x 6 frames, 4 x 3 without AVX-512VL, each entry ending in a
     sum across 8 lanes; on Intel's AVX-512 CPUs, two entries per 16-lane register) and the
     reduction of each block (the top-k inserts only values at least the k-th largest of 16 group
-    maxima): on a 2-core Intel Xeon, 2.2-2.65x the floor at 1,000 tracklets and 50,000 pairs and
-    2.3-3.0x at 4,000 and 200,000 (``topk_mean`` 2.9-3.4x). ``mean`` and ``centroid`` reduce
+    maxima): on a 2-core Intel Xeon, 2.0-2.65x the floor at 1,000 tracklets and 50,000 pairs and
+    2.3-2.8x at 4,000 and 200,000 (``topk_mean`` 2.9-3.4x). ``mean`` and ``centroid`` reduce
     each tracklet first and are bound by reading the frames, not by the GEMM
     (benchmarks/NOTES.md, issue 27).
 
