@@ -41,18 +41,12 @@ class TopK {
   T block_bound(const T* group_max, int64_t groups) const {
     T bound = k_ <= kSmallK && size() == k_ ? values_.front() : -std::numeric_limits<T>::infinity();
     if (k_ > kSmallK || groups < k_) return bound;
-    // The k largest group maxima, descending, by insertion: most maxima fail the one compare with
-    // the k-th held (a heap, std::partial_sort_copy, took 4 % of topk_mean's time).
+    // The k largest group maxima, kept as push() keeps values: most fail the one compare with the
+    // k-th held (a heap, std::partial_sort_copy, took 4 % of topk_mean's time).
     T maxima[kSmallK];
     int64_t held = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-      const T v = group_max[g];
-      if (held == k_ && !(v > maxima[k_ - 1])) continue;
-      int64_t i = held < k_ ? held++ : k_ - 1;
-      for (; i > 0 && maxima[i - 1] < v; --i) maxima[i] = maxima[i - 1];
-      maxima[i] = v;
-    }
-    return std::max(bound, maxima[k_ - 1]);
+    for (int64_t g = 0; g < groups; ++g) keep_largest(maxima, held, k_, group_max[g]);
+    return std::max(bound, maxima[0]);
   }
 
   int64_t size() const { return static_cast<int64_t>(values_.size()); }
@@ -74,19 +68,26 @@ class TopK {
   }
 
  private:
-  void push_small(T v) {
-    const int64_t n = size();
-    if (n < k_) {
-      values_.insert(std::upper_bound(values_.begin(), values_.end(), v), v);
+  // held[0, count) ascending: the k largest values offered so far (count grows to k). Below k
+  // values v goes in after its equals; then v > held[0] drops the smallest and slides the ones
+  // below v down, anything else costs one compare.
+  static void keep_largest(T* held, int64_t& count, int64_t k, T v) {
+    if (count < k) {
+      int64_t i = count++;
+      for (; i > 0 && v < held[i - 1]; --i) held[i] = held[i - 1];
+      held[i] = v;
       return;
     }
-    if (!(v > values_.front())) return;
-    int64_t i = 0;  // drop the smallest, slide the ones below v down, put v in its place
-    while (i + 1 < n && values_[i + 1] < v) {
-      values_[i] = values_[i + 1];
-      ++i;
-    }
-    values_[i] = v;
+    if (!(v > held[0])) return;
+    int64_t i = 0;
+    for (; i + 1 < k && held[i + 1] < v; ++i) held[i] = held[i + 1];
+    held[i] = v;
+  }
+
+  void push_small(T v) {
+    int64_t count = size();
+    if (count < k_) values_.push_back(v);  // the slot keep_largest fills
+    keep_largest(values_.data(), count, k_, v);
   }
 
   void shrink() {
