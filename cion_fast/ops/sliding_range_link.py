@@ -136,12 +136,11 @@ def sliding_range_link(
 
     Speed: the floor is one dot product per distinct cross-video pair in a range, as a GEMM at the
     BLAS rate. The CPU kernel computes each distinct pair about once (in strips of rows that share
-    their first candidate: 1.01 dot products per candidate pair with ``mutual_k``), in small
-    register tiles that sum each entry across 8 lanes and run at about half the BLAS rate, plus the
-    rows' norms, the screening of each strip for cosines reaching the threshold and, with
-    ``mutual_k``, each range's candidate lists and top-k: on a 2-core Intel Xeon, 3.0-3.4x the floor
-    at 100,000 identities (47-58 ms) and 2.7-3.6x at 400,000 (0.19-0.23 s) (benchmarks/NOTES.md,
-    issue 27).
+    their first candidate: 1.00 dot products per candidate pair at 100,000 identities), in small
+    register tiles that sum each entry across 8 lanes and run below the BLAS rate, plus the rows'
+    norms, the screening of each strip for cosines reaching the threshold and, with ``mutual_k``,
+    each range's candidate lists and top-k: on a 2-core Intel Xeon, 3.0-3.4x the floor at 100,000
+    identities (47-58 ms) and 2.7-3.6x at 400,000 (0.19-0.23 s) (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
