@@ -154,21 +154,8 @@ CION_SIMD_CLONES void to_gray(float* r, float* g, float* b, int64_t n) {
   }
 }
 
-// Sum of the gray of n pixels, in eight float lanes (a fixed order, vectorisable without
-// reassociation flags), returned in double.
-CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b, int64_t n) {
-  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l) lanes[l] += gray_of(r[i + l], g[i + l], b[i + l]);
-  double total = 0.0;
-  for (; i < n; ++i) total += gray_of(r[i], g[i], b[i]);
-  for (int l = 0; l < 8; ++l) total += lanes[l];
-  return total;
-}
-
 #if defined(__GNUC__)
-// 16 floats at any address. The blur keeps a block of 16 sums in registers across its taps (a loop
+// 16 (and 8) floats at any address. The blur keeps a block of 16 sums in registers across its taps (a loop
 // over the samples per tap loads and stores every sum at every tap), adding the terms in the same
 // order as that loop: the same results wherever multiply-adds are not contracted (x86-64 GCC, see
 // CION_SIMD_CLONES_SAME_ROUNDING). A vector type, not a 16-float array: GCC vectorised the array
@@ -179,14 +166,40 @@ CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b,
 #endif
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats16Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef float Floats8Unaligned __attribute__((vector_size(32), aligned(4), may_alias));
 inline __attribute__((always_inline)) Floats16 load16(const float* p) {
   return *reinterpret_cast<const Floats16Unaligned*>(p);
+}
+inline __attribute__((always_inline)) Floats8 load8(const float* p) {
+  return *reinterpret_cast<const Floats8Unaligned*>(p);
 }
 inline __attribute__((always_inline)) void store16(float* p, Floats16 v) {
   *reinterpret_cast<Floats16Unaligned*>(p) = v;
 }
-#define CION_BLOCKS_OF_16 1
+#define CION_FLOAT_VECTORS 1
 #endif
+
+// Sum of the gray of n pixels in eight float lanes, lane l summing pixels l, l + 8, ... (a fixed
+// order that needs no reassociation flags), then the tail and the lanes in double. The lanes are
+// one vector: GCC vectorised the equivalent eight-float array through permutes, 3x slower.
+CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b, int64_t n) {
+  int64_t i = 0;
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#if defined(CION_FLOAT_VECTORS)
+  Floats8 sums = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (; i + 8 <= n; i += 8) sums += gray_of(load8(r + i), load8(g + i), load8(b + i));
+  for (int l = 0; l < 8; ++l) lanes[l] = sums[l];
+#else
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += gray_of(r[i + l], g[i + l], b[i + l]);
+#endif
+  double total = 0.0;
+  for (; i < n; ++i) total += gray_of(r[i], g[i], b[i]);
+  for (int l = 0; l < 8; ++l) total += lanes[l];
+  return total;
+}
+
 
 // dst[x] = k[r] * rows[r][x] + sum_{d = 1..r} k[r + d] * (rows[r - d][x] + rows[r + d][x]): a
 // symmetric kernel of 2 r + 1 taps over rows of W samples (the mirrored taps share a multiply), the
@@ -194,7 +207,7 @@ inline __attribute__((always_inline)) void store16(float* p, Floats16 v) {
 CION_SIMD_CLONES void blur_rows(const float* const* rows, const float* kernel, int radius, int64_t W, float* dst) {
   const float* centre = rows[radius];
   int64_t x0 = 0;
-#if defined(CION_BLOCKS_OF_16)
+#if defined(CION_FLOAT_VECTORS)
   for (; x0 + 16 <= W; x0 += 16) {
     Floats16 sum = kernel[radius] * load16(centre + x0);
     for (int d = 1; d <= radius; ++d)

@@ -156,8 +156,12 @@ CION_HOST_DEVICE int resample_taps(int64_t in_size, int64_t out_size, int64_t i,
 
 CION_HOST_DEVICE float clamp01(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 
-// ITU-R 601 luma (torchvision's tensor path uses 0.2989 for red; PIL and we use 0.299).
-CION_HOST_DEVICE float gray_of(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
+// ITU-R 601 luma (torchvision's tensor path uses 0.2989 for red; PIL and we use 0.299). Float, or a
+// vector of floats (the CPU's gray sum), with the same operations in each lane.
+template <class Floats>
+CION_HOST_DEVICE Floats gray_of(Floats r, Floats g, Floats b) {
+  return 0.299f * r + 0.587f * g + 0.114f * b;
+}
 
 // a * x + (1 - a) * y clamped to [0, 1]: torchvision's _blend.
 CION_HOST_DEVICE float blend(float factor, float x, float y) {
