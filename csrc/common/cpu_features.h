@@ -49,6 +49,16 @@ inline bool cpu_has_avx512vl() {
   return has;
 }
 
+// AVX-512 with byte and word operations (masked byte loads) and the 128/256-bit forms.
+inline bool cpu_has_avx512bw_vl() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+}
+
 // Whether 512-bit multiply-adds may run at twice the 256-bit rate: Intel's AVX-512 cores (the Xeon
 // of benchmarks/NOTES.md: 224 against 118 GFLOP/s; parts with one 512-bit FMA unit gain less). AMD's
 // Zen 4 executes each 512-bit operation as two 256-bit halves. No CPUID bit says how wide the units

@@ -28,6 +28,9 @@ CION_SIMD_CLONES_SAME_ROUNDING
 #include <vector>
 
 #include "common/dispatch.h"
+#if defined(CION_X86_DISPATCH)
+#include <immintrin.h>
+#endif
 #include "common/parallel.h"
 #include "ops/multicrop.h"
 #include "ops/multicrop_math.h"
@@ -254,9 +257,128 @@ struct AxisTaps {
   }
 };
 
+// ---- the resampling in AVX-512: planar lines, 16 outputs at a time --------------------------------
+//
+// Where every block of 16 output columns reads its taps from a window of 32 source samples (all
+// upscales and downscales up to ~1.8x: every view of the CION recipe), the row pass writes one line
+// per channel and the column pass makes each tap of 16 outputs one two-register permute of that
+// window. The generic path (an interleaved line, one pixel's three channels per 4-lane vector) needs
+// about seven times its instructions. Same terms in the same order, no contraction: the same bits.
+
+// The column pass of one view in blocks of 16 output samples, in output order (flip applied), each
+// block's taps zero-padded to the view's common count like the generic path's.
+struct ColumnBlocks {
+  std::vector<int64_t> base;    // [blocks] first source sample of the block's 32-sample window
+  std::vector<int32_t> index;   // [blocks, taps, 16] source sample - base, per output and tap
+  std::vector<float> weights;   // [blocks, taps, 16] 0 for the padded taps and past the last output
+  bool fit = false;             // every block's taps lie inside its window
+
+  void compute(const AxisTaps& cols, int64_t W, bool flip) {
+    const int taps = cols.max_count;
+    const int64_t blocks = (W + 15) / 16;
+    base.assign(static_cast<size_t>(blocks), 0);
+    index.assign(static_cast<size_t>(blocks * taps * 16), 0);
+    weights.assign(static_cast<size_t>(blocks * taps * 16), 0.0f);
+    fit = true;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t lanes = std::min<int64_t>(16, W - 16 * b);
+      auto source_of = [&](int64_t lane) { return flip ? W - 1 - (16 * b + lane) : 16 * b + lane; };
+      // first[] rises with the source sample, so the window starts at the lowest one's first tap.
+      base[b] = std::min(cols.first[source_of(0)], cols.first[source_of(lanes - 1)]);
+      for (int64_t lane = 0; lane < lanes; ++lane) {
+        const int64_t xs = source_of(lane);
+        for (int k = 0; k < taps; ++k) {
+          const int64_t offset = cols.first[xs] + k - base[b];
+          fit = fit && offset < 32;
+          index[(b * taps + k) * 16 + lane] = static_cast<int32_t>(std::min<int64_t>(offset, 31));
+          weights[(b * taps + k) * 16 + lane] = cols.weights[xs * cols.stride + k];
+        }
+      }
+    }
+  }
+};
+
+#if defined(CION_X86_DISPATCH)
+#define CION_AVX512_RESAMPLING __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+// Lanes [0, count) set.
+CION_AVX512_RESAMPLING inline __mmask16 first_lanes(int64_t count) {
+  return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
+}
+
+// sum_k w[k] * src[k * row_stride + e] for the 16 byte samples e in `keep` (0 elsewhere).
+CION_AVX512_RESAMPLING inline __m512 row_sums(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
+                                              __mmask16 keep) {
+  auto samples = [&](int64_t k) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(keep, src + k * row_stride)));
+  };
+  __m512 sum = _mm512_mul_ps(_mm512_set1_ps(w[0]), samples(0));
+  for (int64_t k = 1; k < taps; ++k) sum = _mm512_add_ps(sum, _mm512_mul_ps(_mm512_set1_ps(w[k]), samples(k)));
+  return sum;
+}
+
+// Row pass of n samples of one CHW plane into line[0, n).
+CION_AVX512_RESAMPLING void rows_to_line_avx512(const uint8_t* src, int64_t row_stride, const float* w,
+                                                int64_t taps, int64_t n, float* line) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 keep = first_lanes(n - j);
+    _mm512_mask_storeu_ps(line + j, keep, row_sums(src + j, row_stride, w, taps, keep));
+  }
+}
+
+// Row pass of n HWC pixels into the three lines: 16 pixels (48 samples, three vectors) at a time,
+// split into channels by two permutes each.
+CION_AVX512_RESAMPLING void rows_to_lines_avx512(const uint8_t* src, int64_t row_stride, const float* w,
+                                                 int64_t taps, int64_t n, float* const lines[3]) {
+  // Channel c of pixel p is sample 3 p + c: vector 3 p + c >> 4, lane 3 p + c & 15. The first
+  // permute gathers it from vectors 0 and 1 (lanes 0 .. 10 or 0 .. 9), the second from vector 2.
+  alignas(64) int32_t from01[3][16], from2[3][16];
+  for (int c = 0; c < 3; ++c)
+    for (int p = 0; p < 16; ++p) {
+      const int e = 3 * p + c;
+      from01[c][p] = e < 32 ? e : 0;
+      from2[c][p] = e < 32 ? p : 16 + (e - 32);
+    }
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t samples = 3 * std::min<int64_t>(16, n - j);
+    const uint8_t* at = src + 3 * j;
+    const __m512 v0 = row_sums(at, row_stride, w, taps, first_lanes(samples));
+    const __m512 v1 = row_sums(at + 16, row_stride, w, taps, first_lanes(samples - 16));
+    const __m512 v2 = row_sums(at + 32, row_stride, w, taps, first_lanes(samples - 32));
+    for (int c = 0; c < 3; ++c) {
+      const __m512 low = _mm512_permutex2var_ps(v0, _mm512_load_si512(from01[c]), v1);
+      const __m512 all = _mm512_permutex2var_ps(low, _mm512_load_si512(from2[c]), v2);
+      _mm512_mask_storeu_ps(lines[c] + j, first_lanes(n - j), all);
+    }
+  }
+}
+
+// Column pass of one output row from the three lines (zeroed for 32 samples past their ends).
+CION_AVX512_RESAMPLING void columns_avx512(const float* const lines[3], const ColumnBlocks& blocks, int taps,
+                                           int64_t W, float* const out[3]) {
+  for (int64_t b = 0; 16 * b < W; ++b) {
+    const __mmask16 keep = first_lanes(W - 16 * b);
+    const int32_t* index = &blocks.index[b * taps * 16];
+    const float* weights = &blocks.weights[b * taps * 16];
+    for (int c = 0; c < 3; ++c) {
+      const float* window = lines[c] + blocks.base[b];
+      const __m512 low = _mm512_loadu_ps(window), high = _mm512_loadu_ps(window + 16);
+      auto term = [&](int k) {
+        const __m512 samples = _mm512_permutex2var_ps(low, _mm512_loadu_si512(index + 16 * k), high);
+        return _mm512_mul_ps(_mm512_loadu_ps(weights + 16 * k), samples);
+      };
+      __m512 sum = term(0);
+      for (int k = 1; k < taps; ++k) sum = _mm512_add_ps(sum, term(k));
+      _mm512_mask_storeu_ps(out[c] + 16 * b, keep, sum);
+    }
+  }
+}
+#endif
+
 // Per-thread buffers, reused across views and calls.
 struct Scratch {
   AxisTaps rows, cols;
+  ColumnBlocks column_blocks;  // the AVX-512 column pass's taps
   std::vector<float> line;     // one row-resampled source line, interleaved RGB (+ zeroed slack)
   std::vector<float> planes;   // [3, H, W] the view being built
   std::vector<float> blurred;  // [H, W] one plane after the horizontal blur
@@ -335,6 +457,18 @@ struct Source {
   bool channels_last;
 };
 
+// Whether this view resamples through the AVX-512 planar path (and if so, its column blocks set).
+bool planar_resampling(Scratch& s, int64_t W, bool flip) {
+#if defined(CION_X86_DISPATCH)
+  if (!cpu_has_avx512bw_vl()) return false;
+  s.column_blocks.compute(s.cols, W, flip);
+  return s.column_blocks.fit;
+#else
+  (void)s, (void)W, (void)flip;
+  return false;
+#endif
+}
+
 template <class T>
 void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
   const MultiCropSettings& st = p.settings;
@@ -366,12 +500,17 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
 
   s.rows.compute(box[2], H, st.interpolation, 1.0f / 255.0f);
   s.cols.compute(box[3], W, st.interpolation, 1.0f);
-  const int64_t line_n = 3 * box[3];
-  // Slack read by the column pass: the zero-weight taps past the last pixel and the 4th lane.
-  const int64_t slack = 3 * s.cols.max_count + 1;
-  s.line.resize(static_cast<size_t>(line_n + slack));
+  const bool planar = planar_resampling(s, W, flip);
+  // The interleaved line, or the three planar ones (plane_stride apart), with the zeroed slack
+  // their column pass reads: the zero-weight taps past the last pixel and the 4th lane, or the
+  // 32-sample windows.
+  const int64_t line_n = planar ? box[3] : 3 * box[3];
+  const int64_t slack = planar ? 32 : 3 * s.cols.max_count + 1;
+  const int64_t plane_stride = line_n + slack;
+  s.line.resize(static_cast<size_t>((planar ? 3 : 1) * plane_stride));
   float* line = s.line.data();
-  std::fill(line + line_n, line + line_n + slack, 0.0f);
+  for (int c = 0; c < (planar ? 3 : 1); ++c)
+    std::fill(line + c * plane_stride + line_n, line + (c + 1) * plane_stride, 0.0f);
   s.planes.resize(static_cast<size_t>(3 * n));
   float* planes = s.planes.data();
 
@@ -386,6 +525,22 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
       const float* wy = &s.rows.weights[y * s.rows.stride];
       const int64_t taps = s.rows.count[y];
       const int64_t row0 = box[0] + s.rows.first[y];
+      float* out_r = planes + y * W;
+#if defined(CION_X86_DISPATCH)
+      if (planar) {
+        float* const lines[3] = {line, line + plane_stride, line + 2 * plane_stride};
+        if (src.channels_last) {
+          rows_to_lines_avx512(src.data + (row0 * src.width + box[1]) * 3, 3 * src.width, wy, taps, box[3], lines);
+        } else {
+          for (int c = 0; c < 3; ++c)
+            rows_to_line_avx512(src.data + (c * src.height + row0) * src.width + box[1], src.width, wy, taps,
+                                box[3], lines[c]);
+        }
+        float* const out[3] = {out_r, out_r + n, out_r + 2 * n};
+        columns_avx512(lines, s.column_blocks, s.cols.max_count, W, out);
+        continue;
+      }
+#endif
       if (src.channels_last) {
         rows_interleaved(src.data + (row0 * src.width + box[1]) * 3, 3 * src.width, wy, taps, line_n, line);
       } else {
@@ -393,7 +548,6 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
           rows_planar(src.data + (c * src.height + row0) * src.width + box[1], src.width, wy, taps, box[3],
                       line + c);
       }
-      float* out_r = planes + y * W;
       columns(line, s.cols.weights.data(), s.cols.first.data(), s.cols.stride, s.cols.max_count, flip, W, out_r,
               out_r + n, out_r + 2 * n);
     }
