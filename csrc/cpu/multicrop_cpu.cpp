@@ -306,15 +306,9 @@ CION_AVX512_RESAMPLING inline __mmask16 first_lanes(int64_t count) {
   return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
 }
 
-// sum_k w[k] * src[k * row_stride + e] for the 16 byte samples e in `keep` (0 elsewhere).
-CION_AVX512_RESAMPLING inline __m512 row_sums(const uint8_t* src, int64_t row_stride, const float* w, int64_t taps,
-                                              __mmask16 keep) {
-  auto samples = [&](int64_t k) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(keep, src + k * row_stride)));
-  };
-  __m512 sum = _mm512_mul_ps(_mm512_set1_ps(w[0]), samples(0));
-  for (int64_t k = 1; k < taps; ++k) sum = _mm512_add_ps(sum, _mm512_mul_ps(_mm512_set1_ps(w[k]), samples(k)));
-  return sum;
+// 16 byte samples in `keep` (0 elsewhere) as floats.
+CION_AVX512_RESAMPLING inline __m512 byte_samples(const uint8_t* src, __mmask16 keep) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(keep, src)));
 }
 
 // Row pass of n samples of one CHW plane into line[0, n).
@@ -322,12 +316,15 @@ CION_AVX512_RESAMPLING void rows_to_line_avx512(const uint8_t* src, int64_t row_
                                                 int64_t taps, int64_t n, float* line) {
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 keep = first_lanes(n - j);
-    _mm512_mask_storeu_ps(line + j, keep, row_sums(src + j, row_stride, w, taps, keep));
+    __m512 sum = _mm512_mul_ps(_mm512_set1_ps(w[0]), byte_samples(src + j, keep));
+    for (int64_t k = 1; k < taps; ++k)
+      sum = _mm512_add_ps(sum, _mm512_mul_ps(_mm512_set1_ps(w[k]), byte_samples(src + k * row_stride + j, keep)));
+    _mm512_mask_storeu_ps(line + j, keep, sum);
   }
 }
 
-// Row pass of n HWC pixels into the three lines: 16 pixels (48 samples, three vectors) at a time,
-// split into channels by two permutes each.
+// Row pass of n HWC pixels into the three lines: 16 pixels (48 samples, three vectors summed
+// together across the taps) at a time, split into channels by two permutes each.
 CION_AVX512_RESAMPLING void rows_to_lines_avx512(const uint8_t* src, int64_t row_stride, const float* w,
                                                  int64_t taps, int64_t n, float* const lines[3]) {
   // Channel c of pixel p is sample 3 p + c: vector 3 p + c >> 4, lane 3 p + c & 15. The first
@@ -341,36 +338,46 @@ CION_AVX512_RESAMPLING void rows_to_lines_avx512(const uint8_t* src, int64_t row
     }
   for (int64_t j = 0; j < n; j += 16) {
     const int64_t samples = 3 * std::min<int64_t>(16, n - j);
+    const __mmask16 keep[3] = {first_lanes(samples), first_lanes(samples - 16), first_lanes(samples - 32)};
     const uint8_t* at = src + 3 * j;
-    const __m512 v0 = row_sums(at, row_stride, w, taps, first_lanes(samples));
-    const __m512 v1 = row_sums(at + 16, row_stride, w, taps, first_lanes(samples - 16));
-    const __m512 v2 = row_sums(at + 32, row_stride, w, taps, first_lanes(samples - 32));
+    __m512 sums[3];
+    const __m512 w0 = _mm512_set1_ps(w[0]);
+    for (int v = 0; v < 3; ++v) sums[v] = _mm512_mul_ps(w0, byte_samples(at + 16 * v, keep[v]));
+    for (int64_t k = 1; k < taps; ++k) {
+      const __m512 wk = _mm512_set1_ps(w[k]);
+      for (int v = 0; v < 3; ++v)
+        sums[v] = _mm512_add_ps(sums[v], _mm512_mul_ps(wk, byte_samples(at + k * row_stride + 16 * v, keep[v])));
+    }
     for (int c = 0; c < 3; ++c) {
-      const __m512 low = _mm512_permutex2var_ps(v0, _mm512_load_si512(from01[c]), v1);
-      const __m512 all = _mm512_permutex2var_ps(low, _mm512_load_si512(from2[c]), v2);
+      const __m512 low = _mm512_permutex2var_ps(sums[0], _mm512_load_si512(from01[c]), sums[1]);
+      const __m512 all = _mm512_permutex2var_ps(low, _mm512_load_si512(from2[c]), sums[2]);
       _mm512_mask_storeu_ps(lines[c] + j, first_lanes(n - j), all);
     }
   }
 }
 
-// Column pass of one output row from the three lines (zeroed for 32 samples past their ends).
+// Column pass of one output row from the three lines (zeroed for 32 samples past their ends): the
+// three channels together, sharing each tap's indices and weights.
 CION_AVX512_RESAMPLING void columns_avx512(const float* const lines[3], const ColumnBlocks& blocks, int taps,
                                            int64_t W, float* const out[3]) {
   for (int64_t b = 0; 16 * b < W; ++b) {
-    const __mmask16 keep = first_lanes(W - 16 * b);
     const int32_t* index = &blocks.index[b * taps * 16];
     const float* weights = &blocks.weights[b * taps * 16];
+    __m512 low[3], high[3], sums[3];
     for (int c = 0; c < 3; ++c) {
-      const float* window = lines[c] + blocks.base[b];
-      const __m512 low = _mm512_loadu_ps(window), high = _mm512_loadu_ps(window + 16);
-      auto term = [&](int k) {
-        const __m512 samples = _mm512_permutex2var_ps(low, _mm512_loadu_si512(index + 16 * k), high);
-        return _mm512_mul_ps(_mm512_loadu_ps(weights + 16 * k), samples);
-      };
-      __m512 sum = term(0);
-      for (int k = 1; k < taps; ++k) sum = _mm512_add_ps(sum, term(k));
-      _mm512_mask_storeu_ps(out[c] + 16 * b, keep, sum);
+      low[c] = _mm512_loadu_ps(lines[c] + blocks.base[b]);
+      high[c] = _mm512_loadu_ps(lines[c] + blocks.base[b] + 16);
     }
+    for (int k = 0; k < taps; ++k) {
+      const __m512i at = _mm512_loadu_si512(index + 16 * k);
+      const __m512 wk = _mm512_loadu_ps(weights + 16 * k);
+      for (int c = 0; c < 3; ++c) {
+        const __m512 term = _mm512_mul_ps(wk, _mm512_permutex2var_ps(low[c], at, high[c]));
+        sums[c] = k == 0 ? term : _mm512_add_ps(sums[c], term);
+      }
+    }
+    const __mmask16 keep = first_lanes(W - 16 * b);
+    for (int c = 0; c < 3; ++c) _mm512_mask_storeu_ps(out[c] + 16 * b, keep, sums[c]);
   }
 }
 #endif
