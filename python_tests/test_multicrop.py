@@ -107,6 +107,7 @@ def test_philox_known_answers(counter, key, expected):
         (3, 37, 23, (17, 9), (3, 2), "nchw", "bilinear"),  # odd sizes, 2-3 px crops and views
         (2, 2, 2, (5, 4), (2, 2), "nhwc", "bilinear"),  # 2 x 2 sources
         (2, 61, 45, (31, 29), (7, 5), "nhwc", "bicubic"),
+        (2, 19, 13, (64, 40), (33, 21), "nchw", "bicubic"),  # upscales: Keys' cubic overshoots [0, 1]
         (1, 300, 150, (40, 20), (9, 5), "nchw", "bilinear"),  # strong downscale: wide supports
     ],
 )

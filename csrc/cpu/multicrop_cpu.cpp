@@ -3,21 +3,22 @@
 // of rows at a time so that consecutive steps find the block in L1:
 //
 //   resample   per output row, rows first (a weighted sum of a few whole source rows, uint8 ->
-//              float with the 1/255 folded into the weights, into an interleaved line), then
-//              columns into the planes, mirroring x when flipped;
-//   colour     the jitter ops in the sampled order and grayscale, each a vectorised loop over the
-//              block. Contrast needs the mean gray of the *current* image, so when it is drawn the
-//              ops before it run with the resample (summing the gray as they go) and the rest in a
-//              second sweep;
-//   blur       horizontal pass of each reflect-padded row, then the vertical pass row by row;
-//   finish     solarise, normalise and convert straight into the output.
+//              float with the 1/255 folded into the weights), then columns into the planes,
+//              mirroring x when flipped; on AVX-512 through planar lines, 16 outputs at a time;
+//   colour     one sweep over the block: each vector of pixels is loaded once, goes through the
+//              jitter ops in the sampled order and grayscale in registers, and is either stored
+//              back or finished (solarised, normalised, converted) straight into the output.
+//              Contrast needs the mean gray of the *current* image, so when it is drawn the ops
+//              before it run in the first sweep (the gray summed after it) and the rest in a second;
+//   blur       horizontal pass of each reflect-padded row, then the vertical pass row by row, each
+//              row of the three channels finished by a sweep without colour steps.
 //
 // Without contrast and blur a view is one sweep: resample, colour and finish per block of rows.
 // The per-pixel maths is the shared code of ops/multicrop_math.h.
 
 // The colour ops are selects between computed values (clamps, hue sectors, solarise): GCC
 // vectorises them only without -ftrapping-math, and the AVX-512 / AVX2 copies of the hot loops
-// (CION_SIMD_CLONES) must not contract a multiply-add. Both are set here, before any code: no
+// (CION_SIMD_CLONES and the target-specific functions) must not contract a multiply-add. Both are set here, before any code: no
 // result changes, and every copy is bit-identical to the baseline one (sampling, compiled here
 // too, stays bit-exact).
 #include "common/cpu_features.h"
@@ -25,6 +26,7 @@ CION_SIMD_CLONES_SAME_ROUNDING
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/dispatch.h"
@@ -125,38 +127,6 @@ CION_SIMD_CLONES void columns(const float* line, const float* weights, const int
   }
 }
 
-CION_SIMD_CLONES void clamp_all(float* p, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) p[i] = clamp01(p[i]);
-}
-
-// brightness (blend with black) and contrast (blend with a constant) on all three planes.
-CION_SIMD_CLONES void blend_constant(float* p, int64_t n, float factor, float value) {
-  const float offset = (1.0f - factor) * value;
-  for (int64_t i = 0; i < n; ++i) p[i] = clamp01(factor * p[i] + offset);
-}
-
-CION_SIMD_CLONES void saturate(float* r, float* g, float* b, int64_t n, float factor) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float y = gray_of(r[i], g[i], b[i]);
-    r[i] = blend(factor, r[i], y);
-    g[i] = blend(factor, g[i], y);
-    b[i] = blend(factor, b[i], y);
-  }
-}
-
-CION_SIMD_CLONES void rotate_hue(float* r, float* g, float* b, int64_t n, float shift) {
-  for (int64_t i = 0; i < n; ++i) shift_hue(r[i], g[i], b[i], shift);
-}
-
-CION_SIMD_CLONES void to_gray(float* r, float* g, float* b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float y = gray_of(r[i], g[i], b[i]);
-    r[i] = y;
-    g[i] = y;
-    b[i] = y;
-  }
-}
-
 #if defined(__GNUC__)
 // 16 (and 8) floats at any address. The blur keeps a block of 16 sums in registers across its taps (a loop
 // over the samples per tap loads and stores every sum at every tap), adding the terms in the same
@@ -170,6 +140,7 @@ CION_SIMD_CLONES void to_gray(float* r, float* g, float* b, int64_t n) {
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats16Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float Floats8 __attribute__((vector_size(32)));
+typedef float Floats4 __attribute__((vector_size(16)));
 typedef float Floats8Unaligned __attribute__((vector_size(32), aligned(4), may_alias));
 inline __attribute__((always_inline)) Floats16 load16(const float* p) {
   return *reinterpret_cast<const Floats16Unaligned*>(p);
@@ -222,15 +193,6 @@ CION_SIMD_CLONES void blur_rows(const float* const* rows, const float* kernel, i
     float sum = kernel[radius] * centre[x];
     for (int d = 1; d <= radius; ++d) sum += kernel[radius + d] * (rows[radius - d][x] + rows[radius + d][x]);
     dst[x] = sum;
-  }
-}
-
-template <class T>
-CION_SIMD_CLONES void finish(const float* in, int64_t n, bool solarize_values, float mean, float inv_std, T* out) {
-  if (solarize_values) {
-    for (int64_t i = 0; i < n; ++i) out[i] = from_float<T>((solarize(in[i]) - mean) * inv_std);
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = from_float<T>((in[i] - mean) * inv_std);
   }
 }
 
@@ -388,37 +350,140 @@ struct Scratch {
   ColumnBlocks column_blocks;  // the AVX-512 column pass's taps
   std::vector<float> line;     // one row-resampled source line, interleaved RGB (+ zeroed slack)
   std::vector<float> planes;   // [3, H, W] the view being built
-  std::vector<float> blurred;  // [H, W] one plane after the horizontal blur
+  std::vector<float> blurred;  // [3, H, W] the planes after the horizontal blur
   std::vector<float> padded;   // [W + 2 r] one reflect-padded row
-  std::vector<float> row;      // [W] one blurred row before conversion
+  std::vector<float> rows_out;  // [3, W] one row of the three planes after the vertical blur
   std::vector<float> kernel;   // [2 r + 1] Gaussian weights
   std::vector<const float*> window;   // [2 r + 1] reflected rows of the vertical blur
   std::vector<const float*> shifted;  // [2 r + 1] the padded row shifted by 0 .. 2 r: the horizontal blur
   std::vector<int64_t> reflect_x, reflect_y;  // [W + 2 r], [H + 2 r] reflect-padding indices
 };
 
-// A colour step applied to blocks of pixels: 0..3 = torchvision's jitter ids (brightness,
-// contrast, saturation, hue), 4 = grayscale.
-struct ColourStep {
-  int op;
-  float factor;
-};
-constexpr int kGrayscale = 4;
+// ---- the colour sweep ------------------------------------------------------------------------
 
+// One colour step: brightness and contrast blend with a constant (black, or the image's mean gray),
+// saturation blends with each pixel's gray, hue rotates, grayscale replaces.
+enum class ColourOp { kBlendConstant, kSaturation, kHue, kGrayscale };
+struct ColourStep {
+  ColourOp op;
+  float factor;
+  float value = 0.0f;  // kBlendConstant's constant
+};
+
+// What a view's last sweep does with its pixels: solarise (if drawn), normalise per channel and
+// convert into the output.
+struct Finish {
+  bool solarize;
+  float mean[3];
+  float inv_std[3];
+};
+
+template <class Floats>
+CION_COLOUR_OP void apply_step(const ColourStep& step, Floats rgb[3]) {
+  switch (step.op) {
+    case ColourOp::kBlendConstant: {
+      const Floats value = step.value - Floats{};  // broadcast (x - 0 = x exactly, -0 included)
+      for (int c = 0; c < 3; ++c) rgb[c] = blend(step.factor, rgb[c], value);
+      break;
+    }
+    case ColourOp::kSaturation: {
+      const Floats y = gray_of(rgb[0], rgb[1], rgb[2]);
+      for (int c = 0; c < 3; ++c) rgb[c] = blend(step.factor, rgb[c], y);
+      break;
+    }
+    case ColourOp::kHue: shift_hue(rgb[0], rgb[1], rgb[2], step.factor); break;
+    case ColourOp::kGrayscale: rgb[0] = rgb[1] = rgb[2] = gray_of(rgb[0], rgb[1], rgb[2]); break;
+  }
+}
+
+// The pixels [i, i + lanes of Floats) of one sweep: loaded, clamped (bicubic), every step applied
+// in registers, then stored back or finished into out[c] (float; it may be the planes).
+template <class Floats>
+CION_COLOUR_OP void sweep_pixels(const ColourStep* steps, int count, bool clamp_first, float* const planes[3],
+                                 int64_t i, const Finish* finish, float* const out[3]) {
+  Floats rgb[3];
+  for (int c = 0; c < 3; ++c) std::memcpy(&rgb[c], planes[c] + i, sizeof(Floats));
+  if (clamp_first)
+    for (int c = 0; c < 3; ++c) rgb[c] = clamp01(rgb[c]);
+  for (int k = 0; k < count; ++k) apply_step(steps[k], rgb);
+  for (int c = 0; c < 3; ++c) {
+    if (finish) rgb[c] = ((finish->solarize ? solarize(rgb[c]) : rgb[c]) - finish->mean[c]) * finish->inv_std[c];
+    std::memcpy((finish ? out[c] : planes[c]) + i, &rgb[c], sizeof(Floats));
+  }
+}
+
+template <class Floats>
+CION_COLOUR_OP void sweep(const ColourStep* steps, int count, bool clamp_first, float* const planes[3], int64_t n,
+                          const Finish* finish, float* const out[3]) {
+  constexpr int64_t kLanes = sizeof(Floats) / sizeof(float);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) sweep_pixels<Floats>(steps, count, clamp_first, planes, i, finish, out);
+  for (; i < n; ++i) sweep_pixels<float>(steps, count, clamp_first, planes, i, finish, out);
+}
+
+#if defined(CION_X86_DISPATCH) && defined(CION_FLOAT_VECTORS)
+__attribute__((target("avx512f"))) void sweep_avx512(const ColourStep* steps, int count, bool clamp_first,
+                                                     float* const planes[3], int64_t n, const Finish* finish,
+                                                     float* const out[3]) {
+  sweep<Floats16>(steps, count, clamp_first, planes, n, finish, out);
+}
+__attribute__((target("avx2"))) void sweep_avx2(const ColourStep* steps, int count, bool clamp_first,
+                                                float* const planes[3], int64_t n, const Finish* finish,
+                                                float* const out[3]) {
+  sweep<Floats8>(steps, count, clamp_first, planes, n, finish, out);
+}
+#endif
+
+template <class T>
+CION_SIMD_CLONES void to_storage(const float* in, int64_t n, T* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = from_float<T>(in[i]);
+}
+
+// One sweep over n pixels of the three planes (a block of rows): the clamp (clamp_first), the colour
+// steps in order and, when `finish` is given, the finish into out[c]; else the planes are updated.
+// Each pixel's three channels stay in registers through all of it, a vector of pixels at a time at
+// this processor's width (16 AVX-512, 8 AVX2, 4 baseline), so every op costs its arithmetic only and
+// the output's stores interleave with it. Outputs other than float32 are finished in the planes,
+// then converted.
+template <class T>
+void colour_sweep(const ColourStep* steps, int count, bool clamp_first, float* const planes[3], int64_t n,
+                  const Finish* finish, T* const out[3]) {
+  if (count == 0 && !clamp_first && !finish) return;
+  float* const* finished = planes;
+  if constexpr (std::is_same<T, float>::value) finished = out;
+#if defined(CION_X86_DISPATCH) && defined(CION_FLOAT_VECTORS)
+  if (cpu_has_avx512f())
+    sweep_avx512(steps, count, clamp_first, planes, n, finish, finished);
+  else if (cpu_has_avx2_fma())
+    sweep_avx2(steps, count, clamp_first, planes, n, finish, finished);
+  else
+#endif
+#if defined(CION_FLOAT_VECTORS)
+    sweep<Floats4>(steps, count, clamp_first, planes, n, finish, finished);
+#else
+    sweep<float>(steps, count, clamp_first, planes, n, finish, finished);
+#endif
+  if constexpr (!std::is_same<T, float>::value)
+    if (finish)
+      for (int c = 0; c < 3; ++c) to_storage(planes[c], n, out[c]);
+}
+
+// The view's colour steps in the drawn order, split at contrast: contrast blends with the mean gray
+// of the image as it is at that point, so the steps after it (contrast first, its constant set
+// once the mean is known) run in a second sweep.
 struct ColourPlan {
   ColourStep before[5];  // steps up to contrast (all steps when there is no contrast)
   int n_before = 0;
-  ColourStep after[5];   // steps after contrast
+  ColourStep after[5];   // contrast, then the steps after it
   int n_after = 0;
   bool contrast = false;
-  float contrast_factor = 1.0f;
 };
 
-// Splits the view's colour ops at contrast, dropping exact identities (factor 1, hue 0): on [0, 1]
-// data they change nothing, clamp included.
+// torchvision's jitter op ids (brightness, contrast, saturation, hue); exact identities (factor
+// 1, hue 0) are dropped: on [0, 1] data they change nothing, clamp included.
 ColourPlan plan_colour(const MultiCropViewParams& vp, int64_t index) {
   ColourPlan plan;
-  auto push = [&plan](int op, float factor) {
+  auto push = [&plan](ColourOp op, float factor) {
     if (plan.contrast)
       plan.after[plan.n_after++] = ColourStep{op, factor};
     else
@@ -426,36 +491,18 @@ ColourPlan plan_colour(const MultiCropViewParams& vp, int64_t index) {
   };
   if (vp.jitter_applied[index]) {
     const float factors[4] = {vp.brightness[index], vp.contrast[index], vp.saturation[index], vp.hue[index]};
+    constexpr ColourOp kJitterOps[4] = {ColourOp::kBlendConstant, ColourOp::kBlendConstant, ColourOp::kSaturation,
+                                        ColourOp::kHue};
     for (int o = 0; o < 4; ++o) {
       const int op = static_cast<int>(vp.jitter_order[4 * index + o]);
       const float identity = op == 3 ? 0.0f : 1.0f;
       if (factors[op] == identity) continue;
-      if (op == 1) {
-        plan.contrast = true;
-        plan.contrast_factor = factors[op];
-      } else {
-        push(op, factors[op]);
-      }
+      if (op == 1) plan.contrast = true;  // its step opens `after`
+      push(kJitterOps[op], factors[op]);
     }
   }
-  if (vp.grayscale[index]) push(kGrayscale, 0.0f);
+  if (vp.grayscale[index]) push(ColourOp::kGrayscale, 0.0f);
   return plan;
-}
-
-void apply_steps(const ColourStep* steps, int count, float* r, float* g, float* b, int64_t n) {
-  for (int i = 0; i < count; ++i) {
-    const ColourStep& step = steps[i];
-    switch (step.op) {
-      case 0:  // brightness: blend with black
-        blend_constant(r, n, step.factor, 0.0f);
-        blend_constant(g, n, step.factor, 0.0f);
-        blend_constant(b, n, step.factor, 0.0f);
-        break;
-      case 2: saturate(r, g, b, n, step.factor); break;
-      case 3: rotate_hue(r, g, b, n, step.factor); break;
-      default: to_gray(r, g, b, n); break;
-    }
-  }
 }
 
 struct Source {
@@ -498,12 +545,15 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
   const MultiCropViewParams& vp = p.views;
   const int64_t* box = vp.box + 4 * index;
   const bool flip = vp.flip[index] != 0;
-  const ColourPlan plan = plan_colour(vp, index);
+  ColourPlan plan = plan_colour(vp, index);
   const float sigma = vp.blur_sigma[index];
   const int radius = blur_radius(sigma);
-  const bool solarize_view = vp.solarize[index] != 0;
-  float inv_std[3];
-  for (int c = 0; c < 3; ++c) inv_std[c] = 1.0f / st.std[c];
+  Finish finish;
+  finish.solarize = vp.solarize[index] != 0;
+  for (int c = 0; c < 3; ++c) {
+    finish.mean[c] = st.mean[c];
+    finish.inv_std[c] = 1.0f / st.std[c];
+  }
 
   s.rows.compute(box[2], H, st.interpolation, 1.0f / 255.0f);
   s.cols.compute(box[3], W, st.interpolation, 1.0f);
@@ -559,46 +609,36 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
               out_r + n, out_r + 2 * n);
     }
     const int64_t offset = y0 * W, count = rows * W;
-    float* r = planes + offset;
-    float* g = r + n;
-    float* bl = g + n;
-    if (st.interpolation == Interpolation::kBicubic) {  // Keys' cubic overshoots: clamp like PIL
-      clamp_all(r, count);
-      clamp_all(g, count);
-      clamp_all(bl, count);
-    }
-    apply_steps(plan.before, plan.n_before, r, g, bl, count);
-    if (plan.contrast) gray_total += gray_sum(r, g, bl, count);
-    if (one_sweep)
-      for (int c = 0; c < 3; ++c)
-        finish(planes + c * n + offset, count, solarize_view, st.mean[c], inv_std[c], out + c * n + offset);
+    float* const block[3] = {planes + offset, planes + n + offset, planes + 2 * n + offset};
+    T* const out_block[3] = {out + offset, out + n + offset, out + 2 * n + offset};
+    // Keys' cubic overshoots: clamp like PIL.
+    colour_sweep(plan.before, plan.n_before, st.interpolation == Interpolation::kBicubic, block, count,
+                 one_sweep ? &finish : nullptr, out_block);
+    if (plan.contrast) gray_total += gray_sum(block[0], block[1], block[2], count);
   }
   if (one_sweep) return;
 
   // Sweep 2: contrast with the mean gray of the image so far, the remaining steps, and the finish
   // unless a blur follows.
   if (plan.contrast) {
-    const float mean_gray = static_cast<float>(gray_total / static_cast<double>(n));
+    plan.after[0].value = static_cast<float>(gray_total / static_cast<double>(n));
     for (int64_t y0 = 0; y0 < H; y0 += block_rows) {
       const int64_t offset = y0 * W, count = std::min(block_rows, H - y0) * W;
-      float* r = planes + offset;
-      for (int c = 0; c < 3; ++c) blend_constant(r + c * n, count, plan.contrast_factor, mean_gray);
-      apply_steps(plan.after, plan.n_after, r, r + n, r + 2 * n, count);
-      if (radius == 0)
-        for (int c = 0; c < 3; ++c)
-          finish(r + c * n, count, solarize_view, st.mean[c], inv_std[c], out + c * n + offset);
+      float* const block[3] = {planes + offset, planes + n + offset, planes + 2 * n + offset};
+      T* const out_block[3] = {out + offset, out + n + offset, out + 2 * n + offset};
+      colour_sweep(plan.after, plan.n_after, false, block, count, radius == 0 ? &finish : nullptr, out_block);
     }
     if (radius == 0) return;
   }
 
   // Blur: horizontal pass of each reflect-padded row into `blurred`, then the vertical pass over
-  // the 2 r + 1 reflected rows, finished straight into the output.
+  // the 2 r + 1 reflected rows of each channel into `rows`, finished straight into the output.
   const int taps = 2 * radius + 1;
   s.kernel.resize(static_cast<size_t>(taps));
   blur_weights(sigma, radius, s.kernel.data());
-  s.blurred.resize(static_cast<size_t>(n));
+  s.blurred.resize(static_cast<size_t>(3 * n));
   s.padded.resize(static_cast<size_t>(W + 2 * radius));
-  s.row.resize(static_cast<size_t>(W));
+  s.rows_out.resize(static_cast<size_t>(3 * W));
   s.window.resize(static_cast<size_t>(taps));
   s.shifted.resize(static_cast<size_t>(taps));
   // Reflected source index of every padded position (an integer modulo each: computed once).
@@ -618,13 +658,17 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
         padded[d] = src_row[s.reflect_x[d]];
         padded[W + radius + d] = src_row[s.reflect_x[W + radius + d]];
       }
-      blur_rows(s.shifted.data(), s.kernel.data(), radius, W, blurred + y * W);
+      blur_rows(s.shifted.data(), s.kernel.data(), radius, W, blurred + c * n + y * W);
     }
-    for (int64_t y = 0; y < H; ++y) {
-      for (int k = 0; k < taps; ++k) s.window[k] = blurred + s.reflect_y[y + k] * W;
-      blur_rows(s.window.data(), s.kernel.data(), radius, W, s.row.data());
-      finish(s.row.data(), W, solarize_view, st.mean[c], inv_std[c], out + c * n + y * W);
+  }
+  float* const rows_out[3] = {s.rows_out.data(), s.rows_out.data() + W, s.rows_out.data() + 2 * W};
+  for (int64_t y = 0; y < H; ++y) {
+    for (int c = 0; c < 3; ++c) {
+      for (int k = 0; k < taps; ++k) s.window[k] = blurred + c * n + s.reflect_y[y + k] * W;
+      blur_rows(s.window.data(), s.kernel.data(), radius, W, rows_out[c]);
     }
+    T* const out_row[3] = {out + y * W, out + n + y * W, out + 2 * n + y * W};
+    colour_sweep(nullptr, 0, false, rows_out, W, &finish, out_row);
   }
 }
 

@@ -153,18 +153,29 @@ CION_HOST_DEVICE int resample_taps(int64_t in_size, int64_t out_size, int64_t i,
 }
 
 // ---- colour operations on [0, 1] floats (torchvision tensor semantics) --------------------------
+//
+// Templates over `Floats`: float, or on the CPU a GCC vector of floats (its fused colour sweep),
+// with the same operations in every lane; selects are written as ternaries, which act lane by lane
+// on vectors. Forced inline on the CPU so that each processor-specific copy of the sweep compiles
+// them at its own vector width.
+#if defined(__CUDACC__) || !defined(__GNUC__)
+#define CION_COLOUR_OP CION_HOST_DEVICE
+#else
+#define CION_COLOUR_OP inline __attribute__((always_inline))
+#endif
 
-CION_HOST_DEVICE float clamp01(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-
-// ITU-R 601 luma (torchvision's tensor path uses 0.2989 for red; PIL and we use 0.299). Float, or a
-// vector of floats (the CPU's gray sum), with the same operations in each lane.
 template <class Floats>
-CION_HOST_DEVICE Floats gray_of(Floats r, Floats g, Floats b) {
+CION_COLOUR_OP Floats clamp01(Floats x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+
+// ITU-R 601 luma (torchvision's tensor path uses 0.2989 for red; PIL and we use 0.299).
+template <class Floats>
+CION_COLOUR_OP Floats gray_of(Floats r, Floats g, Floats b) {
   return 0.299f * r + 0.587f * g + 0.114f * b;
 }
 
 // a * x + (1 - a) * y clamped to [0, 1]: torchvision's _blend.
-CION_HOST_DEVICE float blend(float factor, float x, float y) {
+template <class Floats>
+CION_COLOUR_OP Floats blend(float factor, Floats x, Floats y) {
   return clamp01(factor * x + (1.0f - factor) * y);
 }
 
@@ -173,12 +184,13 @@ CION_HOST_DEVICE float blend(float factor, float x, float y) {
 // _hsv2rgb (R = v q p p t v, G = t v v q p p, B = p p t v v q over the six sectors; p = v (1 - s),
 // q = v (1 - s f), t = v (1 - s (1 - f))), written without a six-way select: GCC does not
 // vectorise that one.
-CION_HOST_DEVICE float hsv_channel(float n, float h6, float v, float vs) {
-  const float k_raw = n + h6;
-  const float k_wrapped = k_raw - 6.0f;
-  const float k = k_raw >= 6.0f ? k_wrapped : k_raw;
-  const float rising = 4.0f - k;
-  float m = k < rising ? k : rising;
+template <class Floats>
+CION_COLOUR_OP Floats hsv_channel(float n, Floats h6, Floats v, Floats vs) {
+  const Floats k_raw = n + h6;
+  const Floats k_wrapped = k_raw - 6.0f;
+  const Floats k = k_raw >= 6.0f ? k_wrapped : k_raw;
+  const Floats rising = 4.0f - k;
+  Floats m = k < rising ? k : rising;
   m = m < 1.0f ? m : 1.0f;
   m = m > 0.0f ? m : 0.0f;
   return v - vs * m;
@@ -187,34 +199,36 @@ CION_HOST_DEVICE float hsv_channel(float n, float h6, float v, float vs) {
 // torchvision adjust_hue: RGB -> HSV, h <- (h + shift) mod 1, HSV -> RGB. Inputs in [0, 1], shift
 // in [-0.5, 0.5]; outputs stay in [min, max] of the input channels. Written as selects between
 // values that are all computed, so that the CPU loop vectorises and the GPU does not diverge.
-CION_HOST_DEVICE void shift_hue(float& r, float& g, float& b, float shift) {
-  const float max_rg = r > g ? r : g, min_rg = r < g ? r : g;  // each one max/min instruction
-  const float maxc = max_rg > b ? max_rg : b;
-  const float minc = min_rg < b ? min_rg : b;
-  const bool flat = maxc == minc;
-  const float chroma = maxc - minc;
-  const float s = chroma / (flat ? 1.0f : maxc);
+template <class Floats>
+CION_COLOUR_OP void shift_hue(Floats& r, Floats& g, Floats& b, float shift) {
+  const Floats max_rg = r > g ? r : g, min_rg = r < g ? r : g;  // each one max/min instruction
+  const Floats maxc = max_rg > b ? max_rg : b;
+  const Floats minc = min_rg < b ? min_rg : b;
+  const auto flat = maxc == minc;
+  const Floats chroma = maxc - minc;
+  const Floats s = chroma / (flat ? 1.0f : maxc);
   // torchvision divides by the chroma three times; one reciprocal changes the last bit only.
-  const float inv_chroma = 1.0f / (flat ? 1.0f : chroma);
-  const float rc = (maxc - r) * inv_chroma, gc = (maxc - g) * inv_chroma, bc = (maxc - b) * inv_chroma;
-  const float h_red = bc - gc, h_green = 2.0f + rc - bc, h_blue = 4.0f + gc - rc;
-  const float h6 = maxc == r ? h_red : (maxc == g ? h_green : h_blue);
+  const Floats inv_chroma = 1.0f / (flat ? 1.0f : chroma);
+  const Floats rc = (maxc - r) * inv_chroma, gc = (maxc - g) * inv_chroma, bc = (maxc - b) * inv_chroma;
+  const Floats h_red = bc - gc, h_green = 2.0f + rc - bc, h_blue = 4.0f + gc - rc;
+  const Floats h6 = maxc == r ? h_red : (maxc == g ? h_green : h_blue);
   // h6 / 6 + 1 lies in [5/6, 11/6], so fmod(., 1) is one conditional subtraction; after the shift
   // h lies in (-0.5, 1.5), so Python's % 1.0 is one conditional correction.
-  const float h_raw = h6 * (1.0f / 6.0f) + 1.0f;
-  const float h_wrapped = h_raw - 1.0f;
-  const float h = (h_raw >= 1.0f ? h_wrapped : h_raw) + shift;
-  const float h_up = h + 1.0f, h_down = h - 1.0f;
-  const float hue6 = 6.0f * (h < 0.0f ? h_up : (h >= 1.0f ? h_down : h));
-  const float vs = maxc * s;
+  const Floats h_raw = h6 * (1.0f / 6.0f) + 1.0f;
+  const Floats h_wrapped = h_raw - 1.0f;
+  const Floats h = (h_raw >= 1.0f ? h_wrapped : h_raw) + shift;
+  const Floats h_up = h + 1.0f, h_down = h - 1.0f;
+  const Floats hue6 = 6.0f * (h < 0.0f ? h_up : (h >= 1.0f ? h_down : h));
+  const Floats vs = maxc * s;
   r = hsv_channel(5.0f, hue6, maxc, vs);
   g = hsv_channel(3.0f, hue6, maxc, vs);
   b = hsv_channel(1.0f, hue6, maxc, vs);
 }
 
 // x >= 0.5 -> 1 - x (PIL's solarize at threshold 128).
-CION_HOST_DEVICE float solarize(float x) {
-  const float inverted = 1.0f - x;
+template <class Floats>
+CION_COLOUR_OP Floats solarize(Floats x) {
+  const Floats inverted = 1.0f - x;
   return x >= 0.5f ? inverted : x;
 }
 
