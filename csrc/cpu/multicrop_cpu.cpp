@@ -23,12 +23,17 @@
 // too, stays bit-exact).
 #include "common/cpu_features.h"
 CION_SIMD_CLONES_SAME_ROUNDING
+// Vectors pass by value between the always-inlined colour helpers: no call, so no ABI is involved.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "common/cache_line_vector.h"
 #include "common/dispatch.h"
 #if defined(CION_X86_DISPATCH)
 #include <immintrin.h>
@@ -128,20 +133,16 @@ CION_SIMD_CLONES void columns(const float* line, const float* weights, const int
 }
 
 #if defined(__GNUC__)
-// 16 (and 8) floats at any address. The blur keeps a block of 16 sums in registers across its taps (a loop
-// over the samples per tap loads and stores every sum at every tap), adding the terms in the same
-// order as that loop: the same results wherever multiply-adds are not contracted (x86-64 GCC, see
-// CION_SIMD_CLONES_SAME_ROUNDING). A vector type, not a 16-float array: GCC vectorised the array
-// loop into a mix of widths, slower than before. The helpers pass vectors by value; they are
-// always inlined, so no ABI is involved.
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
+// Vectors of 16, 8 and 4 floats, loaded from any address. The blur keeps a block of 16 sums in
+// registers across its taps (a loop over the samples per tap loads and stores every sum at every
+// tap), adding the terms in the same order as that loop: the same results wherever multiply-adds
+// are not contracted (x86-64 GCC, see CION_SIMD_CLONES_SAME_ROUNDING). A vector type, not a
+// 16-float array: GCC vectorised the array loop into a mix of widths, slower than before.
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats16Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float Floats8 __attribute__((vector_size(32)));
-typedef float Floats4 __attribute__((vector_size(16)));
 typedef float Floats8Unaligned __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float Floats4 __attribute__((vector_size(16)));
 inline __attribute__((always_inline)) Floats16 load16(const float* p) {
   return *reinterpret_cast<const Floats16Unaligned*>(p);
 }
@@ -175,23 +176,25 @@ CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b,
 }
 
 
-// dst[x] = k[r] * rows[r][x] + sum_{d = 1..r} k[r + d] * (rows[r - d][x] + rows[r + d][x]): a
-// symmetric kernel of 2 r + 1 taps over rows of W samples (the mirrored taps share a multiply), the
-// terms added in that order for every x.
-CION_SIMD_CLONES void blur_rows(const float* const* rows, const float* kernel, int radius, int64_t W, float* dst) {
-  const float* centre = rows[radius];
+// dst[x] = k[r] * rows[r][x] + sum_{d = 1..r} k[r + d] * (rows[r - d][x] + rows[r + d][x]), rows[i]
+// = base + offsets[i]: a symmetric kernel of 2 r + 1 taps over rows of W samples (the mirrored taps
+// share a multiply), the terms added in that order for every x.
+CION_SIMD_CLONES void blur_rows(const float* base, const int64_t* offsets, const float* kernel, int radius, int64_t W,
+                                float* dst) {
+  auto rows = [&](int i) { return base + offsets[i]; };
+  const float* centre = rows(radius);
   int64_t x0 = 0;
 #if defined(CION_FLOAT_VECTORS)
   for (; x0 + 16 <= W; x0 += 16) {
     Floats16 sum = kernel[radius] * load16(centre + x0);
     for (int d = 1; d <= radius; ++d)
-      sum += kernel[radius + d] * (load16(rows[radius - d] + x0) + load16(rows[radius + d] + x0));
+      sum += kernel[radius + d] * (load16(rows(radius - d) + x0) + load16(rows(radius + d) + x0));
     store16(dst + x0, sum);
   }
 #endif
   for (int64_t x = x0; x < W; ++x) {
     float sum = kernel[radius] * centre[x];
-    for (int d = 1; d <= radius; ++d) sum += kernel[radius + d] * (rows[radius - d][x] + rows[radius + d][x]);
+    for (int d = 1; d <= radius; ++d) sum += kernel[radius + d] * (rows(radius - d)[x] + rows(radius + d)[x]);
     dst[x] = sum;
   }
 }
@@ -347,16 +350,17 @@ CION_AVX512_RESAMPLING void columns_avx512(const float* const lines[3], const Co
 // Per-thread buffers, reused across views and calls.
 struct Scratch {
   AxisTaps rows, cols;
-  ColumnBlocks column_blocks;  // the AVX-512 column pass's taps
-  std::vector<float> line;     // one row-resampled source line, interleaved RGB (+ zeroed slack)
-  std::vector<float> planes;   // [3, H, W] the view being built
-  std::vector<float> blurred;  // [3, H, W] the planes after the horizontal blur
-  std::vector<float> padded;   // [W + 2 r] one reflect-padded row
-  std::vector<float> rows_out;  // [3, W] one row of the three planes after the vertical blur
-  std::vector<float> kernel;   // [2 r + 1] Gaussian weights
-  std::vector<const float*> window;   // [2 r + 1] reflected rows of the vertical blur
-  std::vector<const float*> shifted;  // [2 r + 1] the padded row shifted by 0 .. 2 r: the horizontal blur
-  std::vector<int64_t> reflect_x, reflect_y;  // [W + 2 r], [H + 2 r] reflect-padding indices
+  ColumnBlocks column_blocks;           // the AVX-512 column pass's taps
+  // The pixel buffers start on cache lines, and their rows too where W is a multiple of 16.
+  CacheLineVector<float> line;          // the row-resampled source line(s) (+ zeroed slack)
+  CacheLineVector<float> planes;        // [3, H, W] the view being built
+  CacheLineVector<float> blurred;       // [3, H, W] the planes after the horizontal blur
+  CacheLineVector<float> padded;        // [W + 2 r] one reflect-padded row
+  CacheLineVector<float> rows_out;      // [3, W] one row of the three planes after the vertical blur
+  std::vector<float> kernel;            // [2 r + 1] Gaussian weights
+  std::vector<int64_t> shifts;          // [2 r + 1] 0 .. 2 r: the horizontal blur's taps in the padded row
+  std::vector<int64_t> row_offsets;     // [H + 2 r] offset of each reflect-padded row: the vertical taps
+  std::vector<int64_t> reflect_x;       // [W + 2 r] reflect-padding indices of a row
 };
 
 // ---- the colour sweep ------------------------------------------------------------------------
@@ -563,7 +567,7 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
   // 32-sample windows.
   const int64_t line_n = planar ? box[3] : 3 * box[3];
   const int64_t slack = planar ? 32 : 3 * s.cols.max_count + 1;
-  const int64_t plane_stride = line_n + slack;
+  const int64_t plane_stride = (line_n + slack + 15) / 16 * 16;  // each line on a cache line
   s.line.resize(static_cast<size_t>((planar ? 3 : 1) * plane_stride));
   float* line = s.line.data();
   for (int c = 0; c < (planar ? 3 : 1); ++c)
@@ -639,16 +643,15 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
   s.blurred.resize(static_cast<size_t>(3 * n));
   s.padded.resize(static_cast<size_t>(W + 2 * radius));
   s.rows_out.resize(static_cast<size_t>(3 * W));
-  s.window.resize(static_cast<size_t>(taps));
-  s.shifted.resize(static_cast<size_t>(taps));
+  s.shifts.resize(static_cast<size_t>(taps));
+  for (int k = 0; k < taps; ++k) s.shifts[k] = k;
   // Reflected source index of every padded position (an integer modulo each: computed once).
   s.reflect_x.resize(static_cast<size_t>(W + 2 * radius));
-  s.reflect_y.resize(static_cast<size_t>(H + 2 * radius));
+  s.row_offsets.resize(static_cast<size_t>(H + 2 * radius));
   for (int64_t i = 0; i < W + 2 * radius; ++i) s.reflect_x[i] = reflect_index(i - radius, W);
-  for (int64_t i = 0; i < H + 2 * radius; ++i) s.reflect_y[i] = reflect_index(i - radius, H);
+  for (int64_t i = 0; i < H + 2 * radius; ++i) s.row_offsets[i] = reflect_index(i - radius, H) * W;
   float* padded = s.padded.data();
   float* blurred = s.blurred.data();
-  for (int k = 0; k < taps; ++k) s.shifted[k] = padded + k;
   for (int c = 0; c < 3; ++c) {
     const float* plane = planes + c * n;
     for (int64_t y = 0; y < H; ++y) {
@@ -658,15 +661,13 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
         padded[d] = src_row[s.reflect_x[d]];
         padded[W + radius + d] = src_row[s.reflect_x[W + radius + d]];
       }
-      blur_rows(s.shifted.data(), s.kernel.data(), radius, W, blurred + c * n + y * W);
+      blur_rows(padded, s.shifts.data(), s.kernel.data(), radius, W, blurred + c * n + y * W);
     }
   }
   float* const rows_out[3] = {s.rows_out.data(), s.rows_out.data() + W, s.rows_out.data() + 2 * W};
   for (int64_t y = 0; y < H; ++y) {
-    for (int c = 0; c < 3; ++c) {
-      for (int k = 0; k < taps; ++k) s.window[k] = blurred + c * n + s.reflect_y[y + k] * W;
-      blur_rows(s.window.data(), s.kernel.data(), radius, W, rows_out[c]);
-    }
+    for (int c = 0; c < 3; ++c)
+      blur_rows(blurred + c * n, s.row_offsets.data() + y, s.kernel.data(), radius, W, rows_out[c]);
     T* const out_row[3] = {out + y * W, out + n + y * W, out + 2 * n + y * W};
     colour_sweep(nullptr, 0, false, rows_out, W, &finish, out_row);
   }
