@@ -117,6 +117,18 @@ def value_errors_under_python_O(imports: str, *calls: str) -> str:
     return done.stdout
 
 
+def run_with_isa_cap(variable: str, cap: str | None, args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python *args`` with the kernel-copy cap ``variable`` set to ``cap`` (None: unset), in
+    ``cwd`` (outside the repository root, whose source tree, without the compiled _C, would shadow
+    the installed package). The kernels that read such a cap choose their copy once per process,
+    so a narrower copy runs in a subprocess. Returns the finished process (output captured)."""
+    env = dict(os.environ)
+    env.pop(variable, None)
+    if cap is not None:
+        env[variable] = cap
+    return subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
 def run_ddp_worker(out: Path, *args: str) -> list[dict]:
     """Runs ``ddp_worker.py ARGS... OUT`` on 2 ranks (:func:`torchrun`) and returns the two ranks'
     saved tensors (see ddp_worker.py)."""

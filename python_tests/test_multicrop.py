@@ -14,7 +14,8 @@ from cion_fast.ops import MultiCropConfig, RaggedImages, multicrop
 from cion_fast.ops._extension import kernels
 from cion_fast.ops.multicrop import MAX_BLUR_SIGMA, PARAM_SPEC
 
-from conftest import cupy, requires_torch, run_in_threads, to_framework, torch, value_errors_under_python_O
+from conftest import (cupy, requires_torch, run_in_threads, run_with_isa_cap, to_framework, torch,
+                      value_errors_under_python_O)
 
 TOLERANCE = 2.0 / 255.0  # the bound of docs/ALGORITHMS.md, before normalisation
 # Colour ops off, no normalisation: the views are the resized crops themselves.
@@ -96,6 +97,55 @@ def random_images(shape, seed=0):
 )
 def test_philox_known_answers(counter, key, expected):
     assert tuple(kernels().philox4x32_10(list(counter), list(key))) == expected
+
+
+# ---- every copy of the kernel --------------------------------------------------------------------
+
+# The CPU kernel has an AVX-512 copy (planar resampling, 16-pixel colour sweep), an AVX2 one and a
+# baseline one, chosen once per process; CION_FAST_MULTICROP_ISA caps the choice, so the tests below
+# run the narrower copies in subprocesses (where the CPU lacks a copy, the next narrower one runs).
+_ISA_CAP = "CION_FAST_MULTICROP_ISA"
+
+
+@pytest.mark.parametrize("cap", ["avx2", "baseline"])
+def test_every_copy_passes_this_file(cap, tmp_path):
+    done = run_with_isa_cap(_ISA_CAP, cap, ["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                                             "not every_copy"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+_COPY_VIEWS_SCRIPT = """
+import sys
+import numpy as np
+from cion_fast.ops import MultiCropConfig, RaggedImages, multicrop
+rng = np.random.default_rng(0)
+views = []
+for interpolation in ("bilinear", "bicubic"):
+    for (gs, ls), (h, w) in zip((((256, 128), (128, 64)), ((37, 29), (13, 7)), ((100, 203), (17, 33))),
+                                ((256, 128), (600, 300), (31, 47))):
+        config = MultiCropConfig.cion(global_size=gs, local_size=ls, interpolation=interpolation, flip_p=0.5,
+                                      solarize_p=(0.5, 0.5, 0.5))
+        images = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+        for batch in (images, np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
+                      RaggedImages.from_list([images[0], images[1, : h // 2 + 1, : w // 3 + 2]])):
+            out = multicrop(batch, config, seed=7, step=1)
+            views += [out.global_views, out.local_views]
+np.savez(sys.argv[1], *views)
+"""
+
+
+def test_every_copy_gives_the_same_bits(tmp_path):
+    """Every copy runs the same operations per output value in the same order (no contraction), so
+    up- and downscales, both filters, flips, solarise, HWC / CHW / ragged sources agree bit for bit."""
+    outputs = []
+    for cap in (None, "avx2", "baseline"):
+        path = tmp_path / f"{cap}.npz"
+        done = run_with_isa_cap(_ISA_CAP, cap, ["-c", _COPY_VIEWS_SCRIPT, str(path)], tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(np.load(path))
+    for other in outputs[1:]:
+        for name in outputs[0].files:
+            np.testing.assert_array_equal(other[name], outputs[0][name])
 
 
 # ---- geometry ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from cion_fast.ops import tracklet_similarity
 from cion_fast.reference import tracklet_similarity as reference
 
-from conftest import POISON_FLOAT, cupy, requires_torch, run_in_threads, to_framework, torch
+from conftest import POISON_FLOAT, cupy, requires_torch, run_in_threads, run_with_isa_cap, to_framework, torch
 
 MODES = ("centroid", "mean", "max", "min", "topk_mean")
 
@@ -163,31 +163,15 @@ def test_a_frame_pair_gives_the_same_bits_in_every_place_of_a_block(dtype):
 # The dot products have a 16-lane copy (float32, Intel AVX-512: two entries per register), an
 # AVX-512VL one (4 x 6 tiles of 8 lanes), an AVX2 one (4 x 3) and a baseline one; the widest the CPU
 # runs is chosen once per process, and CION_FAST_DOT_BLOCK_ISA caps it, so the two tests below run
-# the other copies in subprocesses (started outside the repository root, whose
-# source tree, without the compiled _C, would shadow the installed package).
+# the other copies in subprocesses.
 _ISA_CAP = "CION_FAST_DOT_BLOCK_ISA"
-
-
-def _with_cap(cap):
-    import os
-
-    env = dict(os.environ)
-    env.pop(_ISA_CAP, None)
-    if cap is not None:
-        env[_ISA_CAP] = cap
-    return env
 
 
 @pytest.mark.parametrize("cap", ["avx512vl", "avx2", "baseline"])
 def test_every_dot_block_copy_passes_this_file(cap, tmp_path):
     """Each capped copy runs this file's oracle, top-k and same-bits tests (all but these two)."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not dot_block_copy"],
-        env=_with_cap(cap), cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+    done = run_with_isa_cap(_ISA_CAP, cap, ["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                                             "not dot_block_copy"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -212,14 +196,11 @@ def test_every_fma_dot_block_copy_gives_the_same_bits(tmp_path):
     """The 16-lane, AVX-512VL and AVX2 copies run the same operations per entry, so max / min /
     topk_mean at awkward lengths and dimensions must agree bit for bit (where the CPU lacks a copy,
     the capped processes run the next narrower one)."""
-    import subprocess
-    import sys
-
     outputs = []
     for cap in (None, "avx512vl", "avx2"):
         path = tmp_path / f"{cap}.npz"
-        subprocess.run([sys.executable, "-c", _COPY_OUTPUTS_SCRIPT, str(path)], env=_with_cap(cap), cwd=tmp_path,
-                       check=True, timeout=120)
+        done = run_with_isa_cap(_ISA_CAP, cap, ["-c", _COPY_OUTPUTS_SCRIPT, str(path)], tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
         outputs.append(np.load(path))
     for other in outputs[1:]:
         for name in outputs[0].files:

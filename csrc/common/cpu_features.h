@@ -23,7 +23,24 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #define CION_X86_DISPATCH 1
 
+#include <cstdlib>
+#include <cstring>
+
 namespace cion {
+
+// The widest copy a kernel may run, as an environment variable names it: "avx512vl", "avx2" or
+// "baseline" (unset or anything else: no cap). The tests set these (CION_FAST_DOT_BLOCK_ISA,
+// CION_FAST_TRACKLET_PRUNE_ISA, CION_FAST_MULTICROP_ISA) to run every copy on one machine.
+enum class IsaCap { kNone, kAvx512vl, kAvx2, kBaseline };
+
+inline IsaCap isa_cap(const char* variable) {
+  const char* cap = std::getenv(variable);
+  if (cap == nullptr) return IsaCap::kNone;
+  if (std::strcmp(cap, "avx512vl") == 0) return IsaCap::kAvx512vl;
+  if (std::strcmp(cap, "avx2") == 0) return IsaCap::kAvx2;
+  if (std::strcmp(cap, "baseline") == 0) return IsaCap::kBaseline;
+  return IsaCap::kNone;
+}
 
 inline bool cpu_has_avx2_fma() {
   static const bool has = [] {

@@ -9,7 +9,6 @@
 #include "cpu/dot_block.h"
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -391,11 +390,10 @@ void baseline_block(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb
 template <class T>
 BlockFn<T> chosen_block() {
 #if defined(CION_DOT_BLOCK_AVX2)
-  const char* cap = std::getenv("CION_FAST_DOT_BLOCK_ISA");
-  const auto capped_at = [cap](const char* name) { return cap && std::strcmp(cap, name) == 0; };
-  const bool baseline_only = capped_at("baseline");
-  const bool avx2_at_most = baseline_only || capped_at("avx2");
-  const bool avx512vl_at_most = avx2_at_most || capped_at("avx512vl");
+  const IsaCap cap = isa_cap("CION_FAST_DOT_BLOCK_ISA");
+  const bool baseline_only = cap == IsaCap::kBaseline;
+  const bool avx2_at_most = baseline_only || cap == IsaCap::kAvx2;
+  const bool avx512vl_at_most = avx2_at_most || cap == IsaCap::kAvx512vl;
   if constexpr (std::is_same_v<T, float>) {
     if (!avx512vl_at_most && cpu_has_avx512vl() && cpu_has_full_width_avx512()) return &block_avx512_pairs;
   }

@@ -49,6 +49,47 @@ using namespace multicrop_math;
 
 constexpr int64_t kBlockPixels = 2048;  // rows per block: about 24 KB of the three planes
 
+// Loads and stores of a vector of floats (or of one float) at any float's address, through a type
+// that may alias floats. Not memcpy: a byte copy may alias anything, and GCC split the 32-byte ones
+// into halves whose reload then missed store forwarding.
+template <class Floats>
+struct AnyAddress {
+  typedef Floats type;
+};
+
+#if defined(__GNUC__)
+// Vectors of 16, 8 and 4 floats. The blur keeps a block of 16 sums in registers across its taps (a
+// loop over the samples per tap loads and stores every sum at every tap), adding the terms in the
+// same order as that loop: the same results wherever multiply-adds are not contracted (x86-64 GCC,
+// see CION_SIMD_CLONES_SAME_ROUNDING). A vector type, not a 16-float array: GCC vectorised the
+// array loop into a mix of widths, slower than before.
+typedef float Floats16 __attribute__((vector_size(64)));
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef float Floats4 __attribute__((vector_size(16)));  // SSE on x86-64, NEON on ARM
+template <>
+struct AnyAddress<Floats16> {
+  typedef float type __attribute__((vector_size(64), aligned(4), may_alias));
+};
+template <>
+struct AnyAddress<Floats8> {
+  typedef float type __attribute__((vector_size(32), aligned(4), may_alias));
+};
+template <>
+struct AnyAddress<Floats4> {
+  typedef float type __attribute__((vector_size(16), aligned(4), may_alias));
+};
+#define CION_FLOAT_VECTORS 1
+#endif
+
+template <class Floats>
+CION_COLOUR_OP Floats load_floats(const float* p) {
+  return *reinterpret_cast<const typename AnyAddress<Floats>::type*>(p);
+}
+template <class Floats>
+CION_COLOUR_OP void store_floats(float* p, Floats v) {
+  *reinterpret_cast<typename AnyAddress<Floats>::type*>(p) = v;
+}
+
 // ---- leaf loops (one ISA clone each) ------------------------------------------------------------
 
 // line[j] = sum_k w[k] * src[k * row_stride + j] for j < n: the row pass over HWC source rows. (Not in
@@ -75,16 +116,6 @@ CION_SIMD_CLONES void rows_planar(const uint8_t* src, int64_t row_stride, const 
   }
 }
 
-#if defined(__GNUC__)
-// Four float lanes (GCC/Clang vector extension: SSE on x86-64, NEON on ARM). One lane group holds
-// an interleaved RGB pixel plus the next pixel's red, which is computed and dropped.
-typedef float Lanes4 __attribute__((vector_size(16)));
-inline Lanes4 load4(const float* p) {
-  Lanes4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-#endif
 
 // Column pass of one output row: out_{r,g,b}[x] = sum_k w[x][k] * line[first[x] + k], the line
 // interleaved RGB, x mirrored when flipped. Every pixel runs the same `taps` (its weights are
@@ -99,9 +130,10 @@ inline void columns_fixed(const float* line, const float* weights, const int64_t
     const int64_t xs = flip ? W - 1 - x : x;
     const float* wx = weights + xs * stride;
     const float* p = line + 3 * first[xs];
-#if defined(__GNUC__)
-    Lanes4 acc = wx[0] * load4(p);
-    for (int k = 1; k < n; ++k) acc += wx[k] * load4(p + 3 * k);
+#if defined(CION_FLOAT_VECTORS)
+    // One vector holds an interleaved RGB pixel plus the next pixel's red, computed and dropped.
+    Floats4 acc = wx[0] * load_floats<Floats4>(p);
+    for (int k = 1; k < n; ++k) acc += wx[k] * load_floats<Floats4>(p + 3 * k);
     out_r[x] = acc[0];
     out_g[x] = acc[1];
     out_b[x] = acc[2];
@@ -132,28 +164,6 @@ CION_SIMD_CLONES void columns(const float* line, const float* weights, const int
   }
 }
 
-#if defined(__GNUC__)
-// Vectors of 16, 8 and 4 floats, loaded from any address. The blur keeps a block of 16 sums in
-// registers across its taps (a loop over the samples per tap loads and stores every sum at every
-// tap), adding the terms in the same order as that loop: the same results wherever multiply-adds
-// are not contracted (x86-64 GCC, see CION_SIMD_CLONES_SAME_ROUNDING). A vector type, not a
-// 16-float array: GCC vectorised the array loop into a mix of widths, slower than before.
-typedef float Floats16 __attribute__((vector_size(64)));
-typedef float Floats16Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
-typedef float Floats8 __attribute__((vector_size(32)));
-typedef float Floats8Unaligned __attribute__((vector_size(32), aligned(4), may_alias));
-typedef float Floats4 __attribute__((vector_size(16)));
-inline __attribute__((always_inline)) Floats16 load16(const float* p) {
-  return *reinterpret_cast<const Floats16Unaligned*>(p);
-}
-inline __attribute__((always_inline)) Floats8 load8(const float* p) {
-  return *reinterpret_cast<const Floats8Unaligned*>(p);
-}
-inline __attribute__((always_inline)) void store16(float* p, Floats16 v) {
-  *reinterpret_cast<Floats16Unaligned*>(p) = v;
-}
-#define CION_FLOAT_VECTORS 1
-#endif
 
 // Sum of the gray of n pixels in eight float lanes, lane l summing pixels l, l + 8, ... (a fixed
 // order that needs no reassociation flags), then the tail and the lanes in double. The lanes are
@@ -163,7 +173,7 @@ CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b,
   float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #if defined(CION_FLOAT_VECTORS)
   Floats8 sums = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (; i + 8 <= n; i += 8) sums += gray_of(load8(r + i), load8(g + i), load8(b + i));
+  for (; i + 8 <= n; i += 8) sums += gray_of(load_floats<Floats8>(r + i), load_floats<Floats8>(g + i), load_floats<Floats8>(b + i));
   for (int l = 0; l < 8; ++l) lanes[l] = sums[l];
 #else
   for (; i + 8 <= n; i += 8)
@@ -186,10 +196,11 @@ CION_SIMD_CLONES void blur_rows(const float* base, const int64_t* offsets, const
   int64_t x0 = 0;
 #if defined(CION_FLOAT_VECTORS)
   for (; x0 + 16 <= W; x0 += 16) {
-    Floats16 sum = kernel[radius] * load16(centre + x0);
+    Floats16 sum = kernel[radius] * load_floats<Floats16>(centre + x0);
     for (int d = 1; d <= radius; ++d)
-      sum += kernel[radius + d] * (load16(rows(radius - d) + x0) + load16(rows(radius + d) + x0));
-    store16(dst + x0, sum);
+      sum += kernel[radius + d] *
+             (load_floats<Floats16>(rows(radius - d) + x0) + load_floats<Floats16>(rows(radius + d) + x0));
+    store_floats(dst + x0, sum);
   }
 #endif
   for (int64_t x = x0; x < W; ++x) {
@@ -221,6 +232,26 @@ struct AxisTaps {
     }
   }
 };
+
+// ---- which copy runs ------------------------------------------------------------------------------
+
+// The widest hand-dispatched copy this processor runs (the planar resampling needs AVX-512 BW/VL,
+// the colour sweep has AVX-512, AVX2 and baseline widths), capped by CION_FAST_MULTICROP_ISA
+// ("avx2" or "baseline", read once per process: the tests run every copy in a subprocess). Every
+// copy gives the same bits. The CION_SIMD_CLONES loops are the loader's choice, not capped.
+enum class MulticropCopy { kBaseline, kAvx2, kAvx512 };
+
+MulticropCopy multicrop_copy() {
+  static const MulticropCopy copy = [] {
+#if defined(CION_X86_DISPATCH)
+    const IsaCap cap = isa_cap("CION_FAST_MULTICROP_ISA");
+    if (cap != IsaCap::kBaseline && cap != IsaCap::kAvx2 && cpu_has_avx512bw_vl()) return MulticropCopy::kAvx512;
+    if (cap != IsaCap::kBaseline && cpu_has_avx2_fma()) return MulticropCopy::kAvx2;
+#endif
+    return MulticropCopy::kBaseline;
+  }();
+  return copy;
+}
 
 // ---- the resampling in AVX-512: planar lines, 16 outputs at a time --------------------------------
 //
@@ -406,13 +437,13 @@ template <class Floats>
 CION_COLOUR_OP void sweep_pixels(const ColourStep* steps, int count, bool clamp_first, float* const planes[3],
                                  int64_t i, const Finish* finish, float* const out[3]) {
   Floats rgb[3];
-  for (int c = 0; c < 3; ++c) std::memcpy(&rgb[c], planes[c] + i, sizeof(Floats));
+  for (int c = 0; c < 3; ++c) rgb[c] = load_floats<Floats>(planes[c] + i);
   if (clamp_first)
     for (int c = 0; c < 3; ++c) rgb[c] = clamp01(rgb[c]);
   for (int k = 0; k < count; ++k) apply_step(steps[k], rgb);
   for (int c = 0; c < 3; ++c) {
     if (finish) rgb[c] = ((finish->solarize ? solarize(rgb[c]) : rgb[c]) - finish->mean[c]) * finish->inv_std[c];
-    std::memcpy((finish ? out[c] : planes[c]) + i, &rgb[c], sizeof(Floats));
+    store_floats((finish ? out[c] : planes[c]) + i, rgb[c]);
   }
 }
 
@@ -456,9 +487,9 @@ void colour_sweep(const ColourStep* steps, int count, bool clamp_first, float* c
   float* const* finished = planes;
   if constexpr (std::is_same<T, float>::value) finished = out;
 #if defined(CION_X86_DISPATCH) && defined(CION_FLOAT_VECTORS)
-  if (cpu_has_avx512f())
+  if (multicrop_copy() == MulticropCopy::kAvx512)
     sweep_avx512(steps, count, clamp_first, planes, n, finish, finished);
-  else if (cpu_has_avx2_fma())
+  else if (multicrop_copy() == MulticropCopy::kAvx2)
     sweep_avx2(steps, count, clamp_first, planes, n, finish, finished);
   else
 #endif
@@ -518,7 +549,7 @@ struct Source {
 // Whether this view resamples through the AVX-512 planar path (and if so, its column blocks set).
 bool planar_resampling(Scratch& s, int64_t W, bool flip) {
 #if defined(CION_X86_DISPATCH)
-  if (!cpu_has_avx512bw_vl()) return false;
+  if (multicrop_copy() != MulticropCopy::kAvx512) return false;
   s.column_blocks.compute(s.cols, W, flip);
   return s.column_blocks.fit;
 #else

@@ -9,8 +9,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <utility>
 
@@ -102,9 +100,9 @@ namespace avx512 {
 template <class T>
 RangeFn chosen_copy() {
 #if defined(CION_PRUNE_X86_COPIES)
-  const char* cap = std::getenv("CION_FAST_TRACKLET_PRUNE_ISA");
-  const bool baseline_only = cap && std::strcmp(cap, "baseline") == 0;
-  const bool avx2_at_most = cap && std::strcmp(cap, "avx2") == 0;
+  const IsaCap cap = isa_cap("CION_FAST_TRACKLET_PRUNE_ISA");
+  const bool baseline_only = cap == IsaCap::kBaseline;
+  const bool avx2_at_most = cap == IsaCap::kAvx2;
   if (!baseline_only && !avx2_at_most && cpu_has_avx512f()) return &avx512::prune_range<T>;
   if (!baseline_only && cpu_has_avx2_fma()) return &avx2::prune_range<T>;
 #endif
