@@ -505,11 +505,12 @@ def multicrop(
             invalid explicit parameters; ``out`` of the wrong shape, not C-contiguous, read-only
             or overlapping ``images`` (TypeError for another dtype, framework or device).
 
-    Speed: the floor is writing the views once. The CPU kernel stays far above it by its pixel
-    work, about 7 ns per output pixel of three channels on one core: hue rotation (RGB -> HSV ->
-    RGB, two divisions and a dozen selects per pixel), the two resampling passes, the blur and the
-    colour blends; 2,000-2,300 images/s for the CION recipe at batch 64 on 2 CPU cores with ``out``
-    given, fewer with new outputs, whose pages the OS zeroes first (benchmarks/NOTES.md, issue 27).
+    Speed: the floor is writing the views once. The CPU kernel stays 3-4x above it by its pixel
+    work, about 5 ns per output pixel of three channels on one core: the output's stores (each
+    line read before it is written), the blur (its multiplies and adds), hue rotation (RGB -> HSV
+    -> RGB, two divisions and a dozen selects per pixel) and the two resampling passes;
+    2,750-3,050 images/s for the CION recipe at batch 64 on 2 Intel Xeon cores with ``out`` given,
+    1,450-2,160 with new outputs, whose pages the OS zeroes first (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
