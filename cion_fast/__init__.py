@@ -34,7 +34,9 @@ def build_info() -> dict:
     Returns:
         dict with ``version`` (str), ``openmp`` (bool), ``openmp_max_threads`` (int), ``cuda``
         (bool: CUDA kernels compiled in), ``cuda_version`` (str or None, the nvcc version) and
-        ``cuda_architectures`` (list of str, e.g. ``["80-real", ..., "90-virtual"]``).
+        ``cuda_architectures`` (list of str, e.g. ``["80-real", ..., "90-virtual"]``) and
+        ``multicrop_cpu_copy`` (str: ``"avx512"``, ``"avx2"`` or ``"baseline"``, the copy of the
+        CPU multicrop kernel this process runs, capped by ``CION_FAST_MULTICROP_ISA``).
 
     Example:
         >>> info = build_info()

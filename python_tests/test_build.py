@@ -13,6 +13,7 @@ def test_build_info_reports_what_was_compiled():
     assert info["version"] == cion_fast.__version__
     assert isinstance(info["openmp"], bool) and info["openmp_max_threads"] >= 1
     assert isinstance(info["cuda"], bool)
+    assert info["multicrop_cpu_copy"] in ("avx512", "avx2", "baseline")
     if info["cuda"]:
         assert info["cuda_version"] and info["cuda_architectures"]
     else:

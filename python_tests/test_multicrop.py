@@ -117,6 +117,7 @@ def test_every_copy_passes_this_file(cap, tmp_path):
 _COPY_VIEWS_SCRIPT = """
 import sys
 import numpy as np
+import cion_fast
 from cion_fast.ops import MultiCropConfig, RaggedImages, multicrop
 rng = np.random.default_rng(0)
 views = []
@@ -130,19 +131,29 @@ for interpolation in ("bilinear", "bicubic"):
                       RaggedImages.from_list([images[0], images[1, : h // 2 + 1, : w // 3 + 2]])):
             out = multicrop(batch, config, seed=7, step=1)
             views += [out.global_views, out.local_views]
+half = multicrop(rng.integers(0, 256, (2, 64, 48, 3), dtype=np.uint8), MultiCropConfig.cion(out_dtype="float16"), seed=3)
+views += [half.global_views, half.local_views]
 np.savez(sys.argv[1], *views)
+print(cion_fast.build_info()["multicrop_cpu_copy"])
 """
+_WIDTH = {"baseline": 0, "avx2": 1, "avx512": 2}
 
 
 def test_every_copy_gives_the_same_bits(tmp_path):
     """Every copy runs the same operations per output value in the same order (no contraction), so
-    up- and downscales, both filters, flips, solarise, HWC / CHW / ragged sources agree bit for bit."""
-    outputs = []
+    up- and downscales, both filters, flips, solarise, HWC / CHW / ragged sources and float16
+    outputs agree bit for bit; each capped process must report the copy the cap asks for."""
+    outputs, copies = [], []
     for cap in (None, "avx2", "baseline"):
         path = tmp_path / f"{cap}.npz"
         done = run_with_isa_cap(_ISA_CAP, cap, ["-c", _COPY_VIEWS_SCRIPT, str(path)], tmp_path, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
         outputs.append(np.load(path))
+        copies.append(done.stdout.split()[-1])
+    widest = copies[0]
+    if widest == "baseline":
+        pytest.skip("this CPU runs the baseline copy only: there is no other copy to compare")
+    assert copies[1:] == [min("avx2", widest, key=_WIDTH.get), "baseline"], copies
     for other in outputs[1:]:
         for name in outputs[0].files:
             np.testing.assert_array_equal(other[name], outputs[0][name])

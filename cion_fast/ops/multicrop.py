@@ -509,7 +509,7 @@ def multicrop(
     work, about 5 ns per output pixel of three channels on one core: the output's stores (each
     line read before it is written), the blur (its multiplies and adds), hue rotation (RGB -> HSV
     -> RGB, two divisions and a dozen selects per pixel) and the two resampling passes;
-    2,750-3,050 images/s for the CION recipe at batch 64 on 2 Intel Xeon cores with ``out`` given,
+    2,750-3,090 images/s for the CION recipe at batch 64 on 2 Intel Xeon cores with ``out`` given,
     1,450-2,160 with new outputs, whose pages the OS zeroes first (benchmarks/NOTES.md, issue 27).
 
     Example:

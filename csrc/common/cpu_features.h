@@ -11,13 +11,19 @@
 // would contract a * b + c into an FMA and round differently from the baseline, so a file that
 // uses the macro on floating-point arithmetic starts with CION_SIMD_CLONES_SAME_ROUNDING, which
 // also lets GCC vectorise compare-and-select loops (no-trapping-math: no FP exception is observed).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
-#define CION_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// Where that holds (GCC), CION_SAME_ROUNDING is defined: a file may then also hand-dispatch float
+// arithmetic to target() copies and keep the baseline's bits; elsewhere it keeps one copy.
+#if defined(__GNUC__) && !defined(__clang__)
 #define CION_SIMD_CLONES_SAME_ROUNDING \
   _Pragma("GCC optimize(\"no-trapping-math\")") _Pragma("GCC optimize(\"fp-contract=off\")")
+#define CION_SAME_ROUNDING 1
+#else
+#define CION_SIMD_CLONES_SAME_ROUNDING
+#endif
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+#define CION_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CION_SIMD_CLONES
-#define CION_SIMD_CLONES_SAME_ROUNDING
 #endif
 
 #if defined(__GNUC__) && defined(__x86_64__)

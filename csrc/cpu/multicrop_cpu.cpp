@@ -1,6 +1,7 @@
 // CPU multicrop: OpenMP over (image, view) pairs. One thread renders a whole view in planar float
-// buffers of its own ([3, H, W]: 384 KB for a 256x128 view, so they stay in the core's L2), a block
-// of rows at a time so that consecutive steps find the block in L1:
+// buffers of its own ([3, H, W]: 384 KB for a 256x128 view, 768 KB with its horizontally blurred
+// copy, so they stay in the core's L2), a block of rows at a time so that consecutive steps find
+// the block in L1:
 //
 //   resample   per output row, rows first (a weighted sum of a few whole source rows, uint8 ->
 //              float with the 1/255 folded into the weights), then columns into the planes,
@@ -29,13 +30,15 @@ CION_SIMD_CLONES_SAME_ROUNDING
 #endif
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "common/cache_line_vector.h"
 #include "common/dispatch.h"
-#if defined(CION_X86_DISPATCH)
+// The hand-dispatched copies (planar AVX-512 resampling, AVX-512 / AVX2 colour sweep): x86 GCC, where
+// the pragma above holds, so that they round as the baseline copy does.
+#if defined(CION_X86_DISPATCH) && defined(CION_SAME_ROUNDING)
+#define CION_MULTICROP_COPIES 1
 #include <immintrin.h>
 #endif
 #include "common/parallel.h"
@@ -243,7 +246,7 @@ enum class MulticropCopy { kBaseline, kAvx2, kAvx512 };
 
 MulticropCopy multicrop_copy() {
   static const MulticropCopy copy = [] {
-#if defined(CION_X86_DISPATCH)
+#if defined(CION_MULTICROP_COPIES)
     const IsaCap cap = isa_cap("CION_FAST_MULTICROP_ISA");
     if (cap != IsaCap::kBaseline && cap != IsaCap::kAvx2 && cpu_has_avx512bw_vl()) return MulticropCopy::kAvx512;
     if (cap != IsaCap::kBaseline && cpu_has_avx2_fma()) return MulticropCopy::kAvx2;
@@ -256,7 +259,8 @@ MulticropCopy multicrop_copy() {
 // ---- the resampling in AVX-512: planar lines, 16 outputs at a time --------------------------------
 //
 // Where every block of 16 output columns reads its taps from a window of 32 source samples (all
-// upscales and downscales up to ~1.8x: every view of the CION recipe), the row pass writes one line
+// upscales, and downscales up to ~1.8x: nearly every view of the CION recipe, all but local crops
+// over ~120 pixels wide), the row pass writes one line
 // per channel and the column pass makes each tap of 16 outputs one two-register permute of that
 // window. The generic path (an interleaved line, one pixel's three channels per 4-lane vector) needs
 // about seven times its instructions. Same terms in the same order, no contraction: the same bits.
@@ -279,14 +283,15 @@ struct ColumnBlocks {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t lanes = std::min<int64_t>(16, W - 16 * b);
       auto source_of = [&](int64_t lane) { return flip ? W - 1 - (16 * b + lane) : 16 * b + lane; };
-      // first[] rises with the source sample, so the window starts at the lowest one's first tap.
+      // first[] rises with the source sample, so the window starts at the lowest one's first tap
+      // (every offset is checked to lie in the window all the same).
       base[b] = std::min(cols.first[source_of(0)], cols.first[source_of(lanes - 1)]);
       for (int64_t lane = 0; lane < lanes; ++lane) {
         const int64_t xs = source_of(lane);
         for (int k = 0; k < taps; ++k) {
           const int64_t offset = cols.first[xs] + k - base[b];
-          fit = fit && offset < 32;
-          index[(b * taps + k) * 16 + lane] = static_cast<int32_t>(std::min<int64_t>(offset, 31));
+          fit = fit && offset >= 0 && offset < 32;
+          index[(b * taps + k) * 16 + lane] = static_cast<int32_t>(fit ? offset : 0);
           weights[(b * taps + k) * 16 + lane] = cols.weights[xs * cols.stride + k];
         }
       }
@@ -294,7 +299,7 @@ struct ColumnBlocks {
   }
 };
 
-#if defined(CION_X86_DISPATCH)
+#if defined(CION_MULTICROP_COPIES)
 #define CION_AVX512_RESAMPLING __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 // Lanes [0, count) set.
@@ -319,19 +324,31 @@ CION_AVX512_RESAMPLING void rows_to_line_avx512(const uint8_t* src, int64_t row_
   }
 }
 
+// The permutes that split 16 interleaved RGB pixels (three vectors of 16 samples) into channels.
+// Channel c of pixel p is sample 3 p + c: vector 3 p + c >> 4, lane 3 p + c & 15. The first permute
+// gathers it from vectors 0 and 1 (lanes 0 .. 10 or 0 .. 9), the second from vector 2.
+struct ChannelSplit {
+  alignas(64) int32_t from01[3][16];
+  alignas(64) int32_t from2[3][16];
+};
+constexpr ChannelSplit channel_split() {
+  ChannelSplit split{};
+  for (int c = 0; c < 3; ++c)
+    for (int p = 0; p < 16; ++p) {
+      const int e = 3 * p + c;
+      split.from01[c][p] = e < 32 ? e : 0;
+      split.from2[c][p] = e < 32 ? p : 16 + (e - 32);
+    }
+  return split;
+}
+constexpr ChannelSplit kChannelSplit = channel_split();
+
 // Row pass of n HWC pixels into the three lines: 16 pixels (48 samples, three vectors summed
 // together across the taps) at a time, split into channels by two permutes each.
 CION_AVX512_RESAMPLING void rows_to_lines_avx512(const uint8_t* src, int64_t row_stride, const float* w,
                                                  int64_t taps, int64_t n, float* const lines[3]) {
-  // Channel c of pixel p is sample 3 p + c: vector 3 p + c >> 4, lane 3 p + c & 15. The first
-  // permute gathers it from vectors 0 and 1 (lanes 0 .. 10 or 0 .. 9), the second from vector 2.
-  alignas(64) int32_t from01[3][16], from2[3][16];
-  for (int c = 0; c < 3; ++c)
-    for (int p = 0; p < 16; ++p) {
-      const int e = 3 * p + c;
-      from01[c][p] = e < 32 ? e : 0;
-      from2[c][p] = e < 32 ? p : 16 + (e - 32);
-    }
+  const int32_t(&from01)[3][16] = kChannelSplit.from01;
+  const int32_t(&from2)[3][16] = kChannelSplit.from2;
   for (int64_t j = 0; j < n; j += 16) {
     const int64_t samples = 3 * std::min<int64_t>(16, n - j);
     const __mmask16 keep[3] = {first_lanes(samples), first_lanes(samples - 16), first_lanes(samples - 32)};
@@ -456,7 +473,7 @@ CION_COLOUR_OP void sweep(const ColourStep* steps, int count, bool clamp_first, 
   for (; i < n; ++i) sweep_pixels<float>(steps, count, clamp_first, planes, i, finish, out);
 }
 
-#if defined(CION_X86_DISPATCH) && defined(CION_FLOAT_VECTORS)
+#if defined(CION_MULTICROP_COPIES) && defined(CION_FLOAT_VECTORS)
 __attribute__((target("avx512f"))) void sweep_avx512(const ColourStep* steps, int count, bool clamp_first,
                                                      float* const planes[3], int64_t n, const Finish* finish,
                                                      float* const out[3]) {
@@ -486,7 +503,7 @@ void colour_sweep(const ColourStep* steps, int count, bool clamp_first, float* c
   if (count == 0 && !clamp_first && !finish) return;
   float* const* finished = planes;
   if constexpr (std::is_same<T, float>::value) finished = out;
-#if defined(CION_X86_DISPATCH) && defined(CION_FLOAT_VECTORS)
+#if defined(CION_MULTICROP_COPIES) && defined(CION_FLOAT_VECTORS)
   if (multicrop_copy() == MulticropCopy::kAvx512)
     sweep_avx512(steps, count, clamp_first, planes, n, finish, finished);
   else if (multicrop_copy() == MulticropCopy::kAvx2)
@@ -548,7 +565,7 @@ struct Source {
 
 // Whether this view resamples through the AVX-512 planar path (and if so, its column blocks set).
 bool planar_resampling(Scratch& s, int64_t W, bool flip) {
-#if defined(CION_X86_DISPATCH)
+#if defined(CION_MULTICROP_COPIES)
   if (multicrop_copy() != MulticropCopy::kAvx512) return false;
   s.column_blocks.compute(s.cols, W, flip);
   return s.column_blocks.fit;
@@ -618,7 +635,7 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
       const int64_t taps = s.rows.count[y];
       const int64_t row0 = box[0] + s.rows.first[y];
       float* out_r = planes + y * W;
-#if defined(CION_X86_DISPATCH)
+#if defined(CION_MULTICROP_COPIES)
       if (planar) {
         float* const lines[3] = {line, line + plane_stride, line + 2 * plane_stride};
         if (src.channels_last) {
@@ -705,6 +722,14 @@ void render_view(const MultiCropParams& p, int64_t b, int64_t v, Scratch& s) {
 }
 
 }  // namespace
+
+const char* multicrop_cpu_copy() {
+  switch (multicrop_copy()) {
+    case MulticropCopy::kAvx512: return "avx512";
+    case MulticropCopy::kAvx2: return "avx2";
+    default: return "baseline";
+  }
+}
 
 void multicrop_cpu(const MultiCropParams& p) {
   const int64_t V = p.settings.num_views();

@@ -106,6 +106,10 @@ struct MultiCropParams {
 void multicrop(const MultiCropParams& params, Device device, int device_index, void* stream);
 
 void multicrop_cpu(const MultiCropParams& params);
+
+// Which copy of the CPU kernel's hand-dispatched loops this process runs: "avx512", "avx2" or
+// "baseline" (the widest the processor has, capped by CION_FAST_MULTICROP_ISA).
+const char* multicrop_cpu_copy();
 #if defined(CION_FAST_WITH_CUDA)
 void multicrop_cuda(const MultiCropParams& params, int device_index, void* stream);
 #endif

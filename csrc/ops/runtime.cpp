@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "common/parallel.h"
+#include "ops/multicrop.h"
 
 #if defined(CION_FAST_WITH_CUDA)
 #include <cuda_runtime.h>
@@ -16,6 +17,7 @@ BuildInfo build_info() {
   info.openmp = true;
 #endif
   info.openmp_max_threads = max_threads();
+  info.multicrop_cpu_copy = multicrop_cpu_copy();
 #if defined(CION_FAST_WITH_CUDA)
   info.cuda = true;
   info.cuda_version = CION_FAST_CUDA_VERSION;

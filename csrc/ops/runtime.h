@@ -11,6 +11,7 @@ struct BuildInfo {
   bool cuda = false;
   std::string cuda_version;                      // nvcc version, empty without CUDA
   std::vector<std::string> cuda_architectures;   // e.g. {"80-real", ..., "90-virtual"}
+  std::string multicrop_cpu_copy;                // "avx512", "avx2" or "baseline": multicrop_cpu_copy()
 };
 
 BuildInfo build_info();

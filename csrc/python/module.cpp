@@ -38,6 +38,7 @@ PYBIND11_MODULE(_C, m) {
     py::list archs;
     for (const auto& arch : info.cuda_architectures) archs.append(arch);
     out["cuda_architectures"] = archs;
+    out["multicrop_cpu_copy"] = info.multicrop_cpu_copy;
     return out;
   });
   m.def("cuda_device_count", &cion::cuda_device_count,
