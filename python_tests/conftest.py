@@ -129,6 +129,14 @@ def run_with_isa_cap(variable: str, cap: str | None, args: list[str], cwd: Path,
     return subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def assert_file_passes_under_isa_cap(variable: str, cap: str, test_file: str, deselect: str, cwd: Path) -> None:
+    """Runs ``test_file``'s tests but those matching ``deselect`` (the ones that call this) in a
+    subprocess with the kernel-copy cap ``variable`` = ``cap``; they must all pass."""
+    done = run_with_isa_cap(variable, cap, ["-m", "pytest", "-q", "-p", "no:cacheprovider", test_file, "-k",
+                                            f"not {deselect}"], cwd)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def run_ddp_worker(out: Path, *args: str) -> list[dict]:
     """Runs ``ddp_worker.py ARGS... OUT`` on 2 ranks (:func:`torchrun`) and returns the two ranks'
     saved tensors (see ddp_worker.py)."""

@@ -14,8 +14,8 @@ from cion_fast.ops import MultiCropConfig, RaggedImages, multicrop
 from cion_fast.ops._extension import kernels
 from cion_fast.ops.multicrop import MAX_BLUR_SIGMA, PARAM_SPEC
 
-from conftest import (cupy, requires_torch, run_in_threads, run_with_isa_cap, to_framework, torch,
-                      value_errors_under_python_O)
+from conftest import (assert_file_passes_under_isa_cap, cupy, requires_torch, run_in_threads, run_with_isa_cap,
+                      to_framework, torch, value_errors_under_python_O)
 
 TOLERANCE = 2.0 / 255.0  # the bound of docs/ALGORITHMS.md, before normalisation
 # Colour ops off, no normalisation: the views are the resized crops themselves.
@@ -109,9 +109,7 @@ _ISA_CAP = "CION_FAST_MULTICROP_ISA"
 
 @pytest.mark.parametrize("cap", ["avx2", "baseline"])
 def test_every_copy_passes_this_file(cap, tmp_path):
-    done = run_with_isa_cap(_ISA_CAP, cap, ["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                                             "not every_copy"], tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_file_passes_under_isa_cap(_ISA_CAP, cap, __file__, "every_copy", tmp_path)
 
 
 _COPY_VIEWS_SCRIPT = """

@@ -9,7 +9,8 @@ import pytest
 from cion_fast.ops import tracklet_similarity
 from cion_fast.reference import tracklet_similarity as reference
 
-from conftest import POISON_FLOAT, cupy, requires_torch, run_in_threads, run_with_isa_cap, to_framework, torch
+from conftest import (POISON_FLOAT, assert_file_passes_under_isa_cap, cupy, requires_torch, run_in_threads,
+                      run_with_isa_cap, to_framework, torch)
 
 MODES = ("centroid", "mean", "max", "min", "topk_mean")
 
@@ -170,9 +171,7 @@ _ISA_CAP = "CION_FAST_DOT_BLOCK_ISA"
 @pytest.mark.parametrize("cap", ["avx512vl", "avx2", "baseline"])
 def test_every_dot_block_copy_passes_this_file(cap, tmp_path):
     """Each capped copy runs this file's oracle, top-k and same-bits tests (all but these two)."""
-    done = run_with_isa_cap(_ISA_CAP, cap, ["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                                             "not dot_block_copy"], tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_file_passes_under_isa_cap(_ISA_CAP, cap, __file__, "dot_block_copy", tmp_path)
 
 
 _COPY_OUTPUTS_SCRIPT = """
