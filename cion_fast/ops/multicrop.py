@@ -490,7 +490,7 @@ def multicrop(
             previous call's, once consumed), sharing no memory with ``images``. On the CPU, fresh
             output pages cost the kernel's zeroing of them at first touch: a quarter of a call at
             batch 64 (benchmarks/NOTES.md); reused buffers skip it. Buffers starting on a 64-byte
-            line (torch's CPU tensors, the arrays this op returns) are written ~7 % faster than
+            line (torch's CPU tensors, the arrays this op returns) are written ~15 % faster than
             numpy's own 16-byte-aligned ``np.empty``.
 
     Returns:
@@ -505,12 +505,12 @@ def multicrop(
             invalid explicit parameters; ``out`` of the wrong shape, not C-contiguous, read-only
             or overlapping ``images`` (TypeError for another dtype, framework or device).
 
-    Speed: the floor is writing the views once. The CPU kernel stays 3-4x above it by its pixel
-    work, about 5 ns per output pixel of three channels on one core: the output's stores (each
-    line read before it is written), the blur (its multiplies and adds), hue rotation (RGB -> HSV
-    -> RGB, two divisions and a dozen selects per pixel) and the two resampling passes;
-    2,750-3,090 images/s for the CION recipe at batch 64 on 2 Intel Xeon cores with ``out`` given,
-    1,450-2,160 with new outputs, whose pages the OS zeroes first (benchmarks/NOTES.md, issue 27).
+    Speed: the floor is writing the views once. The CPU kernel stays 2.5-4x above it by its
+    pixel work, about 5 ns per output pixel of three channels on one core: the output's stores,
+    the blur (its multiplies and adds), hue rotation (RGB -> HSV -> RGB, two divisions and a dozen
+    selects per pixel) and the two resampling passes; 2,850-3,090 images/s for the CION recipe at
+    batch 64 on 2 Intel Xeon cores with ``out`` given, 1,200-1,850 with new outputs, whose pages
+    the OS zeroes first (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np
