@@ -105,24 +105,32 @@ def run_in_threads(work: Callable[[int], Any], n: int) -> list:
     return results
 
 
+def environment_importing_this_package() -> dict[str, str]:
+    """This process's environment with PYTHONPATH set to its sys.path, so that a subprocess started
+    in another directory imports cion_fast from where this process imports it (an installed
+    package, or a developer build on PYTHONPATH), never from its current directory."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
 def value_errors_under_python_O(imports: str, *calls: str) -> str:
     """Runs ``imports``, then each of ``calls``, in a fresh ``python -O`` (assert statements
     stripped) started in an empty directory, so the package is imported from where this process
     imports it, never from the current directory. Returns its stdout: a line ``ValueError
     <message>`` for each call that raised one."""
     code = imports + "\n" + "".join(f"try:\n    {call}\nexcept ValueError as e:\n    print('ValueError', e)\n" for call in calls)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = environment_importing_this_package()
     with tempfile.TemporaryDirectory() as empty:
         done = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True, cwd=empty, env=env)
     return done.stdout
 
 
-def run_with_isa_cap(variable: str, cap: str | None, args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs ``python *args`` with the kernel-copy cap ``variable`` set to ``cap`` (None: unset), in
-    ``cwd`` (outside the repository root, whose source tree, without the compiled _C, would shadow
-    the installed package). The kernels that read such a cap choose their copy once per process,
-    so a narrower copy runs in a subprocess. Returns the finished process (output captured)."""
-    env = dict(os.environ)
+def run_with_isa_cap(variable: str, cap: str | None, args: list[str], cwd: Path,
+                     timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python *args`` in ``cwd`` with the kernel-copy cap ``variable`` set to ``cap`` (None:
+    unset), importing this process's cion_fast. The kernels that read such a cap choose their copy
+    once per process, so a narrower copy runs in a subprocess. Returns the finished process
+    (output captured)."""
+    env = environment_importing_this_package()
     env.pop(variable, None)
     if cap is not None:
         env[variable] = cap

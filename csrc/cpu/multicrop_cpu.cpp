@@ -19,9 +19,9 @@
 
 // The colour ops are selects between computed values (clamps, hue sectors, solarise): GCC
 // vectorises them only without -ftrapping-math, and the AVX-512 / AVX2 copies of the hot loops
-// (CION_SIMD_CLONES and the target-specific functions) must not contract a multiply-add. Both are set here, before any code: no
-// result changes, and every copy is bit-identical to the baseline one (sampling, compiled here
-// too, stays bit-exact).
+// (CION_SIMD_CLONES and the target-specific functions) must not contract a multiply-add. Both are
+// set here, before any code: no result changes, and every copy is bit-identical to the baseline one
+// (sampling, compiled here too, stays bit-exact).
 #include "common/cpu_features.h"
 CION_SIMD_CLONES_SAME_ROUNDING
 // Vectors pass by value between the always-inlined colour helpers: no call, so no ABI is involved.
@@ -119,7 +119,6 @@ CION_SIMD_CLONES void rows_planar(const uint8_t* src, int64_t row_stride, const 
   }
 }
 
-
 // Column pass of one output row: out_{r,g,b}[x] = sum_k w[x][k] * line[first[x] + k], the line
 // interleaved RGB, x mirrored when flipped. Every pixel runs the same `taps` (its weights are
 // zero-padded to it and the line has zeroed slack after the last pixel): a per-pixel tap count
@@ -167,7 +166,6 @@ CION_SIMD_CLONES void columns(const float* line, const float* weights, const int
   }
 }
 
-
 // Sum of the gray of n pixels in eight float lanes, lane l summing pixels l, l + 8, ... (a fixed
 // order that needs no reassociation flags), then the tail and the lanes in double. The lanes are
 // one vector: GCC vectorised the equivalent eight-float array through permutes, 3x slower.
@@ -176,7 +174,8 @@ CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b,
   float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #if defined(CION_FLOAT_VECTORS)
   Floats8 sums = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (; i + 8 <= n; i += 8) sums += gray_of(load_floats<Floats8>(r + i), load_floats<Floats8>(g + i), load_floats<Floats8>(b + i));
+  for (; i + 8 <= n; i += 8)
+    sums += gray_of(load_floats<Floats8>(r + i), load_floats<Floats8>(g + i), load_floats<Floats8>(b + i));
   for (int l = 0; l < 8; ++l) lanes[l] = sums[l];
 #else
   for (; i + 8 <= n; i += 8)
@@ -187,7 +186,6 @@ CION_SIMD_CLONES double gray_sum(const float* r, const float* g, const float* b,
   for (int l = 0; l < 8; ++l) total += lanes[l];
   return total;
 }
-
 
 // dst[x] = k[r] * rows[r][x] + sum_{d = 1..r} k[r + d] * (rows[r - d][x] + rows[r + d][x]), rows[i]
 // = base + offsets[i]: a symmetric kernel of 2 r + 1 taps over rows of W samples (the mirrored taps
@@ -260,9 +258,8 @@ MulticropCopy multicrop_copy() {
 //
 // Where every block of 16 output columns reads its taps from a window of 32 source samples (all
 // upscales, and downscales up to ~1.8x: nearly every view of the CION recipe, all but local crops
-// over ~120 pixels wide), the row pass writes one line
-// per channel and the column pass makes each tap of 16 outputs one two-register permute of that
-// window. The generic path (an interleaved line, one pixel's three channels per 4-lane vector) needs
+// over ~120 pixels wide), the row pass writes one line per channel and the column pass makes each
+// tap of 16 outputs one two-register permute of that window. The generic path (an interleaved line, one pixel's three channels per 4-lane vector) needs
 // about seven times its instructions. Same terms in the same order, no contraction: the same bits.
 
 // The column pass of one view in blocks of 16 output samples, in output order (flip applied), each
@@ -483,7 +480,7 @@ CION_COLOUR_OP void sweep(const ColourStep* steps, int count, bool clamp_first, 
 #if defined(CION_MULTICROP_COPIES) && defined(CION_FLOAT_VECTORS)
 // The AVX-512 sweep. Finished pixels go to a cache-line-aligned output by non-temporal stores: the
 // output is written once and read by the caller later, so its lines need not be read first nor
-// kept (measured at batch 64: 5 % faster into the caller's buffers, 4 % into new outputs). Not
+// kept (measured at batch 64: 5-6 % faster into the caller's buffers, 2-4 % into new outputs). Not
 // where the planes are finished in place for a conversion: those are read right after. The thread
 // fences them before its next view (multicrop_cpu).
 __attribute__((target("avx512f"))) void sweep_avx512(const ColourStep* steps, int count, bool clamp_first,
