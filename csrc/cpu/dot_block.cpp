@@ -12,6 +12,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/cache_line_vector.h"
 #include "common/cpu_features.h"
 
 #if defined(CION_X86_DISPATCH)
@@ -226,36 +227,24 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const T
 }
 
 // The 16-lane copy (float32): a 512-bit register holds the 8-lane accumulators of two entries, (r, c)
-// in its low half and (r, c + 1) in its high half: a's 8 values broadcast to both halves, b's rows c
-// and c + 1 side by side. Each entry still gets the 8-lane copies' operations (one FMA per 8 values
-// of d, in order; the same zero-padded tail and reduction tree), so the same bits, from half as many
-// multiply-add instructions, at the price of one insert per pair and step. RA x RP tiles cover RA
-// rows of a and 2 RP rows of b. On a 2-core Xeon (benchmarks/NOTES.md), one thread, D = 256: blocks
-// of 12 x 12 to 64 x 256 at 105-130 GFLOP/s against 90-105 for the 8-lane copy, 7 x 13 no faster;
-// the inserts, the reductions and the ragged edges keep it far from the FMA units' 224.
+// in its low half and (r + 1, c) in its high half. Rows r and r + 1 of a are packed side by side
+// once per strip of 6 rows (pack_pairs), so one aligned load gives both, and b's 8 values are
+// broadcast to both halves straight from memory: a step is P + C loads and P * C multiply-adds,
+// no shuffle. (Pairing b's rows instead costs an insert per pair and step, on the port the second
+// 512-bit FMA unit shares: 28 issue slots for 24 multiply-adds.) Each entry still gets the 8-lane
+// copies' operations (one FMA per 8 values of d, in order; the same zero-padded tail and reduction
+// tree), so the same bits, from half as many multiply-add instructions. On a 2-core Xeon
+// (benchmarks/NOTES.md), D = 256, the strips of sliding_range_link at 100k identities: one thread
+// 120-129 GFLOP/s from cache against 110-118 with b's rows paired; two threads 198-201 against
+// 178-180 with the features streamed from memory.
 #define CION_PAIRS_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline
 
-// [low | high] and [v | v] as 16 lanes.
-CION_PAIRS_TARGET __m512 side_by_side(const Vec<float>::type& low, const Vec<float>::type& high) {
-  return _mm512_castpd_ps(
-      _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(__m256(low))), _mm256_castps_pd(__m256(high)), 1));
-}
+// [v | v] as 16 lanes.
 CION_PAIRS_TARGET __m512 both_halves(const Vec<float>::type& v) {
   return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(__m256(v))));
 }
 
-// horizontal_sum's tree on each 8-lane half, in registers: lane 0 ends with the low half's sum, lane
-// 8 with the high half's (s[l] += s[l + 4], then s[l] += s[l + 2], then s[0] += s[1]).
-CION_PAIRS_TARGET __m512 pair_sums(__m512 x) {
-  x = _mm512_add_ps(x, _mm512_shuffle_f32x4(x, x, _MM_SHUFFLE(3, 3, 1, 1)));
-  x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(3, 2, 3, 2)));
-  return _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(1, 1, 1, 1)));
-}
-
-// The 16 entries of rows r and r + 1 of a tile of 4 pairs (their 8 accumulators) summed with
-// pair_sums' tree, every entry getting the same additions, but 8 accumulators reduced together
-// (21 shuffles and adds and one permute, against 48 and 16 extractions one accumulator at a
-// time): out_r[0..8) and out_r1[0..8).
+// horizontal_sum's tree on each 8-lane half, for 8 accumulators (16 entries) at once, level by level.
 // Level 1 adds lanes l and l + 4 of every entry; an entry's four sums then fill a quarter:
 //   T(x, y) = [x.low, x.high, y.low, y.high] (quarters), lanes s_l + s_{l+4}.
 CION_PAIRS_TARGET __m512 fold_quarters(__m512 x, __m512 y) {
@@ -269,106 +258,108 @@ CION_PAIRS_TARGET __m512 fold_halves(__m512 x, __m512 y) {
 CION_PAIRS_TARGET __m512 fold_pairs(__m512 x, __m512 y) {
   return _mm512_add_ps(_mm512_shuffle_ps(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
 }
-CION_PAIRS_TARGET void store_row_pair_sums(const __m512 (&row)[4], const __m512 (&next)[4], float* out_row,
-                                           float* out_next) {
-  const __m512 sums = fold_pairs(fold_halves(fold_quarters(row[0], row[1]), fold_quarters(row[2], row[3])),
-                                 fold_halves(fold_quarters(next[0], next[1]), fold_quarters(next[2], next[3])));
-  // Quarter k of `sums` holds columns k and 4 + k of row r, then of row r + 1.
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  const __m512 rows = _mm512_permutexvar_ps(order, sums);
-  _mm256_storeu_ps(out_row, _mm512_castps512_ps256(rows));
-  _mm256_storeu_ps(out_next, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(rows), 1)));
+// The 16 entries of 8 accumulators, each [(r, c) | (r + 1, c)] for c = 0..7, summed with
+// horizontal_sum's tree (every entry the same additions; 21 shuffles and adds and one permute): row r's 8
+// sums in the low half of the result, row r + 1's in the high half.
+CION_PAIRS_TARGET __m512 row_pair_sums(const __m512 (&acc)[8]) {
+  const __m512 sums = fold_pairs(fold_halves(fold_quarters(acc[0], acc[1]), fold_quarters(acc[2], acc[3])),
+                                 fold_halves(fold_quarters(acc[4], acc[5]), fold_quarters(acc[6], acc[7])));
+  // Quarter 0 holds row r's even columns, quarter 1 row r + 1's, quarters 2 and 3 their odd ones.
+  const __m512i order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+  return _mm512_permutexvar_ps(order, sums);
 }
 
-// One step along d: 8 values of RA rows of a and of 2 RP rows of b into the accumulators.
-template <int RA, int RP>
-CION_PAIRS_TARGET void pairs_step(__m512 (&acc)[RA][RP], const Vec<float>::type (&va)[RA],
-                                  const Vec<float>::type (&vb)[RP][2]) {
-  __m512 wide_b[RP];
-  for (int q = 0; q < RP; ++q) wide_b[q] = side_by_side(vb[q][0], vb[q][1]);
-  for (int r = 0; r < RA; ++r) {
-    const __m512 wide_a = both_halves(va[r]);
-    for (int q = 0; q < RP; ++q) acc[r][q] += wide_a * wide_b[q];  // contracted (or not) as the 8-lane copies are
-  }
-}
-
-template <int RA, int RP>
-CION_PAIRS_TARGET void tile_pairs(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t dim, float* out,
-                                  int64_t ldo) {
-  using V8 = Vec<float>::type;
-  __m512 acc[RA][RP];
-  for (int r = 0; r < RA; ++r)
-    for (int q = 0; q < RP; ++q) acc[r][q] = _mm512_setzero_ps();
-  const int64_t full = dim - dim % 8;
-  for (int64_t d = 0; d < full; d += 8) {
-    V8 va[RA], vb[RP][2];
-    for (int r = 0; r < RA; ++r) load(a + r * lda + d, va[r]);
-    for (int q = 0; q < RP; ++q) {
-      load(b + 2 * q * ldb + d, vb[q][0]);
-      load(b + (2 * q + 1) * ldb + d, vb[q][1]);
-    }
-    pairs_step<RA, RP>(acc, va, vb);
-  }
-  if (full < dim) {
-    V8 va[RA], vb[RP][2];
-    for (int r = 0; r < RA; ++r) load_tail(a + r * lda + full, dim - full, va[r]);
-    for (int q = 0; q < RP; ++q) {
-      load_tail(b + 2 * q * ldb + full, dim - full, vb[q][0]);
-      load_tail(b + (2 * q + 1) * ldb + full, dim - full, vb[q][1]);
-    }
-    pairs_step<RA, RP>(acc, va, vb);
-  }
-  int r = 0;
-  if constexpr (RP == 4) {
-    for (; r + 1 < RA; r += 2) store_row_pair_sums(acc[r], acc[r + 1], out + r * ldo, out + (r + 1) * ldo);
-  }
-  for (; r < RA; ++r)
-    for (int q = 0; q < RP; ++q) {
-      const __m512 sums = pair_sums(acc[r][q]);
-      out[r * ldo + 2 * q] = _mm512_cvtss_f32(sums);
-      out[r * ldo + 2 * q + 1] = _mm_cvtss_f32(_mm512_extractf32x4_ps(sums, 2));
+// Rows [0, n) of a (n <= 2 P) packed in P pairs, step by step along d:
+// panel[(k * P + p) * 16 + h * 8 + l] = a[(2 p + h) * lda + 8 k + l], zero past dim and past row n,
+// so that one aligned load gives a pair's 8 values of a step.
+template <int P>
+CION_PAIRS_TARGET void pack_pairs(const float* a, int64_t lda, int n, int64_t dim, float* panel) {
+  const int64_t steps = (dim + 7) / 8, full = dim / 8;
+  for (int64_t k = 0; k < steps; ++k)
+    for (int h = 0; h < 2 * P; ++h) {
+      float* to = panel + (k * P + h / 2) * 16 + (h % 2) * 8;
+      if (h < n && k < full) {
+        std::memcpy(to, a + h * lda + 8 * k, 8 * sizeof(float));
+      } else {
+        std::memset(to, 0, 8 * sizeof(float));
+        if (h < n) std::memcpy(to, a + h * lda + 8 * k, (dim - 8 * k) * sizeof(float));
+      }
     }
 }
 
-// The last nb (< 2 P) columns of a strip: tiles of fewer pairs, then an odd column in an 8-lane tile.
-template <int RA, int P>
-CION_PAIRS_TARGET void strip_pairs_tail(
-    const float* a, int64_t lda, const float* b, int64_t ldb, int64_t nb, int64_t dim, float* out, int64_t ldo) {
-  if constexpr (P > 0) {
-    if (nb >= 2 * P) {
-      tile_pairs<RA, P>(a, lda, b, ldb, dim, out, ldo);
-      b += 2 * P * ldb, out += 2 * P, nb -= 2 * P;
+// A tile of P pairs of packed rows by C (<= 8) rows of b: P * C accumulators, each holding two
+// entries [(2 p, c) | (2 p + 1, c)]; b's 8 values broadcast to both halves. Writes rows [0, n).
+template <int P, int C>
+CION_PAIRS_TARGET void tile_packed(const float* panel, const float* b, int64_t ldb, int64_t dim, int n, float* out,
+                                   int64_t ldo) {
+  __m512 acc[P][8];
+  for (int p = 0; p < P; ++p)
+    for (int c = 0; c < 8; ++c) acc[p][c] = _mm512_setzero_ps();
+  const int64_t full = dim / 8;
+  for (int64_t k = 0; k < full; ++k) {
+    __m512 va[P];
+    for (int p = 0; p < P; ++p) va[p] = _mm512_load_ps(panel + (k * P + p) * 16);
+    for (int c = 0; c < C; ++c) {
+      Vec<float>::type v;
+      load(b + c * ldb + 8 * k, v);
+      const __m512 vb = both_halves(v);
+      for (int p = 0; p < P; ++p) acc[p][c] += va[p] * vb;  // contracted (or not) as the 8-lane copies are
     }
-    strip_pairs_tail<RA, P - 1>(a, lda, b, ldb, nb, dim, out, ldo);
-  } else if (nb == 1) {
-    tile<float, RA, 1, true>(a, lda, b, ldb, dim, out, ldo);
+  }
+  if (full * 8 < dim) {
+    __m512 va[P];
+    for (int p = 0; p < P; ++p) va[p] = _mm512_load_ps(panel + (full * P + p) * 16);
+    const __mmask8 tail = static_cast<__mmask8>((1u << (dim - 8 * full)) - 1);
+    for (int c = 0; c < C; ++c) {
+      const __m512 vb = both_halves(Vec<float>::type(_mm256_maskz_loadu_ps(tail, b + c * ldb + 8 * full)));
+      for (int p = 0; p < P; ++p) acc[p][c] += va[p] * vb;
+    }
+  }
+  constexpr __mmask8 kColumns = static_cast<__mmask8>((1u << C) - 1);
+  for (int p = 0; p < P && 2 * p < n; ++p) {
+    const __m512 sums = row_pair_sums(acc[p]);
+    _mm256_mask_storeu_ps(out + 2 * p * ldo, kColumns, _mm512_castps512_ps256(sums));
+    if (2 * p + 1 < n)
+      _mm256_mask_storeu_ps(out + (2 * p + 1) * ldo, kColumns,
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sums), 1)));
   }
 }
 
-// Tiles of 4 pairs (8 rows of b), then the narrower tiles of strip_pairs_tail. With 6 rows of a,
-// 24 accumulators, 4 pairs and one row of a fill 29 of the 32 registers (4 rows x 6 pairs measured
-// 3-7 % slower on blocks of 32-64 rows, 4 x 3 10-15 % slower).
-template <int RA>
-CION_PAIRS_TARGET void strip_pairs(
-    const float* a, int64_t lda, const float* b, int64_t ldb, int64_t nb, int64_t dim, float* out, int64_t ldo) {
-  constexpr int kPairs = 4;
+// The last nb (< 8) columns of a strip: one tile of their width.
+template <int P, int C>
+CION_PAIRS_TARGET void strip_packed_tail(const float* panel, const float* b, int64_t ldb, int64_t nb, int64_t dim,
+                                         int n, float* out, int64_t ldo) {
+  if constexpr (C > 0) {
+    if (nb == C)
+      tile_packed<P, C>(panel, b, ldb, dim, n, out, ldo);
+    else
+      strip_packed_tail<P, C - 1>(panel, b, ldb, nb, dim, n, out, ldo);
+  }
+}
+
+// n (<= 2 P) rows of a packed, against every row of b: tiles of 8 columns, then one narrower tile.
+template <int P>
+CION_PAIRS_TARGET void strip_packed(const float* a, int64_t lda, int n, const float* b, int64_t ldb, int64_t nb,
+                                    int64_t dim, float* panel, float* out, int64_t ldo) {
+  pack_pairs<P>(a, lda, n, dim, panel);
   int64_t j = 0;
-  for (; j + 2 * kPairs <= nb; j += 2 * kPairs) tile_pairs<RA, kPairs>(a, lda, b + j * ldb, ldb, dim, out + j, ldo);
-  strip_pairs_tail<RA, kPairs - 1>(a, lda, b + j * ldb, ldb, nb - j, dim, out + j, ldo);
+  for (; j + 8 <= nb; j += 8) tile_packed<P, 8>(panel, b + j * ldb, ldb, dim, n, out + j, ldo);
+  strip_packed_tail<P, 7>(panel, b + j * ldb, ldb, nb - j, dim, n, out + j, ldo);
 }
 
-// Strips of 6 rows of a, then one strip of the 1-5 rows left.
+// Strips of 6 rows of a (3 pairs), then one strip of the 1-5 rows left.
 __attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512_pairs(const float* a, int64_t lda, int64_t na,
                                                                             const float* b, int64_t ldb, int64_t nb,
                                                                             int64_t dim, float* out, int64_t ldo) {
-  constexpr int RA = 6;
+  thread_local CacheLineVector<float> panel;  // grown to the widest dim this thread has seen
+  const size_t size = static_cast<size_t>(3 * 16 * ((dim + 7) / 8));
+  if (panel.size() < size) panel.resize(size);
   int64_t i = 0;
-  for (; i + RA <= na; i += RA) strip_pairs<RA>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 5) strip_pairs<5>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 4) strip_pairs<4>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 3) strip_pairs<3>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 2) strip_pairs<2>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
-  if (na - i == 1) strip_pairs<1>(a + i * lda, lda, b, ldb, nb, dim, out + i * ldo, ldo);
+  for (; i + 6 <= na; i += 6) strip_packed<3>(a + i * lda, lda, 6, b, ldb, nb, dim, panel.data(), out + i * ldo, ldo);
+  const int rest = static_cast<int>(na - i);
+  if (rest > 4) strip_packed<3>(a + i * lda, lda, rest, b, ldb, nb, dim, panel.data(), out + i * ldo, ldo);
+  else if (rest > 2) strip_packed<2>(a + i * lda, lda, rest, b, ldb, nb, dim, panel.data(), out + i * ldo, ldo);
+  else if (rest > 0) strip_packed<1>(a + i * lda, lda, rest, b, ldb, nb, dim, panel.data(), out + i * ldo, ldo);
 }
 
 #endif
