@@ -113,6 +113,24 @@ def test_matches_oracle(poisoned_outputs, videos, per_video, dim, window, stride
     np.testing.assert_array_equal(labels, expected_labels)  # the kernel's numbering is canonical
 
 
+def test_a_range_waits_for_the_norms_of_its_earlier_rows(poisoned_outputs):
+    """With mutual_k each range takes the norms of its new rows, and reads rows whose norms an
+    earlier range takes. Here range 0 takes the norms of 2,000 wide rows while range 1 (on the other
+    thread, where there are two), with 2 rows of its own, goes straight to strips over range 0's
+    last 1,000 rows: without waiting it would read their norms before they are written (poison)."""
+    rng = np.random.default_rng(11)
+    video_ids = np.repeat(np.arange(6), [500, 500, 500, 500, 1, 1])
+    people = rng.normal(size=(3, 1024))
+    features = people[rng.integers(0, 3, len(video_ids))] + 0.6 * rng.normal(size=(len(video_ids), 1024))
+    features[2000:] = features[[1500, 1999]] + 0.01 * rng.normal(size=(2, 1024))  # near copies: they link
+    expected_links, expected_labels = oracle_link(features, video_ids, 4, 2, 0.5, 2)
+    assert {(1500, 2000), (1999, 2001)} <= set(map(tuple, expected_links.tolist()))
+    for _ in range(3):  # a race shows in some calls only
+        labels, links = sliding_range_link(features, video_ids, 4, 2, 0.5, 2)
+        np.testing.assert_array_equal(links, expected_links)
+        np.testing.assert_array_equal(labels, expected_labels)
+
+
 @pytest.mark.parametrize("window,stride", [(4, 2), (3, 1), (5, 5)])
 def test_small_ranges_beside_large_ones(window, stride):
     """Ranges of 2,000+ rows take their thresholds per work item and keep no candidate list, so a
@@ -205,9 +223,15 @@ def test_bad_input_raises_clear_errors(kwargs, error, match):
         sliding_range_link(**args)
 
 
-def test_nan_features_raise():
+@pytest.mark.parametrize("mutual_k", [None, 2])
+@pytest.mark.parametrize("row", [0, 4, 59])
+def test_nan_features_raise(mutual_k, row):
+    """Wherever the NaN is: with mutual_k the norms are taken range by range, the last range's
+    (row 59) after the others ran."""
+    features = np.random.default_rng(5).normal(size=(60, 4))
+    features[row, 1] = np.nan
     with pytest.raises(ValueError, match="features contains NaN"):
-        sliding_range_link(_nan_features(), np.arange(6) // 2)
+        sliding_range_link(features, np.arange(60) // 3, 4, 2, mutual_k=mutual_k)
 
 
 @pytest.mark.parametrize("mutual_k", [None, 1])
@@ -233,15 +257,20 @@ def test_float32_cosine_exactly_at_the_threshold(mutual_k):
     assert not linked(s + gap / 4) and not linked(s + gap / 2)
 
 
+@pytest.mark.parametrize("only_the_last_row", [False, True])
 @pytest.mark.parametrize("dtype,exponents", [(np.float32, (100, -100, 0)), (np.float64, (600, -600, 0))])
-def test_rows_out_of_float_range_give_the_same_links(dtype, exponents):
+def test_rows_out_of_float_range_give_the_same_links(dtype, exponents, only_the_last_row):
     """Rows times 2^100 (squares past float32), 2^-100 (below its normal range) or the float64
     equivalents: a power of two changes no cosine, so the links are exactly those of the rows at
-    unit scale (the kernel rescales such rows in its own norm pass)."""
+    unit scale (the kernel rescales such rows in its own norm pass). Only the last row scaled: with
+    mutual_k the norms are taken range by range, and the last range finds it after the others ran."""
     rng = np.random.default_rng(5)
     x = rng.normal(size=(60, 16)).astype(dtype)
     video_ids = np.arange(60) // 6
-    scaled = x * np.ldexp(1.0, np.array(exponents)[np.arange(60) % 3])[:, None].astype(dtype)
+    shifts = np.array(exponents)[np.arange(60) % 3]
+    if only_the_last_row:
+        shifts = np.where(np.arange(60) == 59, exponents[0], 0)
+    scaled = x * np.ldexp(1.0, shifts)[:, None].astype(dtype)
     for mutual_k in (None, 3):
         labels, links = sliding_range_link(scaled, video_ids, window=4, stride=2, threshold=0.2, mutual_k=mutual_k)
         want_labels, want_links = sliding_range_link(x, video_ids, window=4, stride=2, threshold=0.2, mutual_k=mutual_k)

@@ -115,19 +115,29 @@ const T* rescaled_rows(const T* x, int64_t rows, int64_t dim, T* inv_norm, std::
 }
 
 template <class T>
-const T* cosine_rows(const T* x, int64_t rows, int64_t dim, T* inv_norm, std::vector<T>* scaled, const char* name) {
-  constexpr int64_t kChunk = 256;  // rows per task
-  std::atomic<bool> in_range{true};
-  parallel_for((rows + kChunk - 1) / kChunk, 4, [&](int64_t chunk) {
-    const int64_t r0 = chunk * kChunk, count = std::min(kChunk, rows - r0);
+bool norms_in_range(const T* x, int64_t rows, int64_t dim, T* inv_norm) {
+  constexpr int64_t kChunk = 256;  // rows of squared norms on the stack
+  bool in_range = true;
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
+    const int64_t count = std::min(kChunk, rows - r0);
     double sums[kChunk];
     squared_norms(x + r0 * dim, count, dim, sums);
-    bool chunk_in_range = true;
     for (int64_t r = 0; r < count; ++r) {
-      chunk_in_range &= !out_of_range<T>(sums[r]);
+      in_range &= !out_of_range<T>(sums[r]);
       inv_norm[r0 + r] = inverse_norm<T>(sums[r]);
     }
-    if (!chunk_in_range) in_range.store(false, std::memory_order_relaxed);
+  }
+  return in_range;
+}
+
+template <class T>
+const T* cosine_rows(const T* x, int64_t rows, int64_t dim, T* inv_norm, std::vector<T>* scaled, const char* name) {
+  constexpr int64_t kRowsPerTask = 256;
+  std::atomic<bool> in_range{true};
+  parallel_for((rows + kRowsPerTask - 1) / kRowsPerTask, 4, [&](int64_t task) {
+    const int64_t r0 = task * kRowsPerTask;
+    if (!norms_in_range(x + r0 * dim, std::min(kRowsPerTask, rows - r0), dim, inv_norm + r0))
+      in_range.store(false, std::memory_order_relaxed);
   });
   return in_range.load() ? x : rescaled_rows(x, rows, dim, inv_norm, scaled, name);
 }
@@ -197,6 +207,13 @@ const float* rows_for_cosine(const float* x, int64_t rows, int64_t dim, float* i
 const double* rows_for_cosine(const double* x, int64_t rows, int64_t dim, double* inv_norm,
                               std::vector<double>* scaled, const char* name) {
   return cosine_rows(x, rows, dim, inv_norm, scaled, name);
+}
+
+bool inverse_norms_in_range(const float* x, int64_t rows, int64_t dim, float* inv_norm) {
+  return norms_in_range(x, rows, dim, inv_norm);
+}
+bool inverse_norms_in_range(const double* x, int64_t rows, int64_t dim, double* inv_norm) {
+  return norms_in_range(x, rows, dim, inv_norm);
 }
 
 void scale_to_cosines(float* row, int64_t n, float inv_i, const float* inv_cols) { scale_row(row, n, inv_i, inv_cols); }

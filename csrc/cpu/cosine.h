@@ -28,6 +28,13 @@ const float* rows_for_cosine(const float* x, int64_t rows, int64_t dim, float* i
 const double* rows_for_cosine(const double* x, int64_t rows, int64_t dim, double* inv_norm,
                               std::vector<double>* scaled, const char* name);
 
+// rows_for_cosine's inverse norms of rows [0, rows) of x, on the calling thread, where no row calls
+// for the rescaled copy: false where one does (out of range, NaN or inf; inv_norm is then written
+// but not to be used: rows_for_cosine takes over). For kernels that take the norms of each block of
+// rows just before they read it again (sliding_range_link), so that the rows come from memory once.
+bool inverse_norms_in_range(const float* x, int64_t rows, int64_t dim, float* inv_norm);
+bool inverse_norms_in_range(const double* x, int64_t rows, int64_t dim, double* inv_norm);
+
 // row[j] *= inv_i * inv_cols[j] for j < n: a row of dot products made cosines, rounded as
 // dot * (inv_i * inv_j) everywhere (row and inv_cols do not overlap).
 void scale_to_cosines(float* row, int64_t n, float inv_i, const float* inv_cols);

@@ -17,6 +17,8 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "common/parallel.h"
@@ -150,6 +152,9 @@ struct Linker {
                            const std::vector<uint8_t>& fresh_kept, std::vector<Candidate<T>>& out) const {
     for (int64_t source = first_source(r); source <= r; ++source)
       if (!fresh_kept[source]) return false;
+    size_t at_most = 0;
+    for (int64_t source = first_source(r); source <= r; ++source) at_most += fresh[source].size();
+    out.reserve(at_most);
     const int64_t b = range_begin(r);
     for (int64_t source = first_source(r); source < r; ++source)
       for (const Candidate<T>& c : fresh[source])
@@ -186,17 +191,19 @@ struct Linker {
     for (int64_t i = i0; i < i1; ++i) store_threshold(r, i, top[i - i0]);
   }
 
-  // The links range r emits, from its kept candidates, into found[item] of each of its items in
-  // (i, j) order: the layout links() gives, without a second similarity pass.
+  // The links range r emits, from its kept candidates, in (i, j) order: the layout links() gives
+  // its items, all in found[] of the range's first item (the others left empty: the output lays
+  // the items out in order), without a second similarity pass. One allocation per range (a vector
+  // per item grown link by link made tens of thousands at 100k identities).
   void links_from_candidates(int64_t r, std::vector<Candidate<T>>& candidates,
                              std::vector<std::vector<int64_t>>& found) const {
     std::sort(candidates.begin(), candidates.end(),
               [](const Candidate<T>& a, const Candidate<T>& b) { return a.i != b.i ? a.i < b.i : a.j < b.j; });
-    const int64_t b = range_begin(r);
     for (int64_t item = p.item_offsets[r]; item < p.item_offsets[r + 1]; ++item) found[item].clear();
+    std::vector<int64_t>& out = found[p.item_offsets[r]];
+    out.reserve(candidates.size());  // room for half as many links as candidates (most ranges)
     for (const Candidate<T>& c : candidates) {
       if (!emits(r, c.i, c.j, c.sim)) continue;
-      std::vector<int64_t>& out = found[p.item_offsets[r] + (c.i - b) / kRowsPerItem];
       out.push_back(c.i);
       out.push_back(c.j);
     }
@@ -224,11 +231,63 @@ struct Linker {
   }
 };
 
+// The rows' inverse norms taken range by range in the first pass (mutual_k only), each range's share
+// just before its strips read those rows again: they then come from memory once, not twice (a
+// separate norm pass read all the features first). Range r takes its new rows, [end of range r - 1,
+// end of range r) (from row 0 for the first range): ranges skip no video, so the shares cover every
+// row once. Its strips also read rows of earlier ranges' shares, and wait for those. Ranges are handed out in order and a share
+// is taken before any wait, so every wait ends. Where a row calls for the rescaled copy
+// (rows_for_cosine), the pass gives up and the caller starts again with that copy.
 template <class T>
-void run(SlidingRangeLinkParams p, const LinkSink& sink) {
-  std::vector<T> scaled;  // only for rows out of float32's range
-  p.features = rows_for_cosine(static_cast<const T*>(p.features), p.num_identities, p.dim, static_cast<T*>(p.inv_norm),
-                               &scaled, "features");
+class NormsInFirstPass {
+ public:
+  NormsInFirstPass(const SlidingRangeLinkParams& p, const Linker<T>& linker)
+      : p_(p), linker_(linker), ready_(new std::atomic<uint8_t>[static_cast<size_t>(p.num_ranges)]()) {}
+
+  // Whether sharing the norms out this way keeps the threads busy: no share over kSymmetricRows
+  // (a range of one huge video would take all the norms on one thread).
+  static bool worthwhile(const SlidingRangeLinkParams& p, const Linker<T>& linker) {
+    if (p.mutual_k == 0 || p.num_ranges == 0) return false;
+    for (int64_t r = 0; r < p.num_ranges; ++r)
+      if (share_end(p, linker, r) - share_begin(linker, r) > kSymmetricRows) return false;
+    return true;
+  }
+
+  // Takes range r's share, then waits for the shares of the earlier ranges holding its rows. False
+  // where some range gave up (every thread then stops).
+  bool take(int64_t r) {
+    const int64_t b = share_begin(linker_, r);
+    const T* x = static_cast<const T*>(p_.features);
+    if (!inverse_norms_in_range(x + b * p_.dim, share_end(p_, linker_, r) - b, p_.dim, static_cast<T*>(p_.inv_norm) + b))
+      gave_up_.store(true);
+    ready_[r].store(1, std::memory_order_release);
+    for (int64_t earlier = r - 1; earlier >= 0 && linker_.range_end(earlier) > linker_.range_begin(r); --earlier)
+      while (!ready_[earlier].load(std::memory_order_acquire)) {
+        if (gave_up()) return false;
+        std::this_thread::yield();
+      }
+    return !gave_up();
+  }
+
+  bool gave_up() const { return gave_up_.load(std::memory_order_relaxed); }
+
+ private:
+  static int64_t share_begin(const Linker<T>& linker, int64_t r) { return r > 0 ? linker.range_end(r - 1) : 0; }
+  static int64_t share_end(const SlidingRangeLinkParams& p, const Linker<T>& linker, int64_t r) {
+    return r + 1 < p.num_ranges ? linker.range_end(r) : p.num_identities;
+  }
+
+  const SlidingRangeLinkParams& p_;
+  const Linker<T>& linker_;
+  std::unique_ptr<std::atomic<uint8_t>[]> ready_;  // [num_ranges]: range r's share is in
+  std::atomic<bool> gave_up_{false};
+};
+
+// Every link, into the output `sink` allocates. With `norms` the first pass takes the rows' inverse
+// norms (NormsInFirstPass), and the call returns false, before anything is allocated, where it gave
+// up; without, p.inv_norm already holds them.
+template <class T>
+bool link_all(const SlidingRangeLinkParams& p, NormsInFirstPass<T>* norms, const LinkSink& sink) {
   const Linker<T> linker(p);
   std::vector<std::vector<int64_t>> found(p.num_items);  // each item's links, (i, j) interleaved
   // With mutual_k, small ranges keep their candidate pairs: first the pairs new to each range
@@ -238,7 +297,7 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
   const int64_t lists = p.mutual_k > 0 ? p.num_ranges : 0;
   std::vector<std::vector<Candidate<T>>> fresh(lists), candidates(lists);
   std::vector<uint8_t> fresh_kept(lists, 0), kept(lists, 0);
-  std::atomic<int64_t> kept_bytes{0};
+  std::atomic<int64_t> kept_bytes{0}, next_range{0};
   auto keep = [&](std::vector<Candidate<T>>& list) {
     const int64_t bytes = static_cast<int64_t>(list.size() * sizeof(Candidate<T>));
     if (kept_bytes.fetch_add(bytes) + bytes <= kCandidateBudgetBytes) return uint8_t{1};
@@ -258,49 +317,76 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
   {
     Scratch<T> scratch;
     if (p.mutual_k > 0) {
-      std::vector<TopK<T>> top;
-#if defined(CION_FAST_WITH_OPENMP)
-#pragma omp for schedule(dynamic, 1)
-#endif
-      for (int64_t r = 0; r < p.num_ranges; ++r) {
+      std::vector<Candidate<T>> found_here;  // grown once per thread, copied out at its size
+      // Ranges in order, one at a time (NormsInFirstPass relies on the order).
+      for (int64_t r; (r = next_range.fetch_add(1)) < p.num_ranges;) {
+        if (norms && !norms->take(r)) continue;
         if (!small(r)) continue;
-        linker.collect_candidates(r, linker.first_new_row(r), scratch, fresh[r]);
+        found_here.clear();
+        linker.collect_candidates(r, linker.first_new_row(r), scratch, found_here);
+        fresh[r].assign(found_here.begin(), found_here.end());
         fresh_kept[r] = keep(fresh[r]);
-      }  // implicit barrier: every range's new pairs are in before any range assembles
+      }
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp barrier
+#endif
+    }
+    // Every thread reads the same answer after the barrier, so all of them skip the loops below.
+    if (!(norms && norms->gave_up())) {
+      if (p.mutual_k > 0) {
+        std::vector<TopK<T>> top;
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1) nowait
 #endif
-      for (int64_t r = 0; r < p.num_ranges; ++r) {
-        if (!small(r)) continue;
-        if (!linker.assemble_candidates(r, fresh, fresh_kept, candidates[r]))
-          linker.collect_candidates(r, linker.range_begin(r), scratch, candidates[r]);
-        linker.thresholds_from(r, candidates[r], top);
-        kept[r] = keep(candidates[r]);
-      }
+        for (int64_t r = 0; r < p.num_ranges; ++r) {
+          if (!small(r)) continue;
+          if (!linker.assemble_candidates(r, fresh, fresh_kept, candidates[r]))
+            linker.collect_candidates(r, linker.range_begin(r), scratch, candidates[r]);
+          linker.thresholds_from(r, candidates[r], top);
+          kept[r] = keep(candidates[r]);
+        }
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t item = 0; item < p.num_items; ++item)
+          if (!small(range_of(item))) linker.item_thresholds(item, scratch, top);
+      }  // the loop's implicit barrier: every threshold is written before any is read below
+#if defined(CION_FAST_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+      for (int64_t r = 0; r < lists; ++r)
+        if (kept[r]) linker.links_from_candidates(r, candidates[r], found);
+      std::vector<int64_t> rows[kRowsPerItem];
 #if defined(CION_FAST_WITH_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
       for (int64_t item = 0; item < p.num_items; ++item)
-        if (!small(range_of(item))) linker.item_thresholds(item, scratch, top);
-    }  // the loop's implicit barrier: every threshold is written before any is read below
-#if defined(CION_FAST_WITH_OPENMP)
-#pragma omp for schedule(dynamic, 1) nowait
-#endif
-    for (int64_t r = 0; r < lists; ++r)
-      if (kept[r]) linker.links_from_candidates(r, candidates[r], found);
-    std::vector<int64_t> rows[kRowsPerItem];
-#if defined(CION_FAST_WITH_OPENMP)
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (int64_t item = 0; item < p.num_items; ++item)
-      if (lists == 0 || !kept[range_of(item)]) linker.links(item, scratch, rows, found[item]);
+        if (lists == 0 || !kept[range_of(item)]) linker.links(item, scratch, rows, found[item]);
+    }
   }
+  if (norms && norms->gave_up()) return false;
   std::vector<int64_t> start(p.num_items + 1, 0);
   for (int64_t item = 0; item < p.num_items; ++item)
     start[item + 1] = start[item] + static_cast<int64_t>(found[item].size());
   int64_t* out = sink.allocate(sink.context, start[p.num_items] / 2);
   parallel_for(p.num_items, 64,
                [&](int64_t item) { std::copy(found[item].begin(), found[item].end(), out + start[item]); });
+  return true;
+}
+
+template <class T>
+void run(SlidingRangeLinkParams p, const LinkSink& sink) {
+  {
+    const Linker<T> linker(p);
+    if (NormsInFirstPass<T>::worthwhile(p, linker)) {
+      NormsInFirstPass<T> norms(p, linker);
+      if (link_all<T>(p, &norms, sink)) return;
+    }
+  }
+  std::vector<T> scaled;  // only for rows out of float32's range
+  p.features = rows_for_cosine(static_cast<const T*>(p.features), p.num_identities, p.dim, static_cast<T*>(p.inv_norm),
+                               &scaled, "features");
+  link_all<T>(p, nullptr, sink);
 }
 
 int64_t find_root(std::vector<int64_t>& parent, int64_t v) {
