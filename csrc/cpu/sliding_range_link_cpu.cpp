@@ -15,6 +15,7 @@
 // a small cost next to the similarity passes that produce the links in parallel.
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -43,6 +44,18 @@ struct Candidate {
   int64_t i, j;  // i < j, different videos, both in the range
   T sim;
 };
+
+template <class T>
+bool in_pair_order(const Candidate<T>& a, const Candidate<T>& b) {
+  return a.i != b.i ? a.i < b.i : a.j < b.j;
+}
+
+// Puts a list of candidates in (i, j) order. passing_pairs gives them in that order already where
+// each strip's columns fit in one block of kColChunk (nearly always): then this is one check.
+template <class T>
+void into_pair_order(std::vector<Candidate<T>>& list) {
+  if (!std::is_sorted(list.begin(), list.end(), in_pair_order<T>)) std::sort(list.begin(), list.end(), in_pair_order<T>);
+}
 
 // A thread's working memory: one strip of dot products, the positions of its entries that pass.
 template <class T>
@@ -146,8 +159,9 @@ struct Linker {
   // The ranges whose new pairs can lie in range r: those that hold r's first video, and r.
   int64_t first_source(int64_t r) const { return g.first_range_of_rank(g.first_rank(r)); }
 
-  // Range r's candidates from the new pairs of its sources (`fresh`, per range), when every source
-  // kept them: the pairs of a source lying in r are those whose earlier row is in r too.
+  // Range r's candidates, in (i, j) order, from the new pairs of its sources (`fresh`, per range,
+  // each in (i, j) order), when every source kept them: the pairs of a source lying in r are those
+  // whose earlier row is in r too. Each source's share is merged in.
   bool assemble_candidates(int64_t r, const std::vector<std::vector<Candidate<T>>>& fresh,
                            const std::vector<uint8_t>& fresh_kept, std::vector<Candidate<T>>& out) const {
     for (int64_t source = first_source(r); source <= r; ++source)
@@ -156,10 +170,12 @@ struct Linker {
     for (int64_t source = first_source(r); source <= r; ++source) at_most += fresh[source].size();
     out.reserve(at_most);
     const int64_t b = range_begin(r);
-    for (int64_t source = first_source(r); source < r; ++source)
-      for (const Candidate<T>& c : fresh[source])
-        if (c.i >= b) out.push_back(c);
-    out.insert(out.end(), fresh[r].begin(), fresh[r].end());
+    for (int64_t source = first_source(r); source <= r; ++source) {
+      const auto merged = static_cast<std::ptrdiff_t>(out.size());
+      std::copy_if(fresh[source].begin(), fresh[source].end(), std::back_inserter(out),
+                   [b](const Candidate<T>& c) { return c.i >= b; });
+      std::inplace_merge(out.begin(), out.begin() + merged, out.end(), in_pair_order<T>);
+    }
     return true;
   }
 
@@ -191,14 +207,12 @@ struct Linker {
     for (int64_t i = i0; i < i1; ++i) store_threshold(r, i, top[i - i0]);
   }
 
-  // The links range r emits, from its kept candidates, in (i, j) order: the layout links() gives
+  // The links range r emits, from its kept candidates (in (i, j) order), in that order: the layout links() gives
   // its items, all in found[] of the range's first item (the others left empty: the output lays
   // the items out in order), without a second similarity pass. One allocation per range (a vector
   // per item grown link by link made tens of thousands at 100k identities).
   void links_from_candidates(int64_t r, std::vector<Candidate<T>>& candidates,
                              std::vector<std::vector<int64_t>>& found) const {
-    std::sort(candidates.begin(), candidates.end(),
-              [](const Candidate<T>& a, const Candidate<T>& b) { return a.i != b.i ? a.i < b.i : a.j < b.j; });
     for (int64_t item = p.item_offsets[r]; item < p.item_offsets[r + 1]; ++item) found[item].clear();
     std::vector<int64_t>& out = found[p.item_offsets[r]];
     out.reserve(candidates.size());  // room for half as many links as candidates (most ranges)
@@ -324,6 +338,7 @@ bool link_all(const SlidingRangeLinkParams& p, NormsInFirstPass<T>* norms, const
         if (!small(r)) continue;
         found_here.clear();
         linker.collect_candidates(r, linker.first_new_row(r), scratch, found_here);
+        into_pair_order(found_here);
         fresh[r].assign(found_here.begin(), found_here.end());
         fresh_kept[r] = keep(fresh[r]);
       }
@@ -340,8 +355,10 @@ bool link_all(const SlidingRangeLinkParams& p, NormsInFirstPass<T>* norms, const
 #endif
         for (int64_t r = 0; r < p.num_ranges; ++r) {
           if (!small(r)) continue;
-          if (!linker.assemble_candidates(r, fresh, fresh_kept, candidates[r]))
+          if (!linker.assemble_candidates(r, fresh, fresh_kept, candidates[r])) {
             linker.collect_candidates(r, linker.range_begin(r), scratch, candidates[r]);
+            into_pair_order(candidates[r]);
+          }
           linker.thresholds_from(r, candidates[r], top);
           kept[r] = keep(candidates[r]);
         }
