@@ -195,6 +195,27 @@ __attribute__((target("avx512f"))) int64_t positions_at_least_avx512(const float
   }
   return count + positions_at_least_scalar(x + j, n - j, bound, out + count, static_cast<int32_t>(j));
 }
+
+// scale_row then positions_at_least in one sweep (16 lanes, the tail masked): each value is scaled
+// as scale_row rounds it, stored, compared.
+__attribute__((target("avx512f"))) int64_t cosines_at_least_avx512(float* row, int64_t n, float inv_i,
+                                                                   const float* inv_cols, float bound, int32_t* out) {
+  const __m512 low = _mm512_set1_ps(bound), scale = _mm512_set1_ps(inv_i);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t count = 0;
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 in_row = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 cosines = _mm512_mul_ps(_mm512_maskz_loadu_ps(in_row, row + j),
+                                         _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(in_row, inv_cols + j)));
+    _mm512_mask_storeu_ps(row + j, in_row, cosines);
+    const __mmask16 keep = _mm512_mask_cmp_ps_mask(in_row, cosines, low, _CMP_GE_OQ);
+    if (keep == 0) continue;
+    const __m512i position = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(keep, position));
+    count += __builtin_popcount(keep);
+  }
+  return count;
+}
 #endif
 
 }  // namespace
@@ -219,6 +240,18 @@ bool inverse_norms_in_range(const double* x, int64_t rows, int64_t dim, double* 
 void scale_to_cosines(float* row, int64_t n, float inv_i, const float* inv_cols) { scale_row(row, n, inv_i, inv_cols); }
 void scale_to_cosines(double* row, int64_t n, double inv_i, const double* inv_cols) {
   scale_row(row, n, inv_i, inv_cols);
+}
+
+int64_t cosines_at_least(float* row, int64_t n, float inv_i, const float* inv_cols, float bound, int32_t* out) {
+#if defined(CION_X86_DISPATCH)
+  if (cpu_has_avx512f()) return cosines_at_least_avx512(row, n, inv_i, inv_cols, bound, out);
+#endif
+  scale_to_cosines(row, n, inv_i, inv_cols);
+  return positions_at_least(row, n, bound, out);
+}
+int64_t cosines_at_least(double* row, int64_t n, double inv_i, const double* inv_cols, double bound, int32_t* out) {
+  scale_to_cosines(row, n, inv_i, inv_cols);
+  return positions_at_least(row, n, bound, out);
 }
 
 int64_t values_at_least(const float* x, int64_t n, float bound, float* out) {

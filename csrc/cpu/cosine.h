@@ -50,6 +50,11 @@ int64_t values_at_least(const double* x, int64_t n, double bound, double* out);
 int64_t positions_at_least(const float* x, int64_t n, float bound, int32_t* out);
 int64_t positions_at_least(const double* x, int64_t n, double bound, int32_t* out);
 
+// scale_to_cosines, then positions_at_least(row, n, bound, out), in one sweep where the CPU has
+// AVX-512 (the same values and positions).
+int64_t cosines_at_least(float* row, int64_t n, float inv_i, const float* inv_cols, float bound, int32_t* out);
+int64_t cosines_at_least(double* row, int64_t n, double inv_i, const double* inv_cols, double bound, int32_t* out);
+
 // The smallest T that compares at least `threshold` as a double: `static_cast<double>(v) >=
 // threshold` is `v >= at_least_in<T>(threshold)`, so a kernel compares in its own type (and 16
 // lanes at a time). NaN gives NaN (nothing passes).

@@ -110,8 +110,7 @@ struct Linker {
         dot_block(x + s0 * p.dim, p.dim, s1 - s0, x + j0 * p.dim, p.dim, nj, p.dim, s.block.data(), nj);
         for (int64_t i = s0; i < s1; ++i) {
           T* cosines = s.block.data() + (i - s0) * nj;
-          scale_to_cosines(cosines, nj, inv[i], inv + j0);
-          const int64_t count = positions_at_least(cosines, nj, at_least, s.passing.data());
+          const int64_t count = cosines_at_least(cosines, nj, inv[i], inv + j0, at_least, s.passing.data());
           for (int64_t c = 0; c < count; ++c) visit(i, j0 + s.passing[c], cosines[s.passing[c]]);
         }
       }
