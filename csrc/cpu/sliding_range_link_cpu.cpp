@@ -11,8 +11,8 @@
 // computed once, although a pair lies in about window / stride ranges), assemble each range's list
 // from those, take its thresholds from it and filter it into links (kCandidateBudgetBytes).
 //
-// Components: sequential union-find (path halving, union by rank) over the link list: O(L alpha),
-// a small cost next to the similarity passes that produce the links in parallel.
+// Components: sequential union-find (path halving, the larger root under the smaller) over the link
+// list, a small cost next to the similarity passes that produce the links in parallel.
 #include <algorithm>
 #include <atomic>
 #include <iterator>
@@ -405,12 +405,35 @@ void run(SlidingRangeLinkParams p, const LinkSink& sink) {
   link_all<T>(p, nullptr, sink);
 }
 
-int64_t find_root(std::vector<int64_t>& parent, int64_t v) {
+template <class Index>
+Index find_root(std::vector<Index>& parent, Index v) {
   while (parent[v] != v) {
     parent[v] = parent[parent[v]];  // path halving
     v = parent[v];
   }
   return v;
+}
+
+// Union-find over Index-wide parents (int32 where the nodes fit: half the memory to hop through).
+// A union hangs the larger root under the smaller, so every root is its component's smallest node
+// and one pass in node order numbers the components: a node is numbered before any larger one.
+template <class Index>
+void components(const ConnectedComponentsParams& p) {
+  const Index n = static_cast<Index>(p.num_nodes);
+  std::vector<Index> parent(n);
+  for (Index v = 0; v < n; ++v) parent[v] = v;
+  for (int64_t e = 0; e < p.num_edges; ++e) {
+    Index a = find_root(parent, static_cast<Index>(p.edges[2 * e]));
+    Index b = find_root(parent, static_cast<Index>(p.edges[2 * e + 1]));
+    if (a == b) continue;
+    if (b < a) std::swap(a, b);
+    parent[b] = a;
+  }
+  int64_t next = 0;
+  for (Index v = 0; v < n; ++v) {
+    const Index root = find_root(parent, v);
+    p.labels[v] = root == v ? next++ : p.labels[root];
+  }
 }
 
 }  // namespace
@@ -423,26 +446,10 @@ void sliding_range_link_cpu(const SlidingRangeLinkParams& p, const LinkSink& sin
 }
 
 void connected_components_cpu(const ConnectedComponentsParams& p) {
-  const int64_t n = p.num_nodes;
-  std::vector<int64_t> parent(n);
-  std::vector<uint8_t> rank(n, 0);
-  for (int64_t v = 0; v < n; ++v) parent[v] = v;
-  for (int64_t e = 0; e < p.num_edges; ++e) {
-    int64_t a = find_root(parent, p.edges[2 * e]);
-    int64_t b = find_root(parent, p.edges[2 * e + 1]);
-    if (a == b) continue;
-    if (rank[a] < rank[b]) std::swap(a, b);
-    parent[b] = a;
-    if (rank[a] == rank[b]) ++rank[a];
-  }
-  // Number the components in the order of their first (= smallest) node.
-  std::vector<int64_t> number(n, -1);
-  int64_t next = 0;
-  for (int64_t v = 0; v < n; ++v) {
-    const int64_t root = find_root(parent, v);
-    if (number[root] < 0) number[root] = next++;
-    p.labels[v] = number[root];
-  }
+  if (p.num_nodes <= std::numeric_limits<int32_t>::max())
+    components<int32_t>(p);
+  else
+    components<int64_t>(p);
 }
 
 }  // namespace cion
