@@ -93,7 +93,8 @@ void sliding_range_link_cuda(const SlidingRangeLinkParams& params, const LinkSin
 
 // Connected components of an undirected graph. labels[v] = the component's number, components
 // numbered 0, 1, ... in the order of their smallest node (so the result is canonical: the same on
-// every device). CPU: union-find with path halving and union by rank. CUDA: lock-free hooking of
+// every device). CPU: union-find with path halving, the larger root hung under the smaller (every
+// root is then its component's smallest node: one pass numbers them). CUDA: lock-free hooking of
 // the larger root under the smaller (atomicCAS), pointer jumping, then a renumbering scan.
 struct ConnectedComponentsParams {
   int64_t num_nodes = 0;
