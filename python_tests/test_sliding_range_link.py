@@ -131,6 +131,21 @@ def test_a_range_waits_for_the_norms_of_its_earlier_rows(poisoned_outputs):
         np.testing.assert_array_equal(labels, expected_labels)
 
 
+def test_a_large_range_after_small_ones_with_norms_taken_range_by_range(poisoned_outputs):
+    """Ranges 0 and 1 are small; range 2 holds 2,800 rows (thresholds per work item, no candidate
+    list) but only 1,400 new ones, so the norms are still taken range by range in the first pass,
+    which must take range 2's share although it collects no candidates there."""
+    rng = np.random.default_rng(12)
+    video_ids = np.repeat(np.arange(8), [1, 1, 1, 1, 700, 700, 700, 700])
+    people = rng.normal(size=(4, 8))
+    features = people[rng.integers(0, 4, len(video_ids))] + 0.5 * rng.normal(size=(len(video_ids), 8))
+    expected_links, expected_labels = oracle_link(features, video_ids, 4, 2, 0.6, 2)
+    labels, links = sliding_range_link(features, video_ids, 4, 2, 0.6, 2)
+    assert len(expected_links) > 0
+    np.testing.assert_array_equal(links, expected_links)
+    np.testing.assert_array_equal(labels, expected_labels)
+
+
 @pytest.mark.parametrize("window,stride", [(4, 2), (3, 1), (5, 5)])
 def test_small_ranges_beside_large_ones(window, stride):
     """Ranges of 2,000+ rows take their thresholds per work item and keep no candidate list, so a

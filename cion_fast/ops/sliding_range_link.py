@@ -137,10 +137,13 @@ def sliding_range_link(
     Speed: the floor is one dot product per distinct cross-video pair in a range, as a GEMM at the
     BLAS rate. The CPU kernel computes each distinct pair about once (in strips of rows that share
     their first candidate: 1.00 dot products per candidate pair at 100,000 identities), in small
-    register tiles that sum each entry across 8 lanes and run below the BLAS rate, plus the rows'
-    norms, the screening of each strip for cosines reaching the threshold and, with ``mutual_k``,
-    each range's candidate lists and top-k: on a 2-core Intel Xeon, 3.0-3.4x the floor at 100,000
-    identities (47-58 ms) and 2.7-3.6x at 400,000 (0.19-0.23 s) (benchmarks/NOTES.md, issue 27).
+    register tiles that sum each entry across 8 lanes and run below the BLAS rate (the lane sums'
+    reductions and the strips' ragged edges), plus the rows' norms (one read of the features; with
+    ``mutual_k`` taken range by range, just before the range's strips read the same rows), the
+    screening of each strip for cosines reaching the threshold and, with ``mutual_k``, each range's
+    candidate lists and top-k: on a 2-core Intel Xeon, with ``mutual_k`` = 5, 2.4-2.6x the floor at
+    100,000 identities (38-43 ms) and 2.9x at 400,000 (0.17 s); without, 2.7x and 3.0x
+    (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np

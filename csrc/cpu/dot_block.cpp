@@ -235,7 +235,7 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void block_avx512vl(const T
 // copies' operations (one FMA per 8 values of d, in order; the same zero-padded tail and reduction
 // tree), so the same bits, from half as many multiply-add instructions. On a 2-core Xeon
 // (benchmarks/NOTES.md), D = 256, the strips of sliding_range_link at 100k identities: one thread
-// 120-129 GFLOP/s from cache against 110-118 with b's rows paired; two threads 198-201 against
+// 120-129 GFLOP/s from cache against 109-118 with b's rows paired; two threads 198-201 against
 // 178-180 with the features streamed from memory.
 #define CION_PAIRS_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline
 

@@ -9,7 +9,9 @@
 // pass finds them, and a copy in item order lays them out once the output is allocated. With
 // mutual_k, small ranges first collect the candidate pairs new to each of them (every distinct pair
 // computed once, although a pair lies in about window / stride ranges), assemble each range's list
-// from those, take its thresholds from it and filter it into links (kCandidateBudgetBytes).
+// from those, take its thresholds from it and filter it into links (kCandidateBudgetBytes). Where
+// no range's new rows pass kSymmetricRows, the rows' norms are taken in that first pass, range by
+// range (NormsInFirstPass); otherwise in a pass of their own before it (rows_for_cosine).
 //
 // Components: sequential union-find (path halving, the larger root under the smaller) over the link
 // list, a small cost next to the similarity passes that produce the links in parallel.

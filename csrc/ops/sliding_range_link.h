@@ -23,8 +23,10 @@
 //
 // The number of links is known only at the end; the output is then requested from `sink`, which
 // allocates it with the caller's library:
-// * CPU: inverse norms (and NaN check), mutual-k thresholds, then every work item collects its links
-//   in its own buffer (in (i, j) order); the buffers are copied into the output in item order.
+// * CPU: inverse norms (and NaN check; with mutual_k, where no range has over 2,048 new rows, taken
+//   range by range inside the first pass), mutual-k thresholds, then every work item (or, from its kept
+//   candidate list, every range) collects its links in its own buffer (in (i, j) order); the
+//   buffers are copied into the output in item order.
 // * CUDA: inverse norms, thresholds, counts[e] (links emitted by row i in range r), a scan into
 //   link_offsets, one read of the total (and of the NaN flag) on the caller's stream, then a fill
 //   pass that recomputes the similarities and writes each link where its row's count put it.
