@@ -142,8 +142,8 @@ def sliding_range_link(
     ``mutual_k`` taken range by range, just before the range's strips read the same rows), the
     screening of each strip for cosines reaching the threshold and, with ``mutual_k``, each range's
     candidate lists and top-k: on a 2-core Intel Xeon, with ``mutual_k`` = 5, 2.4-2.6x the floor at
-    100,000 identities (38-43 ms) and 2.9x at 400,000 (0.17 s); without, 2.7x and 3.0x
-    (benchmarks/NOTES.md, issue 27).
+    100,000 identities (34-43 ms between runs) and 2.8-2.9x at 400,000 (0.15-0.18 s); without,
+    2.5-2.7x and 2.9-3.0x (benchmarks/NOTES.md, issue 27).
 
     Example:
         >>> import numpy as np

@@ -197,7 +197,8 @@ __attribute__((target("avx512f"))) int64_t positions_at_least_avx512(const float
 }
 
 // scale_row then positions_at_least in one sweep (16 lanes, the tail masked): each value is scaled
-// as scale_row rounds it, stored, compared.
+// as scale_row rounds it (two multiplies: nothing to contract, so every copy's bits), stored,
+// compared.
 __attribute__((target("avx512f"))) int64_t cosines_at_least_avx512(float* row, int64_t n, float inv_i,
                                                                    const float* inv_cols, float bound, int32_t* out) {
   const __m512 low = _mm512_set1_ps(bound), scale = _mm512_set1_ps(inv_i);

@@ -4,7 +4,8 @@
 //
 // The norm and scaling loops run in AVX-512 / AVX2 copies where the CPU has them (cpu_features.h),
 // with the baseline copy's roundings: every copy gives the same bits. The screening has an AVX-512
-// path for float32 and a scalar one (compares only: the same positions and values).
+// path for float32 and a scalar one (compares only: the same positions and values); so does the
+// sweep that scales and screens a row at once (two multiplies, which no compiler can contract).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -51,7 +52,7 @@ int64_t positions_at_least(const float* x, int64_t n, float bound, int32_t* out)
 int64_t positions_at_least(const double* x, int64_t n, double bound, int32_t* out);
 
 // scale_to_cosines, then positions_at_least(row, n, bound, out), in one sweep where the CPU has
-// AVX-512 (the same values and positions).
+// AVX-512 (the same values and positions). n < 2^31; out holds n + 16 entries.
 int64_t cosines_at_least(float* row, int64_t n, float inv_i, const float* inv_cols, float bound, int32_t* out);
 int64_t cosines_at_least(double* row, int64_t n, double inv_i, const double* inv_cols, double bound, int32_t* out);
 

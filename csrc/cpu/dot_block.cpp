@@ -270,8 +270,8 @@ CION_PAIRS_TARGET __m512 row_pair_sums(const __m512 (&acc)[8]) {
 }
 
 // Rows [0, n) of a (n <= 2 P) packed in P pairs, step by step along d:
-// panel[(k * P + p) * 16 + h * 8 + l] = a[(2 p + h) * lda + 8 k + l], zero past dim and past row n,
-// so that one aligned load gives a pair's 8 values of a step.
+// panel[(k * P + h / 2) * 16 + (h % 2) * 8 + l] = a[h * lda + 8 k + l] for row h, zero past dim and
+// past row n, so that one aligned load gives a pair's 8 values of a step.
 template <int P>
 CION_PAIRS_TARGET void pack_pairs(const float* a, int64_t lda, int n, int64_t dim, float* panel) {
   const int64_t steps = (dim + 7) / 8, full = dim / 8;

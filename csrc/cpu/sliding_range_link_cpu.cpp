@@ -34,7 +34,9 @@ namespace cion {
 namespace {
 
 constexpr int64_t kColChunk = 256;
-constexpr int64_t kSymmetricRows = 2048;  // ranges up to this size keep candidate lists (one task each)
+// Ranges up to this many rows keep candidate lists (one task each); the norms are taken in the first
+// pass where no range has more new rows than this (NormsInFirstPass::worthwhile).
+constexpr int64_t kSymmetricRows = 2048;
 // With mutual_k, the threshold pass keeps each small range's candidate pairs (cosine at least the
 // threshold) so that the link pass filters them instead of computing every similarity again. Past
 // this many bytes of kept candidates (a low threshold makes nearly every pair one), the remaining
@@ -56,7 +58,8 @@ bool in_pair_order(const Candidate<T>& a, const Candidate<T>& b) {
 // each strip's columns fit in one block of kColChunk (nearly always): then this is one check.
 template <class T>
 void into_pair_order(std::vector<Candidate<T>>& list) {
-  if (!std::is_sorted(list.begin(), list.end(), in_pair_order<T>)) std::sort(list.begin(), list.end(), in_pair_order<T>);
+  if (!std::is_sorted(list.begin(), list.end(), in_pair_order<T>))
+    std::sort(list.begin(), list.end(), in_pair_order<T>);
 }
 
 // A thread's working memory: one strip of dot products, the positions of its entries that pass.
@@ -167,14 +170,15 @@ struct Linker {
                            const std::vector<uint8_t>& fresh_kept, std::vector<Candidate<T>>& out) const {
     for (int64_t source = first_source(r); source <= r; ++source)
       if (!fresh_kept[source]) return false;
-    size_t at_most = 0;
-    for (int64_t source = first_source(r); source <= r; ++source) at_most += fresh[source].size();
-    out.reserve(at_most);
     const int64_t b = range_begin(r);
+    auto in_r = [b](const Candidate<T>& c) { return c.i >= b; };
+    size_t count = 0;  // reserved exactly: kCandidateBudgetBytes counts sizes, not capacities
+    for (int64_t source = first_source(r); source <= r; ++source)
+      count += static_cast<size_t>(std::count_if(fresh[source].begin(), fresh[source].end(), in_r));
+    out.reserve(count);
     for (int64_t source = first_source(r); source <= r; ++source) {
       const auto merged = static_cast<std::ptrdiff_t>(out.size());
-      std::copy_if(fresh[source].begin(), fresh[source].end(), std::back_inserter(out),
-                   [b](const Candidate<T>& c) { return c.i >= b; });
+      std::copy_if(fresh[source].begin(), fresh[source].end(), std::back_inserter(out), in_r);
       std::inplace_merge(out.begin(), out.begin() + merged, out.end(), in_pair_order<T>);
     }
     return true;
@@ -214,6 +218,7 @@ struct Linker {
   // per item grown link by link made tens of thousands at 100k identities).
   void links_from_candidates(int64_t r, std::vector<Candidate<T>>& candidates,
                              std::vector<std::vector<int64_t>>& found) const {
+    if (p.item_offsets[r] == p.item_offsets[r + 1]) return;  // no rows (not from _Ranges)
     for (int64_t item = p.item_offsets[r]; item < p.item_offsets[r + 1]; ++item) found[item].clear();
     std::vector<int64_t>& out = found[p.item_offsets[r]];
     out.reserve(candidates.size());  // room for half as many links as candidates (most ranges)
@@ -248,11 +253,12 @@ struct Linker {
 
 // The rows' inverse norms taken range by range in the first pass (mutual_k only), each range's share
 // just before its strips read those rows again: they then come from memory once, not twice (a
-// separate norm pass read all the features first). Range r takes its new rows, [end of range r - 1,
-// end of range r) (from row 0 for the first range): ranges skip no video, so the shares cover every
-// row once. Its strips also read rows of earlier ranges' shares, and wait for those. Ranges are handed out in order and a share
-// is taken before any wait, so every wait ends. Where a row calls for the rescaled copy
-// (rows_for_cosine), the pass gives up and the caller starts again with that copy.
+// separate norm pass read all the features first). Range r's share is [end of range r - 1, end of
+// range r) (from row 0 for the first range): the shares cover every row once, and as ranges skip
+// no video, a share is its range's new rows. Its strips also read rows of earlier ranges' shares,
+// and wait for those. Ranges are handed out in order and a share is taken before any wait, so
+// every wait ends. Where a row calls for the rescaled copy (rows_for_cosine), the pass gives up
+// and the caller starts again with that copy.
 template <class T>
 class NormsInFirstPass {
  public:
@@ -269,12 +275,15 @@ class NormsInFirstPass {
   }
 
   // Takes range r's share, then waits for the shares of the earlier ranges holding its rows. False
-  // where some range gave up (every thread then stops).
+  // where some range gave up (every thread then skips the ranges left, without their norms).
   bool take(int64_t r) {
-    const int64_t b = share_begin(linker_, r);
+    if (gave_up()) {
+      ready_[r].store(1, std::memory_order_release);
+      return false;
+    }
+    const int64_t b = share_begin(linker_, r), rows = share_end(p_, linker_, r) - b;
     const T* x = static_cast<const T*>(p_.features);
-    if (!inverse_norms_in_range(x + b * p_.dim, share_end(p_, linker_, r) - b, p_.dim, static_cast<T*>(p_.inv_norm) + b))
-      gave_up_.store(true);
+    if (!inverse_norms_in_range(x + b * p_.dim, rows, p_.dim, static_cast<T*>(p_.inv_norm) + b)) gave_up_.store(true);
     ready_[r].store(1, std::memory_order_release);
     for (int64_t earlier = r - 1; earlier >= 0 && linker_.range_end(earlier) > linker_.range_begin(r); --earlier)
       while (!ready_[earlier].load(std::memory_order_acquire)) {
@@ -333,7 +342,7 @@ bool link_all(const SlidingRangeLinkParams& p, NormsInFirstPass<T>* norms, const
     Scratch<T> scratch;
     if (p.mutual_k > 0) {
       std::vector<Candidate<T>> found_here;  // grown once per thread, copied out at its size
-      // Ranges in order, one at a time (NormsInFirstPass relies on the order).
+      // Each thread takes the next range in order (NormsInFirstPass relies on the order).
       for (int64_t r; (r = next_range.fetch_add(1)) < p.num_ranges;) {
         if (norms && !norms->take(r)) continue;
         if (!small(r)) continue;
