@@ -18,6 +18,7 @@ from cion_fast.demo import DemoConfig, run_demo
 from cion_fast.denoise import Quality
 
 pytest.importorskip("timm")
+pytest.importorskip("matplotlib")  # the reports' figures (the torch extra)
 
 STEPS = 40
 TINY_WORLD = dict(identities=30, train_identities=5, eval_identities=20, cameras=3, videos=4)

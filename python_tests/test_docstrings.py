@@ -20,8 +20,20 @@ def _modules():
     return sorted(names)
 
 
+# Modules whose examples need a package outside the core dependencies (the torch extra has them):
+# where it is missing, as on the GPU machine, their examples are skipped, not failed.
+NEEDS = {
+    "cion_fast.demo": "matplotlib",
+    "cion_fast.evaluate.plots": "matplotlib",
+    "cion_fast.integrations.clustercontrast": "scipy",  # sparse results
+    "cion_fast.ops.k_reciprocal": "scipy",
+}
+
+
 @pytest.mark.parametrize("name", _modules())
 def test_docstring_examples_run(name, tmp_path, monkeypatch):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
     # The examples make scratch directories with tempfile.mkdtemp(); rooting tempfile in
     # tmp_path lets pytest remove them (a finetune example alone writes ~250 MB of checkpoints).
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

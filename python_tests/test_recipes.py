@@ -19,6 +19,7 @@ from cion_fast.demo import DemoConfig, run_search
 from cion_fast.evaluate.retrieval import evaluate_features
 
 pytest.importorskip("timm")
+pytest.importorskip("matplotlib")  # the reports' figures (the torch extra)
 
 STEPS = 8
 TINY_WORLD = dict(identities=30, train_identities=5, eval_identities=20, cameras=3, videos=4)

@@ -181,7 +181,7 @@ def _class_cases() -> list[tuple[str, str, str]]:
         ("sliding_range_link", "features", f"sliding_range_link({_BE}[:3], VID)"),
         ("connected_components", "edges", "connected_components(4, np.array([[0, 1]], '>i8'))"),
         ("k_reciprocal_rerank_from_distances", "q_g", "k_reciprocal_rerank_from_distances(D.astype('>f4'), QQ, GG, k1=4, k2=2)"),
-        ("jaccard_distance", "features", "jaccard_distance(G.astype('>f4'), k1=4, k2=2)"),
+        ("jaccard_distance", "features", "jaccard_distance(G.astype('>f4'), k1=4, k2=2, sparse=False)"),
         ("evaluate_rank", "distmat", _SAME.format(a="evaluate_rank(D.astype('>f4'), QP, GP, QC, GC).mAP",
                                                   b="evaluate_rank(D, QP, GP, QC, GC).mAP")),
     ]
