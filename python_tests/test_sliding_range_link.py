@@ -9,7 +9,7 @@ import pytest
 from cion_fast.ops import connected_components, sliding_range_link
 from cion_fast.reference import sliding_range_link as reference
 
-from conftest import POISON_INT, cupy, requires_torch, to_framework, torch
+from conftest import POISON_INT, assert_file_passes_under_isa_cap, cupy, requires_torch, to_framework, torch
 
 
 def canonical(labels):
@@ -145,6 +145,13 @@ def test_a_large_range_after_small_ones_with_norms_taken_range_by_range(poisoned
     assert len(expected_links) > 0
     np.testing.assert_array_equal(links, expected_links)
     np.testing.assert_array_equal(labels, expected_labels)
+
+
+def test_the_avx2_copies_pass_this_file(tmp_path):
+    """This file's tests (all but this one) in a process capped at the AVX2 copies
+    (CION_FAST_DOT_BLOCK_ISA, read once per process): the 8-lane dot products and the scalar
+    screening of cosines, which an AVX-512 CPU otherwise never runs."""
+    assert_file_passes_under_isa_cap("CION_FAST_DOT_BLOCK_ISA", "avx2", __file__, "avx2_copies", tmp_path)
 
 
 @pytest.mark.parametrize("window,stride", [(4, 2), (3, 1), (5, 5)])

@@ -158,14 +158,25 @@ int64_t values_at_least_scalar(const T* x, int64_t n, T bound, T* out) {
 }
 
 template <class T>
-int64_t positions_at_least_scalar(const T* x, int64_t n, T bound, int32_t* out, int32_t first) {
+int64_t positions_at_least_scalar(const T* x, int64_t n, T bound, int32_t* out) {
   int64_t count = 0;
   for (int64_t j = 0; j < n; ++j)
-    if (x[j] >= bound) out[count++] = first + static_cast<int32_t>(j);
+    if (x[j] >= bound) out[count++] = static_cast<int32_t>(j);
   return count;
 }
 
 #if defined(CION_X86_DISPATCH)
+// The AVX-512 screenings run where the CPU has AVX-512F and CION_FAST_DOT_BLOCK_ISA, the cap on
+// the tracklet kernels' copies (dot_block.cpp), allows an AVX-512 copy: the tests that run those
+// kernels under the "avx2" and "baseline" caps run the scalar screenings too.
+bool screens_with_avx512() {
+  static const bool chosen = [] {
+    const IsaCap cap = isa_cap("CION_FAST_DOT_BLOCK_ISA");
+    return cpu_has_avx512f() && (cap == IsaCap::kNone || cap == IsaCap::kAvx512vl);
+  }();
+  return chosen;
+}
+
 // Few values pass (a top-k's screening bound, a link threshold): 16 tested per compare, stored
 // only when one passes.
 __attribute__((target("avx512f"))) int64_t values_at_least_avx512(const float* x, int64_t n, float bound,
@@ -181,22 +192,7 @@ __attribute__((target("avx512f"))) int64_t values_at_least_avx512(const float* x
   return count + values_at_least_scalar(x + j, n - j, bound, out + count);
 }
 
-__attribute__((target("avx512f"))) int64_t positions_at_least_avx512(const float* x, int64_t n, float bound,
-                                                                     int32_t* out) {
-  const __m512 low = _mm512_set1_ps(bound);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int64_t count = 0, j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __mmask16 keep = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + j), low, _CMP_GE_OQ);
-    if (keep == 0) continue;
-    const __m512i position = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j)));
-    _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(keep, position));
-    count += __builtin_popcount(keep);
-  }
-  return count + positions_at_least_scalar(x + j, n - j, bound, out + count, static_cast<int32_t>(j));
-}
-
-// scale_row then positions_at_least in one sweep (16 lanes, the tail masked): each value is scaled
+// scale_row then the positions of the values at least `bound`, in one sweep (16 lanes, the tail masked): each value is scaled
 // as scale_row rounds it (two multiplies: nothing to contract, so every copy's bits), stored,
 // compared.
 __attribute__((target("avx512f"))) int64_t cosines_at_least_avx512(float* row, int64_t n, float inv_i,
@@ -245,34 +241,24 @@ void scale_to_cosines(double* row, int64_t n, double inv_i, const double* inv_co
 
 int64_t cosines_at_least(float* row, int64_t n, float inv_i, const float* inv_cols, float bound, int32_t* out) {
 #if defined(CION_X86_DISPATCH)
-  if (cpu_has_avx512f()) return cosines_at_least_avx512(row, n, inv_i, inv_cols, bound, out);
+  if (screens_with_avx512()) return cosines_at_least_avx512(row, n, inv_i, inv_cols, bound, out);
 #endif
-  scale_to_cosines(row, n, inv_i, inv_cols);
-  return positions_at_least(row, n, bound, out);
+  scale_row(row, n, inv_i, inv_cols);
+  return positions_at_least_scalar(row, n, bound, out);
 }
 int64_t cosines_at_least(double* row, int64_t n, double inv_i, const double* inv_cols, double bound, int32_t* out) {
-  scale_to_cosines(row, n, inv_i, inv_cols);
-  return positions_at_least(row, n, bound, out);
+  scale_row(row, n, inv_i, inv_cols);
+  return positions_at_least_scalar(row, n, bound, out);
 }
 
 int64_t values_at_least(const float* x, int64_t n, float bound, float* out) {
 #if defined(CION_X86_DISPATCH)
-  if (cpu_has_avx512f()) return values_at_least_avx512(x, n, bound, out);
+  if (screens_with_avx512()) return values_at_least_avx512(x, n, bound, out);
 #endif
   return values_at_least_scalar(x, n, bound, out);
 }
 int64_t values_at_least(const double* x, int64_t n, double bound, double* out) {
   return values_at_least_scalar(x, n, bound, out);
-}
-
-int64_t positions_at_least(const float* x, int64_t n, float bound, int32_t* out) {
-#if defined(CION_X86_DISPATCH)
-  if (cpu_has_avx512f()) return positions_at_least_avx512(x, n, bound, out);
-#endif
-  return positions_at_least_scalar(x, n, bound, out, 0);
-}
-int64_t positions_at_least(const double* x, int64_t n, double bound, int32_t* out) {
-  return positions_at_least_scalar(x, n, bound, out, 0);
 }
 
 }  // namespace cion

@@ -3,9 +3,10 @@
 // dot products into cosines, and the screening of a block for the few entries that matter.
 //
 // The norm and scaling loops run in AVX-512 / AVX2 copies where the CPU has them (cpu_features.h),
-// with the baseline copy's roundings: every copy gives the same bits. The screening has an AVX-512
-// path for float32 and a scalar one (compares only: the same positions and values); so does the
-// sweep that scales and screens a row at once (two multiplies, which no compiler can contract).
+// with the baseline copy's roundings: every copy gives the same bits. The screenings have an
+// AVX-512 path for float32 and a scalar one (compares only: the same positions and values; the
+// sweep that scales and screens a row at once rounds as scale_to_cosines, two multiplies that no
+// compiler can contract).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -46,13 +47,9 @@ void scale_to_cosines(double* row, int64_t n, double inv_i, const double* inv_co
 int64_t values_at_least(const float* x, int64_t n, float bound, float* out);
 int64_t values_at_least(const double* x, int64_t n, double bound, double* out);
 
-// The positions j of the values x[j] >= bound (NaN never) in x[0, n), increasing, into out;
-// returns their count. n < 2^31; out holds n + 16 entries.
-int64_t positions_at_least(const float* x, int64_t n, float bound, int32_t* out);
-int64_t positions_at_least(const double* x, int64_t n, double bound, int32_t* out);
-
-// scale_to_cosines, then positions_at_least(row, n, bound, out), in one sweep where the CPU has
-// AVX-512 (the same values and positions). n < 2^31; out holds n + 16 entries.
+// scale_to_cosines, then the positions j of the cosines row[j] >= bound (NaN never), increasing,
+// into out; returns their count. One sweep where the CPU has AVX-512 (the same values and
+// positions). n < 2^31; out holds n + 16 entries.
 int64_t cosines_at_least(float* row, int64_t n, float inv_i, const float* inv_cols, float bound, int32_t* out);
 int64_t cosines_at_least(double* row, int64_t n, double inv_i, const double* inv_cols, double bound, int32_t* out);
 

@@ -259,8 +259,8 @@ CION_PAIRS_TARGET __m512 fold_pairs(__m512 x, __m512 y) {
   return _mm512_add_ps(_mm512_shuffle_ps(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 // The 16 entries of 8 accumulators, each [(r, c) | (r + 1, c)] for c = 0..7, summed with
-// horizontal_sum's tree (every entry the same additions; 21 shuffles and adds and one permute): row r's 8
-// sums in the low half of the result, row r + 1's in the high half.
+// horizontal_sum's tree (every entry the same additions; 21 shuffles and adds and one permute):
+// row r's 8 sums in the low half of the result, row r + 1's in the high half.
 CION_PAIRS_TARGET __m512 row_pair_sums(const __m512 (&acc)[8]) {
   const __m512 sums = fold_pairs(fold_halves(fold_quarters(acc[0], acc[1]), fold_quarters(acc[2], acc[3])),
                                  fold_halves(fold_quarters(acc[4], acc[5]), fold_quarters(acc[6], acc[7])));

@@ -259,8 +259,9 @@ MulticropCopy multicrop_copy() {
 // Where every block of 16 output columns reads its taps from a window of 32 source samples (all
 // upscales, and downscales up to ~1.8x: nearly every view of the CION recipe, all but local crops
 // over ~120 pixels wide), the row pass writes one line per channel and the column pass makes each
-// tap of 16 outputs one two-register permute of that window. The generic path (an interleaved line, one pixel's three channels per 4-lane vector) needs
-// about seven times its instructions. Same terms in the same order, no contraction: the same bits.
+// tap of 16 outputs one two-register permute of that window. The generic path (an interleaved
+// line, one pixel's three channels per 4-lane vector) needs about seven times its instructions.
+// Same terms in the same order, no contraction: the same bits.
 
 // The column pass of one view in blocks of 16 output samples, in output order (flip applied), each
 // block's taps zero-padded to the view's common count like the generic path's.

@@ -17,8 +17,8 @@
 // list, a small cost next to the similarity passes that produce the links in parallel.
 #include <algorithm>
 #include <atomic>
-#include <iterator>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <thread>
@@ -212,10 +212,10 @@ struct Linker {
     for (int64_t i = i0; i < i1; ++i) store_threshold(r, i, top[i - i0]);
   }
 
-  // The links range r emits, from its kept candidates (in (i, j) order), in that order: the layout links() gives
-  // its items, all in found[] of the range's first item (the others left empty: the output lays
-  // the items out in order), without a second similarity pass. One allocation per range (a vector
-  // per item grown link by link made tens of thousands at 100k identities).
+  // The links range r emits, from its kept candidates (in (i, j) order), in that order: the layout
+  // links() gives its items, all in found[] of the range's first item (the others left empty: the
+  // output lays the items out in order), without a second similarity pass. One allocation per
+  // range (a vector per item grown link by link made tens of thousands at 100k identities).
   void links_from_candidates(int64_t r, std::vector<Candidate<T>>& candidates,
                              std::vector<std::vector<int64_t>>& found) const {
     if (p.item_offsets[r] == p.item_offsets[r + 1]) return;  // no rows (not from _Ranges)
